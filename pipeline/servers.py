@@ -1,0 +1,278 @@
+"""Real local servers for the demo and the tests: a STAC API and a COG file server.
+
+Both run as child processes bound to 127.0.0.1 so the pipeline talks to them over HTTP exactly
+as it talks to Earth Search and S3 in production:
+
+* the STAC API is stac-fastapi-geoparquet over a stac-geoparquet file, its DuckDB loading the
+  spatial/icu/parquet extensions shipped in pip wheels (never downloading);
+* the file server is Starlette's ``StaticFiles``, which answers HTTP Range requests (GDAL's
+  ``/vsicurl/`` needs them; ``python -m http.server`` ignores them).
+
+Run one by hand with ``python -m pipeline.servers stac --items items.json --port 8765`` or
+``python -m pipeline.servers files --root demo-data --port 8766``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = [
+    "DemoServers",
+    "ServerHandle",
+    "absolutize_items",
+    "free_port",
+    "serve_demo",
+    "start_file_server",
+    "start_stac_server",
+]
+
+HOST = "127.0.0.1"
+
+
+@dataclass
+class ServerHandle:
+    """A running child-process server.
+
+    Attributes:
+        url: Base URL ending in ``/``.
+        process: The child process.
+        log_path: Where the server's stdout and stderr go.
+    """
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
+
+    def stop(self) -> None:
+        """Terminate the server and wait for it (kill after 5 s)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> ServerHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def free_port(host: str = HOST) -> int:
+    """Return a TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _spawn(args: list[str], port: int, ready_path: str, log_dir: Path) -> ServerHandle:
+    log_path = log_dir / f"server-{port}.log"
+    log = log_path.open("wb")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.servers", *args, "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    log.close()
+    url = f"http://{HOST}:{port}/"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"server {' '.join(args[:1])} exited with {proc.returncode}: "
+                f"{log_path.read_text()[-2000:]}"
+            )
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + ready_path, timeout=2).status_code < 500:
+                return ServerHandle(url=url, process=proc, log_path=log_path)
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"server on port {port} did not become ready in 60 s: {log_path}")
+
+
+def absolutize_items(items: list[dict[str, Any]], base_url: str) -> list[dict[str, Any]]:
+    """Return copies of ``items`` whose relative asset hrefs are made absolute on ``base_url``."""
+    base = base_url.rstrip("/") + "/"
+    out = []
+    for item in items:
+        item = json.loads(json.dumps(item))
+        for asset in item.get("assets", {}).values():
+            href = asset["href"]
+            if "://" not in href and not href.startswith("/"):
+                asset["href"] = base + href
+        out.append(item)
+    return out
+
+
+def start_stac_server(
+    items: list[dict[str, Any]], *, port: int | None = None, log_dir: Path | None = None
+) -> ServerHandle:
+    """Serve ``items`` (absolute hrefs) through a real STAC API on 127.0.0.1.
+
+    Args:
+        items: STAC item dicts; collections are generated from their ``collection`` field.
+        port: Port to bind; a free one when ``None``.
+        log_dir: Folder for the server log and its stac-geoparquet file; a temp dir by default.
+
+    Returns:
+        The running server; stop it with ``stop()`` or use it as a context manager.
+    """
+    tmp = tempfile.TemporaryDirectory(prefix="eocap-stac-")
+    folder = Path(tmp.name) if log_dir is None else log_dir
+    items_path = Path(tmp.name) / "items.json"
+    items_path.write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+    handle = _spawn(
+        ["stac", "--items", str(items_path)], port or free_port(), "collections", folder
+    )
+    handle._tmp = tmp
+    return handle
+
+
+def start_file_server(
+    root: Path, *, port: int | None = None, log_dir: Path | None = None
+) -> ServerHandle:
+    """Serve the files under ``root`` over HTTP with Range support on 127.0.0.1."""
+    folder = log_dir or Path(tempfile.gettempdir())
+    return _spawn(["files", "--root", str(Path(root).resolve())], port or free_port(), "", folder)
+
+
+@dataclass
+class DemoServers:
+    """The demo's STAC API and COG server, started together."""
+
+    stac: ServerHandle
+    files: ServerHandle
+
+    @property
+    def stac_url(self) -> str:
+        """Root URL of the STAC API."""
+        return self.stac.url
+
+    def stop(self) -> None:
+        """Stop both servers."""
+        self.stac.stop()
+        self.files.stop()
+
+
+@contextlib.contextmanager
+def serve_demo(
+    root: Path,
+    items: list[dict[str, Any]],
+    *,
+    stac_port: int | None = None,
+    files_port: int | None = None,
+) -> Iterator[DemoServers]:
+    """Serve a generated region: COGs under ``root`` and its items with absolute hrefs.
+
+    Args:
+        root: Folder that item hrefs are relative to.
+        items: STAC items with hrefs relative to ``root``.
+        stac_port: Port of the STAC API (free one if ``None``).
+        files_port: Port of the file server (free one if ``None``).
+    """
+    files = start_file_server(root, port=files_port)
+    try:
+        stac = start_stac_server(absolutize_items(items, files.url), port=stac_port)
+    except BaseException:
+        files.stop()
+        raise
+    servers = DemoServers(stac=stac, files=files)
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# The server processes themselves.
+
+
+def _duckdb_extension_dir() -> Path:
+    """Lay out the wheel-shipped DuckDB extensions the way DuckDB looks for them."""
+    import duckdb
+    import duckdb_extension_icu
+    import duckdb_extension_parquet
+    import duckdb_extension_spatial
+
+    version = f"v{duckdb.__version__}"
+    root = Path(tempfile.mkdtemp(prefix="eocap-duckdb-ext-"))
+    target = root / version / "linux_amd64"
+    target.mkdir(parents=True)
+    for module in (duckdb_extension_spatial, duckdb_extension_icu, duckdb_extension_parquet):
+        src_dir = Path(str(module.__file__)).parent / "extensions" / version
+        for ext in src_dir.glob("*.duckdb_extension"):
+            (target / ext.name).symlink_to(ext)
+    return root
+
+
+def _run_stac(items_json: Path, port: int) -> None:
+    import rustac
+    import uvicorn
+    from stac_fastapi.geoparquet.api import create
+    from stac_fastapi.geoparquet.settings import Settings
+
+    items = json.loads(items_json.read_text())["features"]
+    parquet = items_json.with_suffix(".parquet")
+    rustac.write_sync(str(parquet), items)
+    client = rustac.DuckdbClient(
+        extension_directory=_duckdb_extension_dir(),
+        install_extensions=False,
+        extensions=["spatial", "icu"],
+    )
+    settings = Settings(stac_fastapi_geoparquet_href=str(parquet))
+    app = create(settings=settings, duckdb_client=client).app
+    uvicorn.run(app, host=HOST, port=port, log_level="warning")
+
+
+def _run_files(root: Path, port: int) -> None:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    from starlette.staticfiles import StaticFiles
+
+    app = Starlette(routes=[Mount("/", app=StaticFiles(directory=root, html=False))])
+    uvicorn.run(app, host=HOST, port=port, log_level="warning")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the server child processes."""
+    parser = argparse.ArgumentParser(prog="python -m pipeline.servers", description=__doc__)
+    sub = parser.add_subparsers(dest="kind", required=True)
+    stac = sub.add_parser("stac", help="serve STAC items (GeoJSON FeatureCollection)")
+    stac.add_argument("--items", type=Path, required=True)
+    stac.add_argument("--port", type=int, required=True)
+    files = sub.add_parser("files", help="serve a folder with HTTP Range support")
+    files.add_argument("--root", type=Path, required=True)
+    files.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    if args.kind == "stac":
+        _run_stac(args.items, args.port)
+    else:
+        _run_files(args.root, args.port)
+
+
+if __name__ == "__main__":
+    main()
