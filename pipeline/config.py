@@ -206,9 +206,12 @@ class ChipConfig(_Section):
     @classmethod
     def _bands_known(cls, v: str | list[str]) -> str | list[str]:
         try:
-            resolve_band_names(v)
+            names = {b.name for b in resolve_band_names(v)}
         except KeyError as exc:
             raise ValueError(exc.args[0]) from None
+        missing = sorted({"B02", "B03", "B04"} - names)
+        if missing:
+            raise ValueError(f"the band set must include {missing}: the RGB composite needs them")
         return v
 
     @property

@@ -1,0 +1,263 @@
+"""Sampling: a region and its periods become deterministic samples, grouped into shards.
+
+A *location* is a chip centre; a *sample* is a location in one period. Sample ids hash the
+location (to 1e-6 degrees) and the period, so the same config always yields the same ids, and
+ids never collide between runs that share locations. Locations are ordered along a Z-order
+curve, so a shard's chips are spatially close and share scenes and map features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import shapely
+from shapely.geometry import box, shape
+from shapely.ops import transform as transform_geometry
+from shapely.geometry.base import BaseGeometry
+
+from .config import Period, RegionConfig, RunConfig
+from .errors import ConfigError
+from .geometry import transformer, utm_crs
+
+__all__ = [
+    "MANIFEST_SCHEMA",
+    "Location",
+    "SampleSpec",
+    "ShardPlan",
+    "plan_locations",
+    "plan_shards",
+    "read_manifest",
+    "region_geometry",
+    "sample_id",
+    "write_manifest",
+]
+
+
+@dataclass(frozen=True)
+class Location:
+    """A chip centre.
+
+    Attributes:
+        location_id: Deterministic id (hash of the rounded coordinates).
+        lon: Longitude in degrees.
+        lat: Latitude in degrees.
+        name: Optional label from the config.
+    """
+
+    location_id: str
+    lon: float
+    lat: float
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """One sample to build: a location in a period.
+
+    Attributes:
+        sample_id: Deterministic id of (location, period).
+        location: The chip centre.
+        period: The date range to search scenes in.
+        shard: Index of the shard the sample is written to.
+    """
+
+    sample_id: str
+    location: Location
+    period: Period
+    shard: int
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """The samples of one shard, in write order."""
+
+    index: int
+    samples: tuple[SampleSpec, ...]
+
+    @property
+    def name(self) -> str:
+        """Zero-padded shard name used for file names (``00003``)."""
+        return f"{self.index:05d}"
+
+
+def _location_id(lon: float, lat: float) -> str:
+    key = f"{lon:.6f},{lat:.6f}"
+    return "loc_" + hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
+def sample_id(location: Location, period: Period) -> str:
+    """Deterministic id of a location in a period."""
+    key = f"{location.lon:.6f},{location.lat:.6f}|{period.name}|{period.start}|{period.end}"
+    return "s_" + hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def region_geometry(region: RegionConfig) -> BaseGeometry:
+    """The region as a lon/lat geometry (a MultiPoint for point regions).
+
+    Raises:
+        ConfigError: if the GeoJSON file is missing or holds no polygon.
+    """
+    if region.bbox is not None:
+        return box(*region.bbox)
+    if region.points is not None:
+        return shapely.MultiPoint([(p.lon, p.lat) for p in region.points])
+    assert region.geojson is not None
+    if not region.geojson.is_file():
+        raise ConfigError("region.geojson", f"file {region.geojson} does not exist")
+    try:
+        doc: dict[str, Any] = json.loads(region.geojson.read_text())
+        feats = doc.get("features", [doc]) if doc.get("type") == "FeatureCollection" else [doc]
+        geoms = [shape(f.get("geometry", f)) for f in feats]
+    except (ValueError, KeyError, AttributeError, TypeError) as exc:
+        raise ConfigError("region.geojson", f"{region.geojson} is not valid GeoJSON: {exc}") from None
+    polys = [g for g in geoms if g.geom_type in ("Polygon", "MultiPolygon")]
+    if not polys:
+        raise ConfigError("region.geojson", f"{region.geojson} holds no Polygon or MultiPolygon")
+    merged = shapely.union_all(polys)
+    minx, miny, maxx, maxy = merged.bounds
+    if not (-180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90):
+        raise ConfigError("region.geojson", f"coordinates out of lon/lat range: {merged.bounds}")
+    return merged
+
+
+def _grid_locations(area: BaseGeometry, spacing_m: float, chip_size_m: float) -> list[Location]:
+    minx, miny, maxx, maxy = area.bounds
+    crs = utm_crs((minx + maxx) / 2, (miny + maxy) / 2)
+    to_utm = transformer("EPSG:4326", crs)
+    to_ll = transformer(crs, "EPSG:4326")
+    area_utm = transform_geometry(to_utm.transform, area)
+    half = chip_size_m / 2
+    # A chip is kept only if it lies wholly in the region: shrink the region by half a chip.
+    inner = area_utm.buffer(-half, join_style="mitre")
+    if inner.is_empty:
+        return []
+    ux0, uy0, ux1, uy1 = inner.bounds
+    nx = int(np.floor((ux1 - ux0) / spacing_m)) + 1
+    ny = int(np.floor((uy1 - uy0) / spacing_m)) + 1
+    # Centre the grid in the shrunk region so margins are even on all sides.
+    xs = ux0 + ((ux1 - ux0) - (nx - 1) * spacing_m) / 2 + np.arange(nx) * spacing_m
+    ys = uy1 - ((uy1 - uy0) - (ny - 1) * spacing_m) / 2 - np.arange(ny) * spacing_m
+    gx, gy = np.meshgrid(xs, ys)
+    keep = shapely.contains_xy(inner.buffer(1e-6), gx.ravel(), gy.ravel())
+    lons, lats = to_ll.transform(gx.ravel()[keep], gy.ravel()[keep])
+    return [
+        Location(_location_id(float(lo), float(la)), round(float(lo), 6), round(float(la), 6))
+        for lo, la in zip(np.atleast_1d(lons), np.atleast_1d(lats), strict=True)
+    ]
+
+
+def _zorder(lon: float, lat: float) -> int:
+    x = int((lon + 180.0) / 360.0 * 65535)
+    y = int((lat + 90.0) / 180.0 * 65535)
+    key = 0
+    for bit in range(16):
+        key |= ((x >> bit) & 1) << (2 * bit) | ((y >> bit) & 1) << (2 * bit + 1)
+    return key
+
+
+def plan_locations(region: RegionConfig, chip_size_m: float, *, seed: int = 0) -> list[Location]:
+    """Lay out the chip centres of a region, in Z-order.
+
+    Args:
+        region: The region config.
+        chip_size_m: Chip edge in metres (chips must fit inside bbox/GeoJSON regions).
+        seed: Seed for the subset drawn when ``region.max_locations`` is set.
+
+    Raises:
+        ConfigError: if the region yields no location.
+    """
+    if region.points is not None:
+        locs = [
+            Location(_location_id(p.lon, p.lat), round(p.lon, 6), round(p.lat, 6), p.name)
+            for p in region.points
+        ]
+        locs = list({loc.location_id: loc for loc in locs}.values())  # drop exact duplicates
+    else:
+        locs = _grid_locations(region_geometry(region), region.spacing_m, chip_size_m)
+    if not locs:
+        field = "region.bbox" if region.bbox is not None else "region.geojson"
+        raise ConfigError(field, f"region is smaller than one chip ({chip_size_m:.0f} m)")
+    if region.max_locations is not None and len(locs) > region.max_locations:
+        rank = {
+            loc.location_id: hashlib.sha1(f"{seed}|{loc.location_id}".encode()).hexdigest()
+            for loc in locs
+        }
+        locs = sorted(locs, key=lambda loc: rank[loc.location_id])[: region.max_locations]
+    return sorted(locs, key=lambda loc: (_zorder(loc.lon, loc.lat), loc.location_id))
+
+
+def plan_shards(config: RunConfig) -> list[ShardPlan]:
+    """Plan every sample of a run and cut them into shards of ``output.shard_size``.
+
+    A location's periods stay next to each other so that a shard reuses scene searches.
+    """
+    locations = plan_locations(config.region, config.chips.size_m, seed=config.seed)
+    size = config.output.shard_size
+    samples: list[SampleSpec] = []
+    for i, (loc, period) in enumerate(
+        (loc, period) for loc in locations for period in config.periods
+    ):
+        samples.append(SampleSpec(sample_id(loc, period), loc, period, i // size))
+    return [
+        ShardPlan(index=k, samples=tuple(samples[k * size : (k + 1) * size]))
+        for k in range((len(samples) + size - 1) // size)
+    ]
+
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("shard", pa.int32()),
+        ("location_id", pa.string()),
+        ("location_name", pa.string()),
+        ("lon", pa.float64()),
+        ("lat", pa.float64()),
+        ("period", pa.string()),
+        ("start", pa.date32()),
+        ("end", pa.date32()),
+    ]
+)
+"""The manifest: one row per planned sample, written before any work starts."""
+
+
+def write_manifest(shards: list[ShardPlan], path: Path) -> None:
+    """Write the planned samples as Parquet (atomically: temp file, then rename)."""
+    rows = [s for shard in shards for s in shard.samples]
+    table = pa.table(
+        {
+            "sample_id": [s.sample_id for s in rows],
+            "shard": [s.shard for s in rows],
+            "location_id": [s.location.location_id for s in rows],
+            "location_name": [s.location.name for s in rows],
+            "lon": [s.location.lon for s in rows],
+            "lat": [s.location.lat for s in rows],
+            "period": [s.period.name for s in rows],
+            "start": [s.period.start for s in rows],
+            "end": [s.period.end for s in rows],
+        },
+        schema=MANIFEST_SCHEMA,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+
+
+def read_manifest(path: Path) -> list[ShardPlan]:
+    """Read a manifest written by :func:`write_manifest` back into shard plans."""
+    table = pq.read_table(path, schema=MANIFEST_SCHEMA)
+    by_shard: dict[int, list[SampleSpec]] = {}
+    for row in table.to_pylist():
+        loc = Location(row["location_id"], row["lon"], row["lat"], row["location_name"])
+        period = Period(name=row["period"], start=row["start"], end=row["end"])
+        by_shard.setdefault(row["shard"], []).append(
+            SampleSpec(row["sample_id"], loc, period, row["shard"])
+        )
+    return [ShardPlan(k, tuple(v)) for k, v in sorted(by_shard.items())]
