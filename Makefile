@@ -1,0 +1,34 @@
+# eocap: `make demo` and `make test` are all a newcomer needs. Every install step lives here.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The venv is rebuilt only when the dependency files change; a second `make demo` reuses it.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+
+.PHONY: install demo test lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: install
+	$(BIN)/eocap demo
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check pipeline flows tests benchmarks
+	$(BIN)/ruff format --check pipeline flows tests benchmarks
+	$(BIN)/mypy pipeline flows
+
+format: install
+	$(BIN)/ruff check --fix pipeline flows tests benchmarks
+	$(BIN)/ruff format pipeline flows tests benchmarks
+
+clean:
+	rm -rf output demo-data .pytest_cache .mypy_cache .ruff_cache

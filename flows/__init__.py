@@ -1,0 +1,1 @@
+"""Prefect flows and the ``eocap`` CLI; thin wrappers around :mod:`pipeline`."""

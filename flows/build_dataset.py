@@ -1,0 +1,74 @@
+"""The dataset-building flow: plan, then one Prefect task per shard, then a report.
+
+Tasks are coarse on purpose: one task run per shard (thousands of per-sample task runs would
+swamp a Prefect server and its UI). Shards run in parallel on Prefect's thread-pool task runner
+(``runtime.workers``); IO inside a shard uses its own thread pool.
+
+By default Prefect starts a temporary local server for the run; set ``PREFECT_API_URL`` to use
+a long-running server and see runs in its UI.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from pipeline.build import build_shard
+from pipeline.config import RunConfig
+from pipeline.run import RunPlan, RunReport, plan_run, preflight, summarize
+from pipeline.sampling import ShardPlan
+from pipeline.shards import ShardStats
+
+__all__ = ["build_dataset", "run_build"]
+
+
+@task(name="plan-run", cache_policy=NO_CACHE)
+def plan_run_task(config: RunConfig) -> RunPlan:
+    """Preflight checks, manifest, Overture extract, list of pending shards."""
+    preflight(config)
+    return plan_run(config)
+
+
+@task(name="build-shard", cache_policy=NO_CACHE, task_run_name="build-shard-{shard.index:05d}")
+def build_shard_task(shard: ShardPlan, config: RunConfig, overture_root: Path) -> ShardStats:
+    """Build one shard (all stages) and write it with its stats."""
+    return build_shard(shard, config, overture_root=overture_root)
+
+
+ShardCallback = Callable[[ShardStats, int, int], None]
+
+
+@flow(name="eocap-build-dataset", validate_parameters=False)
+def build_dataset(config: RunConfig, on_shard: ShardCallback | None = None) -> RunReport:
+    """Build (or resume) the dataset a config describes.
+
+    Args:
+        config: The run config.
+        on_shard: Called with (stats, done, total) after each shard, for progress display.
+    """
+    t0 = time.perf_counter()
+    plan = plan_run_task(config)
+    futures = [
+        build_shard_task.submit(shard, config, plan.overture_root) for shard in plan.pending
+    ]
+    built: list[ShardStats] = []
+    for fut in as_completed(futures):
+        stats = fut.result()
+        built.append(stats)
+        if on_shard is not None:
+            on_shard(stats, len(built), len(futures))
+    return summarize(plan, sorted(built, key=lambda s: s.shard), time.perf_counter() - t0)
+
+
+def run_build(config: RunConfig, on_shard: ShardCallback | None = None, **kw: Any) -> RunReport:
+    """Run :func:`build_dataset` with ``runtime.workers`` shards in parallel."""
+    runner = ThreadPoolTaskRunner(max_workers=config.runtime.workers)
+    result: RunReport = build_dataset.with_options(task_runner=runner)(config, on_shard, **kw)
+    return result

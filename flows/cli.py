@@ -1,0 +1,283 @@
+"""The ``eocap`` command line: one entry point, subcommands that teach.
+
+Run ``eocap --help`` for the list and ``eocap COMMAND --help`` for each command's options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from pipeline.config import RunConfig, load_config
+from pipeline.errors import ConfigError
+from pipeline.run import RunReport, preflight
+from pipeline.sampling import plan_shards
+
+console = Console(stderr=True)
+
+DEMO_DATA_DIR = Path(os.environ.get("EOCAP_DEMO_DIR", "demo-data"))
+
+EPILOG = """\
+examples:
+  eocap demo                          build the demo dataset offline (servers started for you)
+  eocap config > my-run.yaml          write the default config, documented, to edit
+  eocap plan my-run.yaml              how many samples and shards a config makes (no work)
+  eocap check my-run.yaml             validate a config and reach its STAC API and Overture data
+  eocap run my-run.yaml               build the dataset a config describes (resumes)
+  eocap run my-run.yaml --set output.shard_size=1000 --set runtime.workers=8
+  eocap serve-demo                    serve the demo STAC API and COGs until Ctrl-C
+
+Config values can also come from the environment: EOCAP_STAC__API_URL=..., EOCAP_OUTPUT__DIR=...
+Docs: docs/architecture.md (stages), docs/dataset-schema.md (columns), docs/production.md.
+"""
+
+
+def _setup_prefect() -> None:
+    # Prefect's temporary server needs ~17 s to start on 2 cores; its default limit is 20 s.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_UI_ENABLED", "false")
+
+
+def _parse_sets(items: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(item, "--set takes FIELD=VALUE, e.g. output.shard_size=100")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _load(path: Path | None, sets: Sequence[str]) -> RunConfig:
+    config = load_config(path)
+    updates = _parse_sets(sets)
+    return config.with_updates(updates) if updates else config
+
+
+def _print_report(report: RunReport) -> None:
+    table = Table(title="eocap run report", show_header=False)
+    table.add_row("output", report.output_dir)
+    table.add_row("shards", f"{report.shards} ({report.shards_built_now} built now)")
+    table.add_row("samples", f"{report.samples}: {report.ok} ok, {report.failed} failed")
+    for reason, n in report.failures_by_reason.items():
+        table.add_row(f"  failed: {reason}", str(n))
+    table.add_row("size", f"{report.bytes / 1e6:.1f} MB")
+    table.add_row("wall time", f"{report.wall_seconds:.1f} s")
+    total = sum(report.stage_seconds.values()) or 1.0
+    for stage, secs in report.stage_seconds.items():
+        table.add_row(f"  {stage}", f"{secs:.1f} s ({100 * secs / total:.0f}% of shard time)")
+    Console().print(table)
+    Console().print(
+        f"Shards are in [bold]{report.output_dir}/shards[/bold]. Open them with pyarrow, DuckDB "
+        f"(SELECT caption FROM '{report.output_dir}/shards/*.parquet') or "
+        f"datasets.load_dataset('parquet', data_files='{report.output_dir}/shards/*.parquet')."
+    )
+
+
+def _run(config: RunConfig) -> RunReport:
+    _setup_prefect()
+    from flows.build_dataset import run_build
+
+    console.print(f"Checking config, STAC API {config.stac.api_url} and Overture data...")
+    preflight(config)
+    with Progress(
+        TextColumn("[bold]shards"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console,
+    ) as progress:
+        bar = progress.add_task("shards", total=None, rate="")
+        t0 = time.perf_counter()
+        samples = [0]
+
+        def on_shard(stats: Any, done: int, total: int) -> None:
+            samples[0] += stats.count
+            rate = samples[0] / max(time.perf_counter() - t0, 1e-6)
+            progress.update(bar, completed=done, total=total, rate=f"{rate:.1f} samples/s")
+
+        report = run_build(config, on_shard)
+    _print_report(report)
+    return report
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Build the dataset a config describes."""
+    _run(_load(args.config, args.set))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Generate the demo region, serve it on 127.0.0.1 and build its dataset."""
+    from pipeline.demo_region import ensure_demo_region, load_items
+    from pipeline.servers import serve_demo
+
+    t0 = time.perf_counter()
+    console.print(f"Demo region in {args.data_dir} (generated once, then reused)...")
+    region = ensure_demo_region(args.data_dir)
+    console.print(f"  ready in {time.perf_counter() - t0:.1f} s: {len(region.item_ids)} scenes")
+    config = _load(args.config, args.set).with_updates(
+        {"overture.source": str(region.overture_root), "output.dir": str(args.output)}
+    )
+    with serve_demo(region.root, load_items(region)) as servers:
+        console.print(f"  STAC API at {servers.stac_url}, COGs at {servers.files.url}")
+        config = config.with_updates({"stac.api_url": servers.stac_url})
+        _run(config)
+    return 0
+
+
+def cmd_serve_demo(args: argparse.Namespace) -> int:
+    """Serve the demo STAC API and COGs until interrupted."""
+    from pipeline.demo_region import ensure_demo_region, load_items
+    from pipeline.servers import serve_demo
+
+    region = ensure_demo_region(args.data_dir)
+    with serve_demo(
+        region.root, load_items(region), stac_port=args.stac_port, files_port=args.files_port
+    ) as servers:
+        Console().print(
+            f"STAC API: {servers.stac_url}\nCOGs:     {servers.files.url}\n"
+            f"Overture: {region.overture_root}\nCtrl-C to stop."
+        )
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def cmd_generate_demo(args: argparse.Namespace) -> int:
+    """Generate (or reuse) the demo region's COGs, STAC items and Overture extract."""
+    from pipeline.demo_region import ensure_demo_region
+
+    t0 = time.perf_counter()
+    region = ensure_demo_region(args.data_dir)
+    Console().print(
+        f"Demo region at {region.root}: {len(region.item_ids)} scenes, items "
+        f"{region.items_path}, Overture {region.overture_root} "
+        f"({time.perf_counter() - t0:.1f} s)"
+    )
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print how many locations, samples and shards a config makes; does no work."""
+    config = _load(args.config, args.set)
+    shards = plan_shards(config)
+    n = sum(len(s.samples) for s in shards)
+    print(
+        f"{n} samples ({n // len(config.periods)} locations x {len(config.periods)} periods) "
+        f"in {len(shards)} shards of up to {config.output.shard_size}; output {config.output.dir}"
+    )
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate a config and reach its STAC API and Overture data."""
+    config = _load(args.config, args.set)
+    preflight(config)
+    Console().print(f"config ok; STAC API {config.stac.api_url} and Overture data reachable")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Print the default config as YAML with every field's documentation."""
+    sys.stdout.write(default_config_yaml())
+    return 0
+
+
+def default_config_yaml() -> str:
+    """The default run config as commented YAML."""
+    lines = ["# eocap run config: every field with its default. Edit and pass to `eocap run`."]
+    defaults = RunConfig().model_dump(mode="json")
+
+    def emit(model: type[Any], data: dict[str, Any], indent: str) -> None:
+        for name, info in model.model_fields.items():
+            value = data[name]
+            sub = info.annotation
+            if info.description:
+                lines.append(f"{indent}# {info.description}")
+            if isinstance(sub, type) and hasattr(sub, "model_fields"):
+                lines.append(f"{indent}{name}:")
+                emit(sub, value, indent + "  ")
+            elif isinstance(value, list) and value and isinstance(value[0], dict):
+                text = yaml.safe_dump({name: value}, default_flow_style=None, sort_keys=False)
+                lines.extend(indent + ln for ln in text.rstrip().splitlines())
+            else:
+                text = yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n")
+                lines.append(f"{indent}{name}: {text.strip()}")
+
+    emit(RunConfig, defaults, "")
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``eocap``."""
+    parser = argparse.ArgumentParser(
+        prog="eocap",
+        description="Turn places on Earth into a captioned multispectral Sentinel-2 dataset: "
+        "STAC scene search, COG chips, Overture Maps context, captions, Parquet shards.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=func.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        return p
+
+    def config_args(p: argparse.ArgumentParser, required: bool) -> None:
+        p.add_argument("config", type=Path, nargs=None if required else "?",
+                       help="run config YAML (see `eocap config`)")
+        p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                       help="override a config field, e.g. --set output.shard_size=100")
+
+    p = add("demo", cmd_demo, "build the demo dataset offline, servers included")
+    config_args(p, required=False)
+    p.add_argument("--data-dir", type=Path, default=DEMO_DATA_DIR,
+                   help="where the demo region is generated (default: %(default)s)")
+    p.add_argument("--output", type=Path, default=Path("output/demo"),
+                   help="output directory (default: %(default)s)")
+    p = add("run", cmd_run, "build the dataset a config describes (resumes where it stopped)")
+    config_args(p, required=True)
+    p = add("plan", cmd_plan, "count the samples and shards of a config, without work")
+    config_args(p, required=False)
+    p = add("check", cmd_check, "validate a config and reach its STAC API and Overture data")
+    config_args(p, required=False)
+    add("config", cmd_config, "print the default config, documented, as YAML")
+    p = add("serve-demo", cmd_serve_demo, "serve the demo STAC API and COGs until Ctrl-C")
+    p.add_argument("--data-dir", type=Path, default=DEMO_DATA_DIR)
+    p.add_argument("--stac-port", type=int, default=8765)
+    p.add_argument("--files-port", type=int, default=8766)
+    p = add("generate-demo", cmd_generate_demo, "generate the demo region's data only")
+    p.add_argument("--data-dir", type=Path, default=DEMO_DATA_DIR)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (2 for config errors)."""
+    args = build_parser().parse_args(argv)
+    tempfile.tempdir = None
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        console.print(f"[bold red]error:[/bold red] {exc}")
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""Building one shard: every stage, in order, on all samples of the shard at once.
+
+This is the one function the flow's shard task calls. Each stage takes the samples that are
+still alive and returns per-sample results or :class:`~pipeline.errors.SampleFailure`; a failed
+sample keeps its row, with the reason and the stage, and the rest of the shard goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import shapely
+
+from . import __version__
+from .captioner import CaptionInput, Captioner, make_captioner
+from .chips import Chip, ChipRequest, read_chips
+from .composite import render_rgb
+from .config import RunConfig
+from .context import ChipArea, MapContext, map_context
+from .errors import SampleFailure
+from .sampling import ShardPlan
+from .scenes import SceneChoice, search_scenes
+from .shards import (
+    SampleRecord,
+    ShardStats,
+    shard_paths,
+    summarize_failures,
+    write_shard,
+    write_stats,
+)
+
+__all__ = ["STAGES", "build_shard", "config_hash"]
+
+STAGES = ("search", "chips", "composite", "context", "caption", "write")
+"""Stage names, in order, as they appear in stats and reports."""
+
+
+def config_hash(config: RunConfig) -> str:
+    """Hash of the config fields that change the data (not paths, workers or shard size)."""
+    data = config.model_dump(mode="json")
+    for key in ("output", "runtime"):
+        data.pop(key, None)
+    data["stac"].pop("api_url", None)  # the same catalog may be served from another address
+    data["stac"].pop("timeout_s", None)
+    data["overture"].pop("source", None)  # the release id identifies the data
+    blob = json.dumps(data, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass
+class _Timer:
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - t0
+
+
+def _base_record(config: RunConfig, shard: ShardPlan) -> dict[str, SampleRecord]:
+    return {
+        s.sample_id: SampleRecord(
+            sample_id=s.sample_id,
+            status="ok",
+            location_id=s.location.location_id,
+            location_name=s.location.name,
+            lon=s.location.lon,
+            lat=s.location.lat,
+            period=s.period.name,
+            period_start=s.period.start,
+            period_end=s.period.end,
+            overture_release=config.overture.release,
+        )
+        for s in shard.samples
+    }
+
+
+def _fill_scene(rec: SampleRecord, choice: SceneChoice, config: RunConfig) -> None:
+    scene, grid = choice.scene, choice.grid
+    footprint = grid.footprint_lonlat()
+    xmin, ymin, xmax, ymax = footprint.bounds
+    bands = config.chips.band_list
+    rec.geometry = shapely.to_wkb(footprint)
+    rec.bbox = {"xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax}
+    rec.crs = grid.crs
+    rec.transform = grid.as_list()
+    rec.datetime = scene.datetime
+    rec.stac_item_id = scene.item_id
+    rec.stac_collection = scene.collection
+    rec.scene_cloud_cover = scene.cloud_cover
+    rec.processing_baseline = scene.processing_baseline
+    rec.platform = scene.platform
+    rec.bands = [b.name for b in bands]
+    rec.band_scale = [1e-4] * len(bands)
+    rec.band_offset = [0.0] * len(bands)
+    rec.offset_removed_dn = [scene.offset_dn[b.name] for b in bands]
+
+
+def _fill_chip(rec: SampleRecord, chip: Chip) -> None:
+    s = chip.stats
+    rec.pixels = chip.pixels
+    rec.scl = chip.scl
+    rec.nodata_fraction = s.nodata_fraction
+    rec.cloud_fraction = s.cloud_fraction
+    rec.cloud_shadow_fraction = s.cloud_shadow_fraction
+    rec.snow_fraction = s.snow_fraction
+    rec.water_fraction = s.water_fraction
+    rec.ndvi_mean = s.ndvi_mean
+    rec.ndwi_mean = s.ndwi_mean
+    rec.brightness_mean = s.brightness_mean
+
+
+def _fill_context(rec: SampleRecord, ctx: MapContext) -> None:
+    rec.context = ctx.to_row()
+    rec.classes = ctx.classes
+    rec.tags = ctx.tags
+    rec.names = ctx.names
+
+
+def build_shard(
+    shard: ShardPlan,
+    config: RunConfig,
+    *,
+    overture_root: Path,
+    captioner: Captioner | None = None,
+) -> ShardStats:
+    """Build one shard end to end and write it with its stats sidecar.
+
+    Args:
+        shard: The planned samples.
+        config: The run config.
+        overture_root: Local Overture tree (see :func:`pipeline.context.prepare_overture`).
+        captioner: Captioner to use; built from the config when ``None``.
+
+    Returns:
+        The shard's stats (also written next to the shard).
+    """
+    t_start = time.perf_counter()
+    timer = _Timer()
+    records = _base_record(config, shard)
+    bands = config.chips.band_list
+    alive: dict[str, Any] = {}
+
+    def fail(sid: str, stage: str, err: SampleFailure) -> None:
+        records[sid].fail(err.reason, f"[{stage}] {err.message}")
+        alive.pop(sid, None)
+
+    with timer.stage("search"):
+        choices = search_scenes(
+            shard.samples, config.stac, bands,
+            chip_size=config.chips.size_px, resolution=config.chips.resolution_m,
+        )
+    for sid, choice in choices.items():
+        if isinstance(choice, SampleFailure):
+            fail(sid, "search", choice)
+        else:
+            _fill_scene(records[sid], choice, config)
+            alive[sid] = choice
+
+    with timer.stage("chips"):
+        requests = [ChipRequest(sid, c.scene, c.grid) for sid, c in alive.items()]
+        chips = read_chips(requests, bands, threads=config.chips.read_threads) if requests else {}
+    for sid, chip in chips.items():
+        if isinstance(chip, SampleFailure):
+            fail(sid, "chips", chip)
+        else:
+            _fill_chip(records[sid], chip)
+
+    with timer.stage("composite"):
+        for sid in list(alive):
+            chip = chips[sid]
+            assert isinstance(chip, Chip)
+            records[sid].rgb = {"bytes": render_rgb(chip.pixels, chip.band_names), "path": None}
+
+    with timer.stage("context"):
+        contexts = map_context(
+            [ChipArea(sid, alive[sid].grid) for sid in alive], overture_root
+        )
+    for sid, ctx in contexts.items():
+        _fill_context(records[sid], ctx)
+
+    with timer.stage("caption"):
+        cap = captioner or make_captioner(config.captioner.backend, seed=config.seed)
+        inputs = []
+        for sid in list(alive):
+            chip = chips[sid]
+            assert isinstance(chip, Chip)
+            if chip.stats.cloud_fraction >= config.captioner.skip_cloud_fraction:
+                fail(sid, "caption", SampleFailure(
+                    "too_cloudy", f"cloud fraction {chip.stats.cloud_fraction:.2f} >= "
+                    f"captioner.skip_cloud_fraction {config.captioner.skip_cloud_fraction}"))
+                continue
+            rec = records[sid]
+            assert rec.datetime is not None and rec.rgb is not None
+            inputs.append(CaptionInput(
+                sid, rec.period, rec.datetime, rec.lon, rec.lat, contexts[sid], chip.stats,
+                rec.rgb["bytes"],
+            ))
+        for result in cap.caption_batch(inputs) if inputs else []:
+            rec = records[result.sample_id]
+            rec.captioner = cap.name
+            rec.prompt_version = cap.prompt_version
+            if result.caption is None or not result.caption.strip():
+                fail(result.sample_id, "caption", SampleFailure(
+                    result.error_reason or "empty_caption", result.error_message or "no caption"))
+            else:
+                rec.caption = result.caption
+                rec.caption_mentions = list(result.mentions)
+
+    rows = [records[s.sample_id] for s in shard.samples]
+    shards_dir = config.output.dir / "shards"
+    parquet_path, stats_path = shard_paths(shards_dir, shard.index)
+    chash = config_hash(config)
+    with timer.stage("write"):
+        size = write_shard(
+            rows, parquet_path, n_bands=len(bands), size=config.chips.size_px,
+            row_group_mb=config.output.row_group_mb,
+            extra_metadata={"config_hash": chash, "eocap_version": __version__,
+                            "dataset": config.name, "shard": shard.index},
+        )
+    ok = sum(r.status == "ok" for r in rows)
+    stats = ShardStats(
+        shard=shard.index,
+        path=parquet_path.name,
+        count=len(rows),
+        ok=ok,
+        failed=len(rows) - ok,
+        failures_by_reason=summarize_failures(rows),
+        stage_seconds={k: round(v, 3) for k, v in timer.seconds.items()},
+        duration_s=round(time.perf_counter() - t_start, 3),
+        bytes=size,
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        config_hash=chash,
+        sample_ids_sha1=hashlib.sha1("\n".join(r.sample_id for r in rows).encode()).hexdigest(),
+    )
+    write_stats(stats, stats_path)
+    return stats

@@ -1,0 +1,164 @@
+"""A run: preflight, planning, the shard list, and the report at the end.
+
+The flow in ``flows/`` strings these together; they are plain functions so the CLI, the tests
+and the benchmarks call the same code.
+
+Output layout (``output.dir``)::
+
+    run.json                 config, config hash, eocap version
+    manifest.parquet         every planned sample (id, shard, location, period)
+    shards/00000.parquet     samples (see docs/dataset-schema.md)
+    shards/00000_stats.json  the shard is done iff this exists
+    report.json              the last run's summary
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import shapely
+
+from . import __version__
+from .build import STAGES, config_hash
+from .config import RunConfig
+from .context import check_overture, prepare_overture
+from .errors import ConfigError
+from .sampling import ShardPlan, plan_shards, region_geometry, write_manifest
+from .scenes import check_stac
+from .shards import ShardStats, read_stats, shard_paths
+
+__all__ = ["RunPlan", "RunReport", "plan_run", "preflight", "summarize"]
+
+
+def preflight(config: RunConfig) -> None:
+    """Check everything a run needs before any work: region, Overture source, STAC API.
+
+    Raises:
+        ConfigError: naming the field at fault (``PreflightError`` for unusable values).
+    """
+    region_geometry(config.region)
+    check_overture(config.overture)
+    check_stac(config.stac)
+
+
+@dataclass
+class RunPlan:
+    """What a run will do.
+
+    Attributes:
+        shards: Every shard of the run.
+        pending: Shards without a stats file (to build now).
+        overture_root: Local Overture tree to join against.
+        output_dir: The run's output folder.
+    """
+
+    shards: list[ShardPlan]
+    pending: list[ShardPlan]
+    overture_root: Path
+    output_dir: Path
+
+    @property
+    def n_samples(self) -> int:
+        """Planned samples in the whole run."""
+        return sum(len(s.samples) for s in self.shards)
+
+
+def _check_output(config: RunConfig, chash: str) -> None:
+    run_json = config.output.dir / "run.json"
+    if run_json.exists():
+        previous = json.loads(run_json.read_text()).get("config_hash")
+        if previous != chash:
+            raise ConfigError(
+                "output.dir",
+                f"{config.output.dir} holds a dataset built with another config (hash "
+                f"{previous}, now {chash}); choose a new output.dir or delete the old one",
+            )
+
+
+def plan_run(config: RunConfig) -> RunPlan:
+    """Plan the run, write ``run.json`` and the manifest, and list the shards still to build.
+
+    Raises:
+        ConfigError: if ``output.dir`` holds a dataset made with a different config.
+    """
+    chash = config_hash(config)
+    _check_output(config, chash)
+    shards = plan_shards(config)
+    out = config.output.dir
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "run.json").write_text(
+        json.dumps(
+            {"config_hash": chash, "eocap_version": __version__,
+             "config": config.model_dump(mode="json")},
+            indent=2,
+        )
+    )
+    write_manifest(shards, out / "manifest.parquet")
+    pending = [s for s in shards if not shard_paths(out / "shards", s.index)[1].exists()]
+    bounds = region_geometry(config.region).bounds
+    overture_root = prepare_overture(config.overture, bounds, out)
+    return RunPlan(shards=shards, pending=pending, overture_root=overture_root, output_dir=out)
+
+
+@dataclass
+class RunReport:
+    """The summary printed and saved at the end of a run."""
+
+    output_dir: str
+    shards: int
+    shards_built_now: int
+    samples: int
+    ok: int
+    failed: int
+    failures_by_reason: dict[str, int]
+    stage_seconds: dict[str, float]
+    wall_seconds: float
+    bytes: int
+    shard_files: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as a JSON-able dict."""
+        return asdict(self)
+
+
+def summarize(plan: RunPlan, built: list[ShardStats], wall_seconds: float) -> RunReport:
+    """Sum the stats of every finished shard of the run (not only those built now)."""
+    stats = []
+    for shard in plan.shards:
+        path = shard_paths(plan.output_dir / "shards", shard.index)[1]
+        if path.exists():
+            stats.append(read_stats(path))
+    reasons: dict[str, int] = {}
+    stages = dict.fromkeys(STAGES, 0.0)
+    for s in stats:
+        for k, v in s.failures_by_reason.items():
+            reasons[k] = reasons.get(k, 0) + v
+    for s in built:
+        for k, v in s.stage_seconds.items():
+            stages[k] = round(stages.get(k, 0.0) + v, 3)
+    report = RunReport(
+        output_dir=str(plan.output_dir),
+        shards=len(plan.shards),
+        shards_built_now=len(built),
+        samples=sum(s.count for s in stats),
+        ok=sum(s.ok for s in stats),
+        failed=sum(s.failed for s in stats),
+        failures_by_reason=dict(sorted(reasons.items())),
+        stage_seconds=stages,
+        wall_seconds=round(wall_seconds, 2),
+        bytes=sum(s.bytes for s in stats),
+        shard_files=[str(plan.output_dir / "shards" / s.path) for s in stats],
+    )
+    (plan.output_dir / "report.json").write_text(json.dumps(report.to_json(), indent=2))
+    return report
+
+
+def chip_within_region(config: RunConfig, geometry_wkb: bytes, tolerance_deg: float = 1e-4) -> bool:
+    """Whether a sample's footprint lies in the configured region (points: always true)."""
+    if config.region.points is not None:
+        return True
+    region = region_geometry(config.region).buffer(tolerance_deg)
+    return bool(region.covers(shapely.from_wkb(geometry_wkb)))
