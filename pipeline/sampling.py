@@ -132,10 +132,11 @@ def _grid_locations(area: BaseGeometry, spacing_m: float, chip_size_m: float) ->
     crs = utm_crs((minx + maxx) / 2, (miny + maxy) / 2)
     to_utm = transformer("EPSG:4326", crs)
     to_ll = transformer(crs, "EPSG:4326")
-    area_utm = transform_geometry(to_utm.transform, area)
-    half = chip_size_m / 2
-    # A chip is kept only if it lies wholly in the region: shrink the region by half a chip.
-    inner = area_utm.buffer(-half, join_style="mitre")
+    # Densify first: a straight edge in lon/lat is curved in UTM.
+    area_utm = transform_geometry(to_utm.transform, shapely.segmentize(area, 0.002))
+    # A chip is kept only if it lies wholly in the region: shrink the region by half a chip,
+    # plus a margin for snapping the chip to the scene's pixel grid.
+    inner = area_utm.buffer(-(chip_size_m / 2 + 30.0), join_style="mitre")
     if inner.is_empty:
         return []
     ux0, uy0, ux1, uy1 = inner.bounds
@@ -145,8 +146,16 @@ def _grid_locations(area: BaseGeometry, spacing_m: float, chip_size_m: float) ->
     xs = ux0 + ((ux1 - ux0) - (nx - 1) * spacing_m) / 2 + np.arange(nx) * spacing_m
     ys = uy1 - ((uy1 - uy0) - (ny - 1) * spacing_m) / 2 - np.arange(ny) * spacing_m
     gx, gy = np.meshgrid(xs, ys)
-    keep = shapely.contains_xy(inner.buffer(1e-6), gx.ravel(), gy.ravel())
-    lons, lats = to_ll.transform(gx.ravel()[keep], gy.ravel()[keep])
+    gx, gy = gx.ravel(), gy.ravel()
+    # The eroded region holds every centre whose chip fits, and some whose corners stick out
+    # across slanted edges: keep candidates, then test each chip square exactly.
+    cand = shapely.contains_xy(inner.buffer(1e-6), gx, gy)
+    gx, gy = gx[cand], gy[cand]
+    half = chip_size_m / 2 + 30.0
+    squares = shapely.box(gx - half, gy - half, gx + half, gy + half)
+    shapely.prepare(area_utm)
+    keep = shapely.covers(area_utm, squares)
+    lons, lats = to_ll.transform(gx[keep], gy[keep])
     return [
         Location(_location_id(float(lo), float(la)), round(float(lo), 6), round(float(la), 6))
         for lo, la in zip(np.atleast_1d(lons), np.atleast_1d(lats), strict=True)

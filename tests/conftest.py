@@ -1,0 +1,120 @@
+"""Shared fixtures: a small generated region served by real local servers, Prefect offline.
+
+The region is generated once per session by the same generator as `eocap demo`
+(torchgeo-style fake data, but in the real layouts), then served by a real STAC API and a real
+HTTP file server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Period, RunConfig, load_config
+from pipeline.demo_region import Acquisition, DemoRegion, generate_demo_region, load_items
+from pipeline.servers import DemoServers, serve_demo
+
+SMALL_BBOX = (10.86, 47.55, 10.94, 47.60)
+UTC = dt.UTC
+
+SMALL_ACQUISITIONS = (
+    Acquisition(dt.datetime(2024, 7, 6, 10, 20, tzinfo=UTC), cloud_fraction=0.02),
+    Acquisition(dt.datetime(2024, 8, 15, 10, 20, tzinfo=UTC), cloud_fraction=0.45),
+    # Autumn: the least cloudy scene covers only the east; the west must fall back.
+    Acquisition(dt.datetime(2024, 9, 20, 10, 20, tzinfo=UTC), cloud_fraction=0.01,
+                footprint="east"),
+    Acquisition(dt.datetime(2024, 10, 25, 10, 20, tzinfo=UTC), cloud_fraction=0.15),
+)
+PERIODS = [
+    Period(name="summer", start=dt.date(2024, 6, 1), end=dt.date(2024, 8, 31)),
+    Period(name="autumn", start=dt.date(2024, 9, 1), end=dt.date(2024, 11, 30)),
+]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _offline_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    home = tmp_path_factory.mktemp("prefect-home")
+    env = {
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_UI_ENABLED": "false",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    }
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    os.environ.pop("PREFECT_API_URL", None)
+    yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def region(tmp_path_factory: pytest.TempPathFactory) -> DemoRegion:
+    """A small Earth Search-shaped region: 4 acquisitions over ~6 x 5.5 km."""
+    return generate_demo_region(
+        tmp_path_factory.mktemp("region") / "es", bbox=SMALL_BBOX,
+        acquisitions=SMALL_ACQUISITIONS,
+    )
+
+
+@pytest.fixture(scope="session")
+def pc_region(tmp_path_factory: pytest.TempPathFactory) -> DemoRegion:
+    """The same region in Planetary Computer item shape."""
+    return generate_demo_region(
+        tmp_path_factory.mktemp("region") / "pc", bbox=SMALL_BBOX,
+        acquisitions=SMALL_ACQUISITIONS, item_flavor="planetary-computer",
+    )
+
+
+@pytest.fixture(scope="session")
+def servers(region: DemoRegion) -> Iterator[DemoServers]:
+    with serve_demo(region.root, load_items(region)) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def pc_servers(pc_region: DemoRegion) -> Iterator[DemoServers]:
+    with serve_demo(pc_region.root, load_items(pc_region)) as s:
+        yield s
+
+
+def make_config(region: DemoRegion, servers: DemoServers, out: Path, **updates: object) -> RunConfig:
+    """A run config for the small region against the running servers."""
+    base = load_config(env={}).with_updates(
+        {
+            "region.bbox": list(SMALL_BBOX),
+            "periods": [p.model_dump(mode="json") for p in PERIODS],
+            "stac.api_url": servers.stac_url,
+            "overture.source": str(region.overture_root),
+            "output.dir": str(out),
+            "output.shard_size": 4,
+        }
+    )
+    return base.with_updates(dict(updates)) if updates else base
+
+
+@pytest.fixture
+def config(region: DemoRegion, servers: DemoServers, tmp_path: Path) -> RunConfig:
+    return make_config(region, servers, tmp_path / "out")
+
+
+@pytest.fixture
+def region_copy(region: DemoRegion, tmp_path: Path) -> DemoRegion:
+    """A private copy of the region's files, for tests that damage COGs."""
+    root = tmp_path / "region"
+    shutil.copytree(region.root, root)
+    return DemoRegion(
+        root=root, bbox=region.bbox, crs=region.crs, items_path=root / "stac" / "items.json",
+        overture_root=root / "overture", cog_root=root / "cogs", item_ids=region.item_ids,
+    )

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import shapely
+from shapely.geometry import box
+
+from pipeline.config import load_config
+from pipeline.errors import ConfigError
+from pipeline.geometry import chip_grid, utm_crs
+from pipeline.sampling import plan_locations, plan_shards, read_manifest, write_manifest
+
+
+def test_plan_is_deterministic_and_unique():
+    config = load_config(env={})
+    a, b = plan_shards(config), plan_shards(config)
+    ids = [s.sample_id for shard in a for s in shard.samples]
+    assert ids == [s.sample_id for shard in b for s in shard.samples]
+    assert len(ids) == len(set(ids)) >= 200
+    assert all(len(shard.samples) <= config.output.shard_size for shard in a)
+    assert [s.shard for s in a[1].samples] == [1] * len(a[1].samples)
+
+
+def test_every_chip_lies_inside_the_bbox():
+    config = load_config(env={})
+    region = box(*config.region.bbox)
+    for loc in plan_locations(config.region, config.chips.size_m):
+        grid = chip_grid(loc.lon, loc.lat, utm_crs(loc.lon, loc.lat), 264, 10.0)
+        assert region.covers(grid.footprint_lonlat())
+
+
+def test_periods_of_a_location_share_a_shard():
+    config = load_config(env={})
+    shard = plan_shards(config)[0]
+    by_loc: dict[str, list[str]] = {}
+    for s in shard.samples:
+        by_loc.setdefault(s.location.location_id, []).append(s.period.name)
+    assert all(v == ["spring", "summer", "autumn", "winter"] for v in by_loc.values())
+
+
+def test_manifest_round_trip(tmp_path: Path):
+    shards = plan_shards(load_config(env={}))
+    write_manifest(shards, tmp_path / "manifest.parquet")
+    assert read_manifest(tmp_path / "manifest.parquet") == shards
+
+
+def test_geojson_region(tmp_path: Path):
+    poly = shapely.Polygon([(10.8, 47.5), (10.95, 47.5), (10.8, 47.62)])  # a triangle
+    path = tmp_path / "aoi.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": shapely.geometry.mapping(poly)}]}))
+    config = load_config(env={}).with_updates({"region.bbox": None, "region.geojson": str(path)})
+    locs = plan_locations(config.region, config.chips.size_m)
+    assert locs
+    for loc in locs:
+        grid = chip_grid(loc.lon, loc.lat, utm_crs(loc.lon, loc.lat), 264, 10.0)
+        assert poly.buffer(1e-6).covers(grid.footprint_lonlat())
+
+
+def test_geojson_without_polygons_is_a_config_error(tmp_path: Path):
+    path = tmp_path / "aoi.geojson"
+    path.write_text(json.dumps({"type": "Point", "coordinates": [10, 47]}))
+    config = load_config(env={}).with_updates({"region.bbox": None, "region.geojson": str(path)})
+    with pytest.raises(ConfigError, match="region.geojson"):
+        plan_locations(config.region, config.chips.size_m)
+
+
+def test_points_region_and_max_locations():
+    points = [{"lon": 10 + i / 10, "lat": 47.0, "name": f"p{i}"} for i in range(10)]
+    config = load_config(env={}).with_updates(
+        {"region.bbox": None, "region.points": points, "region.max_locations": 4})
+    locs = plan_locations(config.region, config.chips.size_m, seed=1)
+    assert len(locs) == 4
+    assert locs == plan_locations(config.region, config.chips.size_m, seed=1)
+    assert {loc.name for loc in locs} <= {p["name"] for p in points}
+
+
+def test_region_smaller_than_a_chip():
+    config = load_config(env={}).with_updates({"region.bbox": [10.8, 47.5, 10.81, 47.51]})
+    with pytest.raises(ConfigError, match="smaller than one chip"):
+        plan_locations(config.region, config.chips.size_m)
+
+
+def test_utm_zones():
+    assert utm_crs(10.9, 47.5) == "EPSG:32632"
+    assert utm_crs(-70.6, -33.4) == "EPSG:32719"
+    assert utm_crs(179.99, 10) == "EPSG:32660"
+
+
+def test_chip_grid_snaps_to_pixels():
+    grid = chip_grid(10.9, 47.55, "EPSG:32632", 264, 10.0)
+    x0, y0, x1, y1 = grid.bounds
+    assert x0 % 10 == 0 and y1 % 10 == 0
+    assert x1 - x0 == 2640 and y1 - y0 == 2640
