@@ -336,8 +336,12 @@ def search_scenes(
     for s in samples:
         key = (s.period.name, math.floor(s.location.lon), math.floor(s.location.lat))
         groups.setdefault(key, []).append(s)
-    client = pystac_client.Client.open(stac.api_url, timeout=stac.timeout_s)
     out: dict[str, SceneChoice | SampleFailure] = {}
+    try:
+        client = pystac_client.Client.open(stac.api_url, timeout=stac.timeout_s)
+    except (APIError, httpx.HTTPError, OSError, ValueError) as exc:
+        failure = SampleFailure("stac_error", f"cannot open STAC API {stac.api_url}: {exc}")
+        return {s.sample_id: failure for group in groups.values() for s in group}
     resolved: dict[str, SceneAssets | AssetError] = {}
     for group in groups.values():
         # Approximate chip outlines (local UTM) bound the search; exact grids come per scene.

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import shapely
+from shapely.ops import transform
+
+from pipeline.context import ChipArea, map_context, position_name, prepare_overture
+from pipeline.geometry import chip_grid, transformer
+from pipeline.config import OvertureConfig
+
+from .conftest import SMALL_BBOX
+
+
+def chips_over(region, n=6):
+    lon0, lat0, lon1, lat1 = SMALL_BBOX
+    out = []
+    for i in range(n):
+        lon = lon0 + (lon1 - lon0) * (0.25 + 0.5 * (i % 3) / 2)
+        lat = lat0 + (lat1 - lat0) * (0.3 + 0.4 * (i // 3))
+        out.append(ChipArea(f"s_{i}", chip_grid(lon, lat, region.crs, 264, 10.0)))
+    return out
+
+
+def shapely_shares(region, grid, type_name="land_cover", column="subtype"):
+    """Independent computation: shapely + pyproj over the raw Parquet file."""
+    path = next((region.overture_root / "theme=base" / f"type={type_name}").glob("*.parquet"))
+    table = pq.read_table(path, columns=["geometry", column]).to_pylist()
+    chip = shapely.box(*grid.bounds)
+    to_utm = transformer("EPSG:4326", grid.crs).transform
+    shares: dict[str, float] = {}
+    for row in table:
+        geom = transform(to_utm, shapely.from_wkb(row["geometry"]))
+        area = geom.intersection(chip).area
+        if area > 0:
+            shares[row[column]] = shares.get(row[column], 0) + area / chip.area
+    return shares
+
+
+def test_land_cover_shares_match_shapely(region):
+    chips = chips_over(region)
+    ctx = map_context(chips, region.overture_root)
+    assert set(ctx) == {c.sample_id for c in chips}
+    for chip in chips:
+        expected = shapely_shares(region, chip.grid)
+        got = {i.cls: i.share for i in ctx[chip.sample_id].land_cover}
+        for cls, share in expected.items():
+            if share >= 0.01:
+                # DuckDB clips in lon/lat then projects; shapely projects then clips: ~1e-3.
+                assert abs(got[cls] - share) < 3e-3, (cls, got, expected)
+        assert sum(got.values()) <= 1.01
+
+
+def test_context_fields_are_consistent(region):
+    ctx = map_context(chips_over(region), region.overture_root)
+    any_buildings = any_water = any_roads = False
+    for c in ctx.values():
+        any_buildings |= c.building_count > 0
+        any_water |= bool(c.water)
+        any_roads |= bool(c.roads)
+        assert 0 <= c.building_share <= 1
+        assert c.names == sorted({f.name for f in c.named_features})
+        assert all(f.name for f in c.named_features)
+        for item in c.land_cover:
+            assert item.cls in c.classes
+        for f in c.named_features:
+            assert f.position in {"north-west", "north", "north-east", "west", "centre", "east",
+                                  "south-west", "south", "south-east", "throughout"}
+        assert all("=" in t for t in c.tags)
+        row = c.to_row()
+        assert set(row) == {"land_cover", "land_use", "water", "building_count",
+                            "building_share", "roads", "named_features"}
+    assert any_buildings and any_water and any_roads
+
+
+def test_empty_and_far_away_chips(region):
+    far = ChipArea("far", chip_grid(-60.0, -10.0, "EPSG:32720", 264, 10.0))
+    ctx = map_context([far], region.overture_root)
+    assert ctx["far"].land_cover == [] and ctx["far"].building_count == 0
+    assert map_context([], region.overture_root) == {}
+
+
+def test_positions():
+    grid = chip_grid(10.9, 47.55, "EPSG:32632", 264, 10.0)
+    x0, y0, x1, y1 = grid.bounds
+    assert position_name(grid, x0 + 1, y1 - 1) == "north-west"
+    assert position_name(grid, (x0 + x1) / 2, (y0 + y1) / 2) == "centre"
+    assert position_name(grid, x1 - 1, y0 + 1) == "south-east"
+    assert position_name(grid, x1 + 100, y0 - 100) == "south-east"
+
+
+def test_extract_of_a_release_is_made_once(region, tmp_path):
+    # The same code path as an s3:// release, with a file:// URL so it runs offline.
+    cfg = OvertureConfig(source=f"file://{region.overture_root}", release="test-release")
+    root = prepare_overture(cfg, SMALL_BBOX, tmp_path)
+    assert (root / "_SUCCESS").exists()
+    chips = chips_over(region, 3)
+    assert {k: v.land_cover for k, v in map_context(chips, root).items()} == {
+        k: v.land_cover for k, v in map_context(chips, region.overture_root).items()}
+    mtime = (root / "_SUCCESS").stat().st_mtime
+    assert prepare_overture(cfg, SMALL_BBOX, tmp_path) == root
+    assert (root / "_SUCCESS").stat().st_mtime == mtime

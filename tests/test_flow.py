@@ -1,0 +1,144 @@
+"""End to end: the Prefect flow over the real local servers, and what researchers get."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import shapely
+from PIL import Image
+
+from flows.build_dataset import run_build
+from pipeline.captioner import CLASS_PHRASES
+from pipeline.demo_region import load_items
+from pipeline.errors import ConfigError
+from pipeline.run import chip_within_region
+from pipeline.servers import serve_demo
+
+from .conftest import make_config
+
+
+@pytest.fixture(scope="module")
+def built(region, servers, tmp_path_factory):
+    out = tmp_path_factory.mktemp("flow") / "out"
+    config = make_config(region, servers, out)
+    report = run_build(config)
+    return config, report
+
+
+def rows(config):
+    return pq.read_table(config.output.dir / "shards").to_pylist()
+
+
+def test_report_and_layout(built):
+    config, report = built
+    assert report.shards == 2 and report.shards_built_now == 2
+    assert report.samples == 8 and report.ok + report.failed == 8
+    assert report.ok >= 6
+    out = config.output.dir
+    for name in ("run.json", "manifest.parquet", "report.json", "shards/00000.parquet",
+                 "shards/00000_stats.json", "shards/00001_stats.json"):
+        assert (out / name).exists(), name
+    stats = json.loads((out / "shards/00000_stats.json").read_text())
+    assert stats["count"] == 4 and set(stats["stage_seconds"]) == {
+        "search", "chips", "composite", "context", "caption", "write"}
+    assert not list((out / "shards").glob(".*tmp*"))
+
+
+def test_every_ok_sample_is_complete_and_grounded(built):
+    config, _ = built
+    manifest = pq.read_table(config.output.dir / "manifest.parquet").column("sample_id")
+    data = rows(config)
+    assert sorted(r["sample_id"] for r in data) == sorted(manifest.to_pylist())
+    for r in data:
+        if r["status"] != "ok":
+            assert r["error_reason"] and r["error_message"] and r["pixels"] is None
+            continue
+        cube = np.asarray(r["pixels"], dtype=np.uint16)
+        assert cube.shape == (12, 264, 264) and (cube > 0).any(axis=(1, 2)).all()
+        assert len(r["bands"]) == 12 and r["band_scale"] == pytest.approx([1e-4] * 12)
+        assert r["offset_removed_dn"] == [1000] * 12
+        img = Image.open(io.BytesIO(r["rgb"]["bytes"]))
+        assert img.size == (264, 264) and img.mode == "RGB"
+        assert r["context"] is not None and r["caption"] and r["captioner"] == "template"
+        assert r["prompt_version"].startswith("template-v1+")
+        assert chip_within_region(config, r["geometry"])
+        assert shapely.from_wkb(r["geometry"]).contains(shapely.Point(r["lon"], r["lat"]))
+        assert r["stac_item_id"] and r["crs"] == "EPSG:32632" and len(r["transform"]) == 6
+        assert str(config.periods[0].start) <= str(r["datetime"].date()) or r["period"] != "summer"
+        # The caption names only classes present in the context.
+        ctx = r["context"]
+        present = ({f"land_cover:{i['class']}" for i in ctx["land_cover"]}
+                   | {f"land_use:{i['class']}" for i in ctx["land_use"]}
+                   | {f"water:{w['kind']}" for w in ctx["water"]}
+                   | {f"segment:{x['class']}" for x in ctx["roads"]})
+        for mention in r["caption_mentions"]:
+            if mention == "building":
+                assert ctx["building_count"] > 0
+            elif not mention.startswith("scl:"):
+                assert mention in present, (mention, r["caption"])
+        for theme, table in CLASS_PHRASES.items():
+            for cls, phrase in table.items():
+                core = phrase.removeprefix("a ").removeprefix("an ")
+                if re.search(rf"\b{re.escape(core)}\b", r["caption"]):
+                    assert f"{theme}:{cls}" in present, (phrase, r["caption"])
+
+
+def test_shards_open_without_eocap(built):
+    config, _ = built
+    glob = str(config.output.dir / "shards" / "*.parquet")
+    con = duckdb.connect()
+    n, ok = con.execute(
+        f"SELECT count(*), count(*) FILTER (status = 'ok') FROM '{glob}'").fetchone()
+    assert n == 8 and ok >= 6
+    caption, classes = con.execute(
+        f"SELECT caption, classes FROM '{glob}' WHERE status = 'ok' LIMIT 1").fetchone()
+    assert caption and isinstance(classes, list)
+    meta = pq.read_schema(config.output.dir / "shards" / "00000.parquet").metadata
+    geo = json.loads(meta[b"geo"])
+    assert geo["primary_column"] == "geometry" and geo["columns"]["geometry"]["encoding"] == "WKB"
+
+    import datasets
+
+    ds = datasets.load_dataset("parquet", data_files=glob, split="train",
+                               cache_dir=str(config.output.dir / "hf-cache"))
+    assert len(ds) == 8
+    row = next(r for r in ds if r["status"] == "ok")
+    assert isinstance(row["rgb"], Image.Image) and row["rgb"].size == (264, 264)
+    assert np.asarray(row["pixels"]).shape == (12, 264, 264)
+
+
+def test_resume_skips_done_shards_and_refuses_other_configs(built):
+    config, _ = built
+    before = (config.output.dir / "shards" / "00000.parquet").stat().st_mtime_ns
+    report = run_build(config)
+    assert report.shards_built_now == 0 and report.samples == 8
+    assert (config.output.dir / "shards" / "00000.parquet").stat().st_mtime_ns == before
+    # A partial shard (no stats file) is redone.
+    (config.output.dir / "shards" / "00001_stats.json").unlink()
+    assert run_build(config).shards_built_now == 1
+    with pytest.raises(ConfigError, match="output.dir"):
+        run_build(config.with_updates({"chips.bands": "llama3-ms-clip-10"}))
+
+
+def test_corrupt_cog_fails_its_samples_and_the_rest_succeed(region_copy, tmp_path):
+    items = load_items(region_copy)
+    july = next(i for i in items if i["properties"]["datetime"].startswith("2024-07"))
+    shutil.copy(__file__, region_copy.cog_root / july["id"] / "nir.tif")  # not a TIFF
+    with serve_demo(region_copy.root, items) as srv:
+        config = make_config(region_copy, srv, tmp_path / "out")
+        report = run_build(config)
+    data = rows(config)
+    summer = [r for r in data if r["period"] == "summer"]
+    assert summer and all(r["status"] == "failed" for r in summer)
+    assert all(r["error_reason"] == "cog_open" and "nir.tif" in r["error_message"]
+               for r in summer)
+    autumn = [r for r in data if r["period"] == "autumn"]
+    assert autumn and all(r["status"] == "ok" for r in autumn)
+    assert report.failures_by_reason == {"cog_open": len(summer)}

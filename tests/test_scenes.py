@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from pipeline.bands import L2A_BANDS, band_by_name
+from pipeline.config import load_config
+from pipeline.demo_region import load_items
+from pipeline.errors import AssetError, SampleFailure
+from pipeline.sampling import plan_shards
+from pipeline.scenes import PlanetaryComputerSigner, SceneChoice, resolve_scene, search_scenes
+from pipeline.servers import free_port
+
+from .conftest import make_config
+
+
+def choose(config):
+    samples = [s for shard in plan_shards(config) for s in shard.samples]
+    result = search_scenes(samples, config.stac, config.chips.band_list,
+                           chip_size=config.chips.size_px, resolution=config.chips.resolution_m)
+    return samples, result
+
+
+@pytest.mark.parametrize("flavor", ["earth-search", "planetary-computer"])
+def test_least_cloudy_covering_scene(flavor, region, servers, pc_region, pc_servers, tmp_path):
+    reg, srv = (region, servers) if flavor == "earth-search" else (pc_region, pc_servers)
+    config = make_config(reg, srv, tmp_path)
+    items = {i["id"]: i for i in load_items(reg)}
+    samples, result = choose(config)
+    assert len(result) == len(samples) == 8
+    east_only = {i for i, it in items.items() if it["properties"]["eo:cloud_cover"] < 5
+                 and it["properties"]["datetime"].startswith("2024-09")}
+    assert len(east_only) == 1
+    fell_back = 0
+    for s in samples:
+        choice = result[s.sample_id]
+        assert isinstance(choice, SceneChoice), choice
+        item = items[choice.scene.item_id]
+        assert item["properties"]["datetime"][:10] >= str(s.period.start)
+        assert item["properties"]["datetime"][:10] <= str(s.period.end)
+        if s.period.name == "summer":
+            # The clearer July scene beats the 45 % August one everywhere.
+            assert item["properties"]["datetime"].startswith("2024-07")
+        else:
+            fell_back += choice.scene.item_id not in east_only
+        assert set(choice.scene.band_hrefs) == {b.name for b in L2A_BANDS}
+        assert all(h.startswith("http://127.0.0.1") and h.endswith(".tif")
+                   for h in choice.scene.band_hrefs.values())
+        assert choice.scene.offset_dn == dict.fromkeys(choice.scene.band_hrefs, 1000)
+        assert choice.scene.crs == "EPSG:32632"
+        assert choice.scene.footprint.covers(choice.grid.footprint_lonlat())
+    # Western chips are outside the swath of the clear autumn scene and fall back.
+    assert 0 < fell_back < 4
+
+
+def test_both_catalog_shapes_pick_the_same_acquisitions(region, servers, pc_region, pc_servers,
+                                                       tmp_path):
+    _, es = choose(make_config(region, servers, tmp_path))
+    _, pc = choose(make_config(pc_region, pc_servers, tmp_path))
+    for sid in es:
+        assert es[sid].scene.datetime == pc[sid].scene.datetime  # type: ignore[union-attr]
+
+
+def test_cloud_limit_leaves_no_scene(region, servers, tmp_path):
+    config = make_config(region, servers, tmp_path, **{"stac.max_cloud_cover": 0.5})
+    _, result = choose(config)
+    failures = [r for r in result.values() if isinstance(r, SampleFailure)]
+    assert failures and all(f.reason == "no_scene" for f in failures)
+    assert "cloud cover <= 0.5%" in failures[0].message
+
+
+def test_period_without_scenes(region, servers, tmp_path):
+    config = make_config(region, servers, tmp_path, periods=[
+        {"name": "spring", "start": "2024-03-01", "end": "2024-05-31"}])
+    _, result = choose(config)
+    assert {r.reason for r in result.values()} == {"no_scene"}  # type: ignore[union-attr]
+
+
+def test_stac_server_down_is_a_sample_failure(region, tmp_path):
+    config = load_config(env={}).with_updates({
+        "stac.api_url": f"http://127.0.0.1:{free_port()}/",
+        "region.points": [{"lon": 10.9, "lat": 47.57}], "region.bbox": None})
+    samples = plan_shards(config)[0].samples
+    result = search_scenes(samples, config.stac, config.chips.band_list, chip_size=264,
+                           resolution=10)
+    assert len(result) == len(samples)
+    for failure in result.values():
+        assert isinstance(failure, SampleFailure) and failure.reason == "stac_error"
+        assert "cannot open STAC API" in failure.message
+
+
+def test_resolve_finds_bands_by_metadata_not_keys(region):
+    item = load_items(region)[0]
+    # Rename every asset key: bands must still be found through eo:bands wavelengths.
+    item["assets"] = {f"asset{i}": a for i, a in enumerate(item["assets"].values())}
+    for a in item["assets"].values():
+        if a.get("roles") == ["data"] and "eo:bands" not in a:
+            a["title"] = "Scene classification map (SCL)"
+    scene = resolve_scene(item, L2A_BANDS)
+    assert scene.band_hrefs["B8A"].endswith("nir08.tif")
+    assert scene.band_hrefs["B05"].endswith("rededge1.tif")
+    assert scene.scl_href.endswith("scl.tif")
+
+
+def test_jp2_and_multiband_assets_are_skipped(region):
+    item = load_items(region)[0]
+    scene = resolve_scene(item, L2A_BANDS)
+    assert not any(h.endswith(".jp2") for h in scene.band_hrefs.values())
+
+
+def test_missing_band_raises(region):
+    item = load_items(region)[0]
+    del item["assets"]["swir16"]
+    with pytest.raises(AssetError, match="B11"):
+        resolve_scene(item, L2A_BANDS)
+    resolve_scene(item, [band_by_name("B02")])  # other bands still resolve
+
+
+def test_old_processing_baseline_has_no_offset(pc_region):
+    item = load_items(pc_region)[0]
+    assert "raster:bands" not in item["assets"]["B04"]
+    assert resolve_scene(item, L2A_BANDS).offset_dn["B04"] == 1000
+    item["properties"]["s2:processing_baseline"] = "03.01"
+    assert resolve_scene(item, L2A_BANDS).offset_dn["B04"] == 0
+
+
+@pytest.fixture
+def token_server() -> Iterator[tuple[str, list[str]]]:
+    """A real SAS token endpoint shaped like Planetary Computer's, on 127.0.0.1."""
+    app = FastAPI()
+    calls: list[str] = []
+
+    @app.get("/api/sas/v1/token/{account}/{container}")
+    def token(account: str, container: str) -> dict[str, str]:
+        calls.append(f"{account}/{container}")
+        return {"msft:expiry": "2099-01-01T00:00:00Z", "token": f"sv=1&sig={account}"}
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}/api/sas/v1/token", calls
+    server.should_exit = True
+    thread.join(5)
+
+
+def test_planetary_computer_signing(token_server):
+    url, calls = token_server
+    sign = PlanetaryComputerSigner(url)
+    href = "https://sentinel2l2a01.blob.core.windows.net/sentinel2-l2/32/T/PT/B04.tif"
+    assert sign(href) == href + "?sv=1&sig=sentinel2l2a01"
+    sign(href.replace("B04", "B03"))
+    assert calls == ["sentinel2l2a01/sentinel2-l2"]  # cached per container
+    assert sign("http://127.0.0.1/x.tif") == "http://127.0.0.1/x.tif"
