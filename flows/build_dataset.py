@@ -55,9 +55,7 @@ def build_dataset(config: RunConfig, on_shard: ShardCallback | None = None) -> R
     """
     t0 = time.perf_counter()
     plan = plan_run_task(config)
-    futures = [
-        build_shard_task.submit(shard, config, plan.overture_root) for shard in plan.pending
-    ]
+    futures = [build_shard_task.submit(shard, config, plan.overture_root) for shard in plan.pending]
     built: list[ShardStats] = []
     for fut in as_completed(futures):
         stats = fut.result()
@@ -69,6 +67,7 @@ def build_dataset(config: RunConfig, on_shard: ShardCallback | None = None) -> R
 
 def run_build(config: RunConfig, on_shard: ShardCallback | None = None, **kw: Any) -> RunReport:
     """Run :func:`build_dataset` with ``runtime.workers`` shards in parallel."""
-    runner = ThreadPoolTaskRunner(max_workers=config.runtime.workers)
-    result: RunReport = build_dataset.with_options(task_runner=runner)(config, on_shard, **kw)
+    runner: Any = ThreadPoolTaskRunner(max_workers=config.runtime.workers)
+    result = build_dataset.with_options(task_runner=runner)(config, on_shard, **kw)
+    assert isinstance(result, RunReport)
     return result

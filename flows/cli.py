@@ -6,6 +6,7 @@ Run ``eocap --help`` for the list and ``eocap COMMAND --help`` for each command'
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -95,8 +96,12 @@ def _run(config: RunConfig) -> RunReport:
     console.print(f"Checking config, STAC API {config.stac.api_url} and Overture data...")
     preflight(config)
     with Progress(
-        TextColumn("[bold]shards"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console,
+        TextColumn("[bold]shards"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=console,
     ) as progress:
         bar = progress.add_task("shards", total=None, rate="")
         t0 = time.perf_counter()
@@ -121,6 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Generate the demo region, serve it on 127.0.0.1 and build its dataset."""
     from pipeline.demo_region import ensure_demo_region, load_items
+
     from pipeline.servers import serve_demo
 
     t0 = time.perf_counter()
@@ -140,6 +146,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_serve_demo(args: argparse.Namespace) -> int:
     """Serve the demo STAC API and COGs until interrupted."""
     from pipeline.demo_region import ensure_demo_region, load_items
+
     from pipeline.servers import serve_demo
 
     region = ensure_demo_region(args.data_dir)
@@ -150,10 +157,8 @@ def cmd_serve_demo(args: argparse.Namespace) -> int:
             f"STAC API: {servers.stac_url}\nCOGs:     {servers.files.url}\n"
             f"Overture: {region.overture_root}\nCtrl-C to stop."
         )
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
-        except KeyboardInterrupt:
-            pass
     return 0
 
 
@@ -234,23 +239,44 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=func.__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=func.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.set_defaults(func=func)
         return p
 
     def config_args(p: argparse.ArgumentParser, required: bool) -> None:
-        p.add_argument("config", type=Path, nargs=None if required else "?",
-                       help="run config YAML (see `eocap config`)")
-        p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                       help="override a config field, e.g. --set output.shard_size=100")
+        p.add_argument(
+            "config",
+            type=Path,
+            nargs=None if required else "?",
+            help="run config YAML (see `eocap config`)",
+        )
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="FIELD=VALUE",
+            help="override a config field, e.g. --set output.shard_size=100",
+        )
 
     p = add("demo", cmd_demo, "build the demo dataset offline, servers included")
     config_args(p, required=False)
-    p.add_argument("--data-dir", type=Path, default=DEMO_DATA_DIR,
-                   help="where the demo region is generated (default: %(default)s)")
-    p.add_argument("--output", type=Path, default=Path("output/demo"),
-                   help="output directory (default: %(default)s)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEMO_DATA_DIR,
+        help="where the demo region is generated (default: %(default)s)",
+    )
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=Path("output/demo"),
+        help="output directory (default: %(default)s)",
+    )
     p = add("run", cmd_run, "build the dataset a config describes (resumes where it stopped)")
     config_args(p, required=True)
     p = add("plan", cmd_plan, "count the samples and shards of a config, without work")

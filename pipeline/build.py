@@ -19,7 +19,7 @@ from typing import Any
 import shapely
 
 from . import __version__
-from .captioner import CaptionInput, Captioner, make_captioner
+from .captioner import Captioner, CaptionInput, make_captioner
 from .chips import Chip, ChipRequest, read_chips
 from .composite import render_rgb
 from .config import RunConfig
@@ -157,8 +157,11 @@ def build_shard(
 
     with timer.stage("search"):
         choices = search_scenes(
-            shard.samples, config.stac, bands,
-            chip_size=config.chips.size_px, resolution=config.chips.resolution_m,
+            shard.samples,
+            config.stac,
+            bands,
+            chip_size=config.chips.size_px,
+            resolution=config.chips.resolution_m,
         )
     for sid, choice in choices.items():
         if isinstance(choice, SampleFailure):
@@ -183,9 +186,7 @@ def build_shard(
             records[sid].rgb = {"bytes": render_rgb(chip.pixels, chip.band_names), "path": None}
 
     with timer.stage("context"):
-        contexts = map_context(
-            [ChipArea(sid, alive[sid].grid) for sid in alive], overture_root
-        )
+        contexts = map_context([ChipArea(sid, alive[sid].grid) for sid in alive], overture_root)
     for sid, ctx in contexts.items():
         _fill_context(records[sid], ctx)
 
@@ -196,23 +197,42 @@ def build_shard(
             chip = chips[sid]
             assert isinstance(chip, Chip)
             if chip.stats.cloud_fraction >= config.captioner.skip_cloud_fraction:
-                fail(sid, "caption", SampleFailure(
-                    "too_cloudy", f"cloud fraction {chip.stats.cloud_fraction:.2f} >= "
-                    f"captioner.skip_cloud_fraction {config.captioner.skip_cloud_fraction}"))
+                fail(
+                    sid,
+                    "caption",
+                    SampleFailure(
+                        "too_cloudy",
+                        f"cloud fraction {chip.stats.cloud_fraction:.2f} >= "
+                        f"captioner.skip_cloud_fraction {config.captioner.skip_cloud_fraction}",
+                    ),
+                )
                 continue
             rec = records[sid]
             assert rec.datetime is not None and rec.rgb is not None
-            inputs.append(CaptionInput(
-                sid, rec.period, rec.datetime, rec.lon, rec.lat, contexts[sid], chip.stats,
-                rec.rgb["bytes"],
-            ))
+            inputs.append(
+                CaptionInput(
+                    sid,
+                    rec.period,
+                    rec.datetime,
+                    rec.lon,
+                    rec.lat,
+                    contexts[sid],
+                    chip.stats,
+                    rec.rgb["bytes"],
+                )
+            )
         for result in cap.caption_batch(inputs) if inputs else []:
             rec = records[result.sample_id]
             rec.captioner = cap.name
             rec.prompt_version = cap.prompt_version
             if result.caption is None or not result.caption.strip():
-                fail(result.sample_id, "caption", SampleFailure(
-                    result.error_reason or "empty_caption", result.error_message or "no caption"))
+                fail(
+                    result.sample_id,
+                    "caption",
+                    SampleFailure(
+                        result.error_reason or "empty_caption", result.error_message or "no caption"
+                    ),
+                )
             else:
                 rec.caption = result.caption
                 rec.caption_mentions = list(result.mentions)
@@ -223,10 +243,17 @@ def build_shard(
     chash = config_hash(config)
     with timer.stage("write"):
         size = write_shard(
-            rows, parquet_path, n_bands=len(bands), size=config.chips.size_px,
+            rows,
+            parquet_path,
+            n_bands=len(bands),
+            size=config.chips.size_px,
             row_group_mb=config.output.row_group_mb,
-            extra_metadata={"config_hash": chash, "eocap_version": __version__,
-                            "dataset": config.name, "shard": shard.index},
+            extra_metadata={
+                "config_hash": chash,
+                "eocap_version": __version__,
+                "dataset": config.name,
+                "shard": shard.index,
+            },
         )
     ok = sum(r.status == "ok" for r in rows)
     stats = ShardStats(

@@ -90,27 +90,52 @@ class Captioner(Protocol):
 
 CLASS_PHRASES: dict[str, dict[str, str]] = {
     "land_cover": {
-        "forest": "forest", "crop": "cropland", "grass": "grassland",
-        "urban": "built-up land", "barren": "bare ground", "snow": "permanent snow and ice",
-        "wetland": "wetland", "shrub": "shrubland", "moss": "moss and lichen",
+        "forest": "forest",
+        "crop": "cropland",
+        "grass": "grassland",
+        "urban": "built-up land",
+        "barren": "bare ground",
+        "snow": "permanent snow and ice",
+        "wetland": "wetland",
+        "shrub": "shrubland",
+        "moss": "moss and lichen",
         "mangrove": "mangroves",
     },
     "land_use": {
-        "residential": "a residential area", "farmland": "farmland", "meadow": "meadows",
-        "quarry": "a quarry", "park": "a park", "cemetery": "a cemetery",
-        "school": "a school ground", "industrial": "an industrial area",
-        "commercial": "a commercial area", "orchard": "orchards", "vineyard": "vineyards",
-        "forest": "managed forest", "grass": "grass land use", "recreation_ground":
-        "a recreation ground", "allotments": "allotment gardens",
+        "residential": "a residential area",
+        "farmland": "farmland",
+        "meadow": "meadows",
+        "quarry": "a quarry",
+        "park": "a park",
+        "cemetery": "a cemetery",
+        "school": "a school ground",
+        "industrial": "an industrial area",
+        "commercial": "a commercial area",
+        "orchard": "orchards",
+        "vineyard": "vineyards",
+        "forest": "managed forest",
+        "grass": "grass land use",
+        "recreation_ground": "a recreation ground",
+        "allotments": "allotment gardens",
     },
     "water": {
-        "lake": "lake", "river": "river", "stream": "stream", "reservoir": "reservoir",
-        "pond": "pond", "canal": "canal", "ocean": "sea", "water": "water body",
+        "lake": "lake",
+        "river": "river",
+        "stream": "stream",
+        "reservoir": "reservoir",
+        "pond": "pond",
+        "canal": "canal",
+        "ocean": "sea",
+        "water": "water body",
     },
     "segment": {
-        "motorway": "a motorway", "trunk": "a trunk road", "primary": "a main road",
-        "secondary": "a secondary road", "tertiary": "a local road",
-        "residential": "residential streets", "track": "farm tracks",
+        "motorway": "a motorway",
+        "trunk": "a trunk road",
+        "primary": "a main road",
+        "secondary": "a secondary road",
+        "tertiary": "a local road",
+        "residential": "residential streets",
+        "track": "farm tracks",
     },
 }
 """Words the template captioner uses for each context class (theme -> class -> phrase)."""
@@ -228,7 +253,11 @@ class TemplateCaptioner:
             mentions.append("land_use:residential")
             where = ""
             area = next(
-                (f for f in ctx.named_features if f.theme == "land_use" and f.kind == "residential"),
+                (
+                    f
+                    for f in ctx.named_features
+                    if f.theme == "land_use" and f.kind == "residential"
+                ),
                 None,
             )
             if area is not None:

@@ -52,7 +52,7 @@ def stretch_rgb(
     lo, hi = np.percentile(rgb[valid], [low_pct, high_pct])
     hi = max(float(hi), float(lo) + min_range_dn)
     scaled = np.clip((rgb - lo) / (hi - lo), 0.0, 1.0) ** gamma
-    out = (scaled * 255.0 + 0.5).astype(np.uint8)
+    out: npt.NDArray[np.uint8] = (scaled * 255.0 + 0.5).astype(np.uint8)
     out[~valid] = 0
     return out
 

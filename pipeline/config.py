@@ -186,8 +186,10 @@ class StacConfig(_Section):
     )
     timeout_s: float = Field(default=30.0, gt=0, description="Per-request timeout in seconds.")
     max_items: int = Field(
-        default=500, gt=0, description="Most items to consider per search (one search per "
-        "period and 1-degree cell of a shard)."
+        default=500,
+        gt=0,
+        description="Most items to consider per search (one search per "
+        "period and 1-degree cell of a shard).",
     )
 
 
@@ -346,7 +348,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         path = [p.lower() for p in key[len(ENV_PREFIX) :].split("__")]
         if path[0] not in RunConfig.model_fields:
             continue  # other EOCAP_* variables (e.g. EOCAP_DEMO_DIR) are not config fields
-        _set_path(out, path, yaml.safe_load(raw))
+        _set_path(out, path, yaml.load(raw, Loader=_ConfigLoader))  # noqa: S506
     return out
 
 
@@ -357,6 +359,16 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
         else:
             base[key] = value
     return base
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML loader that leaves dates as strings, so pydantic validates them and names the field."""
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> RunConfig:
@@ -378,7 +390,7 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = 
         if not path.is_file():
             raise ConfigError("(file)", f"config file {path} does not exist")
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = yaml.load(path.read_text(), Loader=_ConfigLoader)  # noqa: S506
         except yaml.YAMLError as exc:
             raise ConfigError("(file)", f"{path} is not valid YAML: {exc}") from None
         if loaded is not None and not isinstance(loaded, dict):

@@ -96,7 +96,9 @@ def check_overture(cfg: OvertureConfig) -> None:
     root = Path(cfg.source)
     if not root.is_dir():
         raise PreflightError("overture.source", f"Overture folder {root} does not exist")
-    found = [t for t in OVERTURE_TYPES if any(Path(_type_glob(str(root), t)).parent.glob("*.parquet"))]
+    found = [
+        t for t in OVERTURE_TYPES if any(Path(_type_glob(str(root), t)).parent.glob("*.parquet"))
+    ]
     if not found:
         raise PreflightError(
             "overture.source",
@@ -206,8 +208,14 @@ class MapContext:
         row["roads"] = [{"class": i.cls, "length_km": i.share} for i in self.roads]
         for key in ("water", "named_features"):
             row[key] = [
-                {"name": f.name, "kind": f.kind, "theme": f.theme, "position": f.position,
-                 "share": f.share, "length_km": f.length_km}
+                {
+                    "name": f.name,
+                    "kind": f.kind,
+                    "theme": f.theme,
+                    "position": f.position,
+                    "share": f.share,
+                    "length_km": f.length_km,
+                }
                 for f in getattr(self, key)
             ]
         for key in ("classes", "tags", "names"):
@@ -287,9 +295,15 @@ def _query_type(
 def _tags_of(type_name: str, cls: str | None, tags: dict[str, str] | None) -> list[str]:
     out = [f"{k}={v}" for k, v in (tags or {}).items()]
     if not out and cls:
-        key = {"building": "building", "segment": "highway", "place": "place",
-               "water": "water", "land_use": "landuse", "land_cover": "land_cover",
-               "infrastructure": "infrastructure"}[type_name]
+        key = {
+            "building": "building",
+            "segment": "highway",
+            "place": "place",
+            "water": "water",
+            "land_use": "landuse",
+            "land_cover": "land_cover",
+            "infrastructure": "infrastructure",
+        }[type_name]
         out = [f"{key}={cls}"]
     return out
 
@@ -320,13 +334,24 @@ def map_context(chips: Iterable[ChipArea], overture_root: Path) -> dict[str, Map
     con.executemany("INSERT INTO chips_raw VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
     con.execute("CREATE TEMP TABLE chips AS SELECT *, ST_GeomFromText(wkt) AS geom FROM chips_raw")
     shard_bbox = (
-        min(r[3] for r in rows), min(r[4] for r in rows),
-        max(r[5] for r in rows), max(r[6] for r in rows),
+        min(r[3] for r in rows),
+        min(r[4] for r in rows),
+        max(r[5] for r in rows),
+        max(r[6] for r in rows),
     )
     grids = {c.sample_id: c.grid for c in chip_list}
     acc: dict[str, dict[str, Any]] = {
-        sid: {"lc": {}, "lu": {}, "roads": {}, "water": [], "named": [], "bcount": 0,
-              "barea": 0.0, "tags": set(), "classes": set()}
+        sid: {
+            "lc": {},
+            "lu": {},
+            "roads": {},
+            "water": [],
+            "named": [],
+            "bcount": 0,
+            "barea": 0.0,
+            "tags": set(),
+            "classes": set(),
+        }
         for sid in grids
     }
     for type_name in OVERTURE_TYPES:
@@ -340,8 +365,12 @@ def map_context(chips: Iterable[ChipArea], overture_root: Path) -> dict[str, Map
             kind = cls or sub or type_name
             position = "throughout" if share > 0.5 else position_name(grid, cx, cy)
             feature = NamedFeature(
-                name=name or "", kind=kind, theme=type_name, position=position,
-                share=round(share, 4), length_km=round(float(length or 0.0) / 1000, 3),
+                name=name or "",
+                kind=kind,
+                theme=type_name,
+                position=position,
+                share=round(share, 4),
+                length_km=round(float(length or 0.0) / 1000, 3),
             )
             if type_name == "land_cover":
                 a["lc"][kind] = a["lc"].get(kind, 0.0) + share
@@ -380,8 +409,12 @@ def _merge_named(features: list[NamedFeature]) -> list[NamedFeature]:
             continue
         bigger = f if (f.share, f.length_km) > (old.share, old.length_km) else old
         merged[key] = NamedFeature(
-            f.name, f.kind, f.theme, bigger.position,
-            round(min(old.share + f.share, 1.0), 4), round(old.length_km + f.length_km, 3),
+            f.name,
+            f.kind,
+            f.theme,
+            bigger.position,
+            round(min(old.share + f.share, 1.0), 4),
+            round(old.length_km + f.length_km, 3),
         )
     return sorted(merged.values(), key=lambda f: (-f.share, -f.length_km, f.name, f.kind))
 

@@ -61,7 +61,9 @@ class ChipGrid:
             + [(x1 - (x1 - x0) * t, y0) for t in steps]
             + [(x0, y0 + (y1 - y0) * t) for t in steps]
         )
-        xs, ys = transformer(self.crs, "EPSG:4326").transform(*zip(*ring, strict=True))
+        xs, ys = transformer(self.crs, "EPSG:4326").transform(
+            [p[0] for p in ring], [p[1] for p in ring]
+        )
         return Polygon(list(zip(xs, ys, strict=True)))
 
     def as_list(self) -> list[float]:

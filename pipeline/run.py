@@ -8,7 +8,7 @@ Output layout (``output.dir``)::
     run.json                 config, config hash, eocap version
     manifest.parquet         every planned sample (id, shard, location, period)
     shards/00000.parquet     samples (see docs/dataset-schema.md)
-    shards/00000_stats.json  the shard is done iff this exists
+    shards/_stats/00000_stats.json  the shard is done iff this exists
     report.json              the last run's summary
 """
 
@@ -91,8 +91,11 @@ def plan_run(config: RunConfig) -> RunPlan:
     out.mkdir(parents=True, exist_ok=True)
     (out / "run.json").write_text(
         json.dumps(
-            {"config_hash": chash, "eocap_version": __version__,
-             "config": config.model_dump(mode="json")},
+            {
+                "config_hash": chash,
+                "eocap_version": __version__,
+                "config": config.model_dump(mode="json"),
+            },
             indent=2,
         )
     )
@@ -132,13 +135,13 @@ def summarize(plan: RunPlan, built: list[ShardStats], wall_seconds: float) -> Ru
         if path.exists():
             stats.append(read_stats(path))
     reasons: dict[str, int] = {}
-    stages = dict.fromkeys(STAGES, 0.0)
+    stages: dict[str, float] = dict.fromkeys(STAGES, 0.0)
     for s in stats:
-        for k, v in s.failures_by_reason.items():
-            reasons[k] = reasons.get(k, 0) + v
+        for reason, n in s.failures_by_reason.items():
+            reasons[reason] = reasons.get(reason, 0) + n
     for s in built:
-        for k, v in s.stage_seconds.items():
-            stages[k] = round(stages.get(k, 0.0) + v, 3)
+        for stage, secs in s.stage_seconds.items():
+            stages[stage] = round(stages.get(stage, 0.0) + secs, 3)
     report = RunReport(
         output_dir=str(plan.output_dir),
         shards=len(plan.shards),

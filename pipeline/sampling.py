@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import shapely
 from shapely.geometry import box, shape
-from shapely.ops import transform as transform_geometry
 from shapely.geometry.base import BaseGeometry
+from shapely.ops import transform as transform_geometry
 
 from .config import Period, RegionConfig, RunConfig
 from .errors import ConfigError
@@ -116,7 +116,9 @@ def region_geometry(region: RegionConfig) -> BaseGeometry:
         feats = doc.get("features", [doc]) if doc.get("type") == "FeatureCollection" else [doc]
         geoms = [shape(f.get("geometry", f)) for f in feats]
     except (ValueError, KeyError, AttributeError, TypeError) as exc:
-        raise ConfigError("region.geojson", f"{region.geojson} is not valid GeoJSON: {exc}") from None
+        raise ConfigError(
+            "region.geojson", f"{region.geojson} is not valid GeoJSON: {exc}"
+        ) from None
     polys = [g for g in geoms if g.geom_type in ("Polygon", "MultiPolygon")]
     if not polys:
         raise ConfigError("region.geojson", f"{region.geojson} holds no Polygon or MultiPolygon")

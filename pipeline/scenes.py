@@ -130,8 +130,10 @@ def _find_asset(assets: dict[str, dict[str, Any]], band: Band) -> tuple[str, dic
     # Known keys first: cheap and unambiguous; then any COG asset whose metadata matches.
     for key in band.asset_keys:
         asset = assets.get(key)
-        if asset is not None and _is_cog(asset) and (
-            not _asset_bands(asset) or _matches(key, asset, band)
+        if (
+            asset is not None
+            and _is_cog(asset)
+            and (not _asset_bands(asset) or _matches(key, asset, band))
         ):
             return key, asset
     for key, asset in assets.items():
@@ -268,13 +270,19 @@ def check_stac(stac: StacConfig) -> None:
     try:
         client = pystac_client.Client.open(stac.api_url, timeout=min(stac.timeout_s, 10.0))
     except Exception as exc:  # any transport or parse failure means "unusable"
-        raise PreflightError("stac.api_url", f"cannot open STAC API {stac.api_url}: {exc}") from None
-    try:
-        client.get_collection(stac.collection)
-    except Exception as exc:
         raise PreflightError(
-            "stac.collection", f"collection {stac.collection!r} not found at {stac.api_url}: {exc}"
+            "stac.api_url", f"cannot open STAC API {stac.api_url}: {exc}"
         ) from None
+    try:
+        found = client.get_collection(stac.collection)
+    except Exception as exc:
+        found, detail = None, f": {exc}"
+    else:
+        detail = ""
+    if found is None:  # pystac-client returns None for a 404 on some versions
+        raise PreflightError(
+            "stac.collection", f"collection {stac.collection!r} not found at {stac.api_url}{detail}"
+        )
 
 
 def _search(
@@ -293,7 +301,8 @@ def _search(
     items = list(search.items_as_dicts())
     # Servers may ignore filter or sortby: enforce both here, deterministically.
     items = [
-        i for i in items
+        i
+        for i in items
         if float(i.get("properties", {}).get("eo:cloud_cover", 100.0)) <= stac.max_cloud_cover
     ]
     items.sort(
@@ -387,7 +396,9 @@ def _choose(
                 scene = exc
             resolved[item["id"]] = scene
         if isinstance(scene, AssetError):
-            if shape(item["geometry"]).intersects(shapely.Point(sample.location.lon, sample.location.lat)):
+            if shape(item["geometry"]).intersects(
+                shapely.Point(sample.location.lon, sample.location.lat)
+            ):
                 asset_errors.append(f"{item['id']}: {scene}")
             continue
         grid = chip_grid(sample.location.lon, sample.location.lat, scene.crs, chip_size, resolution)

@@ -2,7 +2,7 @@
 
 Every planned sample gets a row, failures included (``status``/``error_reason``/
 ``error_message``), so a shard always accounts for all its samples. A shard is written to a
-temporary file and renamed into place, then its ``NNNNN_stats.json`` is written the same way:
+temporary file and renamed into place, then its ``_stats/NNNNN_stats.json`` is written the same way:
 a shard is done iff its stats file exists (img2dataset's contract).
 
 The schema is documented column by column in ``docs/dataset-schema.md``; keep both in step.
@@ -86,8 +86,12 @@ def shard_schema(n_bands: int, size: int) -> pa.Schema:
             (
                 "bbox",
                 pa.struct(
-                    [("xmin", pa.float64()), ("ymin", pa.float64()),
-                     ("xmax", pa.float64()), ("ymax", pa.float64())]
+                    [
+                        ("xmin", pa.float64()),
+                        ("ymin", pa.float64()),
+                        ("xmax", pa.float64()),
+                        ("ymax", pa.float64()),
+                    ]
                 ),
             ),
             ("crs", pa.string()),
@@ -192,7 +196,7 @@ class SampleRecord:
 
 @dataclass
 class ShardStats:
-    """The ``NNNNN_stats.json`` sidecar of a shard.
+    """The ``_stats/NNNNN_stats.json`` sidecar of a shard.
 
     Attributes:
         shard: Shard index.
@@ -223,9 +227,13 @@ class ShardStats:
 
 
 def shard_paths(shards_dir: Path, index: int) -> tuple[Path, Path]:
-    """(parquet path, stats path) of shard ``index``."""
+    """(parquet path, stats path) of shard ``index``.
+
+    Stats live in ``shards/_stats/`` so that the shards folder reads as one Parquet dataset
+    (pyarrow and DuckDB skip ``_``-prefixed paths).
+    """
     name = f"{index:05d}"
-    return shards_dir / f"{name}.parquet", shards_dir / f"{name}_stats.json"
+    return shards_dir / f"{name}.parquet", shards_dir / "_stats" / f"{name}_stats.json"
 
 
 def _column(records: list[SampleRecord], name: str, typ: pa.DataType) -> pa.Array:
@@ -247,17 +255,19 @@ def _column(records: list[SampleRecord], name: str, typ: pa.DataType) -> pa.Arra
         for n in reversed(shape):
             array = pa.FixedSizeListArray.from_arrays(array, n)
         # Nulls go on the outer list only; the values under a null row are zeros.
-        return pa.FixedSizeListArray.from_arrays(
-            array.values, typ.list_size, mask=pa.array(~valid)
-        )
+        return pa.FixedSizeListArray.from_arrays(array.values, typ.list_size, mask=pa.array(~valid))
     return pa.array([getattr(r, name) for r in records], type=typ)
 
 
 def _geo_metadata(records: list[SampleRecord]) -> dict[str, Any]:
     boxes = [r.bbox for r in records if r.bbox is not None]
     bbox = (
-        [min(b["xmin"] for b in boxes), min(b["ymin"] for b in boxes),
-         max(b["xmax"] for b in boxes), max(b["ymax"] for b in boxes)]
+        [
+            min(b["xmin"] for b in boxes),
+            min(b["ymin"] for b in boxes),
+            max(b["xmax"] for b in boxes),
+            max(b["ymax"] for b in boxes),
+        ]
         if boxes
         else []
     )
@@ -291,9 +301,7 @@ def write_shard(
         extra_metadata: JSON-able dict stored under the ``eocap`` key of the file metadata.
     """
     schema = shard_schema(n_bands, size)
-    table = pa.table(
-        [_column(records, f.name, f.type) for f in schema], schema=schema
-    )
+    table = pa.table([_column(records, f.name, f.type) for f in schema], schema=schema)
     hf = {"info": {"features": {"rgb": {"_type": "Image"}}}}
     meta = {
         b"geo": json.dumps(_geo_metadata(records)).encode(),
@@ -311,9 +319,19 @@ def write_shard(
         row_group_size=rows_per_group,
         compression="zstd",
         compression_level=3,
-        use_dictionary=["status", "error_reason", "crs", "period", "stac_collection",
-                        "processing_baseline", "platform", "captioner", "prompt_version",
-                        "overture_release", "stac_item_id"],
+        use_dictionary=[
+            "status",
+            "error_reason",
+            "crs",
+            "period",
+            "stac_collection",
+            "processing_baseline",
+            "platform",
+            "captioner",
+            "prompt_version",
+            "overture_release",
+            "stac_item_id",
+        ],
         write_statistics=["sample_id", "lon", "lat", "datetime", "status", "period"],
     )
     tmp.replace(path)
@@ -322,6 +340,7 @@ def write_shard(
 
 def write_stats(stats: ShardStats, path: Path) -> None:
     """Write a shard's stats sidecar atomically (its existence marks the shard done)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(asdict(stats), indent=2, sort_keys=True))
     tmp.replace(path)

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pipeline.demo_region import Acquisition, DemoRegion, generate_demo_region, load_items
 
 from pipeline.config import Period, RunConfig, load_config
-from pipeline.demo_region import Acquisition, DemoRegion, generate_demo_region, load_items
 from pipeline.servers import DemoServers, serve_demo
 
 SMALL_BBOX = (10.86, 47.55, 10.94, 47.60)
@@ -26,8 +26,9 @@ SMALL_ACQUISITIONS = (
     Acquisition(dt.datetime(2024, 7, 6, 10, 20, tzinfo=UTC), cloud_fraction=0.02),
     Acquisition(dt.datetime(2024, 8, 15, 10, 20, tzinfo=UTC), cloud_fraction=0.45),
     # Autumn: the least cloudy scene covers only the east; the west must fall back.
-    Acquisition(dt.datetime(2024, 9, 20, 10, 20, tzinfo=UTC), cloud_fraction=0.01,
-                footprint="east"),
+    Acquisition(
+        dt.datetime(2024, 9, 20, 10, 20, tzinfo=UTC), cloud_fraction=0.01, footprint="east"
+    ),
     Acquisition(dt.datetime(2024, 10, 25, 10, 20, tzinfo=UTC), cloud_fraction=0.15),
 )
 PERIODS = [
@@ -63,7 +64,8 @@ def _offline_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
 def region(tmp_path_factory: pytest.TempPathFactory) -> DemoRegion:
     """A small Earth Search-shaped region: 4 acquisitions over ~6 x 5.5 km."""
     return generate_demo_region(
-        tmp_path_factory.mktemp("region") / "es", bbox=SMALL_BBOX,
+        tmp_path_factory.mktemp("region") / "es",
+        bbox=SMALL_BBOX,
         acquisitions=SMALL_ACQUISITIONS,
     )
 
@@ -72,8 +74,10 @@ def region(tmp_path_factory: pytest.TempPathFactory) -> DemoRegion:
 def pc_region(tmp_path_factory: pytest.TempPathFactory) -> DemoRegion:
     """The same region in Planetary Computer item shape."""
     return generate_demo_region(
-        tmp_path_factory.mktemp("region") / "pc", bbox=SMALL_BBOX,
-        acquisitions=SMALL_ACQUISITIONS, item_flavor="planetary-computer",
+        tmp_path_factory.mktemp("region") / "pc",
+        bbox=SMALL_BBOX,
+        acquisitions=SMALL_ACQUISITIONS,
+        item_flavor="planetary-computer",
     )
 
 
@@ -89,7 +93,9 @@ def pc_servers(pc_region: DemoRegion) -> Iterator[DemoServers]:
         yield s
 
 
-def make_config(region: DemoRegion, servers: DemoServers, out: Path, **updates: object) -> RunConfig:
+def make_config(
+    region: DemoRegion, servers: DemoServers, out: Path, **updates: object
+) -> RunConfig:
     """A run config for the small region against the running servers."""
     base = load_config(env={}).with_updates(
         {
@@ -115,6 +121,11 @@ def region_copy(region: DemoRegion, tmp_path: Path) -> DemoRegion:
     root = tmp_path / "region"
     shutil.copytree(region.root, root)
     return DemoRegion(
-        root=root, bbox=region.bbox, crs=region.crs, items_path=root / "stac" / "items.json",
-        overture_root=root / "overture", cog_root=root / "cogs", item_ids=region.item_ids,
+        root=root,
+        bbox=region.bbox,
+        crs=region.crs,
+        items_path=root / "stac" / "items.json",
+        overture_root=root / "overture",
+        cog_root=root / "cogs",
+        item_ids=region.item_ids,
     )

@@ -11,15 +11,17 @@ CLEAR = ChipStats(0.0, 0.0, 0.0, 0.0, 0.1, 0.5, -0.2, 0.08)
 
 
 def make_input(ctx: MapContext, stats: ChipStats = CLEAR, sid: str = "s_1") -> CaptionInput:
-    return CaptionInput(sid, "summer", dt.datetime(2024, 7, 6, tzinfo=dt.UTC), 10.9, 47.5,
-                        ctx, stats)
+    return CaptionInput(
+        sid, "summer", dt.datetime(2024, 7, 6, tzinfo=dt.UTC), 10.9, 47.5, ctx, stats
+    )
 
 
 LAKE_TOWN = MapContext(
     land_cover=[ShareItem("forest", 0.55), ShareItem("grass", 0.25), ShareItem("urban", 0.1)],
     land_use=[ShareItem("residential", 0.12)],
     water=[NamedFeature("Aldersee", "lake", "water", "north-east", share=0.08)],
-    building_count=143, building_share=0.03,
+    building_count=143,
+    building_share=0.03,
     roads=[ShareItem("primary", 2.1), ShareItem("residential", 4.0)],
     named_features=[
         NamedFeature("Aldersee", "lake", "water", "north-east", share=0.08),
@@ -28,7 +30,8 @@ LAKE_TOWN = MapContext(
         NamedFeature("St. Georg", "church", "place", "south-west"),
     ],
     classes=["forest", "grass", "urban", "residential", "lake", "house", "primary"],
-    tags=[], names=["Aldersee", "Kesselbach"],
+    tags=[],
+    names=["Aldersee", "Kesselbach"],
 )
 
 
@@ -44,10 +47,12 @@ def phrases_in(caption: str) -> set[str]:
 
 
 def allowed(ctx: MapContext) -> set[str]:
-    return ({f"land_cover:{i.cls}" for i in ctx.land_cover}
-            | {f"land_use:{i.cls}" for i in ctx.land_use}
-            | {f"water:{f.kind}" for f in ctx.water}
-            | {f"segment:{r.cls}" for r in ctx.roads})
+    return (
+        {f"land_cover:{i.cls}" for i in ctx.land_cover}
+        | {f"land_use:{i.cls}" for i in ctx.land_use}
+        | {f"water:{f.kind}" for f in ctx.water}
+        | {f"segment:{r.cls}" for r in ctx.roads}
+    )
 
 
 def test_caption_is_grounded_in_context():

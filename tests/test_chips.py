@@ -17,8 +17,13 @@ from .conftest import make_config
 
 def requests_for(config) -> list[ChipRequest]:
     samples = [s for shard in plan_shards(config) for s in shard.samples]
-    choices = search_scenes(samples, config.stac, config.chips.band_list,
-                            chip_size=config.chips.size_px, resolution=config.chips.resolution_m)
+    choices = search_scenes(
+        samples,
+        config.stac,
+        config.chips.band_list,
+        chip_size=config.chips.size_px,
+        resolution=config.chips.resolution_m,
+    )
     out = []
     for sid, c in choices.items():
         assert isinstance(c, SceneChoice)
@@ -69,6 +74,7 @@ def test_clouds_show_in_stats(region, servers, tmp_path):
 
 def test_missing_and_corrupt_cogs_fail_only_their_samples(region_copy, tmp_path):
     from pipeline.demo_region import load_items
+
     from pipeline.servers import serve_demo
 
     with serve_demo(region_copy.root, load_items(region_copy)) as srv:

@@ -32,8 +32,12 @@ def test_nodata_stays_black_and_uniform_chip_is_not_noise():
 
 
 def test_rgb_order_and_png():
-    values = {"B02": np.full((8, 8), 300), "B03": np.full((8, 8), 600),
-              "B04": np.full((8, 8), 2000), "B08": np.full((8, 8), 3000)}
+    values = {
+        "B02": np.full((8, 8), 300),
+        "B03": np.full((8, 8), 600),
+        "B04": np.full((8, 8), 2000),
+        "B08": np.full((8, 8), 3000),
+    }
     values["B04"][0, 0] = 100
     png = render_rgb(cube(values), BANDS)
     img = np.asarray(Image.open(io.BytesIO(png)))

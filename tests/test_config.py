@@ -23,13 +23,22 @@ def write(tmp_path: Path, text: str) -> Path:
         ("chips:\n  bands: no-such-preset\n", "chips.bands", "unknown band preset"),
         ("chips:\n  bands: [B08, B11]\n", "chips.bands", "RGB composite"),
         ("region:\n  bbox: [10, 91, 11, 92]\n", "region.bbox", "latitude 91"),
-        ("region:\n  points:\n    - {lon: 10, lat: 47}\n    - {lon: 10, lat: -95}\n",
-         "region.points[1].lat", "latitude -95"),
+        (
+            "region:\n  points:\n    - {lon: 10, lat: 47}\n    - {lon: 10, lat: -95}\n",
+            "region.points[1].lat",
+            "latitude -95",
+        ),
         ("region:\n  bbox: [11, 47, 10, 48]\n", "region.bbox", "min < max"),
-        ("periods:\n  - {name: s, start: 2024-06-01, end: 2024-05-01}\n", "periods[0]",
-         "before start"),
-        ("periods:\n  - {name: s, start: 2024-13-01, end: 2024-05-01}\n", "periods[0].start",
-         "date"),
+        (
+            "periods:\n  - {name: s, start: 2024-06-01, end: 2024-05-01}\n",
+            "periods[0]",
+            "before start",
+        ),
+        (
+            "periods:\n  - {name: s, start: 2024-13-01, end: 2024-05-01}\n",
+            "periods[0].start",
+            "date",
+        ),
         ("stac:\n  max_cloud_cover: 150\n", "stac.max_cloud_cover", "less than or equal"),
         ("output:\n  shard_size: 0\n", "output.shard_size", "greater than or equal"),
         ("stacc:\n  api_url: x\n", "stacc", "Extra inputs"),
@@ -54,20 +63,35 @@ def test_defaults_run_the_demo():
 def test_llama3_ms_clip_preset():
     config = load_config(env={}).with_updates({"chips.bands": "llama3-ms-clip-10"})
     assert [b.name for b in config.chips.band_list] == [
-        "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"]
+        "B02",
+        "B03",
+        "B04",
+        "B05",
+        "B06",
+        "B07",
+        "B08",
+        "B8A",
+        "B11",
+        "B12",
+    ]
 
 
 def test_env_overrides_yaml(tmp_path: Path):
     path = write(tmp_path, "output:\n  shard_size: 10\n")
-    config = load_config(path, env={"EOCAP_OUTPUT__SHARD_SIZE": "20",
-                                    "EOCAP_STAC__API_URL": "http://example.test/v1",
-                                    "EOCAP_DEMO_DIR": "ignored"})
+    config = load_config(
+        path,
+        env={
+            "EOCAP_OUTPUT__SHARD_SIZE": "20",
+            "EOCAP_STAC__API_URL": "http://example.test/v1",
+            "EOCAP_DEMO_DIR": "ignored",
+        },
+    )
     assert config.output.shard_size == 20
     assert config.stac.api_url == "http://example.test/v1"
 
 
 def test_env_override_is_validated():
-    with pytest.raises(ConfigError, match="chips.size_px"):
+    with pytest.raises(ConfigError, match=r"chips\.size_px"):
         load_config(env={"EOCAP_CHIPS__SIZE_PX": "huge"})
 
 
@@ -88,8 +112,10 @@ def test_unreachable_stac_fails_preflight(region, tmp_path: Path):
     from pipeline.servers import free_port
 
     config = load_config(env={}).with_updates(
-        {"overture.source": str(region.overture_root),
-         "stac.api_url": f"http://127.0.0.1:{free_port()}/"}
+        {
+            "overture.source": str(region.overture_root),
+            "stac.api_url": f"http://127.0.0.1:{free_port()}/",
+        }
     )
     with pytest.raises(PreflightError) as info:
         preflight(config)
@@ -98,8 +124,11 @@ def test_unreachable_stac_fails_preflight(region, tmp_path: Path):
 
 def test_unknown_collection_fails_preflight(region, servers):
     config = load_config(env={}).with_updates(
-        {"overture.source": str(region.overture_root), "stac.api_url": servers.stac_url,
-         "stac.collection": "landsat-c2-l2"}
+        {
+            "overture.source": str(region.overture_root),
+            "stac.api_url": servers.stac_url,
+            "stac.collection": "landsat-c2-l2",
+        }
     )
     with pytest.raises(PreflightError) as info:
         preflight(config)
@@ -114,8 +143,16 @@ def test_cli_reports_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_cli_run_with_bad_overture_stops_before_work(tmp_path: Path, capsys):
     out = tmp_path / "out"
-    code = main(["run", str(write(tmp_path, "")), "--set", f"overture.source={tmp_path}/x",
-                 "--set", f"output.dir={out}"])
+    code = main(
+        [
+            "run",
+            str(write(tmp_path, "")),
+            "--set",
+            f"overture.source={tmp_path}/x",
+            "--set",
+            f"output.dir={out}",
+        ]
+    )
     assert code == 2
     assert "overture.source" in capsys.readouterr().err
     assert not out.exists()

@@ -4,9 +4,9 @@ import pyarrow.parquet as pq
 import shapely
 from shapely.ops import transform
 
+from pipeline.config import OvertureConfig
 from pipeline.context import ChipArea, map_context, position_name, prepare_overture
 from pipeline.geometry import chip_grid, transformer
-from pipeline.config import OvertureConfig
 
 from .conftest import SMALL_BBOX
 
@@ -63,12 +63,29 @@ def test_context_fields_are_consistent(region):
         for item in c.land_cover:
             assert item.cls in c.classes
         for f in c.named_features:
-            assert f.position in {"north-west", "north", "north-east", "west", "centre", "east",
-                                  "south-west", "south", "south-east", "throughout"}
+            assert f.position in {
+                "north-west",
+                "north",
+                "north-east",
+                "west",
+                "centre",
+                "east",
+                "south-west",
+                "south",
+                "south-east",
+                "throughout",
+            }
         assert all("=" in t for t in c.tags)
         row = c.to_row()
-        assert set(row) == {"land_cover", "land_use", "water", "building_count",
-                            "building_share", "roads", "named_features"}
+        assert set(row) == {
+            "land_cover",
+            "land_use",
+            "water",
+            "building_count",
+            "building_share",
+            "roads",
+            "named_features",
+        }
     assert any_buildings and any_water and any_roads
 
 
@@ -95,7 +112,8 @@ def test_extract_of_a_release_is_made_once(region, tmp_path):
     assert (root / "_SUCCESS").exists()
     chips = chips_over(region, 3)
     assert {k: v.land_cover for k, v in map_context(chips, root).items()} == {
-        k: v.land_cover for k, v in map_context(chips, region.overture_root).items()}
+        k: v.land_cover for k, v in map_context(chips, region.overture_root).items()
+    }
     mtime = (root / "_SUCCESS").stat().st_mtime
     assert prepare_overture(cfg, SMALL_BBOX, tmp_path) == root
     assert (root / "_SUCCESS").stat().st_mtime == mtime

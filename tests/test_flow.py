@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 import shapely
 from PIL import Image
+from pipeline.demo_region import load_items
 
 from flows.build_dataset import run_build
 from pipeline.captioner import CLASS_PHRASES
-from pipeline.demo_region import load_items
 from pipeline.errors import ConfigError
 from pipeline.run import chip_within_region
 from pipeline.servers import serve_demo
@@ -42,12 +42,24 @@ def test_report_and_layout(built):
     assert report.samples == 8 and report.ok + report.failed == 8
     assert report.ok >= 6
     out = config.output.dir
-    for name in ("run.json", "manifest.parquet", "report.json", "shards/00000.parquet",
-                 "shards/00000_stats.json", "shards/00001_stats.json"):
+    for name in (
+        "run.json",
+        "manifest.parquet",
+        "report.json",
+        "shards/00000.parquet",
+        "shards/_stats/00000_stats.json",
+        "shards/_stats/00001_stats.json",
+    ):
         assert (out / name).exists(), name
-    stats = json.loads((out / "shards/00000_stats.json").read_text())
+    stats = json.loads((out / "shards/_stats/00000_stats.json").read_text())
     assert stats["count"] == 4 and set(stats["stage_seconds"]) == {
-        "search", "chips", "composite", "context", "caption", "write"}
+        "search",
+        "chips",
+        "composite",
+        "context",
+        "caption",
+        "write",
+    }
     assert not list((out / "shards").glob(".*tmp*"))
 
 
@@ -74,10 +86,12 @@ def test_every_ok_sample_is_complete_and_grounded(built):
         assert str(config.periods[0].start) <= str(r["datetime"].date()) or r["period"] != "summer"
         # The caption names only classes present in the context.
         ctx = r["context"]
-        present = ({f"land_cover:{i['class']}" for i in ctx["land_cover"]}
-                   | {f"land_use:{i['class']}" for i in ctx["land_use"]}
-                   | {f"water:{w['kind']}" for w in ctx["water"]}
-                   | {f"segment:{x['class']}" for x in ctx["roads"]})
+        present = (
+            {f"land_cover:{i['class']}" for i in ctx["land_cover"]}
+            | {f"land_use:{i['class']}" for i in ctx["land_use"]}
+            | {f"water:{w['kind']}" for w in ctx["water"]}
+            | {f"segment:{x['class']}" for x in ctx["roads"]}
+        )
         for mention in r["caption_mentions"]:
             if mention == "building":
                 assert ctx["building_count"] > 0
@@ -95,10 +109,12 @@ def test_shards_open_without_eocap(built):
     glob = str(config.output.dir / "shards" / "*.parquet")
     con = duckdb.connect()
     n, ok = con.execute(
-        f"SELECT count(*), count(*) FILTER (status = 'ok') FROM '{glob}'").fetchone()
+        f"SELECT count(*), count(*) FILTER (status = 'ok') FROM '{glob}'"
+    ).fetchone()
     assert n == 8 and ok >= 6
     caption, classes = con.execute(
-        f"SELECT caption, classes FROM '{glob}' WHERE status = 'ok' LIMIT 1").fetchone()
+        f"SELECT caption, classes FROM '{glob}' WHERE status = 'ok' LIMIT 1"
+    ).fetchone()
     assert caption and isinstance(classes, list)
     meta = pq.read_schema(config.output.dir / "shards" / "00000.parquet").metadata
     geo = json.loads(meta[b"geo"])
@@ -106,8 +122,9 @@ def test_shards_open_without_eocap(built):
 
     import datasets
 
-    ds = datasets.load_dataset("parquet", data_files=glob, split="train",
-                               cache_dir=str(config.output.dir / "hf-cache"))
+    ds = datasets.load_dataset(
+        "parquet", data_files=glob, split="train", cache_dir=str(config.output.dir / "hf-cache")
+    )
     assert len(ds) == 8
     row = next(r for r in ds if r["status"] == "ok")
     assert isinstance(row["rgb"], Image.Image) and row["rgb"].size == (264, 264)
@@ -121,9 +138,9 @@ def test_resume_skips_done_shards_and_refuses_other_configs(built):
     assert report.shards_built_now == 0 and report.samples == 8
     assert (config.output.dir / "shards" / "00000.parquet").stat().st_mtime_ns == before
     # A partial shard (no stats file) is redone.
-    (config.output.dir / "shards" / "00001_stats.json").unlink()
+    (config.output.dir / "shards" / "_stats" / "00001_stats.json").unlink()
     assert run_build(config).shards_built_now == 1
-    with pytest.raises(ConfigError, match="output.dir"):
+    with pytest.raises(ConfigError, match=r"output\.dir"):
         run_build(config.with_updates({"chips.bands": "llama3-ms-clip-10"}))
 
 
@@ -137,8 +154,7 @@ def test_corrupt_cog_fails_its_samples_and_the_rest_succeed(region_copy, tmp_pat
     data = rows(config)
     summer = [r for r in data if r["period"] == "summer"]
     assert summer and all(r["status"] == "failed" for r in summer)
-    assert all(r["error_reason"] == "cog_open" and "nir.tif" in r["error_message"]
-               for r in summer)
+    assert all(r["error_reason"] == "cog_open" and "nir.tif" in r["error_message"] for r in summer)
     autumn = [r for r in data if r["period"] == "autumn"]
     assert autumn and all(r["status"] == "ok" for r in autumn)
     assert report.failures_by_reason == {"cog_open": len(summer)}

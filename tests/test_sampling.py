@@ -49,8 +49,20 @@ def test_manifest_round_trip(tmp_path: Path):
 def test_geojson_region(tmp_path: Path):
     poly = shapely.Polygon([(10.8, 47.5), (10.95, 47.5), (10.8, 47.62)])  # a triangle
     path = tmp_path / "aoi.geojson"
-    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": {}, "geometry": shapely.geometry.mapping(poly)}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {},
+                        "geometry": shapely.geometry.mapping(poly),
+                    }
+                ],
+            }
+        )
+    )
     config = load_config(env={}).with_updates({"region.bbox": None, "region.geojson": str(path)})
     locs = plan_locations(config.region, config.chips.size_m)
     assert locs
@@ -63,14 +75,15 @@ def test_geojson_without_polygons_is_a_config_error(tmp_path: Path):
     path = tmp_path / "aoi.geojson"
     path.write_text(json.dumps({"type": "Point", "coordinates": [10, 47]}))
     config = load_config(env={}).with_updates({"region.bbox": None, "region.geojson": str(path)})
-    with pytest.raises(ConfigError, match="region.geojson"):
+    with pytest.raises(ConfigError, match=r"region\.geojson"):
         plan_locations(config.region, config.chips.size_m)
 
 
 def test_points_region_and_max_locations():
     points = [{"lon": 10 + i / 10, "lat": 47.0, "name": f"p{i}"} for i in range(10)]
     config = load_config(env={}).with_updates(
-        {"region.bbox": None, "region.points": points, "region.max_locations": 4})
+        {"region.bbox": None, "region.points": points, "region.max_locations": 4}
+    )
     locs = plan_locations(config.region, config.chips.size_m, seed=1)
     assert len(locs) == 4
     assert locs == plan_locations(config.region, config.chips.size_m, seed=1)

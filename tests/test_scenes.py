@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from pipeline.demo_region import load_items
 
 from pipeline.bands import L2A_BANDS, band_by_name
 from pipeline.config import load_config
-from pipeline.demo_region import load_items
 from pipeline.errors import AssetError, SampleFailure
 from pipeline.sampling import plan_shards
 from pipeline.scenes import PlanetaryComputerSigner, SceneChoice, resolve_scene, search_scenes
@@ -21,8 +21,13 @@ from .conftest import make_config
 
 def choose(config):
     samples = [s for shard in plan_shards(config) for s in shard.samples]
-    result = search_scenes(samples, config.stac, config.chips.band_list,
-                           chip_size=config.chips.size_px, resolution=config.chips.resolution_m)
+    result = search_scenes(
+        samples,
+        config.stac,
+        config.chips.band_list,
+        chip_size=config.chips.size_px,
+        resolution=config.chips.resolution_m,
+    )
     return samples, result
 
 
@@ -33,8 +38,12 @@ def test_least_cloudy_covering_scene(flavor, region, servers, pc_region, pc_serv
     items = {i["id"]: i for i in load_items(reg)}
     samples, result = choose(config)
     assert len(result) == len(samples) == 8
-    east_only = {i for i, it in items.items() if it["properties"]["eo:cloud_cover"] < 5
-                 and it["properties"]["datetime"].startswith("2024-09")}
+    east_only = {
+        i
+        for i, it in items.items()
+        if it["properties"]["eo:cloud_cover"] < 5
+        and it["properties"]["datetime"].startswith("2024-09")
+    }
     assert len(east_only) == 1
     fell_back = 0
     for s in samples:
@@ -49,8 +58,10 @@ def test_least_cloudy_covering_scene(flavor, region, servers, pc_region, pc_serv
         else:
             fell_back += choice.scene.item_id not in east_only
         assert set(choice.scene.band_hrefs) == {b.name for b in L2A_BANDS}
-        assert all(h.startswith("http://127.0.0.1") and h.endswith(".tif")
-                   for h in choice.scene.band_hrefs.values())
+        assert all(
+            h.startswith("http://127.0.0.1") and h.endswith(".tif")
+            for h in choice.scene.band_hrefs.values()
+        )
         assert choice.scene.offset_dn == dict.fromkeys(choice.scene.band_hrefs, 1000)
         assert choice.scene.crs == "EPSG:32632"
         assert choice.scene.footprint.covers(choice.grid.footprint_lonlat())
@@ -58,8 +69,9 @@ def test_least_cloudy_covering_scene(flavor, region, servers, pc_region, pc_serv
     assert 0 < fell_back < 4
 
 
-def test_both_catalog_shapes_pick_the_same_acquisitions(region, servers, pc_region, pc_servers,
-                                                       tmp_path):
+def test_both_catalog_shapes_pick_the_same_acquisitions(
+    region, servers, pc_region, pc_servers, tmp_path
+):
     _, es = choose(make_config(region, servers, tmp_path))
     _, pc = choose(make_config(pc_region, pc_servers, tmp_path))
     for sid in es:
@@ -75,19 +87,28 @@ def test_cloud_limit_leaves_no_scene(region, servers, tmp_path):
 
 
 def test_period_without_scenes(region, servers, tmp_path):
-    config = make_config(region, servers, tmp_path, periods=[
-        {"name": "spring", "start": "2024-03-01", "end": "2024-05-31"}])
+    config = make_config(
+        region,
+        servers,
+        tmp_path,
+        periods=[{"name": "spring", "start": "2024-03-01", "end": "2024-05-31"}],
+    )
     _, result = choose(config)
     assert {r.reason for r in result.values()} == {"no_scene"}  # type: ignore[union-attr]
 
 
 def test_stac_server_down_is_a_sample_failure(region, tmp_path):
-    config = load_config(env={}).with_updates({
-        "stac.api_url": f"http://127.0.0.1:{free_port()}/",
-        "region.points": [{"lon": 10.9, "lat": 47.57}], "region.bbox": None})
+    config = load_config(env={}).with_updates(
+        {
+            "stac.api_url": f"http://127.0.0.1:{free_port()}/",
+            "region.points": [{"lon": 10.9, "lat": 47.57}],
+            "region.bbox": None,
+        }
+    )
     samples = plan_shards(config)[0].samples
-    result = search_scenes(samples, config.stac, config.chips.band_list, chip_size=264,
-                           resolution=10)
+    result = search_scenes(
+        samples, config.stac, config.chips.band_list, chip_size=264, resolution=10
+    )
     assert len(result) == len(samples)
     for failure in result.values():
         assert isinstance(failure, SampleFailure) and failure.reason == "stac_error"

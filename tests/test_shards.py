@@ -7,22 +7,42 @@ import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.shards import SampleRecord, ShardStats, read_stats, shard_schema, write_shard, write_stats
+from pipeline.shards import (
+    SampleRecord,
+    ShardStats,
+    read_stats,
+    shard_schema,
+    write_shard,
+    write_stats,
+)
 
 
 def record(sid: str, ok: bool) -> SampleRecord:
-    rec = SampleRecord(sample_id=sid, status="ok", location_id="loc_1", lon=10.9, lat=47.5,
-                       period="summer", period_start=dt.date(2024, 6, 1),
-                       period_end=dt.date(2024, 8, 31))
+    rec = SampleRecord(
+        sample_id=sid,
+        status="ok",
+        location_id="loc_1",
+        lon=10.9,
+        lat=47.5,
+        period="summer",
+        period_start=dt.date(2024, 6, 1),
+        period_end=dt.date(2024, 8, 31),
+    )
     if ok:
         rec.pixels = np.arange(2 * 4 * 4, dtype=np.uint16).reshape(2, 4, 4)
         rec.scl = np.full((4, 4), 4, np.uint8)
         rec.rgb = {"bytes": b"png", "path": None}
         rec.caption = "A caption."
         rec.bbox = {"xmin": 10.8, "ymin": 47.4, "xmax": 11.0, "ymax": 47.6}
-        rec.context = {"land_cover": [{"class": "forest", "share": 0.5}], "land_use": [],
-                       "water": [], "building_count": 3, "building_share": 0.01, "roads": [],
-                       "named_features": []}
+        rec.context = {
+            "land_cover": [{"class": "forest", "share": 0.5}],
+            "land_use": [],
+            "water": [],
+            "building_count": 3,
+            "building_share": 0.01,
+            "roads": [],
+            "named_features": [],
+        }
     else:
         rec.fail("cog_open", "boom")
     return rec
@@ -30,8 +50,13 @@ def record(sid: str, ok: bool) -> SampleRecord:
 
 def test_write_and_read_back(tmp_path):
     path = tmp_path / "00000.parquet"
-    size = write_shard([record("a", True), record("b", False)], path, n_bands=2, size=4,
-                       extra_metadata={"config_hash": "abc"})
+    size = write_shard(
+        [record("a", True), record("b", False)],
+        path,
+        n_bands=2,
+        size=4,
+        extra_metadata={"config_hash": "abc"},
+    )
     assert size == path.stat().st_size
     assert [p.name for p in tmp_path.iterdir()] == ["00000.parquet"]  # no temp file left
     table = pq.read_table(path)
@@ -43,21 +68,32 @@ def test_write_and_read_back(tmp_path):
     assert json.loads(meta[b"eocap"])["config_hash"] == "abc"
     assert json.loads(meta[b"geo"])["columns"]["geometry"]["bbox"] == [10.8, 47.4, 11.0, 47.6]
     # DuckDB reads the fixed-shape cube as a nested ARRAY.
-    assert duckdb.sql(f"SELECT pixels[1][2][1] FROM '{path}' WHERE sample_id = 'a'").fetchone() \
-        == (4,)
+    assert duckdb.sql(f"SELECT pixels[1][2][1] FROM '{path}' WHERE sample_id = 'a'").fetchone() == (
+        4,
+    )
 
 
 def test_row_groups_follow_the_size_target(tmp_path):
     path = tmp_path / "x.parquet"
-    write_shard([record(str(i), True) for i in range(10)], path, n_bands=2, size=4,
-                row_group_mb=0.81)  # ~4 rows of ~200 kB budget each
+    write_shard(
+        [record(str(i), True) for i in range(10)], path, n_bands=2, size=4, row_group_mb=0.81
+    )  # ~4 rows of ~200 kB budget each
     assert pq.ParquetFile(path).metadata.num_row_groups == 3
 
 
 def test_stats_round_trip(tmp_path):
-    stats = ShardStats(shard=3, path="00003.parquet", count=2, ok=1, failed=1,
-                       failures_by_reason={"cog_open": 1}, stage_seconds={"chips": 1.0},
-                       duration_s=1.5, bytes=10, finished_at="2026-01-01T00:00:00Z",
-                       config_hash="abc")
+    stats = ShardStats(
+        shard=3,
+        path="00003.parquet",
+        count=2,
+        ok=1,
+        failed=1,
+        failures_by_reason={"cog_open": 1},
+        stage_seconds={"chips": 1.0},
+        duration_s=1.5,
+        bytes=10,
+        finished_at="2026-01-01T00:00:00Z",
+        config_hash="abc",
+    )
     write_stats(stats, tmp_path / "00003_stats.json")
     assert read_stats(tmp_path / "00003_stats.json") == stats
