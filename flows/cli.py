@@ -126,7 +126,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Generate the demo region, serve it on 127.0.0.1 and build its dataset."""
     from pipeline.demo_region import ensure_demo_region, load_items
-
     from pipeline.servers import serve_demo
 
     t0 = time.perf_counter()
@@ -146,7 +145,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_serve_demo(args: argparse.Namespace) -> int:
     """Serve the demo STAC API and COGs until interrupted."""
     from pipeline.demo_region import ensure_demo_region, load_items
-
     from pipeline.servers import serve_demo
 
     region = ensure_demo_region(args.data_dir)

@@ -348,7 +348,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         path = [p.lower() for p in key[len(ENV_PREFIX) :].split("__")]
         if path[0] not in RunConfig.model_fields:
             continue  # other EOCAP_* variables (e.g. EOCAP_DEMO_DIR) are not config fields
-        _set_path(out, path, yaml.load(raw, Loader=_ConfigLoader))  # noqa: S506
+        _set_path(out, path, yaml.load(raw, Loader=_ConfigLoader))
     return out
 
 
@@ -390,7 +390,7 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = 
         if not path.is_file():
             raise ConfigError("(file)", f"config file {path} does not exist")
         try:
-            loaded = yaml.load(path.read_text(), Loader=_ConfigLoader)  # noqa: S506
+            loaded = yaml.load(path.read_text(), Loader=_ConfigLoader)
         except yaml.YAMLError as exc:
             raise ConfigError("(file)", f"{path} is not valid YAML: {exc}") from None
         if loaded is not None and not isinstance(loaded, dict):

@@ -9,7 +9,7 @@ as it talks to Earth Search and S3 in production:
   ``/vsicurl/`` needs them; ``python -m http.server`` ignores them).
 
 Run one by hand with ``python -m pipeline.servers stac --items items.json --port 8765`` or
-``python -m pipeline.servers files --root demo-data --port 8766``.
+``python -m pipeline.servers files --root demo-data --port 8766`` (port 0: any free port).
 """
 
 from __future__ import annotations
@@ -86,31 +86,48 @@ def free_port(host: str = HOST) -> int:
         return port
 
 
-def _spawn(args: list[str], port: int, ready_path: str, log_dir: Path) -> ServerHandle:
-    log_path = log_dir / f"server-{port}.log"
+def _spawn(args: list[str], port: int | None, ready_path: str, log_dir: Path) -> ServerHandle:
+    # The child binds the port itself (port 0 = any free port) and writes the bound port to a
+    # file: choosing a free port here and binding it there would race with other processes.
+    log_dir.mkdir(parents=True, exist_ok=True)
+    port_file = Path(tempfile.mkstemp(prefix="eocap-port-", dir=log_dir)[1])
+    port_file.unlink()
+    log_path = port_file.with_suffix(".log")
     log = log_path.open("wb")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.servers", *args, "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "pipeline.servers",
+            *args,
+            "--port",
+            str(port or 0),
+            "--port-file",
+            str(port_file),
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,
     )
     log.close()
-    url = f"http://{HOST}:{port}/"
     deadline = time.monotonic() + 60
+    url = ""
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(
-                f"server {' '.join(args[:1])} exited with {proc.returncode}: "
-                f"{log_path.read_text()[-2000:]}"
+                f"server {args[0]} exited with {proc.returncode}: {log_path.read_text()[-2000:]}"
             )
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + ready_path, timeout=2).status_code < 500:
-                return ServerHandle(url=url, process=proc, log_path=log_path)
+        if not url and port_file.exists() and port_file.read_text().endswith("\n"):
+            url = f"http://{HOST}:{int(port_file.read_text())}/"
+        if url:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + ready_path, timeout=2).status_code < 500:
+                    port_file.unlink()
+                    return ServerHandle(url=url, process=proc, log_path=log_path)
         time.sleep(0.1)
     proc.kill()
-    raise RuntimeError(f"server on port {port} did not become ready in 60 s: {log_path}")
+    raise RuntimeError(f"server {args[0]} did not become ready in 60 s: {log_path}")
 
 
 def absolutize_items(items: list[dict[str, Any]], base_url: str) -> list[dict[str, Any]]:
@@ -144,9 +161,7 @@ def start_stac_server(
     folder = Path(tmp.name) if log_dir is None else log_dir
     items_path = Path(tmp.name) / "items.json"
     items_path.write_text(json.dumps({"type": "FeatureCollection", "features": items}))
-    handle = _spawn(
-        ["stac", "--items", str(items_path)], port or free_port(), "collections", folder
-    )
+    handle = _spawn(["stac", "--items", str(items_path)], port, "collections", folder)
     handle._tmp = tmp
     return handle
 
@@ -156,7 +171,7 @@ def start_file_server(
 ) -> ServerHandle:
     """Serve the files under ``root`` over HTTP with Range support on 127.0.0.1."""
     folder = log_dir or Path(tempfile.gettempdir())
-    return _spawn(["files", "--root", str(Path(root).resolve())], port or free_port(), "", folder)
+    return _spawn(["files", "--root", str(Path(root).resolve())], port, "", folder)
 
 
 @dataclass
@@ -228,9 +243,21 @@ def _duckdb_extension_dir() -> Path:
     return root
 
 
-def _run_stac(items_json: Path, port: int) -> None:
-    import rustac
+def _serve(app: Any, port: int, port_file: Path | None) -> None:
     import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((HOST, port))
+    if port_file is not None:
+        tmp = port_file.with_suffix(".tmp")
+        tmp.write_text(f"{sock.getsockname()[1]}\n")
+        tmp.replace(port_file)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+
+
+def _run_stac(items_json: Path, port: int, port_file: Path | None) -> None:
+    import rustac
     from stac_fastapi.geoparquet.api import create
     from stac_fastapi.geoparquet.settings import Settings
 
@@ -243,18 +270,16 @@ def _run_stac(items_json: Path, port: int) -> None:
         extensions=["spatial", "icu"],
     )
     settings = Settings(stac_fastapi_geoparquet_href=str(parquet))
-    app = create(settings=settings, duckdb_client=client).app
-    uvicorn.run(app, host=HOST, port=port, log_level="warning")
+    _serve(create(settings=settings, duckdb_client=client).app, port, port_file)
 
 
-def _run_files(root: Path, port: int) -> None:
-    import uvicorn
+def _run_files(root: Path, port: int, port_file: Path | None) -> None:
     from starlette.applications import Starlette
     from starlette.routing import Mount
     from starlette.staticfiles import StaticFiles
 
     app = Starlette(routes=[Mount("/", app=StaticFiles(directory=root, html=False))])
-    uvicorn.run(app, host=HOST, port=port, log_level="warning")
+    _serve(app, port, port_file)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -263,15 +288,17 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="kind", required=True)
     stac = sub.add_parser("stac", help="serve STAC items (GeoJSON FeatureCollection)")
     stac.add_argument("--items", type=Path, required=True)
-    stac.add_argument("--port", type=int, required=True)
+    stac.add_argument("--port", type=int, default=0, help="0: any free port")
+    stac.add_argument("--port-file", type=Path, help="write the bound port here")
     files = sub.add_parser("files", help="serve a folder with HTTP Range support")
     files.add_argument("--root", type=Path, required=True)
-    files.add_argument("--port", type=int, required=True)
+    files.add_argument("--port", type=int, default=0, help="0: any free port")
+    files.add_argument("--port-file", type=Path, help="write the bound port here")
     args = parser.parse_args(argv)
     if args.kind == "stac":
-        _run_stac(args.items, args.port)
+        _run_stac(args.items, args.port, args.port_file)
     else:
-        _run_files(args.root, args.port)
+        _run_files(args.root, args.port, args.port_file)
 
 
 if __name__ == "__main__":

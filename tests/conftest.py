@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pipeline.demo_region import Acquisition, DemoRegion, generate_demo_region, load_items
 
 from pipeline.config import Period, RunConfig, load_config
+from pipeline.demo_region import Acquisition, DemoRegion, generate_demo_region, load_items
 from pipeline.servers import DemoServers, serve_demo
 
 SMALL_BBOX = (10.86, 47.55, 10.94, 47.60)

@@ -74,7 +74,6 @@ def test_clouds_show_in_stats(region, servers, tmp_path):
 
 def test_missing_and_corrupt_cogs_fail_only_their_samples(region_copy, tmp_path):
     from pipeline.demo_region import load_items
-
     from pipeline.servers import serve_demo
 
     with serve_demo(region_copy.root, load_items(region_copy)) as srv:

@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 import shapely
 from PIL import Image
-from pipeline.demo_region import load_items
 
 from flows.build_dataset import run_build
 from pipeline.captioner import CLASS_PHRASES
+from pipeline.demo_region import load_items
 from pipeline.errors import ConfigError
 from pipeline.run import chip_within_region
 from pipeline.servers import serve_demo

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import pytest
 import uvicorn
 from fastapi import FastAPI
-from pipeline.demo_region import load_items
 
 from pipeline.bands import L2A_BANDS, band_by_name
 from pipeline.config import load_config
+from pipeline.demo_region import load_items
 from pipeline.errors import AssetError, SampleFailure
 from pipeline.sampling import plan_shards
 from pipeline.scenes import PlanetaryComputerSigner, SceneChoice, resolve_scene, search_scenes
