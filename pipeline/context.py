@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 OVERTURE_TYPES: dict[str, str] = {
+    "land": "base",
     "land_cover": "base",
     "land_use": "base",
     "water": "base",
@@ -233,6 +234,7 @@ def position_name(grid: ChipGrid, x: float, y: float) -> str:
 
 # Column expressions per type; columns a file lacks become NULL (schemas drift per release).
 _CLASS_COLUMNS = {
+    "land": ("class", "subtype"),
     "land_cover": ("subtype",),
     "land_use": ("class", "subtype"),
     "water": ("class", "subtype"),
@@ -292,12 +294,15 @@ def _query_type(
     return con.execute(sql).fetchall()
 
 
-def _tags_of(type_name: str, cls: str | None, tags: dict[str, str] | None) -> list[str]:
+def _tags_of(
+    type_name: str, cls: str | None, sub: str | None, tags: dict[str, str] | None
+) -> list[str]:
     out = [f"{k}={v}" for k, v in (tags or {}).items()]
     if not out and cls:
         key = {
+            "land": "natural",
             "building": "building",
-            "segment": "highway",
+            "segment": "railway" if sub == "rail" else "highway",
             "place": "place",
             "water": "water",
             "land_use": "landuse",
@@ -381,13 +386,14 @@ def map_context(chips: Iterable[ChipArea], overture_root: Path) -> dict[str, Map
             elif type_name == "building":
                 a["bcount"] += 1
                 a["barea"] += share
-            elif type_name == "segment":
+            elif type_name == "segment" and sub in (None, "road"):
+                # Rail and water segments share the type; only roads count as road length.
                 a["roads"][kind] = a["roads"].get(kind, 0.0) + feature.length_km
             if name:
                 a["named"].append(feature)
             if type_name not in ("land_cover", "land_use") or share >= MIN_SHARE:
                 a["classes"].add(kind)
-                a["tags"].update(_tags_of(type_name, cls, tags))
+                a["tags"].update(_tags_of(type_name, cls, sub, tags))
     con.close()
     return {sid: _finish(a) for sid, a in acc.items()}
 

@@ -46,6 +46,8 @@ def _offline_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "PREFECT_UI_ENABLED": "false",
+        # Logs stay local: the API log handler would flush after the server is stopped.
+        "PREFECT_LOGGING_TO_API_ENABLED": "false",
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
     }
@@ -53,6 +55,12 @@ def _offline_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
     os.environ.update(env)
     os.environ.pop("PREFECT_API_URL", None)
     yield
+    # Stop Prefect's temporary server while pytest's streams are still open; left to atexit it
+    # logs to a closed stream after the test summary.
+    from prefect.server.api.server import SubprocessASGIServer
+
+    for server in list(SubprocessASGIServer._instances.values()):
+        server.stop()
     for k, v in old.items():
         if v is None:
             os.environ.pop(k, None)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import duckdb
 import pyarrow.parquet as pq
 import shapely
 from shapely.ops import transform
@@ -117,3 +118,17 @@ def test_extract_of_a_release_is_made_once(region, tmp_path):
     mtime = (root / "_SUCCESS").stat().st_mtime
     assert prepare_overture(cfg, SMALL_BBOX, tmp_path) == root
     assert (root / "_SUCCESS").stat().st_mtime == mtime
+
+
+def test_only_road_segments_count_as_roads(region):
+    glob = region.overture_root / "theme=transportation" / "type=segment" / "*.parquet"
+    road_classes = {
+        c
+        for (c,) in duckdb.sql(
+            f"SELECT DISTINCT class FROM '{glob}' WHERE subtype = 'road'"
+        ).fetchall()
+    }
+    ctx = map_context(chips_over(region), region.overture_root)
+    assert any(c.roads for c in ctx.values())
+    for c in ctx.values():
+        assert {r.cls for r in c.roads} <= road_classes
