@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -107,17 +107,11 @@ def _fill_scene(rec: SampleRecord, choice: SceneChoice, config: RunConfig) -> No
 
 
 def _fill_chip(rec: SampleRecord, chip: Chip) -> None:
-    s = chip.stats
     rec.pixels = chip.pixels
     rec.scl = chip.scl
-    rec.nodata_fraction = s.nodata_fraction
-    rec.cloud_fraction = s.cloud_fraction
-    rec.cloud_shadow_fraction = s.cloud_shadow_fraction
-    rec.snow_fraction = s.snow_fraction
-    rec.water_fraction = s.water_fraction
-    rec.ndvi_mean = s.ndvi_mean
-    rec.ndwi_mean = s.ndwi_mean
-    rec.brightness_mean = s.brightness_mean
+    # ChipStats fields are SampleRecord columns of the same names.
+    for name, value in asdict(chip.stats).items():
+        setattr(rec, name, value)
 
 
 def _fill_context(rec: SampleRecord, ctx: MapContext) -> None:

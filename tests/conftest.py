@@ -12,11 +12,14 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pipeline.config import Period, RunConfig, load_config
 from pipeline.demo_region import Acquisition, DemoRegion, generate_demo_region, load_items
+from pipeline.sampling import SampleSpec, plan_shards
+from pipeline.scenes import search_scenes
 from pipeline.servers import DemoServers, serve_demo
 
 SMALL_BBOX = (10.86, 47.55, 10.94, 47.60)
@@ -99,6 +102,19 @@ def servers(region: DemoRegion) -> Iterator[DemoServers]:
 def pc_servers(pc_region: DemoRegion) -> Iterator[DemoServers]:
     with serve_demo(pc_region.root, load_items(pc_region)) as s:
         yield s
+
+
+def search_all(config: RunConfig) -> tuple[list[SampleSpec], dict[str, Any]]:
+    """Plan every sample of a config and choose its scene."""
+    samples = [s for shard in plan_shards(config) for s in shard.samples]
+    result = search_scenes(
+        samples,
+        config.stac,
+        config.chips.band_list,
+        chip_size=config.chips.size_px,
+        resolution=config.chips.resolution_m,
+    )
+    return samples, result
 
 
 def make_config(

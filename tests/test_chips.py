@@ -9,21 +9,13 @@ from rasterio.windows import from_bounds
 from pipeline.bands import L2A_BANDS
 from pipeline.chips import Chip, ChipRequest, read_chips
 from pipeline.errors import SampleFailure
-from pipeline.sampling import plan_shards
-from pipeline.scenes import SceneChoice, search_scenes
+from pipeline.scenes import SceneChoice
 
-from .conftest import make_config
+from .conftest import make_config, search_all
 
 
 def requests_for(config) -> list[ChipRequest]:
-    samples = [s for shard in plan_shards(config) for s in shard.samples]
-    choices = search_scenes(
-        samples,
-        config.stac,
-        config.chips.band_list,
-        chip_size=config.chips.size_px,
-        resolution=config.chips.resolution_m,
-    )
+    _, choices = search_all(config)
     out = []
     for sid, c in choices.items():
         assert isinstance(c, SceneChoice)

@@ -16,19 +16,7 @@ from pipeline.sampling import plan_shards
 from pipeline.scenes import PlanetaryComputerSigner, SceneChoice, resolve_scene, search_scenes
 from pipeline.servers import free_port
 
-from .conftest import make_config
-
-
-def choose(config):
-    samples = [s for shard in plan_shards(config) for s in shard.samples]
-    result = search_scenes(
-        samples,
-        config.stac,
-        config.chips.band_list,
-        chip_size=config.chips.size_px,
-        resolution=config.chips.resolution_m,
-    )
-    return samples, result
+from .conftest import make_config, search_all
 
 
 @pytest.mark.parametrize("flavor", ["earth-search", "planetary-computer"])
@@ -36,7 +24,7 @@ def test_least_cloudy_covering_scene(flavor, region, servers, pc_region, pc_serv
     reg, srv = (region, servers) if flavor == "earth-search" else (pc_region, pc_servers)
     config = make_config(reg, srv, tmp_path)
     items = {i["id"]: i for i in load_items(reg)}
-    samples, result = choose(config)
+    samples, result = search_all(config)
     assert len(result) == len(samples) == 8
     east_only = {
         i
@@ -72,15 +60,15 @@ def test_least_cloudy_covering_scene(flavor, region, servers, pc_region, pc_serv
 def test_both_catalog_shapes_pick_the_same_acquisitions(
     region, servers, pc_region, pc_servers, tmp_path
 ):
-    _, es = choose(make_config(region, servers, tmp_path))
-    _, pc = choose(make_config(pc_region, pc_servers, tmp_path))
+    _, es = search_all(make_config(region, servers, tmp_path))
+    _, pc = search_all(make_config(pc_region, pc_servers, tmp_path))
     for sid in es:
         assert es[sid].scene.datetime == pc[sid].scene.datetime  # type: ignore[union-attr]
 
 
 def test_cloud_limit_leaves_no_scene(region, servers, tmp_path):
     config = make_config(region, servers, tmp_path, **{"stac.max_cloud_cover": 0.5})
-    _, result = choose(config)
+    _, result = search_all(config)
     failures = [r for r in result.values() if isinstance(r, SampleFailure)]
     assert failures and all(f.reason == "no_scene" for f in failures)
     assert "cloud cover <= 0.5%" in failures[0].message
@@ -93,7 +81,7 @@ def test_period_without_scenes(region, servers, tmp_path):
         tmp_path,
         periods=[{"name": "spring", "start": "2024-03-01", "end": "2024-05-31"}],
     )
-    _, result = choose(config)
+    _, result = search_all(config)
     assert {r.reason for r in result.values()} == {"no_scene"}  # type: ignore[union-attr]
 
 
