@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The venv is rebuilt only when the dependency files change; a second `make demo` reuses it.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+CODE := $(wildcard pipeline flows tests benchmarks)
 
 .PHONY: install demo test lint format clean
 
@@ -22,13 +23,13 @@ test: install
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check pipeline flows tests benchmarks
-	$(BIN)/ruff format --check pipeline flows tests benchmarks
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy pipeline flows
 
 format: install
-	$(BIN)/ruff check --fix pipeline flows tests benchmarks
-	$(BIN)/ruff format pipeline flows tests benchmarks
+	$(BIN)/ruff check --fix $(CODE)
+	$(BIN)/ruff format $(CODE)
 
 clean:
 	rm -rf output demo-data .pytest_cache .mypy_cache .ruff_cache
