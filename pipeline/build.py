@@ -185,7 +185,7 @@ def build_shard(
         _fill_context(records[sid], ctx)
 
     with timer.stage("caption"):
-        cap = captioner or make_captioner(config.captioner.backend, seed=config.seed)
+        cap = captioner or make_captioner(config.captioner, seed=config.seed)
         inputs = []
         for sid in list(alive):
             chip = chips[sid]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .chips import ChipStats
+from .config import CaptionerConfig
 from .context import MapContext, NamedFeature
 
 __all__ = [
@@ -66,6 +67,11 @@ class CaptionResult:
             ``scl:cloud``...), for grounding checks.
         error_reason: Failure reason when ``caption`` is ``None``.
         error_message: Failure details.
+        finish_reason: Why generation stopped (``stop``, ``length``...) for model backends.
+        prompt_tokens: Prompt tokens over all turns (image tokens included), if known.
+        completion_tokens: Generated tokens over all turns, if known.
+        latency_s: Model time over all turns.
+        qa: (question, answer) pairs of a multi-turn prompt.
     """
 
     sample_id: str
@@ -73,6 +79,11 @@ class CaptionResult:
     mentions: tuple[str, ...] = field(default=())
     error_reason: str | None = None
     error_message: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_s: float | None = None
+    qa: tuple[tuple[str, str], ...] = field(default=())
 
 
 class Captioner(Protocol):
@@ -82,6 +93,8 @@ class Captioner(Protocol):
     """Backend and model id, recorded on every sample (e.g. ``template``)."""
     prompt_version: str
     """Version and content hash of the prompt/template, recorded on every sample."""
+    generation_params: str
+    """Generation settings as JSON, recorded on every sample."""
 
     def caption_batch(self, inputs: Sequence[CaptionInput]) -> list[CaptionResult]:
         """Caption ``inputs``; one result per input, in order, failures included."""
@@ -183,6 +196,7 @@ class TemplateCaptioner:
     """
 
     name = "template"
+    generation_params = "{}"
 
     def __init__(self, seed: int = 0, cloudy_threshold: float = 0.9) -> None:
         self.seed = seed
@@ -312,12 +326,18 @@ def _round_count(n: int) -> int:
     return int(round(n / step) * step)
 
 
-def make_captioner(backend: str, *, seed: int = 0) -> Captioner:
-    """The captioner for a config's ``captioner.backend``.
+def make_captioner(config: CaptionerConfig, *, seed: int = 0) -> Captioner:
+    """The captioner a config's ``captioner`` section asks for (model backends load lazily)."""
+    if config.backend == "template":
+        return TemplateCaptioner(seed=seed, cloudy_threshold=config.cloudy_threshold)
+    if config.backend == "openai":
+        from .openai_captioner import OpenAICaptioner
 
-    Raises:
-        ValueError: for an unknown backend.
-    """
-    if backend == "template":
-        return TemplateCaptioner(seed=seed)
-    raise ValueError(f"unknown captioner backend {backend!r}")
+        return OpenAICaptioner.from_config(config)
+    if config.backend == "transformers":
+        from .hf_captioner import TransformersCaptioner
+
+        return TransformersCaptioner.from_config(config)
+    from .vllm_captioner import VllmCaptioner
+
+    return VllmCaptioner.from_config(config)

@@ -244,19 +244,64 @@ class OvertureConfig(_Section):
 
 
 class CaptionerConfig(_Section):
-    """How captions are written."""
+    """How captions are written.
 
-    backend: Literal["template"] = Field(
+    Production: ``backend: openai`` against ``vllm serve llava-hf/llama3-llava-next-8b-hf``
+    (see docker/compose.yaml); ``backend: transformers`` runs the model in-process.
+    """
+
+    backend: Literal["template", "openai", "transformers", "vllm"] = Field(
         default="template",
-        description="template: rule-based captions grounded in the map context.",
+        description="template: rule-based captions from the map context; openai: any "
+        "OpenAI-compatible server (vllm serve, transformers serve); transformers: in-process "
+        "generation; vllm: in-process vLLM engine (needs the vllm extra, GPU).",
+    )
+    model: str = Field(
+        default="llava-hf/llama3-llava-next-8b-hf",
+        description="Model id as the server knows it (openai), or a local folder / hub id "
+        "(transformers, vllm).",
+    )
+    prompt: str = Field(
+        default="grounded-v1",
+        description="Prompt in prompts/ (grounded-v1, llama3-ms-clip-v1) or a path to one.",
+    )
+    base_url: str = Field(
+        default="http://127.0.0.1:8000/v1",
+        description="OpenAI-compatible API root (openai backend), ending in /v1.",
+    )
+    api_key_env: str = Field(
+        default="OPENAI_API_KEY",
+        description="Environment variable holding the API key (unset: no key is sent).",
+    )
+    max_new_tokens: int = Field(default=128, ge=1, le=4096, description="Tokens per turn.")
+    temperature: float = Field(default=0.0, ge=0, le=2, description="0 = greedy decoding.")
+    max_concurrency: int = Field(
+        default=32, ge=1, le=1024, description="Requests in flight per shard (openai)."
+    )
+    timeout_s: float = Field(default=120.0, gt=0, description="Per-request timeout (openai).")
+    max_retries: int = Field(
+        default=4, ge=0, le=20, description="Retries of a failed request (openai)."
+    )
+    backoff_s: float = Field(
+        default=1.0, ge=0, description="First retry delay; doubles per retry, with jitter."
+    )
+    batch_size: int = Field(
+        default=8, ge=1, le=1024, description="Chats per generate call (transformers)."
+    )
+    device: str = Field(default="auto", description="Torch device (transformers): auto, cpu...")
+    cloudy_threshold: float = Field(
+        default=0.9,
+        ge=0,
+        le=1.01,
+        description="Chips with this cloud or nodata fraction get a rule-based caption that "
+        "says the ground is not visible, without asking the model.",
     )
     skip_cloud_fraction: float = Field(
         default=1.01,
         ge=0,
         le=1.01,
         description="Chips with a cloud fraction at or above this are not captioned but "
-        "marked failed (reason too_cloudy). The default (>1) captions every chip; cloudy "
-        "chips get a caption that says so.",
+        "marked failed (reason too_cloudy). The default (>1) captions every chip.",
     )
 
 
