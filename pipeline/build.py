@@ -19,7 +19,8 @@ from typing import Any
 import shapely
 
 from . import __version__
-from .captioner import Captioner, CaptionInput, make_captioner
+from .caption_checks import check_caption
+from .captioner import Captioner, CaptionInput, TemplateCaptioner, make_captioner
 from .chips import Chip, ChipRequest, read_chips
 from .composite import render_rgb
 from .config import RunConfig
@@ -121,6 +122,96 @@ def _fill_context(rec: SampleRecord, ctx: MapContext) -> None:
     rec.names = ctx.names
 
 
+def _caption(
+    records: dict[str, SampleRecord],
+    alive: dict[str, Any],
+    chips: dict[str, Chip | SampleFailure],
+    contexts: dict[str, MapContext],
+    config: RunConfig,
+    captioner: Captioner | None,
+) -> None:
+    """Caption the live samples, fill the caption columns and run the caption checks."""
+    cfg = config.captioner
+    cap = captioner or make_captioner(cfg, seed=config.seed)
+    obscured = TemplateCaptioner(seed=config.seed, cloudy_threshold=0.0)
+    to_model: list[CaptionInput] = []
+    to_rule: list[CaptionInput] = []
+    for sid in list(alive):
+        chip = chips[sid]
+        assert isinstance(chip, Chip)
+        stats = chip.stats
+        if stats.cloud_fraction >= cfg.skip_cloud_fraction:
+            _fail(
+                records,
+                alive,
+                sid,
+                "caption",
+                SampleFailure(
+                    "too_cloudy",
+                    f"cloud fraction {stats.cloud_fraction:.2f} >= "
+                    f"captioner.skip_cloud_fraction {cfg.skip_cloud_fraction}",
+                ),
+            )
+            continue
+        rec = records[sid]
+        assert rec.datetime is not None and rec.rgb is not None
+        x = CaptionInput(
+            sid, rec.period, rec.datetime, rec.lon, rec.lat, contexts[sid], stats, rec.rgb["bytes"]
+        )
+        # A chip the model cannot see into gets a caption that says so, not a guess.
+        hidden = max(stats.cloud_fraction, stats.nodata_fraction) >= cfg.cloudy_threshold
+        (to_rule if hidden else to_model).append(x)
+    jobs: list[tuple[Captioner, list[CaptionInput]]] = [(cap, to_model), (obscured, to_rule)]
+    for backend, inputs in jobs:
+        if not inputs:
+            continue
+        by_id = {x.sample_id: x for x in inputs}
+        for result in backend.caption_batch(inputs):
+            sid = result.sample_id
+            rec = records[sid]
+            rec.captioner = backend.name if backend is cap else "rule:obscured"
+            rec.prompt_version = backend.prompt_version
+            rec.generation_params = backend.generation_params
+            if result.caption is None or not result.caption.strip():
+                _fail(
+                    records,
+                    alive,
+                    sid,
+                    "caption",
+                    SampleFailure(
+                        result.error_reason or "caption_empty", result.error_message or "no caption"
+                    ),
+                )
+                continue
+            rec.caption = result.caption.strip()
+            rec.caption_mentions = list(result.mentions)
+            rec.qa = [{"question": q, "answer": a} for q, a in result.qa]
+            rec.finish_reason = result.finish_reason
+            rec.prompt_tokens = result.prompt_tokens
+            rec.completion_tokens = result.completion_tokens
+            rec.caption_latency_s = result.latency_s
+            x = by_id[sid]
+            checks = check_caption(
+                rec.caption, finish_reason=result.finish_reason, context=x.context, stats=x.stats
+            )
+            rec.caption_flags = list(checks.flags)
+            rec.unsupported_claims = list(checks.unsupported_claims)
+            rec.clip_tokens = checks.clip_tokens
+            rec.caption_words = checks.words
+            rec.caption_language = checks.language
+
+
+def _fail(
+    records: dict[str, SampleRecord],
+    alive: dict[str, Any],
+    sid: str,
+    stage: str,
+    err: SampleFailure,
+) -> None:
+    records[sid].fail(err.reason, f"[{stage}] {err.message}")
+    alive.pop(sid, None)
+
+
 def build_shard(
     shard: ShardPlan,
     config: RunConfig,
@@ -146,8 +237,7 @@ def build_shard(
     alive: dict[str, Any] = {}
 
     def fail(sid: str, stage: str, err: SampleFailure) -> None:
-        records[sid].fail(err.reason, f"[{stage}] {err.message}")
-        alive.pop(sid, None)
+        _fail(records, alive, sid, stage, err)
 
     with timer.stage("search"):
         choices = search_scenes(
@@ -185,51 +275,7 @@ def build_shard(
         _fill_context(records[sid], ctx)
 
     with timer.stage("caption"):
-        cap = captioner or make_captioner(config.captioner, seed=config.seed)
-        inputs = []
-        for sid in list(alive):
-            chip = chips[sid]
-            assert isinstance(chip, Chip)
-            if chip.stats.cloud_fraction >= config.captioner.skip_cloud_fraction:
-                fail(
-                    sid,
-                    "caption",
-                    SampleFailure(
-                        "too_cloudy",
-                        f"cloud fraction {chip.stats.cloud_fraction:.2f} >= "
-                        f"captioner.skip_cloud_fraction {config.captioner.skip_cloud_fraction}",
-                    ),
-                )
-                continue
-            rec = records[sid]
-            assert rec.datetime is not None and rec.rgb is not None
-            inputs.append(
-                CaptionInput(
-                    sid,
-                    rec.period,
-                    rec.datetime,
-                    rec.lon,
-                    rec.lat,
-                    contexts[sid],
-                    chip.stats,
-                    rec.rgb["bytes"],
-                )
-            )
-        for result in cap.caption_batch(inputs) if inputs else []:
-            rec = records[result.sample_id]
-            rec.captioner = cap.name
-            rec.prompt_version = cap.prompt_version
-            if result.caption is None or not result.caption.strip():
-                fail(
-                    result.sample_id,
-                    "caption",
-                    SampleFailure(
-                        result.error_reason or "empty_caption", result.error_message or "no caption"
-                    ),
-                )
-            else:
-                rec.caption = result.caption
-                rec.caption_mentions = list(result.mentions)
+        _caption(records, alive, chips, contexts, config, captioner)
 
     rows = [records[s.sample_id] for s in shard.samples]
     shards_dir = config.output.dir / "shards"

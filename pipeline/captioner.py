@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import json
 import random
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -93,8 +94,11 @@ class Captioner(Protocol):
     """Backend and model id, recorded on every sample (e.g. ``template``)."""
     prompt_version: str
     """Version and content hash of the prompt/template, recorded on every sample."""
-    generation_params: str
-    """Generation settings as JSON, recorded on every sample."""
+
+    @property
+    def generation_params(self) -> str:
+        """Generation settings as JSON, recorded on every sample."""
+        ...
 
     def caption_batch(self, inputs: Sequence[CaptionInput]) -> list[CaptionResult]:
         """Caption ``inputs``; one result per input, in order, failures included."""
@@ -326,10 +330,26 @@ def _round_count(n: int) -> int:
     return int(round(n / step) * step)
 
 
+_MODEL_CAPTIONERS: dict[str, Captioner] = {}
+_MODEL_LOCK = threading.Lock()
+
+
 def make_captioner(config: CaptionerConfig, *, seed: int = 0) -> Captioner:
-    """The captioner a config's ``captioner`` section asks for (model backends load lazily)."""
+    """The captioner a config's ``captioner`` section asks for.
+
+    Model backends are imported lazily and built once per process: shard tasks running in
+    threads share one loaded model (or one server client configuration).
+    """
     if config.backend == "template":
         return TemplateCaptioner(seed=seed, cloudy_threshold=config.cloudy_threshold)
+    key = config.model_dump_json()
+    with _MODEL_LOCK:
+        if key not in _MODEL_CAPTIONERS:
+            _MODEL_CAPTIONERS[key] = _build_model_captioner(config)
+        return _MODEL_CAPTIONERS[key]
+
+
+def _build_model_captioner(config: CaptionerConfig) -> Captioner:
     if config.backend == "openai":
         from .openai_captioner import OpenAICaptioner
 

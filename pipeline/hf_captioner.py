@@ -9,6 +9,7 @@ static and grouped by prompt length to keep padding small.
 from __future__ import annotations
 
 import io
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -46,16 +47,18 @@ class TransformersCaptioner(ModelCaptioner):
     ) -> None:
         super().__init__(model, prompt, max_new_tokens=max_new_tokens, temperature=temperature)
         import torch
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        import transformers
 
+        tf: Any = transformers  # untyped library
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device
         self.batch_size = batch_size
-        self.processor: Any = AutoProcessor.from_pretrained(model)
+        self._lock = threading.Lock()  # one generate at a time: shard threads share the model
+        self.processor: Any = tf.AutoProcessor.from_pretrained(model)
         self.processor.tokenizer.padding_side = "left"
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        self.net: Any = AutoModelForImageTextToText.from_pretrained(model, dtype=dtype)
+        self.net: Any = tf.AutoModelForImageTextToText.from_pretrained(model, dtype=dtype)
         self.net.to(device).eval()
 
     @classmethod
@@ -78,6 +81,12 @@ class TransformersCaptioner(ModelCaptioner):
         self, chats: Sequence[list[ChatMessage]], images: Sequence[bytes]
     ) -> list[Completion | Exception]:
         """Generate an answer for each chat, ``batch_size`` chats at a time."""
+        with self._lock:
+            return self._generate(chats, images)
+
+    def _generate(
+        self, chats: Sequence[list[ChatMessage]], images: Sequence[bytes]
+    ) -> list[Completion | Exception]:
         import torch
         from PIL import Image
 

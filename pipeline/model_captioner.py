@@ -112,7 +112,9 @@ class ModelCaptioner(ABC):
                 for i in alive:
                     chats[i].append({"role": "assistant", "content": answers[i][-1]})
                     chats[i].append({"role": "user", "content": follow_up})
-            done = self.complete_round([chats[i] for i in alive], [inputs[i].rgb_png for i in alive])
+            done = self.complete_round(
+                [chats[i] for i in alive], [inputs[i].rgb_png for i in alive]
+            )
             still = []
             for i, out in zip(alive, done, strict=True):
                 if isinstance(out, Exception):
@@ -122,11 +124,16 @@ class ModelCaptioner(ABC):
                 answers[i].append(out.text.strip())
                 last[i] = out
                 prev = totals[i]
-                totals[i] = out if prev is None else Completion(
-                    out.text, out.finish_reason,
-                    _add(prev.prompt_tokens, out.prompt_tokens),
-                    _add(prev.completion_tokens, out.completion_tokens),
-                    prev.latency_s + out.latency_s,
+                totals[i] = (
+                    out
+                    if prev is None
+                    else Completion(
+                        out.text,
+                        out.finish_reason,
+                        _add(prev.prompt_tokens, out.prompt_tokens),
+                        _add(prev.completion_tokens, out.completion_tokens),
+                        prev.latency_s + out.latency_s,
+                    )
                 )
                 still.append(i)
             alive = still
@@ -135,8 +142,9 @@ class ModelCaptioner(ABC):
         for i, x in enumerate(inputs):
             if i in failures:
                 reason, message = failures[i]
-                results.append(CaptionResult(x.sample_id, None, error_reason=reason,
-                                             error_message=message))
+                results.append(
+                    CaptionResult(x.sample_id, None, error_reason=reason, error_message=message)
+                )
                 continue
             total = totals[i]
             assert total is not None

@@ -31,8 +31,13 @@ PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 ChatMessage = dict[str, Any]
 
 _WORDS = {
-    "crop": "cropland", "grass": "grassland", "urban": "built-up land", "barren": "bare ground",
-    "snow": "permanent snow and ice", "shrub": "shrubland", "moss": "moss and lichen",
+    "crop": "cropland",
+    "grass": "grassland",
+    "urban": "built-up land",
+    "barren": "bare ground",
+    "snow": "permanent snow and ice",
+    "shrub": "shrubland",
+    "moss": "moss and lichen",
 }
 
 
@@ -119,8 +124,9 @@ def load_prompt(name_or_path: str | Path) -> PromptTemplate:
         )
         context_src = str(spec["context"])
         digest = hashlib.sha256(raw)
-        for include in sorted(set(jinja2.meta.find_referenced_templates(env.parse(context_src)))):
-            digest.update((path.parent / str(include)).read_bytes())
+        includes = jinja2.meta.find_referenced_templates(env.parse(context_src))
+        for include in sorted({str(i) for i in includes if i is not None}):
+            digest.update((path.parent / include).read_bytes())
         kind = spec.get("kind", "single")
         questions = tuple(str(q) for q in spec.get("questions", []))
         if kind not in ("single", "multi_turn") or (kind == "multi_turn" and not questions):

@@ -26,6 +26,7 @@ from .build import STAGES, config_hash
 from .config import RunConfig
 from .context import check_overture, prepare_overture
 from .errors import ConfigError
+from .prompts import load_prompt
 from .sampling import ShardPlan, plan_shards, region_geometry, write_manifest
 from .scenes import check_stac
 from .shards import ShardStats, read_stats, shard_paths
@@ -34,7 +35,7 @@ __all__ = ["RunPlan", "RunReport", "plan_run", "preflight", "summarize"]
 
 
 def preflight(config: RunConfig) -> None:
-    """Check everything a run needs before any work: region, Overture source, STAC API.
+    """Check everything a run needs before any work: region, Overture, STAC API, captioner.
 
     Raises:
         ConfigError: naming the field at fault (``PreflightError`` for unusable values).
@@ -42,6 +43,11 @@ def preflight(config: RunConfig) -> None:
     region_geometry(config.region)
     check_overture(config.overture)
     check_stac(config.stac)
+    load_prompt(config.captioner.prompt)
+    if config.captioner.backend == "openai":
+        from .openai_captioner import OpenAICaptioner
+
+        OpenAICaptioner.from_config(config.captioner).check()
 
 
 @dataclass

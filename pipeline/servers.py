@@ -38,6 +38,7 @@ __all__ = [
     "serve_demo",
     "start_file_server",
     "start_stac_server",
+    "start_transformers_server",
 ]
 
 HOST = "127.0.0.1"
@@ -172,6 +173,53 @@ def start_file_server(
     """Serve the files under ``root`` over HTTP with Range support on 127.0.0.1."""
     folder = log_dir or Path(tempfile.gettempdir())
     return _spawn(["files", "--root", str(Path(root).resolve())], port, "", folder)
+
+
+def start_transformers_server(
+    model_dir: Path, *, port: int | None = None, log_dir: Path | None = None
+) -> ServerHandle:
+    """Serve a local model folder with ``transformers serve`` (OpenAI-compatible) on 127.0.0.1.
+
+    The same wire protocol as ``vllm serve``: the ``openai`` captioner backend talks to either.
+    The handle's ``url`` is the API root ending in ``/v1/``.
+    """
+    folder = log_dir or Path(tempfile.mkdtemp(prefix="eocap-serve-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    # transformers serve cannot report a port it chose itself, so pick one just before.
+    port = port or free_port()
+    log_path = folder / f"transformers-serve-{port}.log"
+    cache = folder / "hf-cache"
+    cache.mkdir(exist_ok=True)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache), PYTHONUNBUFFERED="1")
+    exe = Path(sys.executable).with_name("transformers")
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                str(exe),
+                "serve",
+                str(model_dir),
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--device",
+                "cpu",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    root = f"http://{HOST}:{port}/"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"transformers serve exited: {log_path.read_text()[-2000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(root + "health", timeout=2).status_code == 200:
+                return ServerHandle(url=root + "v1/", process=proc, log_path=log_path)
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"transformers serve did not become ready in 120 s: {log_path}")
 
 
 @dataclass

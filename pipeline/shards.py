@@ -35,7 +35,7 @@ __all__ = [
     "write_stats",
 ]
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 """Version of the shard schema; bump on any column change."""
 
 _SHARE = pa.struct([("class", pa.string()), ("share", pa.float32())])
@@ -129,6 +129,17 @@ def shard_schema(n_bands: int, size: int) -> pa.Schema:
             ("caption_mentions", pa.list_(pa.string())),
             ("captioner", pa.string()),
             ("prompt_version", pa.string()),
+            ("generation_params", pa.string()),
+            ("qa", pa.list_(pa.struct([("question", pa.string()), ("answer", pa.string())]))),
+            ("finish_reason", pa.string()),
+            ("prompt_tokens", pa.int32()),
+            ("completion_tokens", pa.int32()),
+            ("caption_latency_s", pa.float32()),
+            ("caption_flags", pa.list_(pa.string())),
+            ("unsupported_claims", pa.list_(pa.string())),
+            ("clip_tokens", pa.int32()),
+            ("caption_words", pa.int32()),
+            ("caption_language", pa.string()),
         ]
     )
 
@@ -182,6 +193,17 @@ class SampleRecord:
     caption_mentions: list[str] | None = None
     captioner: str | None = None
     prompt_version: str | None = None
+    generation_params: str | None = None
+    qa: list[dict[str, str]] | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    caption_latency_s: float | None = None
+    caption_flags: list[str] | None = None
+    unsupported_claims: list[str] | None = None
+    clip_tokens: int | None = None
+    caption_words: int | None = None
+    caption_language: str | None = None
 
     def fail(self, reason: str, message: str) -> None:
         """Mark the sample failed; the pixels and caption of a failed sample are dropped."""

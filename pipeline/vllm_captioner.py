@@ -41,15 +41,20 @@ class VllmCaptioner(ModelCaptioner):
                 "or install vllm in a separate environment: see docs/captioning.md"
             ) from exc
         self._vllm: Any = vllm
-        self.llm: Any = vllm.LLM(model=model, limit_mm_per_prompt={"image": 1},
-                                 enable_prefix_caching=True)
+        self.llm: Any = vllm.LLM(
+            model=model, limit_mm_per_prompt={"image": 1}, enable_prefix_caching=True
+        )
         self.params: Any = vllm.SamplingParams(max_tokens=max_new_tokens, temperature=temperature)
 
     @classmethod
     def from_config(cls, config: CaptionerConfig) -> VllmCaptioner:
         """Build from the ``captioner`` config section."""
-        return cls(config.model, config.prompt, max_new_tokens=config.max_new_tokens,
-                   temperature=config.temperature)
+        return cls(
+            config.model,
+            config.prompt,
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+        )
 
     def complete_round(
         self, chats: Sequence[list[ChatMessage]], images: Sequence[bytes]
@@ -62,9 +67,13 @@ class VllmCaptioner(ModelCaptioner):
         done: list[Completion | Exception] = []
         for out in outputs:
             gen = out.outputs[0]
-            done.append(Completion(
-                text=gen.text, finish_reason=gen.finish_reason,
-                prompt_tokens=len(out.prompt_token_ids or []),
-                completion_tokens=len(gen.token_ids), latency_s=0.0,
-            ))
+            done.append(
+                Completion(
+                    text=gen.text,
+                    finish_reason=gen.finish_reason,
+                    prompt_tokens=len(out.prompt_token_ids or []),
+                    completion_tokens=len(gen.token_ids),
+                    latency_s=0.0,
+                )
+            )
         return done

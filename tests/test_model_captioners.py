@@ -1,0 +1,179 @@
+"""Model backends against a real OpenAI-compatible server (`transformers serve`) and in-process.
+
+The model is a tiny random-weight LLaVA-Next with the real architecture (pipeline/tiny_llava.py):
+its text is random, its mechanics are real.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uvicorn
+from fastapi import FastAPI, Response
+from PIL import Image
+
+from pipeline.errors import PreflightError
+from pipeline.hf_captioner import TransformersCaptioner
+from pipeline.openai_captioner import OpenAICaptioner
+from pipeline.servers import ServerHandle, free_port, start_transformers_server
+from pipeline.tiny_llava import ensure_tiny_llava_next
+
+from .test_captioner import LAKE_TOWN, make_input
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return ensure_tiny_llava_next(tmp_path_factory.mktemp("models") / "tiny-llava-next")
+
+
+@pytest.fixture(scope="session")
+def caption_server(tiny_model, tmp_path_factory) -> Iterator[ServerHandle]:
+    with start_transformers_server(tiny_model, log_dir=tmp_path_factory.mktemp("serve")) as s:
+        yield s
+
+
+def inputs(n: int):
+    buf = io.BytesIO()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (264, 264, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return [
+        dataclasses.replace(make_input(LAKE_TOWN, sid=f"s_{i}"), rgb_png=buf.getvalue())
+        for i in range(n)
+    ]
+
+
+def client(url: str, prompt: str = "grounded-v1", model: str = "tiny", **kw) -> OpenAICaptioner:
+    kw.setdefault("max_new_tokens", 12)
+    return OpenAICaptioner(url.rstrip("/"), model, prompt, **kw)
+
+
+@pytest.mark.parametrize("prompt", ["grounded-v1", "llama3-ms-clip-v1"])
+def test_openai_backend_against_transformers_serve(caption_server, tiny_model, prompt):
+    cap = client(caption_server.url, prompt, str(tiny_model), max_concurrency=3)
+    cap.check()
+    results = cap.caption_batch(inputs(4))
+    assert [r.sample_id for r in results] == [f"s_{i}" for i in range(4)]
+    turns = 1 if prompt == "grounded-v1" else 4
+    for r in results:
+        assert r.caption is not None and r.error_reason is None
+        assert r.completion_tokens == 12 * turns and r.prompt_tokens > 100
+        assert r.finish_reason == "length" and r.latency_s > 0
+        assert len(r.qa) == turns - 1
+    assert cap.prompt_version.startswith(prompt + "+")
+    assert json.loads(cap.generation_params) == {"max_new_tokens": 12, "temperature": 0.0}
+    # The in-process backend runs the same model: same greedy text, same token counts.
+    local = TransformersCaptioner(
+        str(tiny_model), prompt, device="cpu", batch_size=3, max_new_tokens=12
+    ).caption_batch(inputs(4))
+    assert [r.caption for r in local] == [r.caption for r in results]
+    assert [r.prompt_tokens for r in local] == [r.prompt_tokens for r in results]
+
+
+def test_health_check_of_a_dead_server():
+    with pytest.raises(PreflightError) as info:
+        client(f"http://127.0.0.1:{free_port()}/v1").check()
+    assert info.value.field == "captioner.base_url"
+
+
+def test_server_killed_mid_run_fails_samples_cleanly(tiny_model, tmp_path):
+    server = start_transformers_server(tiny_model, log_dir=tmp_path)
+    cap = client(
+        server.url,
+        "llama3-ms-clip-v1",
+        str(tiny_model),
+        max_concurrency=2,
+        max_retries=2,
+        backoff_s=0.05,
+        timeout_s=10,
+        max_new_tokens=24,
+    )
+
+    def kill_after_first_answers() -> None:
+        while server.log_path.read_text().count("POST /v1/chat/completions") < 4:
+            time.sleep(0.01)
+        server.stop()
+
+    killer = threading.Thread(target=kill_after_first_answers)
+    killer.start()
+    t0 = time.monotonic()
+    results = cap.caption_batch(inputs(8))
+    killer.join()
+    assert time.monotonic() - t0 < 60  # bounded by timeouts and retries, never a hang
+    assert len(results) == 8
+    failed = [r for r in results if r.caption is None]
+    assert failed, "the server died mid-run, some samples must fail"
+    for r in failed:
+        assert r.error_reason == "caption_server" and "attempts" in r.error_message
+    for r in results:
+        assert (r.caption is None) != (r.error_reason is None)  # a caption or a reason, not both
+
+    # The server comes back: the same samples succeed.
+    with start_transformers_server(tiny_model, log_dir=tmp_path / "again") as again:
+        retry = client(again.url, "llama3-ms-clip-v1", str(tiny_model)).caption_batch(inputs(8))
+    assert all(r.caption for r in retry)
+
+
+@pytest.fixture
+def garbage_server() -> Iterator[str]:
+    """A real HTTP server that answers chat requests with garbage, in turns."""
+    app = FastAPI()
+    answers = iter(["", "not json at all", json.dumps({"choices": []}), "ok"] * 10)
+
+    @app.post("/v1/chat/completions")
+    def chat() -> Response:
+        body = next(answers)
+        if body == "ok":
+            body = json.dumps(
+                {
+                    "choices": [
+                        {
+                            "finish_reason": "stop",
+                            "message": {"content": "I'm sorry, I cannot describe this image."},
+                        }
+                    ]
+                }
+            )
+        return Response(body, media_type="application/json")
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}/v1"
+    server.should_exit = True
+    thread.join(5)
+
+
+def test_garbage_answers_are_failures_or_flagged(garbage_server):
+    from pipeline.caption_checks import check_caption
+
+    results = client(garbage_server, max_concurrency=1, max_retries=0).caption_batch(inputs(4))
+    reasons = [r.error_reason for r in results]
+    assert reasons[:3] == ["caption_bad_response"] * 3
+    assert (
+        results[3].caption
+        and "refusal"
+        in check_caption(
+            results[3].caption,
+            finish_reason="stop",
+            context=LAKE_TOWN,
+            stats=make_input(LAKE_TOWN).stats,
+        ).flags
+    )
+
+
+def test_vllm_backend_explains_how_to_get_it():
+    from pipeline.vllm_captioner import VllmCaptioner
+
+    with pytest.raises(ImportError, match="separate environment"):
+        VllmCaptioner("llava-hf/llama3-llava-next-8b-hf", "grounded-v1")
