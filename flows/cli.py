@@ -33,6 +33,7 @@ DEMO_DATA_DIR = Path(os.environ.get("EOCAP_DEMO_DIR", "demo-data"))
 EPILOG = """\
 examples:
   eocap demo                          build the demo dataset offline (servers started for you)
+  eocap demo --captioner openai       the same, captioned through an OpenAI-compatible server
   eocap config > my-run.yaml          write the default config, documented, to edit
   eocap plan my-run.yaml              how many samples and shards a config makes (no work)
   eocap check my-run.yaml             validate a config and reach its STAC API and Overture data
@@ -76,6 +77,8 @@ def _print_report(report: RunReport) -> None:
     table.add_row("samples", f"{report.samples}: {report.ok} ok, {report.failed} failed")
     for reason, n in report.failures_by_reason.items():
         table.add_row(f"  failed: {reason}", str(n))
+    for flag, n in report.caption_flags.items():
+        table.add_row(f"  caption flag: {flag}", f"{n} of {report.ok}")
     table.add_row("size", f"{report.bytes / 1e6:.1f} MB")
     table.add_row("wall time", f"{report.wall_seconds:.1f} s")
     total = sum(report.stage_seconds.values()) or 1.0
@@ -124,21 +127,40 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Generate the demo region, serve it on 127.0.0.1 and build its dataset."""
+    """Generate the demo region, serve it on 127.0.0.1 and build its dataset.
+
+    With --captioner openai the captions come from a tiny random-weight LLaVA-Next served by
+    `transformers serve` (the protocol of `vllm serve`); with --captioner transformers the
+    same model runs in-process. Their text is random; the mechanics are the production ones.
+    """
     from pipeline.demo_region import ensure_demo_region, load_items
-    from pipeline.servers import serve_demo
+    from pipeline.servers import serve_demo, start_transformers_server
+    from pipeline.tiny_llava import ensure_tiny_llava_next
 
     t0 = time.perf_counter()
     console.print(f"Demo region in {args.data_dir} (generated once, then reused)...")
     region = ensure_demo_region(args.data_dir)
     console.print(f"  ready in {time.perf_counter() - t0:.1f} s: {len(region.item_ids)} scenes")
-    config = _load(args.config, args.set).with_updates(
-        {"overture.source": str(region.overture_root), "output.dir": str(args.output)}
+    output = args.output or Path(
+        "output/demo" if args.captioner == "template" else f"output/demo-{args.captioner}"
     )
-    with serve_demo(region.root, load_items(region)) as servers:
+    updates: dict[str, Any] = {
+        "overture.source": str(region.overture_root),
+        "output.dir": str(output),
+        "captioner.backend": args.captioner,
+    }
+    with contextlib.ExitStack() as stack:
+        if args.captioner != "template":
+            model = ensure_tiny_llava_next(args.data_dir / "tiny-llava-next")
+            updates["captioner.model"] = str(model)
+            if args.captioner == "openai":
+                server = stack.enter_context(start_transformers_server(model))
+                console.print(f"  caption server (transformers serve) at {server.url}")
+                updates["captioner.base_url"] = server.url.rstrip("/")
+        config = _load(args.config, args.set).with_updates(updates)
+        servers = stack.enter_context(serve_demo(region.root, load_items(region)))
         console.print(f"  STAC API at {servers.stac_url}, COGs at {servers.files.url}")
-        config = config.with_updates({"stac.api_url": servers.stac_url})
-        _run(config)
+        _run(config.with_updates({"stac.api_url": servers.stac_url}))
     return 0
 
 
@@ -272,8 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--output",
         type=Path,
-        default=Path("output/demo"),
-        help="output directory (default: %(default)s)",
+        default=None,
+        help="output directory (default: output/demo, or output/demo-CAPTIONER)",
+    )
+    p.add_argument(
+        "--captioner",
+        choices=["template", "openai", "transformers"],
+        default="template",
+        help="template (default); openai: a tiny LLaVA-Next behind `transformers serve`; "
+        "transformers: the same model in-process",
     )
     p = add("run", cmd_run, "build the dataset a config describes (resumes where it stopped)")
     config_args(p, required=True)

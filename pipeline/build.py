@@ -33,6 +33,7 @@ from .shards import (
     ShardStats,
     shard_paths,
     summarize_failures,
+    summarize_flags,
     write_shard,
     write_stats,
 )
@@ -309,6 +310,7 @@ def build_shard(
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         config_hash=chash,
         sample_ids_sha1=hashlib.sha1("\n".join(r.sample_id for r in rows).encode()).hexdigest(),
+        caption_flags=summarize_flags(rows),
     )
     write_stats(stats, stats_path)
     return stats

@@ -126,6 +126,7 @@ class RunReport:
     stage_seconds: dict[str, float]
     wall_seconds: float
     bytes: int
+    caption_flags: dict[str, int] = field(default_factory=dict)
     shard_files: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -141,10 +142,13 @@ def summarize(plan: RunPlan, built: list[ShardStats], wall_seconds: float) -> Ru
         if path.exists():
             stats.append(read_stats(path))
     reasons: dict[str, int] = {}
+    flags: dict[str, int] = {}
     stages: dict[str, float] = dict.fromkeys(STAGES, 0.0)
     for s in stats:
         for reason, n in s.failures_by_reason.items():
             reasons[reason] = reasons.get(reason, 0) + n
+        for flag, n in s.caption_flags.items():
+            flags[flag] = flags.get(flag, 0) + n
     for s in built:
         for stage, secs in s.stage_seconds.items():
             stages[stage] = round(stages.get(stage, 0.0) + secs, 3)
@@ -159,6 +163,7 @@ def summarize(plan: RunPlan, built: list[ShardStats], wall_seconds: float) -> Ru
         stage_seconds=stages,
         wall_seconds=round(wall_seconds, 2),
         bytes=sum(s.bytes for s in stats),
+        caption_flags=dict(sorted(flags.items())),
         shard_files=[str(plan.output_dir / "shards" / s.path) for s in stats],
     )
     (plan.output_dir / "report.json").write_text(json.dumps(report.to_json(), indent=2))

@@ -31,6 +31,7 @@ __all__ = [
     "shard_paths",
     "shard_schema",
     "summarize_failures",
+    "summarize_flags",
     "write_shard",
     "write_stats",
 ]
@@ -232,6 +233,8 @@ class ShardStats:
         bytes: Size of the Parquet file.
         finished_at: UTC time the shard was finished (ISO 8601).
         config_hash: Hash of the data-defining config fields.
+        sample_ids_sha1: sha1 of the shard's sample ids in order (detects mixed outputs).
+        caption_flags: Captions per caption-check flag (``not_english``, ``ungrounded``...).
     """
 
     shard: int
@@ -246,6 +249,7 @@ class ShardStats:
     finished_at: str
     config_hash: str
     sample_ids_sha1: str = field(default="")
+    caption_flags: dict[str, int] = field(default_factory=dict)
 
 
 def shard_paths(shards_dir: Path, index: int) -> tuple[Path, Path]:
@@ -376,3 +380,8 @@ def read_stats(path: Path) -> ShardStats:
 def summarize_failures(records: list[SampleRecord]) -> dict[str, int]:
     """Failed rows per reason."""
     return dict(Counter(r.error_reason or "unknown" for r in records if r.status != "ok"))
+
+
+def summarize_flags(records: list[SampleRecord]) -> dict[str, int]:
+    """Captions per caption-check flag."""
+    return dict(Counter(f for r in records for f in (r.caption_flags or [])))

@@ -20,7 +20,8 @@ from pipeline.config import Period, RunConfig, load_config
 from pipeline.demo_region import Acquisition, DemoRegion, generate_demo_region, load_items
 from pipeline.sampling import SampleSpec, plan_shards
 from pipeline.scenes import search_scenes
-from pipeline.servers import DemoServers, serve_demo
+from pipeline.servers import DemoServers, ServerHandle, serve_demo, start_transformers_server
+from pipeline.tiny_llava import ensure_tiny_llava_next
 
 SMALL_BBOX = (10.86, 47.55, 10.94, 47.60)
 UTC = dt.UTC
@@ -101,6 +102,21 @@ def servers(region: DemoRegion) -> Iterator[DemoServers]:
 @pytest.fixture(scope="session")
 def pc_servers(pc_region: DemoRegion) -> Iterator[DemoServers]:
     with serve_demo(pc_region.root, load_items(pc_region)) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight LLaVA-Next with the real architecture, built offline."""
+    return ensure_tiny_llava_next(tmp_path_factory.mktemp("models") / "tiny-llava-next")
+
+
+@pytest.fixture(scope="session")
+def caption_server(
+    tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerHandle]:
+    """`transformers serve` of the tiny model: a real OpenAI-compatible server."""
+    with start_transformers_server(tiny_model, log_dir=tmp_path_factory.mktemp("serve")) as s:
         yield s
 
 

@@ -158,3 +158,25 @@ def test_corrupt_cog_fails_its_samples_and_the_rest_succeed(region_copy, tmp_pat
     autumn = [r for r in data if r["period"] == "autumn"]
     assert autumn and all(r["status"] == "ok" for r in autumn)
     assert report.failures_by_reason == {"cog_open": len(summer)}
+
+
+@pytest.mark.parametrize("backend", ["openai", "transformers"])
+def test_flow_with_model_captioners(backend, region, servers, caption_server, tiny_model, tmp_path):
+    updates = {
+        "captioner.backend": backend,
+        "captioner.model": str(tiny_model),
+        "captioner.max_new_tokens": 16,
+        "captioner.base_url": caption_server.url.rstrip("/"),
+    }
+    config = make_config(region, servers, tmp_path / "out", **updates)
+    report = run_build(config)
+    assert report.ok == report.samples == 8
+    assert report.caption_flags["not_english"] == 8  # the run report shows the garbage
+    for r in rows(config):
+        assert r["captioner"] == f"{backend}:{tiny_model}"
+        assert r["prompt_version"].startswith("grounded-v1+")
+        assert json.loads(r["generation_params"])["max_new_tokens"] == 16
+        assert r["prompt_tokens"] > 100 and 0 < r["completion_tokens"] <= 16
+        assert r["caption"] and r["caption_latency_s"] > 0
+        # A random-weight model answers garbage: the checks say so on every sample.
+        assert "not_english" in r["caption_flags"] and r["clip_tokens"] > 2

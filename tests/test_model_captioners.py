@@ -12,7 +12,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,21 +22,9 @@ from PIL import Image
 from pipeline.errors import PreflightError
 from pipeline.hf_captioner import TransformersCaptioner
 from pipeline.openai_captioner import OpenAICaptioner
-from pipeline.servers import ServerHandle, free_port, start_transformers_server
-from pipeline.tiny_llava import ensure_tiny_llava_next
+from pipeline.servers import free_port, start_transformers_server
 
 from .test_captioner import LAKE_TOWN, make_input
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    return ensure_tiny_llava_next(tmp_path_factory.mktemp("models") / "tiny-llava-next")
-
-
-@pytest.fixture(scope="session")
-def caption_server(tiny_model, tmp_path_factory) -> Iterator[ServerHandle]:
-    with start_transformers_server(tiny_model, log_dir=tmp_path_factory.mktemp("serve")) as s:
-        yield s
 
 
 def inputs(n: int):
