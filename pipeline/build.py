@@ -26,8 +26,9 @@ from .composite import render_rgb
 from .config import RunConfig
 from .context import ChipArea, MapContext, map_context
 from .errors import SampleFailure
+from .geometry import ChipGrid
 from .sampling import ShardPlan
-from .scenes import SceneChoice, search_scenes
+from .scenes import SceneAssets, SceneChoice, search_scenes
 from .shards import (
     SampleRecord,
     ShardStats,
@@ -87,8 +88,9 @@ def _base_record(config: RunConfig, shard: ShardPlan) -> dict[str, SampleRecord]
     }
 
 
-def _fill_scene(rec: SampleRecord, choice: SceneChoice, config: RunConfig) -> None:
-    scene, grid = choice.scene, choice.grid
+def _fill_scene(
+    rec: SampleRecord, scene: SceneAssets, grid: ChipGrid, rank: int, config: RunConfig
+) -> None:
     footprint = grid.footprint_lonlat()
     xmin, ymin, xmax, ymax = footprint.bounds
     bands = config.chips.band_list
@@ -100,6 +102,7 @@ def _fill_scene(rec: SampleRecord, choice: SceneChoice, config: RunConfig) -> No
     rec.stac_item_id = scene.item_id
     rec.stac_collection = scene.collection
     rec.scene_cloud_cover = scene.cloud_cover
+    rec.scene_rank = rank
     rec.processing_baseline = scene.processing_baseline
     rec.platform = scene.platform
     rec.bands = [b.name for b in bands]
@@ -121,6 +124,38 @@ def _fill_context(rec: SampleRecord, ctx: MapContext) -> None:
     rec.classes = ctx.classes
     rec.tags = ctx.tags
     rec.names = ctx.names
+
+
+def _read_with_fallbacks(
+    choices: dict[str, SceneChoice], records: dict[str, SampleRecord], config: RunConfig
+) -> tuple[dict[str, Chip | SampleFailure], dict[str, ChipGrid]]:
+    """Cut every chip; a chip whose COGs fail is cut from its next-best scene, if any."""
+    options = {
+        sid: [(c.scene, c.grid), *c.fallbacks][: config.chips.max_scene_fallbacks + 1]
+        for sid, c in choices.items()
+    }
+    rank = dict.fromkeys(choices, 0)
+    errors: dict[str, list[str]] = {sid: [] for sid in choices}
+    chips: dict[str, Chip | SampleFailure] = {}
+    pending = list(choices)
+    while pending:
+        requests = [ChipRequest(sid, *options[sid][rank[sid]]) for sid in pending]
+        got = read_chips(requests, config.chips.band_list, threads=config.chips.read_threads)
+        pending = []
+        for sid, result in got.items():
+            retryable = isinstance(result, SampleFailure) and result.reason.startswith("cog_")
+            if retryable and rank[sid] + 1 < len(options[sid]):
+                assert isinstance(result, SampleFailure)
+                errors[sid].append(f"{options[sid][rank[sid]][0].item_id}: {result.message}")
+                rank[sid] += 1
+                pending.append(sid)
+                continue
+            if isinstance(result, SampleFailure) and errors[sid]:
+                result = SampleFailure(result.reason, "; ".join([*errors[sid], result.message]))
+            chips[sid] = result
+            if rank[sid] and isinstance(result, Chip):
+                _fill_scene(records[sid], *options[sid][rank[sid]], rank[sid], config)
+    return chips, {sid: options[sid][rank[sid]][1] for sid in choices}
 
 
 def _caption(
@@ -252,12 +287,11 @@ def build_shard(
         if isinstance(choice, SampleFailure):
             fail(sid, "search", choice)
         else:
-            _fill_scene(records[sid], choice, config)
+            _fill_scene(records[sid], choice.scene, choice.grid, 0, config)
             alive[sid] = choice
 
     with timer.stage("chips"):
-        requests = [ChipRequest(sid, c.scene, c.grid) for sid, c in alive.items()]
-        chips = read_chips(requests, bands, threads=config.chips.read_threads) if requests else {}
+        chips, grids = _read_with_fallbacks(alive, records, config)
     for sid, chip in chips.items():
         if isinstance(chip, SampleFailure):
             fail(sid, "chips", chip)
@@ -271,7 +305,7 @@ def build_shard(
             records[sid].rgb = {"bytes": render_rgb(chip.pixels, chip.band_names), "path": None}
 
     with timer.stage("context"):
-        contexts = map_context([ChipArea(sid, alive[sid].grid) for sid in alive], overture_root)
+        contexts = map_context([ChipArea(sid, grids[sid]) for sid in alive], overture_root)
     for sid, ctx in contexts.items():
         _fill_context(records[sid], ctx)
 

@@ -203,6 +203,13 @@ class ChipConfig(_Section):
         description=f"A preset ({', '.join(BAND_PRESETS)}) or a list of ESA band names.",
     )
     read_threads: int = Field(default=8, ge=1, le=64, description="Parallel COG reads per shard.")
+    max_scene_fallbacks: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="When a scene's COGs cannot be read, try up to this many next-best "
+        "covering scenes before the sample fails.",
+    )
 
     @field_validator("bands")
     @classmethod

@@ -83,11 +83,18 @@ class SceneAssets:
 
 @dataclass(frozen=True)
 class SceneChoice:
-    """The scene chosen for one sample, the chip grid in it, and the runners-up."""
+    """The scene chosen for one sample, the chip grid in it, and the runners-up.
+
+    Attributes:
+        scene: The least cloudy scene that covers the chip.
+        grid: The chip's grid in that scene.
+        fallbacks: The other covering scenes with their grids, best first, tried in turn
+            when the chosen scene's COGs cannot be read.
+    """
 
     scene: SceneAssets
     grid: ChipGrid
-    candidates: tuple[str, ...]
+    fallbacks: tuple[tuple[SceneAssets, ChipGrid], ...] = ()
 
 
 def _is_cog(asset: dict[str, Any]) -> bool:
@@ -406,7 +413,7 @@ def _choose(
             covering.append((scene, grid))
     if covering:
         scene, grid = covering[0]
-        return SceneChoice(scene, grid, tuple(s.item_id for s, _ in covering[1:]))
+        return SceneChoice(scene, grid, tuple(covering[1:]))
     if asset_errors:
         return SampleFailure("missing_band", "; ".join(asset_errors[:3]))
     return SampleFailure(

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -304,6 +305,31 @@ def _serve(app: Any, port: int, port_file: Path | None) -> None:
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
 
 
+class _OneQueryAtATime:
+    """rustac's DuckdbClient, entered by one thread at a time.
+
+    Two concurrent searches can deadlock it: one thread holds the client's Rust lock while it
+    calls back into Python (logging) and waits for the GIL, the other holds the GIL while it
+    waits for the Rust lock. A Python lock taken before entering the client (waiting on it
+    releases the GIL) makes that impossible; seen as 30 s read timeouts on /search.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return locked
+
+
 def _run_stac(items_json: Path, port: int, port_file: Path | None) -> None:
     import rustac
     from stac_fastapi.geoparquet.api import create
@@ -312,10 +338,12 @@ def _run_stac(items_json: Path, port: int, port_file: Path | None) -> None:
     items = json.loads(items_json.read_text())["features"]
     parquet = items_json.with_suffix(".parquet")
     rustac.write_sync(str(parquet), items)
-    client = rustac.DuckdbClient(
-        extension_directory=_duckdb_extension_dir(),
-        install_extensions=False,
-        extensions=["spatial", "icu"],
+    client: Any = _OneQueryAtATime(
+        rustac.DuckdbClient(
+            extension_directory=_duckdb_extension_dir(),
+            install_extensions=False,
+            extensions=["spatial", "icu"],
+        )
     )
     settings = Settings(stac_fastapi_geoparquet_href=str(parquet))
     _serve(create(settings=settings, duckdb_client=client).app, port, port_file)

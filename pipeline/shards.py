@@ -104,6 +104,7 @@ def shard_schema(n_bands: int, size: int) -> pa.Schema:
             ("stac_item_id", pa.string()),
             ("stac_collection", pa.string()),
             ("scene_cloud_cover", pa.float32()),
+            ("scene_rank", pa.int32()),
             ("processing_baseline", pa.string()),
             ("platform", pa.string()),
             ("bands", pa.list_(pa.string())),
@@ -168,6 +169,7 @@ class SampleRecord:
     stac_item_id: str | None = None
     stac_collection: str | None = None
     scene_cloud_cover: float | None = None
+    scene_rank: int | None = None
     processing_baseline: str | None = None
     platform: str | None = None
     bands: list[str] | None = None

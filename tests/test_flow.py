@@ -144,20 +144,34 @@ def test_resume_skips_done_shards_and_refuses_other_configs(built):
         run_build(config.with_updates({"chips.bands": "llama3-ms-clip-10"}))
 
 
-def test_corrupt_cog_fails_its_samples_and_the_rest_succeed(region_copy, tmp_path):
+@pytest.mark.parametrize("fallbacks", [0, 2])
+def test_corrupt_cog_falls_back_or_fails_only_its_samples(region_copy, tmp_path, fallbacks):
     items = load_items(region_copy)
     july = next(i for i in items if i["properties"]["datetime"].startswith("2024-07"))
+    august = next(i for i in items if i["properties"]["datetime"].startswith("2024-08"))
     shutil.copy(__file__, region_copy.cog_root / july["id"] / "nir.tif")  # not a TIFF
     with serve_demo(region_copy.root, items) as srv:
-        config = make_config(region_copy, srv, tmp_path / "out")
+        config = make_config(
+            region_copy, srv, tmp_path / "out", **{"chips.max_scene_fallbacks": fallbacks}
+        )
         report = run_build(config)
     data = rows(config)
     summer = [r for r in data if r["period"] == "summer"]
-    assert summer and all(r["status"] == "failed" for r in summer)
-    assert all(r["error_reason"] == "cog_open" and "nir.tif" in r["error_message"] for r in summer)
     autumn = [r for r in data if r["period"] == "autumn"]
-    assert autumn and all(r["status"] == "ok" for r in autumn)
-    assert report.failures_by_reason == {"cog_open": len(summer)}
+    assert summer and autumn and all(r["status"] == "ok" for r in autumn)
+    if fallbacks == 0:
+        assert all(r["status"] == "failed" for r in summer)
+        assert all(
+            r["error_reason"] == "cog_open" and "nir.tif" in r["error_message"] for r in summer
+        )
+        assert report.failures_by_reason == {"cog_open": len(summer)}
+    else:
+        # The next-best covering scene (August, cloudier) replaces the broken July one.
+        assert all(r["status"] == "ok" for r in summer)
+        assert {r["stac_item_id"] for r in summer} == {august["id"]}
+        assert {r["scene_rank"] for r in summer} == {1}
+        assert all(r["scene_rank"] == 0 for r in autumn)
+        assert report.failed == 0
 
 
 @pytest.mark.parametrize("backend", ["openai", "transformers"])
