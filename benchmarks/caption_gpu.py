@@ -1513,6 +1513,7 @@ def env_info(device: torch.device) -> dict[str, Any]:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "device": str(device),
+        "triton": getattr(triton, "__version__", None),
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -1692,7 +1693,7 @@ def bench_fast(
             * (n - 1)
             / b,
             "decode_attention_at_full_cache": dec_attn_ms * n_layers * (n - 1) / b,
-            "note": "parts timed alone (layer 0, repeated); the runs' totals are measured",
+            "note": "parts timed alone on the real shapes; the runs' totals are measured",
         }
     fast.free()
     del fast
@@ -1926,7 +1927,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true", help="tiny config (smoke test, CPU)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="caption_gpu.json", help="JSON report path")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="JSON report path (benchmark default: caption_gpu.json; --check writes only if given)",
+    )
     return p.parse_args(argv)
 
 
@@ -1951,13 +1956,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     with torch.inference_mode():
         if args.check:
             rep = run_check(device, not args.no_compile and not on_cpu, not args.no_graphs)
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps({"check": rep}, indent=2, default=str))
+            if args.out:
+                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.out).write_text(json.dumps({"check": rep}, indent=2, default=str))
             return 0 if rep["passed"] else 1
         if on_cpu and not args.tiny:
             raise SystemExit("the full-size benchmark needs a GPU; use --tiny on a CPU")
         if on_cpu:
             args.no_compile = True
+        args.out = args.out or "caption_gpu.json"
         report = run_benchmark(args, device)
     check = report.get("check")
     return 1 if check is not None and not check["passed"] else 0

@@ -22,7 +22,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipeline.build import build_shard
 from pipeline.config import RunConfig
-from pipeline.run import RunPlan, RunReport, plan_run, preflight, summarize
+from pipeline.run import RunPlan, RunReport, failed_samples, plan_run, preflight, summarize
 from pipeline.sampling import ShardPlan
 from pipeline.shards import ShardStats
 
@@ -37,25 +37,37 @@ def plan_run_task(config: RunConfig) -> RunPlan:
 
 
 @task(name="build-shard", cache_policy=NO_CACHE, task_run_name="build-shard-{shard.index:05d}")
-def build_shard_task(shard: ShardPlan, config: RunConfig, overture_root: Path) -> ShardStats:
-    """Build one shard (all stages) and write it with its stats."""
-    return build_shard(shard, config, overture_root=overture_root)
+def build_shard_task(
+    shard: ShardPlan, config: RunConfig, overture_root: Path, only: set[str] | None = None
+) -> ShardStats:
+    """Build one shard (all stages) and write it with its stats; ``only``: retry these."""
+    return build_shard(shard, config, overture_root=overture_root, only=only)
 
 
 ShardCallback = Callable[[ShardStats, int, int], None]
 
 
 @flow(name="eocap-build-dataset", validate_parameters=False)
-def build_dataset(config: RunConfig, on_shard: ShardCallback | None = None) -> RunReport:
+def build_dataset(
+    config: RunConfig, on_shard: ShardCallback | None = None, retry_failed: bool = False
+) -> RunReport:
     """Build (or resume) the dataset a config describes.
 
     Args:
         config: The run config.
         on_shard: Called with (stats, done, total) after each shard, for progress display.
+        retry_failed: Also rebuild the failed samples of finished shards, keeping their other
+            rows as they are.
     """
     t0 = time.perf_counter()
     plan = plan_run_task(config)
     futures = [build_shard_task.submit(shard, config, plan.overture_root) for shard in plan.pending]
+    if retry_failed:
+        by_index = {s.index: s for s in plan.shards}
+        for index, ids in failed_samples(plan).items():
+            futures.append(
+                build_shard_task.submit(by_index[index], config, plan.overture_root, ids)
+            )
     built: list[ShardStats] = []
     for fut in as_completed(futures):
         stats = fut.result()

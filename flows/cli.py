@@ -38,6 +38,8 @@ examples:
   eocap plan my-run.yaml              how many samples and shards a config makes (no work)
   eocap check my-run.yaml             validate a config and reach its STAC API and Overture data
   eocap run my-run.yaml               build the dataset a config describes (resumes)
+  eocap status output/my-run          shards done/partial/pending, failures by reason
+  eocap run my-run.yaml --retry-failed   retry only the failed samples of finished shards
   eocap run my-run.yaml --set output.shard_size=1000 --set runtime.workers=8
   eocap serve-demo                    serve the demo STAC API and COGs until Ctrl-C
 
@@ -92,7 +94,7 @@ def _print_report(report: RunReport) -> None:
     )
 
 
-def _run(config: RunConfig) -> RunReport:
+def _run(config: RunConfig, *, retry_failed: bool = False) -> RunReport:
     _setup_prefect()
     from flows.build_dataset import run_build
 
@@ -115,14 +117,14 @@ def _run(config: RunConfig) -> RunReport:
             rate = samples[0] / max(time.perf_counter() - t0, 1e-6)
             progress.update(bar, completed=done, total=total, rate=f"{rate:.1f} samples/s")
 
-        report = run_build(config, on_shard)
+        report = run_build(config, on_shard, retry_failed=retry_failed)
     _print_report(report)
     return report
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Build the dataset a config describes."""
-    _run(_load(args.config, args.set))
+    _run(_load(args.config, args.set), retry_failed=args.retry_failed)
     return 0
 
 
@@ -193,6 +195,35 @@ def cmd_generate_demo(args: argparse.Namespace) -> int:
         f"{region.items_path}, Overture {region.overture_root} "
         f"({time.perf_counter() - t0:.1f} s)"
     )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show where a run stands: shards done, partial and pending; failures; throughput."""
+    from pipeline.run import run_status
+
+    st = run_status(args.output)
+    table = Table(title=f"eocap status: {st.output_dir}", show_header=False)
+    table.add_row(
+        "shards", f"{st.done} done, {st.partial} partial, {st.pending} pending (of {st.shards})"
+    )
+    table.add_row(
+        "samples",
+        f"{st.samples_written} written of {st.samples_planned} planned: "
+        f"{st.ok} ok, {st.failed} failed",
+    )
+    for reason, n in st.failures_by_reason.items():
+        table.add_row(f"  failed: {reason}", str(n))
+    for flag, n in st.caption_flags.items():
+        table.add_row(f"  caption flag: {flag}", str(n))
+    table.add_row(
+        "throughput",
+        f"{st.samples_per_shard_second} samples per shard-second "
+        f"({st.shard_seconds} shard-seconds)",
+    )
+    Console().print(table)
+    if st.failed:
+        Console().print("Retry the failed samples: eocap run CONFIG --retry-failed")
     return 0
 
 
@@ -306,6 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = add("run", cmd_run, "build the dataset a config describes (resumes where it stopped)")
     config_args(p, required=True)
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="also rebuild the failed samples of finished shards (their ok rows are kept)",
+    )
+    p = add("status", cmd_status, "show a run's shards (done/partial/pending) and failures")
+    p.add_argument("output", type=Path, help="the run's output directory")
     p = add("plan", cmd_plan, "count the samples and shards of a config, without work")
     config_args(p, required=False)
     p = add("check", cmd_check, "validate a config and reach its STAC API and Overture data")

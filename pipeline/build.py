@@ -16,27 +16,30 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import shapely
 
 from . import __version__
 from .caption_checks import check_caption
 from .captioner import Captioner, CaptionInput, TemplateCaptioner, make_captioner
-from .chips import Chip, ChipRequest, read_chips
+from .chips import Chip, ChipRequest, clear_http_cache, read_chips
 from .composite import render_rgb
 from .config import RunConfig
 from .context import ChipArea, MapContext, map_context
 from .errors import SampleFailure
 from .geometry import ChipGrid
-from .sampling import ShardPlan
+from .sampling import SampleSpec, ShardPlan
 from .scenes import SceneAssets, SceneChoice, search_scenes
 from .shards import (
     SampleRecord,
     ShardStats,
+    records_table,
     shard_paths,
-    summarize_failures,
-    summarize_flags,
-    write_shard,
+    table_counts,
     write_stats,
+    write_table,
 )
 
 __all__ = ["STAGES", "build_shard", "config_hash"]
@@ -70,7 +73,7 @@ class _Timer:
             self.seconds[name] += time.perf_counter() - t0
 
 
-def _base_record(config: RunConfig, shard: ShardPlan) -> dict[str, SampleRecord]:
+def _base_record(config: RunConfig, samples: list[SampleSpec]) -> dict[str, SampleRecord]:
     return {
         s.sample_id: SampleRecord(
             sample_id=s.sample_id,
@@ -84,7 +87,7 @@ def _base_record(config: RunConfig, shard: ShardPlan) -> dict[str, SampleRecord]
             period_end=s.period.end,
             overture_release=config.overture.release,
         )
-        for s in shard.samples
+        for s in samples
     }
 
 
@@ -248,28 +251,14 @@ def _fail(
     alive.pop(sid, None)
 
 
-def build_shard(
-    shard: ShardPlan,
+def _build_records(
+    samples: list[SampleSpec],
     config: RunConfig,
-    *,
     overture_root: Path,
-    captioner: Captioner | None = None,
-) -> ShardStats:
-    """Build one shard end to end and write it with its stats sidecar.
-
-    Args:
-        shard: The planned samples.
-        config: The run config.
-        overture_root: Local Overture tree (see :func:`pipeline.context.prepare_overture`).
-        captioner: Captioner to use; built from the config when ``None``.
-
-    Returns:
-        The shard's stats (also written next to the shard).
-    """
-    t_start = time.perf_counter()
-    timer = _Timer()
-    records = _base_record(config, shard)
-    bands = config.chips.band_list
+    captioner: Captioner | None,
+    timer: _Timer,
+) -> list[SampleRecord]:
+    records = _base_record(config, samples)
     alive: dict[str, Any] = {}
 
     def fail(sid: str, stage: str, err: SampleFailure) -> None:
@@ -277,9 +266,9 @@ def build_shard(
 
     with timer.stage("search"):
         choices = search_scenes(
-            shard.samples,
+            samples,
             config.stac,
-            bands,
+            config.chips.band_list,
             chip_size=config.chips.size_px,
             resolution=config.chips.resolution_m,
         )
@@ -311,17 +300,54 @@ def build_shard(
 
     with timer.stage("caption"):
         _caption(records, alive, chips, contexts, config, captioner)
+    return [records[s.sample_id] for s in samples]
 
-    rows = [records[s.sample_id] for s in shard.samples]
-    shards_dir = config.output.dir / "shards"
-    parquet_path, stats_path = shard_paths(shards_dir, shard.index)
+
+def build_shard(
+    shard: ShardPlan,
+    config: RunConfig,
+    *,
+    overture_root: Path,
+    captioner: Captioner | None = None,
+    only: set[str] | None = None,
+) -> ShardStats:
+    """Build one shard end to end and write it with its stats sidecar.
+
+    Args:
+        shard: The planned samples.
+        config: The run config.
+        overture_root: Local Overture tree (see :func:`pipeline.context.prepare_overture`).
+        captioner: Captioner to use; built from the config when ``None``.
+        only: Rebuild just these samples of an existing shard (``--retry-failed``): their new
+            rows replace the old ones, every other row is kept as it is, order unchanged.
+
+    Returns:
+        The shard's stats (also written next to the shard).
+    """
+    t_start = time.perf_counter()
+    timer = _Timer()
+    samples = [s for s in shard.samples if only is None or s.sample_id in only]
+    if only is not None:
+        clear_http_cache()  # a retry must not see what GDAL cached of the failed COGs
+    rows = _build_records(samples, config, overture_root, captioner, timer)
+    n_bands, size = len(config.chips.band_list), config.chips.size_px
+    parquet_path, stats_path = shard_paths(config.output.dir / "shards", shard.index)
     chash = config_hash(config)
     with timer.stage("write"):
-        size = write_shard(
-            rows,
+        table = records_table(rows, n_bands=n_bands, size=size)
+        if only is not None:
+            old = pq.read_table(parquet_path, schema=table.schema)
+            kept = old.filter(pc.invert(pc.is_in(old.column("sample_id"), pa.array(list(only)))))
+            merged = pa.concat_tables([kept, table])
+            position = {s.sample_id: i for i, s in enumerate(shard.samples)}
+            order = sorted(
+                range(merged.num_rows),
+                key=lambda k: position[merged.column("sample_id")[k].as_py()],
+            )
+            table = merged.take(order)
+        nbytes = write_table(
+            table,
             parquet_path,
-            n_bands=len(bands),
-            size=config.chips.size_px,
             row_group_mb=config.output.row_group_mb,
             extra_metadata={
                 "config_hash": chash,
@@ -330,21 +356,22 @@ def build_shard(
                 "shard": shard.index,
             },
         )
-    ok = sum(r.status == "ok" for r in rows)
+    ok, reasons, flags = table_counts(table)
+    sample_ids = table.column("sample_id").to_pylist()
     stats = ShardStats(
         shard=shard.index,
         path=parquet_path.name,
-        count=len(rows),
+        count=table.num_rows,
         ok=ok,
-        failed=len(rows) - ok,
-        failures_by_reason=summarize_failures(rows),
+        failed=table.num_rows - ok,
+        failures_by_reason=reasons,
         stage_seconds={k: round(v, 3) for k, v in timer.seconds.items()},
         duration_s=round(time.perf_counter() - t_start, 3),
-        bytes=size,
+        bytes=nbytes,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         config_hash=chash,
-        sample_ids_sha1=hashlib.sha1("\n".join(r.sample_id for r in rows).encode()).hexdigest(),
-        caption_flags=summarize_flags(rows),
+        sample_ids_sha1=hashlib.sha1("\n".join(sample_ids).encode()).hexdigest(),
+        caption_flags=flags,
     )
     write_stats(stats, stats_path)
     return stats

@@ -12,11 +12,13 @@ Pixel convention of the output: uint16 DN with reflectance = DN / 10000 (offset 
 
 from __future__ import annotations
 
+import ctypes
 import math
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +33,15 @@ from .errors import SampleFailure
 from .geometry import ChipGrid
 from .scenes import SceneAssets
 
-__all__ = ["GDAL_HTTP_ENV", "Chip", "ChipRequest", "ChipStats", "gdal_env", "read_chips"]
+__all__ = [
+    "GDAL_HTTP_ENV",
+    "Chip",
+    "ChipRequest",
+    "ChipStats",
+    "clear_http_cache",
+    "gdal_env",
+    "read_chips",
+]
 
 GDAL_HTTP_ENV: dict[str, str | int | bool] = {
     # Without this GDAL lists the remote "directory" on every open: 22 requests instead of 3.
@@ -55,6 +65,23 @@ SCL_SNOW = (11,)
 SCL_WATER = (6,)
 UInt16Array = npt.NDArray[np.uint16]
 UInt8Array = npt.NDArray[np.uint8]
+
+
+def clear_http_cache() -> bool:
+    """Forget what GDAL cached of remote files (sizes, headers, blocks) in this process.
+
+    A retry must read a COG afresh: one that was broken or missing when it failed may have been
+    repaired or replaced since. rasterio does not wrap ``VSICurlClearCache``; the GDAL library
+    its wheel bundles is already loaded, so it is called through ctypes.
+
+    Returns:
+        Whether the cache was cleared (False if no bundled GDAL library was found).
+    """
+    libs = sorted(Path(rasterio.__file__).parent.parent.glob("rasterio.libs/libgdal*.so*"))
+    if not libs:
+        return False
+    ctypes.CDLL(str(libs[0])).VSICurlClearCache()
+    return True
 
 
 @contextmanager

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import shapely
 
 from . import __version__
@@ -31,7 +33,16 @@ from .sampling import ShardPlan, plan_shards, region_geometry, write_manifest
 from .scenes import check_stac
 from .shards import ShardStats, read_stats, shard_paths
 
-__all__ = ["RunPlan", "RunReport", "plan_run", "preflight", "summarize"]
+__all__ = [
+    "RunPlan",
+    "RunReport",
+    "RunStatus",
+    "failed_samples",
+    "plan_run",
+    "preflight",
+    "run_status",
+    "summarize",
+]
 
 
 def preflight(config: RunConfig) -> None:
@@ -176,3 +187,85 @@ def chip_within_region(config: RunConfig, geometry_wkb: bytes, tolerance_deg: fl
         return True
     region = region_geometry(config.region).buffer(tolerance_deg)
     return bool(region.covers(shapely.from_wkb(geometry_wkb)))
+
+
+def failed_samples(plan: RunPlan) -> dict[int, set[str]]:
+    """Failed sample ids of every finished shard that has any (for ``--retry-failed``)."""
+    out: dict[int, set[str]] = {}
+    for shard in plan.shards:
+        parquet, stats_path = shard_paths(plan.output_dir / "shards", shard.index)
+        if not stats_path.exists() or read_stats(stats_path).failed == 0:
+            continue
+        table = pq.read_table(parquet, columns=["sample_id", "status"])
+        failed = table.filter(pc.not_equal(table.column("status"), "ok"))
+        out[shard.index] = set(failed.column("sample_id").to_pylist())
+    return out
+
+
+@dataclass
+class RunStatus:
+    """Where a run's output stands (``eocap status``)."""
+
+    output_dir: str
+    shards: int
+    done: int
+    partial: int
+    pending: int
+    samples_planned: int
+    samples_written: int
+    ok: int
+    failed: int
+    failures_by_reason: dict[str, int]
+    caption_flags: dict[str, int]
+    shard_seconds: float
+    samples_per_shard_second: float
+
+
+def run_status(output_dir: Path) -> RunStatus:
+    """Read a run's manifest and shard stats; touches nothing.
+
+    A shard is *done* when its stats file exists, *partial* when its Parquet file (or a temp
+    file of it) exists without stats (the run stopped while writing it), else *pending*.
+
+    Raises:
+        ConfigError: if ``output_dir`` holds no run.
+    """
+    manifest = output_dir / "manifest.parquet"
+    if not manifest.exists():
+        raise ConfigError("output.dir", f"{output_dir} holds no eocap run (no manifest.parquet)")
+    shard_ids = pc.unique(pq.read_table(manifest, columns=["shard"]).column("shard")).to_pylist()
+    planned = pq.ParquetFile(manifest).metadata.num_rows
+    shards_dir = output_dir / "shards"
+    done = partial = 0
+    stats = []
+    for index in shard_ids:
+        parquet, stats_path = shard_paths(shards_dir, index)
+        if stats_path.exists():
+            done += 1
+            stats.append(read_stats(stats_path))
+        elif parquet.exists() or any(shards_dir.glob(f".{parquet.name}.tmp*")):
+            partial += 1
+    reasons: dict[str, int] = {}
+    flags: dict[str, int] = {}
+    for st in stats:
+        for key, n in st.failures_by_reason.items():
+            reasons[key] = reasons.get(key, 0) + n
+        for key, n in st.caption_flags.items():
+            flags[key] = flags.get(key, 0) + n
+    seconds = sum(st.duration_s for st in stats)
+    written = sum(st.count for st in stats)
+    return RunStatus(
+        output_dir=str(output_dir),
+        shards=len(shard_ids),
+        done=done,
+        partial=partial,
+        pending=len(shard_ids) - done - partial,
+        samples_planned=planned,
+        samples_written=written,
+        ok=sum(st.ok for st in stats),
+        failed=sum(st.failed for st in stats),
+        failures_by_reason=dict(sorted(reasons.items())),
+        caption_flags=dict(sorted(flags.items())),
+        shard_seconds=round(seconds, 2),
+        samples_per_shard_second=round(written / seconds, 2) if seconds else 0.0,
+    )

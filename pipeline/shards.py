@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import threading
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 __all__ = [
@@ -28,12 +30,13 @@ __all__ = [
     "SampleRecord",
     "ShardStats",
     "read_stats",
+    "records_table",
     "shard_paths",
     "shard_schema",
-    "summarize_failures",
-    "summarize_flags",
+    "table_counts",
     "write_shard",
     "write_stats",
+    "write_table",
 ]
 
 SCHEMA_VERSION = "1.1"
@@ -287,60 +290,61 @@ def _column(records: list[SampleRecord], name: str, typ: pa.DataType) -> pa.Arra
     return pa.array([getattr(r, name) for r in records], type=typ)
 
 
-def _geo_metadata(records: list[SampleRecord]) -> dict[str, Any]:
-    boxes = [r.bbox for r in records if r.bbox is not None]
-    bbox = (
-        [
-            min(b["xmin"] for b in boxes),
-            min(b["ymin"] for b in boxes),
-            max(b["xmax"] for b in boxes),
-            max(b["ymax"] for b in boxes),
-        ]
-        if boxes
-        else []
-    )
+def _geo_metadata(table: pa.Table) -> dict[str, Any]:
     column: dict[str, Any] = {
         "encoding": "WKB",
         "geometry_types": ["Polygon"],
         "covering": {"bbox": {k: ["bbox", k] for k in ("xmin", "ymin", "xmax", "ymax")}},
     }
-    if bbox:
-        column["bbox"] = bbox
+    boxes = table.column("bbox")
+    if boxes.null_count < len(boxes):
+        bounds = [
+            pc.min(pc.struct_field(boxes, "xmin")).as_py(),
+            pc.min(pc.struct_field(boxes, "ymin")).as_py(),
+            pc.max(pc.struct_field(boxes, "xmax")).as_py(),
+            pc.max(pc.struct_field(boxes, "ymax")).as_py(),
+        ]
+        column["bbox"] = bounds
     return {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": column}}
 
 
-def write_shard(
-    records: list[SampleRecord],
+def records_table(records: list[SampleRecord], *, n_bands: int, size: int) -> pa.Table:
+    """The rows of a shard as an Arrow table of :func:`shard_schema`."""
+    schema = shard_schema(n_bands, size)
+    return pa.table([_column(records, f.name, f.type) for f in schema], schema=schema)
+
+
+def write_table(
+    table: pa.Table,
     path: Path,
     *,
-    n_bands: int,
-    size: int,
     row_group_mb: float = 100.0,
     extra_metadata: dict[str, Any] | None = None,
 ) -> int:
-    """Write ``records`` to ``path`` atomically and return the file size in bytes.
+    """Write a shard table to ``path`` atomically (temp file, rename); return its size.
 
     Args:
-        records: All rows of the shard, failed ones included.
+        table: Rows of :func:`shard_schema`.
         path: Target ``NNNNN.parquet``.
-        n_bands: Bands per pixel cube.
-        size: Chip size in pixels.
         row_group_mb: Target uncompressed row-group size, so one row read stays cheap.
         extra_metadata: JSON-able dict stored under the ``eocap`` key of the file metadata.
     """
-    schema = shard_schema(n_bands, size)
-    table = pa.table([_column(records, f.name, f.type) for f in schema], schema=schema)
     hf = {"info": {"features": {"rgb": {"_type": "Image"}}}}
     meta = {
-        b"geo": json.dumps(_geo_metadata(records)).encode(),
+        b"geo": json.dumps(_geo_metadata(table)).encode(),
         b"huggingface": json.dumps(hf).encode(),
         b"eocap": json.dumps({"schema_version": SCHEMA_VERSION, **(extra_metadata or {})}).encode(),
     }
     table = table.replace_schema_metadata(meta)
-    bytes_per_row = n_bands * size * size * 2 + size * size + 200_000
+    pixels = table.schema.field("pixels").type
+    n_values = 1
+    while pa.types.is_fixed_size_list(pixels):
+        n_values *= pixels.list_size
+        pixels = pixels.value_type
+    bytes_per_row = n_values * 2 + 200_000  # cube, plus SCL, PNG and context
     rows_per_group = max(1, int(row_group_mb * 1e6 // bytes_per_row))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     pq.write_table(
         table,
         tmp,
@@ -366,6 +370,29 @@ def write_shard(
     return path.stat().st_size
 
 
+def write_shard(
+    records: list[SampleRecord],
+    path: Path,
+    *,
+    n_bands: int,
+    size: int,
+    row_group_mb: float = 100.0,
+    extra_metadata: dict[str, Any] | None = None,
+) -> int:
+    """Write ``records`` as a shard (see :func:`write_table`); return the file size."""
+    table = records_table(records, n_bands=n_bands, size=size)
+    return write_table(table, path, row_group_mb=row_group_mb, extra_metadata=extra_metadata)
+
+
+def table_counts(table: pa.Table) -> tuple[int, dict[str, int], dict[str, int]]:
+    """(ok rows, failed rows per reason, captions per check flag) of a shard table."""
+    ok = pc.sum(pc.equal(table.column("status"), "ok")).as_py() or 0
+    failed = table.filter(pc.not_equal(table.column("status"), "ok"))
+    reasons = Counter(str(r or "unknown") for r in failed.column("error_reason").to_pylist())
+    flags = Counter(str(f) for f in pc.list_flatten(table.column("caption_flags")).to_pylist())
+    return int(ok), dict(reasons), dict(flags)
+
+
 def write_stats(stats: ShardStats, path: Path) -> None:
     """Write a shard's stats sidecar atomically (its existence marks the shard done)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -377,13 +404,3 @@ def write_stats(stats: ShardStats, path: Path) -> None:
 def read_stats(path: Path) -> ShardStats:
     """Read a stats sidecar."""
     return ShardStats(**json.loads(path.read_text()))
-
-
-def summarize_failures(records: list[SampleRecord]) -> dict[str, int]:
-    """Failed rows per reason."""
-    return dict(Counter(r.error_reason or "unknown" for r in records if r.status != "ok"))
-
-
-def summarize_flags(records: list[SampleRecord]) -> dict[str, int]:
-    """Captions per caption-check flag."""
-    return dict(Counter(f for r in records for f in (r.caption_flags or [])))

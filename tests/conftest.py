@@ -7,8 +7,26 @@ HTTP file server on 127.0.0.1.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
+import tempfile
+
+# Set before anything imports prefect: its settings are read once.
+os.environ.update(
+    {
+        "PREFECT_HOME": tempfile.mkdtemp(prefix="eocap-test-prefect-"),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_UI_ENABLED": "false",
+        # Logs stay local: the API log handler would flush after the server is stopped.
+        "PREFECT_LOGGING_TO_API_ENABLED": "false",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    }
+)
+os.environ.pop("PREFECT_API_URL", None)
+
+import datetime as dt
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,22 +60,7 @@ PERIODS = [
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _offline_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    home = tmp_path_factory.mktemp("prefect-home")
-    env = {
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
-        "PREFECT_UI_ENABLED": "false",
-        # Logs stay local: the API log handler would flush after the server is stopped.
-        "PREFECT_LOGGING_TO_API_ENABLED": "false",
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-    }
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    os.environ.pop("PREFECT_API_URL", None)
+def _stop_prefect_server() -> Iterator[None]:
     yield
     # Stop Prefect's temporary server while pytest's streams are still open; left to atexit it
     # logs to a closed stream after the test summary.
@@ -65,11 +68,6 @@ def _offline_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
 
     for server in list(SubprocessASGIServer._instances.values()):
         server.stop()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 @pytest.fixture(scope="session")

@@ -194,3 +194,33 @@ def test_flow_with_model_captioners(backend, region, servers, caption_server, ti
         assert r["caption"] and r["caption_latency_s"] > 0
         # A random-weight model answers garbage: the checks say so on every sample.
         assert "not_english" in r["caption_flags"] and r["clip_tokens"] > 2
+
+
+def test_retry_failed_rebuilds_only_failed_samples(region_copy, tmp_path):
+    from pipeline.run import run_status
+
+    items = load_items(region_copy)
+    july = next(i for i in items if i["properties"]["datetime"].startswith("2024-07"))
+    nir = region_copy.cog_root / july["id"] / "nir.tif"
+    good = nir.read_bytes()
+    nir.write_bytes(b"broken")
+    with serve_demo(region_copy.root, items) as srv:
+        config = make_config(region_copy, srv, tmp_path / "out", **{"chips.max_scene_fallbacks": 0})
+        first = run_build(config)
+        assert first.failed > 0
+        before = {r["sample_id"]: r for r in rows(config)}
+        status = run_status(config.output.dir)
+        assert (status.done, status.pending, status.failed) == (2, 0, first.failed)
+        nir.write_bytes(good)  # the COG is repaired
+        again = run_build(config, retry_failed=True)
+    assert again.failed == 0 and again.samples == 8
+    after = rows(config)
+    assert [r["sample_id"] for r in after] == sorted(before, key=list(before).index)
+    assert len({r["sample_id"] for r in after}) == 8
+    for r in after:
+        old = before[r["sample_id"]]
+        if old["status"] == "ok":
+            assert r == old  # untouched rows are byte-for-byte the same values
+        else:
+            assert r["status"] == "ok" and r["stac_item_id"] == july["id"]
+    assert run_status(config.output.dir).failed == 0
