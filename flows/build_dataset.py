@@ -26,7 +26,7 @@ from pipeline.run import RunPlan, RunReport, failed_samples, plan_run, preflight
 from pipeline.sampling import ShardPlan
 from pipeline.shards import ShardStats
 
-__all__ = ["build_dataset", "run_build"]
+__all__ = ["build_dataset", "run_build", "task_runner"]
 
 
 @task(name="plan-run", cache_policy=NO_CACHE)
@@ -77,9 +77,28 @@ def build_dataset(
     return summarize(plan, sorted(built, key=lambda s: s.shard), time.perf_counter() - t0)
 
 
+def task_runner(config: RunConfig) -> Any:
+    """The Prefect task runner ``runtime`` asks for."""
+    rt = config.runtime
+    if rt.task_runner == "dask":
+        from prefect_dask.task_runners import DaskTaskRunner
+
+        if rt.dask_address:
+            return DaskTaskRunner(address=rt.dask_address)
+        return DaskTaskRunner(
+            cluster_class="distributed.LocalCluster",
+            cluster_kwargs={
+                "n_workers": rt.workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            },
+        )
+    return ThreadPoolTaskRunner(max_workers=rt.workers)
+
+
 def run_build(config: RunConfig, on_shard: ShardCallback | None = None, **kw: Any) -> RunReport:
-    """Run :func:`build_dataset` with ``runtime.workers`` shards in parallel."""
-    runner: Any = ThreadPoolTaskRunner(max_workers=config.runtime.workers)
-    result = build_dataset.with_options(task_runner=runner)(config, on_shard, **kw)
+    """Run :func:`build_dataset` on the task runner ``runtime`` asks for."""
+    result = build_dataset.with_options(task_runner=task_runner(config))(config, on_shard, **kw)
     assert isinstance(result, RunReport)
     return result

@@ -323,9 +323,22 @@ class OutputConfig(_Section):
 
 
 class RuntimeConfig(_Section):
-    """How the work is executed."""
+    """How the work is executed.
+
+    ``threads`` runs shards in this process (Prefect's thread-pool task runner). ``dask``
+    runs them on a Dask cluster through prefect-dask: a local cluster of ``workers``
+    processes, or the existing scheduler at ``dask_address`` (many machines).
+    """
 
     workers: int = Field(default=2, ge=1, le=256, description="Shards processed in parallel.")
+    task_runner: Literal["threads", "dask"] = Field(
+        default="threads", description="threads (one process) or dask (processes, machines)."
+    )
+    dask_address: str | None = Field(
+        default=None,
+        description="Scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786; "
+        "unset: a local cluster of `workers` single-threaded processes.",
+    )
 
 
 class RunConfig(_Section):

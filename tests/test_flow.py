@@ -224,3 +224,21 @@ def test_retry_failed_rebuilds_only_failed_samples(region_copy, tmp_path):
         else:
             assert r["status"] == "ok" and r["stac_item_id"] == july["id"]
     assert run_status(config.output.dir).failed == 0
+
+
+def test_dask_runner_writes_the_same_dataset(built, region, servers, tmp_path):
+    config, _ = built
+    dask_config = make_config(
+        region,
+        servers,
+        tmp_path / "dask",
+        **{"runtime.task_runner": "dask", "runtime.workers": 2},
+    )
+    report = run_build(dask_config)
+    assert report.shards_built_now == 2 and report.samples == 8
+    ours = {r["sample_id"]: r for r in rows(dask_config)}
+    theirs = {r["sample_id"]: r for r in rows(config)}
+    assert ours.keys() == theirs.keys()
+    for sid, r in ours.items():
+        for column in ("status", "pixels", "scl", "caption", "stac_item_id", "context", "geometry"):
+            assert r[column] == theirs[sid][column], (sid, column)
