@@ -143,7 +143,12 @@ def _read_with_fallbacks(
     pending = list(choices)
     while pending:
         requests = [ChipRequest(sid, *options[sid][rank[sid]]) for sid in pending]
-        got = read_chips(requests, config.chips.band_list, threads=config.chips.read_threads)
+        got = read_chips(
+            requests,
+            config.chips.band_list,
+            threads=config.chips.read_threads,
+            max_requests_per_host=config.chips.max_requests_per_host,
+        )
         pending = []
         for sid, result in got.items():
             retryable = isinstance(result, SampleFailure) and result.reason.startswith("cog_")

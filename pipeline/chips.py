@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import ctypes
 import math
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import numpy.typing as npt
@@ -164,13 +166,27 @@ def _read_window(src: Any, grid: ChipGrid, resampling: Resampling) -> npt.NDArra
     return np.asarray(data)
 
 
+_HOST_GATES: dict[str, threading.BoundedSemaphore] = {}
+_HOST_GATES_LOCK = threading.Lock()
+
+
+def _host_gate(href: str, limit: int) -> threading.BoundedSemaphore:
+    """The process-wide semaphore limiting reads in flight to ``href``'s host."""
+    host = urlparse(href).netloc or "local"
+    with _HOST_GATES_LOCK:
+        gate = _HOST_GATES.get(host)
+        if gate is None:
+            gate = _HOST_GATES[host] = threading.BoundedSemaphore(limit)
+        return gate
+
+
 def _job(
-    href: str, requests: list[ChipRequest], resampling: Resampling
+    href: str, requests: list[ChipRequest], resampling: Resampling, per_host: int
 ) -> tuple[dict[str, npt.NDArray[Any]], dict[str, SampleFailure]]:
     arrays: dict[str, npt.NDArray[Any]] = {}
     failures: dict[str, SampleFailure] = {}
     try:
-        with gdal_env(), rasterio.open(href) as src:
+        with _host_gate(href, per_host), gdal_env(), rasterio.open(href) as src:
             for req in requests:
                 try:
                     arrays[req.sample_id] = _read_window(src, req.grid, resampling)
@@ -233,7 +249,11 @@ def _harmonise(raw: npt.NDArray[Any], offset_dn: int) -> UInt16Array:
 
 
 def read_chips(
-    requests: list[ChipRequest], bands: tuple[Band, ...], *, threads: int = 8
+    requests: list[ChipRequest],
+    bands: tuple[Band, ...],
+    *,
+    threads: int = 8,
+    max_requests_per_host: int = 16,
 ) -> dict[str, Chip | SampleFailure]:
     """Cut every requested chip, every band, opening each (scene, band) COG once.
 
@@ -241,6 +261,7 @@ def read_chips(
         requests: Chips to cut (any number of scenes).
         bands: Bands in output order.
         threads: Parallel (scene, band) jobs.
+        max_requests_per_host: Jobs in flight per host across every caller in the process.
 
     Returns:
         For each sample id, its :class:`Chip` or the :class:`SampleFailure` that stopped it.
@@ -261,7 +282,10 @@ def read_chips(
     band_index = {b.name: i for i, b in enumerate(bands)}
     offsets = {r.sample_id: r.scene.offset_dn for r in requests}
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(jobs) or 1))) as pool:
-        futures = [(name, pool.submit(_job, href, reqs, rs)) for name, href, reqs, rs in jobs]
+        futures = [
+            (name, pool.submit(_job, href, reqs, rs, max_requests_per_host))
+            for name, href, reqs, rs in jobs
+        ]
         for name, fut in futures:
             arrays, errs = fut.result()
             for sid, err in errs.items():

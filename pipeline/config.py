@@ -185,6 +185,16 @@ class StacConfig(_Section):
         description="SAS token endpoint used when signing is planetary-computer.",
     )
     timeout_s: float = Field(default=30.0, gt=0, description="Per-request timeout in seconds.")
+    max_retries: int = Field(
+        default=5,
+        ge=0,
+        le=20,
+        description="Retries of a failed STAC request (429, 5xx, "
+        "connection errors, timeouts), with exponential backoff and jitter.",
+    )
+    backoff_s: float = Field(
+        default=0.5, ge=0, description="First STAC retry delay; doubles per retry (max 30 s)."
+    )
     max_items: int = Field(
         default=500,
         gt=0,
@@ -203,6 +213,13 @@ class ChipConfig(_Section):
         description=f"A preset ({', '.join(BAND_PRESETS)}) or a list of ESA band names.",
     )
     read_threads: int = Field(default=8, ge=1, le=64, description="Parallel COG reads per shard.")
+    max_requests_per_host: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="COG reads in flight per host across all shards of this process, so "
+        "parallel shards do not flood one server.",
+    )
     max_scene_fallbacks: int = Field(
         default=2,
         ge=0,

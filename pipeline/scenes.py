@@ -28,8 +28,10 @@ import httpx
 import pystac_client
 import shapely
 from pystac_client.exceptions import APIError
+from pystac_client.stac_api_io import StacApiIO
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
+from urllib3 import Retry
 
 from .bands import SCL, Band
 from .config import StacConfig
@@ -42,6 +44,7 @@ __all__ = [
     "SceneAssets",
     "SceneChoice",
     "check_stac",
+    "open_catalog",
     "resolve_scene",
     "search_scenes",
 ]
@@ -268,6 +271,26 @@ class PlanetaryComputerSigner:
             return token
 
 
+def open_catalog(stac: StacConfig, *, timeout_s: float | None = None) -> pystac_client.Client:
+    """Open the STAC API with retries (429/5xx/timeouts, POST included) and a timeout.
+
+    Raises:
+        APIError: if the catalog cannot be opened after the retries.
+    """
+    retry = Retry(
+        total=stac.max_retries,
+        backoff_factor=stac.backoff_s,
+        backoff_jitter=stac.backoff_s,
+        backoff_max=30.0,
+        status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods=None,  # searches are POSTs: safe to repeat, they change nothing
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+    io = StacApiIO(max_retries=retry, timeout=timeout_s or stac.timeout_s)
+    return pystac_client.Client.open(stac.api_url, stac_io=io)
+
+
 def check_stac(stac: StacConfig) -> None:
     """Fail fast if the STAC API is unreachable or lacks the collection.
 
@@ -275,7 +298,7 @@ def check_stac(stac: StacConfig) -> None:
         PreflightError: naming ``stac.api_url`` or ``stac.collection``.
     """
     try:
-        client = pystac_client.Client.open(stac.api_url, timeout=min(stac.timeout_s, 10.0))
+        client = open_catalog(stac, timeout_s=min(stac.timeout_s, 10.0))
     except Exception as exc:  # any transport or parse failure means "unusable"
         raise PreflightError(
             "stac.api_url", f"cannot open STAC API {stac.api_url}: {exc}"
@@ -354,7 +377,7 @@ def search_scenes(
         groups.setdefault(key, []).append(s)
     out: dict[str, SceneChoice | SampleFailure] = {}
     try:
-        client = pystac_client.Client.open(stac.api_url, timeout=stac.timeout_s)
+        client = open_catalog(stac)
     except (APIError, httpx.HTTPError, OSError, ValueError) as exc:
         failure = SampleFailure("stac_error", f"cannot open STAC API {stac.api_url}: {exc}")
         return {s.sample_id: failure for group in groups.values() for s in group}

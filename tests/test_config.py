@@ -115,6 +115,7 @@ def test_unreachable_stac_fails_preflight(region, tmp_path: Path):
         {
             "overture.source": str(region.overture_root),
             "stac.api_url": f"http://127.0.0.1:{free_port()}/",
+            "stac.backoff_s": 0.01,  # retried like any STAC request, then reported
         }
     )
     with pytest.raises(PreflightError) as info:

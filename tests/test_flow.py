@@ -242,3 +242,26 @@ def test_dask_runner_writes_the_same_dataset(built, region, servers, tmp_path):
     for sid, r in ours.items():
         for column in ("status", "pixels", "scl", "caption", "stac_item_id", "context", "geometry"):
             assert r[column] == theirs[sid][column], (sid, column)
+
+
+def test_stac_errors_and_timeouts_for_a_while_lose_nothing(built, region, servers, tmp_path):
+    from .faults import FaultPlan, fault_proxy
+
+    config, _ = built
+    plan = FaultPlan(errors=3, stalls=2, stall_s=3.0)
+    with fault_proxy(servers.stac_url, plan) as url:
+        faulty = make_config(
+            region,
+            servers,
+            tmp_path / "faulty",
+            **{"stac.api_url": url, "stac.timeout_s": 1.0, "stac.backoff_s": 0.05},
+        )
+        report = run_build(faulty)
+    assert len(plan.seen) > 5  # the faults were hit, then requests went through
+    assert report.failed == 0 and report.samples == 8
+    ours = {r["sample_id"]: r for r in rows(faulty)}
+    undisturbed = {r["sample_id"]: r for r in rows(config)}
+    assert ours.keys() == undisturbed.keys()
+    for sid, r in ours.items():
+        for column in ("pixels", "scl", "caption", "stac_item_id", "geometry", "context"):
+            assert r[column] == undisturbed[sid][column], (sid, column)
