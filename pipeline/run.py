@@ -117,6 +117,12 @@ def plan_run(config: RunConfig) -> RunPlan:
         )
     )
     write_manifest(shards, out / "manifest.parquet")
+    # Temp files of writers killed mid-write are garbage: their shards have no stats, so
+    # they are pending and will be written again.
+    for stale in (out / "shards").glob(".*.tmp-*"):
+        stale.unlink(missing_ok=True)
+    for stale in (out / "shards" / "_stats").glob(".*.tmp-*"):
+        stale.unlink(missing_ok=True)
     pending = [s for s in shards if not shard_paths(out / "shards", s.index)[1].exists()]
     bounds = region_geometry(config.region).bounds
     overture_root = prepare_overture(config.overture, bounds, out)

@@ -265,3 +265,44 @@ def test_stac_errors_and_timeouts_for_a_while_lose_nothing(built, region, server
     for sid, r in ours.items():
         for column in ("pixels", "scl", "caption", "stac_item_id", "geometry", "context"):
             assert r[column] == undisturbed[sid][column], (sid, column)
+
+
+def test_sigkill_mid_run_then_restart_loses_and_duplicates_nothing(
+    built, region, servers, tmp_path
+):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    config, _ = built
+    out = tmp_path / "killed"
+    run_config = make_config(region, servers, out, **{"output.shard_size": 2, "runtime.workers": 1})
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(run_config.model_dump(mode="json")))
+    cmd = [sys.executable, "-m", "flows.cli", "run", str(path)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = out / "shards" / "_stats" / "00000_stats.json"
+    deadline = time.monotonic() + 240
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert first.exists(), "the first shard never finished"
+    proc.send_signal(signal.SIGKILL)  # mid-run: later shards are pending or half-written
+    proc.wait()
+    assert proc.stderr is not None
+    proc.stderr.close()
+    done_before = len(list((out / "shards" / "_stats").glob("*_stats.json")))
+    assert done_before < 4
+    again = subprocess.run(cmd, env=env, capture_output=True, timeout=300)
+    assert again.returncode == 0, again.stderr.decode()[-3000:]
+    ours = rows(run_config)
+    assert len(ours) == 8 and len({r["sample_id"] for r in ours}) == 8
+    assert not list((out / "shards").glob(".*tmp*"))
+    undisturbed = {r["sample_id"]: r for r in rows(config)}
+    for r in ours:
+        for column in ("status", "pixels", "scl", "caption", "stac_item_id", "geometry"):
+            assert r[column] == undisturbed[r["sample_id"]][column], (r["sample_id"], column)
