@@ -309,6 +309,12 @@ class CaptionerConfig(_Section):
     backoff_s: float = Field(
         default=1.0, ge=0, description="First retry delay; doubles per retry, with jitter."
     )
+    server_wait_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="When the caption server stops answering, pause captioning and wait this "
+        "long for it to come back before failing its samples (openai).",
+    )
     batch_size: int = Field(
         default=8, ge=1, le=1024, description="Chats per generate call (transformers)."
     )

@@ -2,11 +2,13 @@
 
 Requests go out concurrently (``max_concurrency`` in flight per shard) from one asyncio loop
 over a pooled HTTP client; images travel as base64 PNG data URLs. Transport errors, timeouts,
-408/409/429 and 5xx answers are retried with exponential backoff and full jitter; every request
-has a timeout, so a dead server becomes a per-sample failure (reason ``caption_server``), never
-a hang. Other 4xx answers fail at once (``caption_http``). Token usage and latency are kept per
-sample. Its CPU cost per request decides whether one core can keep a GPU server fed: about
-3 ms (image encoding, JSON, HTTP), measured by benchmarks/caption_client.py.
+408/409/429 and 5xx answers are retried with exponential backoff and full jitter. When the
+server stops answering at all, captioning pauses (one health probe per second) until it is
+back, up to ``server_wait_s``; every request has a timeout, so a server that stays dead becomes
+a per-sample failure (reason ``caption_server``), never a hang. Other 4xx answers fail at once
+(``caption_http``). Token usage and latency are kept per sample. The client's CPU cost per
+request decides whether one core can keep a GPU server fed: about 3 ms (image encoding, JSON,
+HTTP), measured by benchmarks/caption_client.py.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class OpenAICaptioner(ModelCaptioner):
         timeout_s: Per-request timeout.
         max_retries: Retries per request.
         backoff_s: First retry delay (doubles per retry, full jitter).
+        server_wait_s: How long a dead server is waited for before its samples fail.
         max_new_tokens: Generation limit per turn.
         temperature: Sampling temperature.
     """
@@ -60,6 +63,7 @@ class OpenAICaptioner(ModelCaptioner):
         timeout_s: float = 120.0,
         max_retries: int = 4,
         backoff_s: float = 1.0,
+        server_wait_s: float = 300.0,
         max_new_tokens: int = 128,
         temperature: float = 0.0,
     ) -> None:
@@ -72,6 +76,7 @@ class OpenAICaptioner(ModelCaptioner):
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        self.server_wait_s = server_wait_s
 
     @classmethod
     def from_config(cls, config: CaptionerConfig) -> OpenAICaptioner:
@@ -85,6 +90,7 @@ class OpenAICaptioner(ModelCaptioner):
             timeout_s=config.timeout_s,
             max_retries=config.max_retries,
             backoff_s=config.backoff_s,
+            server_wait_s=config.server_wait_s,
             max_new_tokens=config.max_new_tokens,
             temperature=config.temperature,
         )
@@ -134,6 +140,7 @@ class OpenAICaptioner(ModelCaptioner):
             max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency
         )
         gate = asyncio.Semaphore(self.max_concurrency)
+        watch = asyncio.Lock()
         async with httpx.AsyncClient(
             timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, 10.0)),
             limits=limits,
@@ -143,17 +150,40 @@ class OpenAICaptioner(ModelCaptioner):
             async def one(chat: list[ChatMessage]) -> Completion | Exception:
                 async with gate:
                     try:
-                        return await self._complete(client, chat)
+                        return await self._complete(client, chat, watch)
                     except Exception as exc:  # recorded per sample by the caller
                         return exc
 
             return list(await asyncio.gather(*(one(c) for c in chats)))
 
-    async def _complete(self, client: httpx.AsyncClient, chat: list[ChatMessage]) -> Completion:
+    async def _server_back(self, client: httpx.AsyncClient, gate: asyncio.Lock) -> bool:
+        """After a transport error: wait (up to ``server_wait_s``) until the server is healthy.
+
+        One request probes while the others wait on ``gate``, so a dead server sees one
+        health check per second, not one per sample. Returns False if it stayed down.
+        """
+        root = self.base_url.removesuffix("/v1")
+        async with gate:
+            deadline = time.monotonic() + self.server_wait_s
+            while True:
+                for url in (f"{root}/health", f"{self.base_url}/models"):
+                    try:
+                        if (await client.get(url, timeout=5.0)).status_code == 200:
+                            return True
+                    except httpx.HTTPError:
+                        pass
+                if time.monotonic() >= deadline:
+                    return False
+                await asyncio.sleep(1.0)
+
+    async def _complete(
+        self, client: httpx.AsyncClient, chat: list[ChatMessage], watch: asyncio.Lock
+    ) -> Completion:
         body = self.request_body(chat)
         url = f"{self.base_url}/chat/completions"
         last = ""
-        for attempt in range(self.max_retries + 1):
+        attempt = 0
+        while attempt <= self.max_retries:
             if attempt:
                 # Full jitter: spread retries of many samples so a restarted server is not
                 # hit by all of them at once.
@@ -164,9 +194,14 @@ class OpenAICaptioner(ModelCaptioner):
                 resp = await client.post(url, content=body)
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}: {exc}"
+                # A dead server pauses captioning until it is back; the wait costs no attempt.
+                if self.server_wait_s > 0 and await self._server_back(client, watch):
+                    continue
+                attempt += 1
                 continue
             if resp.status_code in RETRY_STATUS:
                 last = f"HTTP {resp.status_code}: {resp.text[:200]}"
+                attempt += 1
                 continue
             if resp.status_code != 200:
                 raise CaptionBackendError(

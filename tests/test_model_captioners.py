@@ -80,6 +80,7 @@ def test_server_killed_mid_run_fails_samples_cleanly(tiny_model, tmp_path):
         max_retries=2,
         backoff_s=0.05,
         timeout_s=10,
+        server_wait_s=2,  # it stays dead: wait 2 s, then fail its samples
         max_new_tokens=24,
     )
 
@@ -164,3 +165,42 @@ def test_vllm_backend_explains_how_to_get_it():
 
     with pytest.raises(ImportError, match="separate environment"):
         VllmCaptioner("llava-hf/llama3-llava-next-8b-hf", "grounded-v1")
+
+
+def test_server_killed_and_restarted_mid_run_pauses_and_resumes(
+    caption_server, tiny_model, tmp_path
+):
+    undisturbed = client(
+        caption_server.url, "llama3-ms-clip-v1", str(tiny_model), max_new_tokens=24
+    ).caption_batch(inputs(8))
+    port = free_port()
+    server = start_transformers_server(tiny_model, port=port, log_dir=tmp_path / "a")
+    restarted: list[object] = []
+
+    def kill_then_restart() -> None:
+        while server.log_path.read_text().count("POST /v1/chat/completions") < 4:
+            time.sleep(0.01)
+        server.stop()
+        time.sleep(2.0)  # down for a while
+        restarted.append(start_transformers_server(tiny_model, port=port, log_dir=tmp_path / "b"))
+
+    thread = threading.Thread(target=kill_then_restart)
+    thread.start()
+    cap = client(
+        server.url,
+        "llama3-ms-clip-v1",
+        str(tiny_model),
+        max_concurrency=2,
+        max_retries=1,
+        backoff_s=0.05,
+        timeout_s=10,
+        server_wait_s=120,
+        max_new_tokens=24,
+    )
+    results = cap.caption_batch(inputs(8))
+    thread.join()
+    for handle in restarted:
+        handle.stop()  # type: ignore[attr-defined]
+    assert restarted, "the server was restarted"
+    assert [r.caption for r in results] == [r.caption for r in undisturbed]
+    assert all(r.error_reason is None for r in results)
