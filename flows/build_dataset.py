@@ -21,12 +21,18 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipeline.build import build_shard
-from pipeline.config import RunConfig
+from pipeline.config import RunConfig, load_config
 from pipeline.run import RunPlan, RunReport, failed_samples, plan_run, preflight, summarize
 from pipeline.sampling import ShardPlan
 from pipeline.shards import ShardStats
 
-__all__ = ["build_dataset", "run_build", "task_runner"]
+__all__ = [
+    "build_dataset",
+    "build_dataset_from_file",
+    "make_deployment",
+    "run_build",
+    "task_runner",
+]
 
 
 @task(name="plan-run", cache_policy=NO_CACHE)
@@ -102,3 +108,39 @@ def run_build(config: RunConfig, on_shard: ShardCallback | None = None, **kw: An
     result = build_dataset.with_options(task_runner=task_runner(config))(config, on_shard, **kw)
     assert isinstance(result, RunReport)
     return result
+
+
+@flow(name="eocap-build-dataset-from-file")
+def build_dataset_from_file(config_path: str, retry_failed: bool = False) -> dict[str, Any]:
+    """Deployable entry point: build the dataset a YAML config describes (JSON parameters).
+
+    Scheduled runs re-read the file (and ``EOCAP_*`` variables) each time, so a nightly run
+    that extends a dataset picks up new regions or periods edited into the config. A run
+    resumes the previous one: finished shards are skipped.
+    """
+    config = load_config(config_path)
+    preflight(config)
+    report = build_dataset.with_options(task_runner=task_runner(config))(
+        config, retry_failed=retry_failed
+    )
+    assert isinstance(report, RunReport)
+    return report.to_json()
+
+
+def make_deployment(
+    config_path: Path,
+    *,
+    name: str,
+    cron: str | None = None,
+    interval_s: float | None = None,
+    retry_failed: bool = False,
+) -> Any:
+    """A Prefect deployment of :func:`build_dataset_from_file` with an optional schedule."""
+    return build_dataset_from_file.to_deployment(
+        name=name,
+        cron=cron,
+        interval=interval_s,
+        parameters={"config_path": str(config_path.resolve()), "retry_failed": retry_failed},
+        description=f"eocap dataset build from {config_path}",
+        tags=["eocap"],
+    )

@@ -41,6 +41,7 @@ examples:
   eocap status output/my-run          shards done/partial/pending, failures by reason
   eocap run my-run.yaml --retry-failed   retry only the failed samples of finished shards
   eocap run my-run.yaml --set output.shard_size=1000 --set runtime.workers=8
+  eocap deploy my-run.yaml --cron "0 2 * * *"   a nightly run that extends the dataset
   eocap serve-demo                    serve the demo STAC API and COGs until Ctrl-C
 
 Config values can also come from the environment: EOCAP_STAC__API_URL=..., EOCAP_OUTPUT__DIR=...
@@ -227,6 +228,32 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """Serve a scheduled Prefect deployment of a config's build until interrupted.
+
+    Each scheduled run re-reads the config and resumes the dataset (done shards are skipped),
+    e.g. a nightly run that extends it with new regions or a new season. With PREFECT_API_URL
+    pointing at a Prefect server the deployment, its schedule and its runs appear in the UI.
+    """
+    _setup_prefect()
+    from prefect import serve
+
+    from flows.build_dataset import make_deployment
+
+    load_config(args.config)  # fail now on a bad config, not at 2 a.m.
+    deployment = make_deployment(
+        args.config,
+        name=args.name,
+        cron=args.cron,
+        interval_s=args.interval,
+        retry_failed=args.retry_failed,
+    )
+    when = args.cron or (f"every {args.interval:g} s" if args.interval else "on demand")
+    Console().print(f"Serving deployment {args.name!r} ({when}); Ctrl-C to stop.")
+    serve(deployment)
+    return 0
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     """Print how many locations, samples and shards a config makes; does no work."""
     config = _load(args.config, args.set)
@@ -341,6 +368,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--retry-failed",
         action="store_true",
         help="also rebuild the failed samples of finished shards (their ok rows are kept)",
+    )
+    p = add("deploy", cmd_deploy, "serve a scheduled Prefect deployment of a config's build")
+    p.add_argument("config", type=Path, help="run config YAML")
+    p.add_argument("--name", default="eocap-nightly", help="deployment name (%(default)s)")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--cron", help='cron schedule, e.g. "0 2 * * *" (02:00 daily)')
+    when.add_argument("--interval", type=float, help="schedule every N seconds")
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="each run also retries the failed samples of finished shards",
     )
     p = add("status", cmd_status, "show a run's shards (done/partial/pending) and failures")
     p.add_argument("output", type=Path, help="the run's output directory")

@@ -306,3 +306,29 @@ def test_sigkill_mid_run_then_restart_loses_and_duplicates_nothing(
     for r in ours:
         for column in ("status", "pixels", "scl", "caption", "stac_item_id", "geometry"):
             assert r[column] == undisturbed[r["sample_id"]][column], (r["sample_id"], column)
+
+
+def test_deployment_with_schedule(tmp_path):
+    from flows.build_dataset import build_dataset_from_file, make_deployment
+
+    path = tmp_path / "run.yaml"
+    path.write_text("output:\n  shard_size: 10\n")
+    nightly = make_deployment(path, name="nightly", cron="0 2 * * *", retry_failed=True)
+    assert nightly.name == "nightly"
+    assert nightly.parameters == {"config_path": str(path.resolve()), "retry_failed": True}
+    assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
+    hourly = make_deployment(path, name="hourly", interval_s=3600)
+    assert hourly.schedules[0].schedule.interval.total_seconds() == 3600
+    assert nightly.flow_name == build_dataset_from_file.name
+
+
+def test_deployed_flow_builds_from_a_config_file(region, servers, tmp_path):
+    import yaml
+
+    from flows.build_dataset import build_dataset_from_file
+
+    config = make_config(region, servers, tmp_path / "out")
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    report = build_dataset_from_file(str(path))
+    assert report["samples"] == 8 and report["shards_built_now"] == 2
