@@ -62,6 +62,7 @@ def machine() -> dict[str, Any]:
         "rasterio": rasterio.__version__,
         "gdal": rasterio.__gdal_version__,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
 

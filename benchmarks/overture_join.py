@@ -64,7 +64,7 @@ SHARES = {  # share of all features per (theme, type)
     ("base", "infrastructure"): 0.008,
     ("base", "land"): 0.004,
 }
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 # --------------------------------------------------------------------------------------------
 # The synthetic extract
@@ -124,8 +124,11 @@ def _near_towns(
     return pts
 
 
-def _strings(rng: np.random.Generator, choices: list[str], n: int, p: list[float]) -> pa.Array:
-    return pa.array(np.asarray(choices, dtype=object)[rng.choice(len(choices), n, p=p)])
+def _pick(rng: np.random.Generator, n: int, weights: dict[str, float]) -> pa.Array:
+    """``n`` strings drawn from ``weights`` (value: probability)."""
+    keys = np.asarray(list(weights), dtype=object)
+    p = np.asarray(list(weights.values()))
+    return pa.array(keys[rng.choice(len(keys), n, p=p / p.sum())], pa.string())
 
 
 def _names(rng: np.random.Generator, prefix: str, n: int, share: float) -> pa.Array:
@@ -168,14 +171,29 @@ def _gen_type(
         ca, sa = np.cos(a)[:, None], np.sin(a)[:, None]
         rings = np.stack([c[:, :1] + ca * x - sa * y, c[:, 1:] + sa * x + ca * y], axis=-1)
         geoms = shapely.polygons(frame.ll(rings))
-        cols["subtype"] = _strings(
-            rng, ["residential", "agricultural", "commercial", "industrial", "outbuilding"], n,
-            [0.6, 0.15, 0.1, 0.05, 0.1],
-        )  # fmt: skip
-        cols["class"] = _strings(
-            rng, ["house", "detached", "barn", "garage", "apartments", "retail"], n,
-            [0.35, 0.2, 0.15, 0.15, 0.1, 0.05],
-        )  # fmt: skip
+        cols["subtype"] = _pick(
+            rng,
+            n,
+            {
+                "residential": 0.6,
+                "agricultural": 0.15,
+                "commercial": 0.1,
+                "industrial": 0.05,
+                "outbuilding": 0.1,
+            },
+        )
+        cols["class"] = _pick(
+            rng,
+            n,
+            {
+                "house": 0.35,
+                "detached": 0.2,
+                "barn": 0.15,
+                "garage": 0.15,
+                "apartments": 0.1,
+                "retail": 0.05,
+            },
+        )
         cols["names"] = _names(rng, "Building", n, 0.01)
         cols["height"] = pa.array(rng.uniform(3, 20, n))
         cols["num_floors"] = pa.array(rng.integers(1, 6, n).astype(np.int32))
@@ -189,18 +207,36 @@ def _gen_type(
         c = c + rng.uniform(-0.1, 0.1, (n, 2)) * cell
         rings = _blobs(rng, c, np.full(n, 0.55 * cell), 20, 0.12)
         geoms = shapely.polygons(frame.ll(rings))
-        cols["subtype"] = _strings(
-            rng, ["forest", "crop", "grass", "urban", "shrub", "wetland", "barren", "snow"], n,
-            [0.35, 0.25, 0.2, 0.07, 0.05, 0.03, 0.03, 0.02],
-        )  # fmt: skip
+        cols["subtype"] = _pick(
+            rng,
+            n,
+            {
+                "forest": 0.35,
+                "crop": 0.25,
+                "grass": 0.2,
+                "urban": 0.07,
+                "shrub": 0.05,
+                "wetland": 0.03,
+                "barren": 0.03,
+                "snow": 0.02,
+            },
+        )
     elif type_ == "land_use":
         c = _near_towns(rng, frame, towns, spread, n, 0.6)
         rings = _blobs(rng, c, rng.lognormal(np.log(200), 0.6, n), 16, 0.15)
         geoms = shapely.polygons(frame.ll(rings))
-        cls = _strings(
-            rng, ["residential", "farmland", "meadow", "industrial", "park", "cemetery"], n,
-            [0.3, 0.3, 0.2, 0.1, 0.07, 0.03],
-        )  # fmt: skip
+        cls = _pick(
+            rng,
+            n,
+            {
+                "residential": 0.3,
+                "farmland": 0.3,
+                "meadow": 0.2,
+                "industrial": 0.1,
+                "park": 0.07,
+                "cemetery": 0.03,
+            },
+        )
         cols["class"], cols["subtype"] = cls, cls
         cols["names"] = _names(rng, "Area", n, 0.1)
         cols["source_tags"] = _tags("landuse", cls)
@@ -208,9 +244,9 @@ def _gen_type(
         c = rng.uniform((0, 0), (frame.width_m, frame.height_m), (n, 2))
         rings = _blobs(rng, c, rng.lognormal(np.log(60), 0.9, n), 24, 0.2)
         geoms = shapely.polygons(frame.ll(rings))
-        cls = _strings(rng, ["lake", "pond", "reservoir", "basin"], n, [0.3, 0.5, 0.1, 0.1])
+        cls = _pick(rng, n, {"lake": 0.3, "pond": 0.5, "reservoir": 0.1, "basin": 0.1})
         cols["class"] = cls
-        cols["subtype"] = _strings(rng, ["lake", "pond", "reservoir"], n, [0.4, 0.5, 0.1])
+        cols["subtype"] = _pick(rng, n, {"lake": 0.4, "pond": 0.5, "reservoir": 0.1})
         cols["names"] = _names(rng, "Lake", n, 0.2)
         cols["is_salt"] = pa.array(np.zeros(n, bool))
         cols["is_intermittent"] = pa.array(np.zeros(n, bool))
@@ -222,19 +258,31 @@ def _gen_type(
         for _ in range(5):
             heading = heading + rng.normal(0, 0.4, n)
             step = rng.uniform(30, 120, n)
-            pts.append(pts[-1] + np.column_stack([np.cos(heading), np.sin(heading)]) * step[:, None])
+            pts.append(
+                pts[-1] + np.column_stack([np.cos(heading), np.sin(heading)]) * step[:, None]
+            )
         geoms = shapely.linestrings(frame.ll(np.stack(pts, axis=1)))
-        cols["subtype"] = _strings(rng, ["road", "rail", "water"], n, [0.92, 0.04, 0.04])
-        cols["class"] = _strings(
-            rng, ["residential", "tertiary", "secondary", "primary", "track", "service",
-                  "footway", "unclassified"], n, [0.3, 0.12, 0.08, 0.04, 0.16, 0.14, 0.08, 0.08],
-        )  # fmt: skip
+        cols["subtype"] = _pick(rng, n, {"road": 0.92, "rail": 0.04, "water": 0.04})
+        cols["class"] = _pick(
+            rng,
+            n,
+            {
+                "residential": 0.3,
+                "tertiary": 0.12,
+                "secondary": 0.08,
+                "primary": 0.04,
+                "track": 0.16,
+                "service": 0.14,
+                "footway": 0.08,
+                "unclassified": 0.08,
+            },
+        )
         cols["names"] = _names(rng, "Street", n, 0.35)
     elif type_ == "place":
         c = _near_towns(rng, frame, towns, spread * 0.5, n, 0.9)
         geoms = shapely.points(frame.ll(c))
         cats = ["restaurant", "church", "school", "hotel", "supermarket", "bakery", "pharmacy"]
-        primary = _strings(rng, cats, n, [0.25, 0.1, 0.1, 0.15, 0.15, 0.15, 0.1])
+        primary = _pick(rng, n, dict(zip(cats, [5, 2, 2, 3, 3, 3, 2], strict=True)))
         fields = [pa.field("primary", pa.string()), pa.field("alternate", pa.list_(pa.string()))]
         cols["categories"] = pa.StructArray.from_arrays(
             [primary, pa.nulls(n, pa.list_(pa.string()))], fields=fields
@@ -244,17 +292,17 @@ def _gen_type(
     elif type_ == "infrastructure":
         c = rng.uniform((0, 0), (frame.width_m, frame.height_m), (n, 2))
         geoms = shapely.points(frame.ll(c))
-        cls = _strings(rng, ["power_tower", "power_pole", "bridge", "mast"], n, [0.4, 0.4, 0.1, 0.1])
+        cls = _pick(rng, n, {"power_tower": 0.4, "power_pole": 0.4, "bridge": 0.1, "mast": 0.1})
         cols["class"] = cls
-        cols["subtype"] = _strings(rng, ["power", "transit", "communication"], n, [0.8, 0.1, 0.1])
+        cols["subtype"] = _pick(rng, n, {"power": 0.8, "transit": 0.1, "communication": 0.1})
         cols["names"] = _names(rng, "Tower", n, 0.02)
         cols["source_tags"] = _tags("power", cls)
     elif type_ == "land":
         c = rng.uniform((0, 0), (frame.width_m, frame.height_m), (n, 2))
         geoms = shapely.points(frame.ll(c))
-        cls = _strings(rng, ["peak", "tree", "cliff", "saddle"], n, [0.4, 0.3, 0.2, 0.1])
+        cls = _pick(rng, n, {"peak": 0.4, "tree": 0.3, "cliff": 0.2, "saddle": 0.1})
         cols["class"] = cls
-        cols["subtype"] = _strings(rng, ["physical", "tree", "rock"], n, [0.5, 0.3, 0.2])
+        cols["subtype"] = _pick(rng, n, {"physical": 0.5, "tree": 0.3, "rock": 0.2})
         cols["names"] = _names(rng, "Peak", n, 0.5)
         cols["elevation"] = pa.array(rng.integers(500, 3000, n).astype(np.int32))
         cols["source_tags"] = _tags("natural", cls)
@@ -298,34 +346,35 @@ def _write_type(
     schema = pa.schema(_COMMON_FIELDS[:3] + _TYPE_FIELDS[(theme, type_)] + _COMMON_FIELDS[3:])
     arrays = [values.get(f.name, pa.nulls(n, f.type)).cast(f.type) for f in schema]
     table = pa.Table.from_arrays(arrays, schema=schema)
+    type_names = {0: "Point", 1: "LineString", 3: "Polygon"}
     geo = {
         "version": "1.1.0",
         "primary_column": "geometry",
         "columns": {
             "geometry": {
                 "encoding": "WKB",
-                "geometry_types": sorted({str(t) for t in shapely.get_type_id(geoms[:1000])}),
+                "geometry_types": sorted(
+                    {type_names[int(t)] for t in np.unique(shapely.get_type_id(geoms))}
+                ),
                 "bbox": [
                     float(bounds[:, 0].min()),
                     float(bounds[:, 1].min()),
                     float(bounds[:, 2].max()),
                     float(bounds[:, 3].max()),
                 ],
-                "covering": {
-                    "bbox": {k: ["bbox", k] for k in ("xmin", "ymin", "xmax", "ymax")}
-                },
+                "covering": {"bbox": {k: ["bbox", k] for k in ("xmin", "ymin", "xmax", "ymax")}},
             }
         },
     }
-    type_names = {0: "Point", 1: "LineString", 3: "Polygon"}
-    geo["columns"]["geometry"]["geometry_types"] = sorted(
-        {type_names.get(int(t), "Unknown") for t in np.unique(shapely.get_type_id(geoms))}
-    )
     table = table.replace_schema_metadata({"geo": json.dumps(geo)})
     out = root / f"theme={theme}" / f"type={type_}" / "part-00000.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out, compression="zstd", row_group_size=ROW_GROUP)
-    return {"rows": n, "row_groups": pq.ParquetFile(out).num_row_groups, "bytes": out.stat().st_size}
+    return {
+        "rows": n,
+        "row_groups": pq.ParquetFile(out).num_row_groups,
+        "bytes": out.stat().st_size,
+    }
 
 
 def ensure_extract(
@@ -348,7 +397,7 @@ def ensure_extract(
     spread = rng.lognormal(np.log(500), 0.6, n_towns)
     stats: dict[str, Any] = {}
     for (theme, type_), share in SHARES.items():
-        n = int(round(features * share))
+        n = round(features * share)
         geoms, cols = _gen_type(rng, frame, towns, spread, type_, n)
         stats[type_] = _write_type(root, theme, type_, geoms, cols, seed)
         log(f"  {type_}: {stats[type_]['rows']:,} rows, {stats[type_]['row_groups']} row groups")
@@ -372,10 +421,9 @@ def plan_chip_shards(
     bbox: tuple[float, float, float, float], n_shards: int
 ) -> tuple[list[list[Any]], int]:
     """``n_shards`` shards of the pipeline's plan over ``bbox`` (evenly spread), as ChipAreas."""
+    from benchmarks._common import demo_config
     from pipeline.context import ChipArea
     from pipeline.geometry import chip_grid, utm_crs
-
-    from benchmarks._common import demo_config
 
     config = demo_config(**{"region.bbox": list(bbox)})
     from pipeline.sampling import plan_shards
@@ -389,7 +437,9 @@ def plan_chip_shards(
         chips = []
         for s in sh.samples:
             crs = utm_crs(s.location.lon, s.location.lat)
-            chips.append(ChipArea(s.sample_id, chip_grid(s.location.lon, s.location.lat, crs, size, res)))
+            chips.append(
+                ChipArea(s.sample_id, chip_grid(s.location.lon, s.location.lat, crs, size, res))
+            )
         out.append(chips)
     return out, len(shards)
 
@@ -542,10 +592,113 @@ def row_groups_touched(root: Path, chips_by_shard: list[list[Any]]) -> dict[str,
             x0, y0 = min(v[0] for v in b), min(v[1] for v in b)
             x1, y1 = max(v[2] for v in b), max(v[3] for v in b)
             touched.append(
-                sum(1 for bx in boxes if bx[0] <= x1 and bx[2] >= x0 and bx[1] <= y1 and bx[3] >= y0)
+                sum(
+                    1 for bx in boxes if bx[0] <= x1 and bx[2] >= x0 and bx[1] <= y1 and bx[3] >= y0
+                )
             )
-        out[type_name] = {"row_groups": len(boxes), "touched_mean": round(float(np.mean(touched)), 2)}
+        out[type_name] = {
+            "row_groups": len(boxes),
+            "touched_mean": round(float(np.mean(touched)), 2),
+        }
     return out
+
+
+def shifted(chips: list[Any], dlon: float) -> list[Any]:
+    """The same chips moved ``dlon`` degrees east (same UTM zone), e.g. off the extract."""
+    from pipeline.context import ChipArea
+    from pipeline.geometry import transformer
+
+    out = []
+    for c in chips:
+        lon, lat = transformer(c.grid.crs, "EPSG:4326").transform(*c.grid.transform * (0, 0))
+        x, y = transformer("EPSG:4326", c.grid.crs).transform(lon + dlon, lat)
+        t = c.grid.transform
+        grid = dataclasses.replace(c.grid, transform=type(t)(t.a, t.b, x, t.d, t.e, y))
+        out.append(ChipArea(c.sample_id, grid))
+    return out
+
+
+_BUILDING_SQL = """
+WITH f AS (
+    SELECT id, geometry, bbox, class::VARCHAR AS cls, subtype::VARCHAR AS sub,
+           names.primary::VARCHAR AS name, NULL::MAP(VARCHAR, VARCHAR) AS tags
+    FROM read_parquet('{glob}', hive_partitioning=false)
+    WHERE bbox.xmin <= {x1} AND bbox.xmax >= {x0} AND bbox.ymin <= {y1} AND bbox.ymax >= {y0}
+), j AS (
+    SELECT c.sample_id, f.id, f.cls, f.sub, f.name, f.tags,
+           ST_Transform({clip}, 'EPSG:4326', {crs}, always_xy := true) AS g
+    FROM chips c JOIN f
+      ON f.bbox.xmin <= c.xmax AND f.bbox.xmax >= c.xmin
+     AND f.bbox.ymin <= c.ymax AND f.bbox.ymax >= c.ymin
+     AND ST_Intersects(f.geometry, c.geom)
+)
+{select}
+"""
+_ROWS = """SELECT sample_id, id, cls, sub, name, tags, ST_Area(g) AS area,
+       CASE WHEN ST_Dimension(g) = 1 THEN ST_Length(g) ELSE 0 END AS length,
+       ST_X(ST_Centroid(g)) AS cx, ST_Y(ST_Centroid(g)) AS cy
+FROM j WHERE NOT ST_IsEmpty(g)"""
+_AGG = "SELECT sample_id, count(*), sum(ST_Area(g)) FROM j WHERE NOT ST_IsEmpty(g) GROUP BY 1"
+_CLIP = "ST_Intersection(f.geometry, c.geom)"
+_SHORTCUT = (
+    "CASE WHEN ST_Within(f.geometry, c.geom) THEN f.geometry "
+    "ELSE ST_Intersection(f.geometry, c.geom) END"
+)
+SQL_VARIANTS: dict[str, dict[str, str]] = {
+    # The building query of pipeline.context._query_type, as it is.
+    "as_is": {"clip": _CLIP, "crs": "c.crs", "select": _ROWS},
+    # Features wholly inside the chip are not clipped.
+    "contained_shortcut": {"clip": _SHORTCUT, "crs": "c.crs", "select": _ROWS},
+    # One constant target CRS (a shard's chips share a UTM zone) instead of c.crs per row.
+    "constant_crs": {"clip": _CLIP, "crs": "'EPSG:32632'", "select": _ROWS},
+    # Count and footprint share per chip in SQL: 64 rows to Python instead of one per feature.
+    "aggregate_in_sql": {"clip": _CLIP, "crs": "c.crs", "select": _AGG},
+    # Lower bound of the join itself: no clipping, no projection.
+    "no_clip_no_transform": {"clip": "f.geometry", "crs": "'EPSG:4326'", "select": _ROWS},
+}
+
+
+def building_sql_experiments(root: Path, shards: list[list[Any]]) -> dict[str, Any]:
+    """Time variants of the building query (the largest type) on the same shards."""
+    from pipeline.context import _type_glob
+
+    con = _ORIGINAL["connect_duckdb"]()
+    glob = _type_glob(str(root), "building")
+    times: dict[str, list[float]] = {k: [] for k in SQL_VARIANTS}
+    rows: dict[str, list[int]] = {k: [] for k in SQL_VARIANTS}
+    for chips in shards:
+        con.execute("DROP TABLE IF EXISTS chips")
+        con.execute("DROP TABLE IF EXISTS chips_raw")
+        recs = []
+        for c in chips:
+            poly = c.grid.footprint_lonlat()
+            recs.append((c.sample_id, c.grid.crs, poly.wkt, *poly.bounds))
+        con.execute(
+            "CREATE TEMP TABLE chips_raw (sample_id VARCHAR, crs VARCHAR, wkt VARCHAR, "
+            "xmin DOUBLE, ymin DOUBLE, xmax DOUBLE, ymax DOUBLE)"
+        )
+        con.executemany("INSERT INTO chips_raw VALUES (?, ?, ?, ?, ?, ?, ?)", recs)
+        con.execute(
+            "CREATE TEMP TABLE chips AS SELECT *, ST_GeomFromText(wkt) AS geom FROM chips_raw"
+        )
+        x0, y0 = min(r[3] for r in recs), min(r[4] for r in recs)
+        x1, y1 = max(r[5] for r in recs), max(r[6] for r in recs)
+        for name, parts in SQL_VARIANTS.items():
+            sql = _BUILDING_SQL.format(glob=glob, x0=x0, y0=y0, x1=x1, y1=y1, **parts)
+            t0 = time.perf_counter()
+            got = con.execute(sql).fetchall()
+            times[name].append(time.perf_counter() - t0)
+            rows[name].append(len(got))
+    con.close()
+    base = median(times["as_is"])
+    return {
+        name: {
+            "median_ms_per_shard": round(1000 * median(ts), 1),
+            "rows_returned_per_shard": round(float(np.mean(rows[name])), 1),
+            "speedup_vs_as_is": round(base / median(ts), 2),
+        }
+        for name, ts in times.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -565,7 +718,6 @@ def main(argv: list[str] | None = None) -> None:
     bbox = (args.bbox[0], args.bbox[1], args.bbox[2], args.bbox[3])
     root, info = ensure_extract(args.cache_dir, bbox, args.features, args.seed)
     shards, planned = plan_chip_shards(bbox, args.shards)
-    n_chips = sum(len(s) for s in shards)
     distinct = [len({_grid_key(c.grid) for c in s}) for s in shards]
     log(f"{len(shards)} shards of {len(shards[0])} chips (of {planned} planned shards)")
 
@@ -575,19 +727,24 @@ def main(argv: list[str] | None = None) -> None:
         "shared_db_dedup": run_dedup,
     }
     baselines = {"per_chip": run_per_chip, "no_pushdown": run_no_pushdown}
-    run_shared(shards[0][:4], root)  # warm-up: page cache, the shared connection
-    run_ours(shards[0][:4], root)
+    run_shared(shards[0], root)  # warm-up: page cache, the shared connection
+    run_ours(shards[0][:8], root)
     times: dict[str, list[float]] = {k: [] for k in (*variants, *baselines)}
+    cpus: dict[str, list[float]] = {k: [] for k in times}
     identical = True
     for i, chips in enumerate(shards):
         ref: dict[str, Any] | None = None
         todo = dict(variants)
         if i < args.baseline_shards:
             todo.update(baselines)
-        for name, fn in todo.items():
-            t0 = time.perf_counter()
+        order = list(todo)
+        order = order[i % len(order) :] + order[: i % len(order)]  # rotate: no variant always first
+        for name in order:
+            fn = todo[name]
+            c0, t0 = time.process_time(), time.perf_counter()
             got = fn(chips, root)
             times[name].append(time.perf_counter() - t0)
+            cpus[name].append(time.process_time() - c0)
             if ref is None:
                 ref = got
             else:
@@ -606,12 +763,33 @@ def main(argv: list[str] | None = None) -> None:
             "total_s": round(sum(ts), 3),
             "median_shard_s": round(median(ts), 4),
             "chips_per_s": round(chips / sum(ts), 1),
+            "cpu_s": round(sum(cpus[name]), 3),
+            "chips_per_cpu_s": round(chips / sum(cpus[name]), 1),
         }
 
     res = {k: summary(k) for k in times}
     n_base = min(args.baseline_shards, len(shards))
-    ours_on_base = sum(times["ours"][:n_base])
-    shared_on_base = sum(times["shared_db"][:n_base])
+
+    def on_base(name: str) -> float:
+        return len(shards[0]) * n_base / sum(times[name][:n_base])
+
+    log("fixed cost: the same shards moved off the extract (every query returns nothing)")
+    empty = [shifted(s, 3.0) for s in shards[: max(args.baseline_shards, 3)]]
+    fixed: dict[str, list[float]] = {"ours": [], "shared_db": []}
+    for chips in empty:
+        for name, fn in (("ours", run_ours), ("shared_db", run_shared)):
+            t0 = time.perf_counter()
+            fn(chips, root)
+            fixed[name].append(time.perf_counter() - t0)
+    fixed_res = {
+        k: {
+            "median_shard_s": round(median(v), 4),
+            "max_chips_per_s": round(len(shards[0]) / median(v), 1),
+        }
+        for k, v in fixed.items()
+    }
+    log("building query variants (SQL) on the baseline shards")
+    sql_res = building_sql_experiments(root, shards[: max(args.baseline_shards, 3)])
     log("profiling ours and shared_db shard by shard")
     prof_ours = [profile_shard(s, root, shared=False) for s in shards]
     prof_shared = [profile_shard(s, root, shared=True) for s in shards]
@@ -619,7 +797,9 @@ def main(argv: list[str] | None = None) -> None:
     def agg(profs: list[dict[str, Any]]) -> dict[str, Any]:
         n = len(profs)
         keys = ("total_s", "connect_load_s", "describe_s", "queries_s", "rest_s")
-        out: dict[str, Any] = {f"{k}_per_shard": round(sum(p[k] for p in profs) / n, 4) for k in keys}
+        out: dict[str, Any] = {
+            f"{k}_per_shard": round(sum(p[k] for p in profs) / n, 4) for k in keys
+        }
         total = sum(p["total_s"] for p in profs)
         out["share"] = {k: round(sum(p[k] for p in profs) / total, 3) for k in keys[1:]}
         out["per_type_query_ms_per_shard"] = {
@@ -646,19 +826,21 @@ def main(argv: list[str] | None = None) -> None:
         "identical_output": identical,
         "variants": res,
         "ratios": {
-            "shared_db_over_ours": round(res["shared_db"]["chips_per_s"] / res["ours"]["chips_per_s"], 2),
+            "shared_db_over_ours": round(
+                res["shared_db"]["chips_per_s"] / res["ours"]["chips_per_s"], 2
+            ),
             "dedup_over_ours": round(
                 res["shared_db_dedup"]["chips_per_s"] / res["ours"]["chips_per_s"], 2
             ),
-            "shared_db_over_per_chip": round(
-                (len(shards[0]) * n_base / shared_on_base) / res["per_chip"]["chips_per_s"], 2
-            ),
-            "shared_db_over_no_pushdown": round(
-                (len(shards[0]) * n_base / shared_on_base) / res["no_pushdown"]["chips_per_s"], 2
-            ),
-            "ours_on_baseline_shards_chips_per_s": round(len(shards[0]) * n_base / ours_on_base, 1),
+            "note": "baselines are compared on the same (first baseline_shards) shards",
+            "ours_over_per_chip": round(on_base("ours") / on_base("per_chip"), 2),
+            "ours_over_no_pushdown": round(on_base("ours") / on_base("no_pushdown"), 2),
+            "shared_db_over_per_chip": round(on_base("shared_db") / on_base("per_chip"), 2),
+            "shared_db_over_no_pushdown": round(on_base("shared_db") / on_base("no_pushdown"), 2),
         },
         "target_chips_per_s": 5000,
+        "fixed_cost_empty_area": fixed_res,
+        "building_query_variants": sql_res,
         "profile_ours": agg(prof_ours),
         "profile_shared_db": agg(prof_shared),
         "row_groups": row_groups_touched(root, shards),

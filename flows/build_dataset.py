@@ -10,8 +10,9 @@ a long-running server and see runs in its UI.
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,19 +68,29 @@ def build_dataset(
     """
     t0 = time.perf_counter()
     plan = plan_run_task(config)
-    futures = [build_shard_task.submit(shard, config, plan.overture_root) for shard in plan.pending]
+    work: Iterator[tuple[ShardPlan, set[str] | None]] = ((s, None) for s in plan.iter_pending())
     if retry_failed:
-        by_index = {s.index: s for s in plan.shards}
-        for index, ids in failed_samples(plan).items():
-            futures.append(
-                build_shard_task.submit(by_index[index], config, plan.overture_root, ids)
-            )
+        work = itertools.chain(work, failed_samples(plan))
+    # A bounded window of submitted shards: memory stays flat however many shards a run has,
+    # and a freed worker gets the next shard at once.
+    window = 2 * config.runtime.workers
+    in_flight: list[Any] = []
     built: list[ShardStats] = []
-    for fut in as_completed(futures):
-        stats = fut.result()
-        built.append(stats)
-        if on_shard is not None:
-            on_shard(stats, len(built), len(futures))
+    total = plan.n_shards
+
+    def collect(until: int) -> None:
+        while len(in_flight) > until:
+            done = next(as_completed(in_flight))
+            in_flight.remove(done)
+            stats = done.result()
+            built.append(stats)
+            if on_shard is not None:
+                on_shard(stats, len(built), total)
+
+    for shard, only in work:
+        in_flight.append(build_shard_task.submit(shard, config, plan.overture_root, only))
+        collect(window - 1)
+    collect(0)
     return summarize(plan, sorted(built, key=lambda s: s.shard), time.perf_counter() - t0)
 
 

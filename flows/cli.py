@@ -24,7 +24,7 @@ from rich.table import Table
 from pipeline.config import RunConfig, load_config
 from pipeline.errors import ConfigError
 from pipeline.run import RunReport, preflight
-from pipeline.sampling import plan_shards
+from pipeline.sampling import plan_locations
 
 console = Console(stderr=True)
 
@@ -257,11 +257,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     """Print how many locations, samples and shards a config makes; does no work."""
     config = _load(args.config, args.set)
-    shards = plan_shards(config)
-    n = sum(len(s.samples) for s in shards)
+    locations = plan_locations(config.region, config.chips.size_m, seed=config.seed)
+    n = len(locations) * len(config.periods)
+    n_shards = (n + config.output.shard_size - 1) // config.output.shard_size
     print(
         f"{n} samples ({n // len(config.periods)} locations x {len(config.periods)} periods) "
-        f"in {len(shards)} shards of up to {config.output.shard_size}; output {config.output.dir}"
+        f"in {n_shards} shards of up to {config.output.shard_size}; output {config.output.dir}"
     )
     return 0
 

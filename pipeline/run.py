@@ -15,6 +15,7 @@ Output layout (``output.dir``)::
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,14 @@ from .config import RunConfig
 from .context import check_overture, prepare_overture
 from .errors import ConfigError
 from .prompts import load_prompt
-from .sampling import ShardPlan, plan_shards, region_geometry, write_manifest
+from .sampling import (
+    Location,
+    ShardPlan,
+    iter_shards,
+    plan_locations,
+    region_geometry,
+    write_manifest,
+)
 from .scenes import check_stac
 from .shards import ShardStats, read_stats, shard_paths
 
@@ -63,24 +71,36 @@ def preflight(config: RunConfig) -> None:
 
 @dataclass
 class RunPlan:
-    """What a run will do.
+    """What a run will do, without holding its samples (they are made per shard).
 
     Attributes:
-        shards: Every shard of the run.
-        pending: Shards without a stats file (to build now).
+        config: The run config.
+        locations: Every chip centre of the run, in shard order (compact: the samples of a
+            million-sample run are never all in memory).
+        n_shards: Number of shards.
+        n_samples: Number of planned samples.
         overture_root: Local Overture tree to join against.
         output_dir: The run's output folder.
     """
 
-    shards: list[ShardPlan]
-    pending: list[ShardPlan]
+    config: RunConfig
+    locations: list[Location]
+    n_shards: int
+    n_samples: int
     overture_root: Path
     output_dir: Path
 
-    @property
-    def n_samples(self) -> int:
-        """Planned samples in the whole run."""
-        return sum(len(s.samples) for s in self.shards)
+    def iter_shards(self) -> Iterator[ShardPlan]:
+        """Every shard, made on demand."""
+        return iter_shards(self.config, self.locations)
+
+    def is_done(self, index: int) -> bool:
+        """Whether shard ``index`` has its stats file."""
+        return shard_paths(self.output_dir / "shards", index)[1].exists()
+
+    def iter_pending(self) -> Iterator[ShardPlan]:
+        """The shards without a stats file, made on demand."""
+        return (s for s in self.iter_shards() if not self.is_done(s.index))
 
 
 def _check_output(config: RunConfig, chash: str) -> None:
@@ -103,7 +123,7 @@ def plan_run(config: RunConfig) -> RunPlan:
     """
     chash = config_hash(config)
     _check_output(config, chash)
-    shards = plan_shards(config)
+    locations = plan_locations(config.region, config.chips.size_m, seed=config.seed)
     out = config.output.dir
     out.mkdir(parents=True, exist_ok=True)
     (out / "run.json").write_text(
@@ -116,17 +136,16 @@ def plan_run(config: RunConfig) -> RunPlan:
             indent=2,
         )
     )
-    write_manifest(shards, out / "manifest.parquet")
+    n_shards, n_samples = write_manifest(iter_shards(config, locations), out / "manifest.parquet")
     # Temp files of writers killed mid-write are garbage: their shards have no stats, so
     # they are pending and will be written again.
     for stale in (out / "shards").glob(".*.tmp-*"):
         stale.unlink(missing_ok=True)
     for stale in (out / "shards" / "_stats").glob(".*.tmp-*"):
         stale.unlink(missing_ok=True)
-    pending = [s for s in shards if not shard_paths(out / "shards", s.index)[1].exists()]
     bounds = region_geometry(config.region).bounds
     overture_root = prepare_overture(config.overture, bounds, out)
-    return RunPlan(shards=shards, pending=pending, overture_root=overture_root, output_dir=out)
+    return RunPlan(config, locations, n_shards, n_samples, overture_root, out)
 
 
 @dataclass
@@ -154,8 +173,8 @@ class RunReport:
 def summarize(plan: RunPlan, built: list[ShardStats], wall_seconds: float) -> RunReport:
     """Sum the stats of every finished shard of the run (not only those built now)."""
     stats = []
-    for shard in plan.shards:
-        path = shard_paths(plan.output_dir / "shards", shard.index)[1]
+    for index in range(plan.n_shards):
+        path = shard_paths(plan.output_dir / "shards", index)[1]
         if path.exists():
             stats.append(read_stats(path))
     reasons: dict[str, int] = {}
@@ -171,7 +190,7 @@ def summarize(plan: RunPlan, built: list[ShardStats], wall_seconds: float) -> Ru
             stages[stage] = round(stages.get(stage, 0.0) + secs, 3)
     report = RunReport(
         output_dir=str(plan.output_dir),
-        shards=len(plan.shards),
+        shards=plan.n_shards,
         shards_built_now=len(built),
         samples=sum(s.count for s in stats),
         ok=sum(s.ok for s in stats),
@@ -195,17 +214,15 @@ def chip_within_region(config: RunConfig, geometry_wkb: bytes, tolerance_deg: fl
     return bool(region.covers(shapely.from_wkb(geometry_wkb)))
 
 
-def failed_samples(plan: RunPlan) -> dict[int, set[str]]:
-    """Failed sample ids of every finished shard that has any (for ``--retry-failed``)."""
-    out: dict[int, set[str]] = {}
-    for shard in plan.shards:
+def failed_samples(plan: RunPlan) -> Iterator[tuple[ShardPlan, set[str]]]:
+    """Each finished shard that has failed samples, with their ids (``--retry-failed``)."""
+    for shard in plan.iter_shards():
         parquet, stats_path = shard_paths(plan.output_dir / "shards", shard.index)
         if not stats_path.exists() or read_stats(stats_path).failed == 0:
             continue
         table = pq.read_table(parquet, columns=["sample_id", "status"])
         failed = table.filter(pc.not_equal(table.column("status"), "ok"))
-        out[shard.index] = set(failed.column("sample_id").to_pylist())
-    return out
+        yield shard, set(failed.column("sample_id").to_pylist())
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ __all__ = [
     "Location",
     "SampleSpec",
     "ShardPlan",
+    "iter_shards",
     "plan_locations",
     "plan_shards",
     "read_manifest",
@@ -40,7 +42,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Location:
     """A chip centre.
 
@@ -57,7 +59,7 @@ class Location:
     name: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SampleSpec:
     """One sample to build: a location in a period.
 
@@ -147,21 +149,26 @@ def _grid_locations(area: BaseGeometry, spacing_m: float, chip_size_m: float) ->
     # Centre the grid in the shrunk region so margins are even on all sides.
     xs = ux0 + ((ux1 - ux0) - (nx - 1) * spacing_m) / 2 + np.arange(nx) * spacing_m
     ys = uy1 - ((uy1 - uy0) - (ny - 1) * spacing_m) / 2 - np.arange(ny) * spacing_m
-    gx, gy = np.meshgrid(xs, ys)
-    gx, gy = gx.ravel(), gy.ravel()
+    # Row by row (not one meshgrid) so memory stays flat for grids of millions of points.
     # The eroded region holds every centre whose chip fits, and some whose corners stick out
     # across slanted edges: keep candidates, then test each chip square exactly.
-    cand = shapely.contains_xy(inner.buffer(1e-6), gx, gy)
-    gx, gy = gx[cand], gy[cand]
-    half = chip_size_m / 2 + 30.0
-    squares = shapely.box(gx - half, gy - half, gx + half, gy + half)
+    inner_ok = inner.buffer(1e-6)
+    shapely.prepare(inner_ok)
     shapely.prepare(area_utm)
-    keep = shapely.covers(area_utm, squares)
-    lons, lats = to_ll.transform(gx[keep], gy[keep])
-    return [
-        Location(_location_id(float(lo), float(la)), round(float(lo), 6), round(float(la), 6))
-        for lo, la in zip(np.atleast_1d(lons), np.atleast_1d(lats), strict=True)
-    ]
+    half = chip_size_m / 2 + 30.0
+    out: list[Location] = []
+    for y in ys:
+        cand = xs[shapely.contains_xy(inner_ok, xs, np.full_like(xs, y))]
+        if not cand.size:
+            continue
+        squares = shapely.box(cand - half, y - half, cand + half, y + half)
+        keep = cand[shapely.covers(area_utm, squares)]
+        lons, lats = to_ll.transform(keep, np.full_like(keep, y))
+        out.extend(
+            Location(_location_id(float(lo), float(la)), round(float(lo), 6), round(float(la), 6))
+            for lo, la in zip(np.atleast_1d(lons), np.atleast_1d(lats), strict=True)
+        )
+    return out
 
 
 def _zorder(lon: float, lat: float) -> int:
@@ -204,22 +211,33 @@ def plan_locations(region: RegionConfig, chip_size_m: float, *, seed: int = 0) -
     return sorted(locs, key=lambda loc: (_zorder(loc.lon, loc.lat), loc.location_id))
 
 
-def plan_shards(config: RunConfig) -> list[ShardPlan]:
-    """Plan every sample of a run and cut them into shards of ``output.shard_size``.
+def iter_shards(config: RunConfig, locations: list[Location] | None = None) -> Iterator[ShardPlan]:
+    """Yield the run's shards one at a time, ``output.shard_size`` samples each.
 
-    A location's periods stay next to each other so that a shard reuses scene searches.
+    Only the compact location list is held; samples are made per shard, so planning a
+    million-sample run costs the memory of its locations, not of its samples. A location's
+    periods stay next to each other so that a shard reuses scene searches.
+
+    Args:
+        config: The run config.
+        locations: The run's locations, if already computed (:func:`plan_locations`).
     """
-    locations = plan_locations(config.region, config.chips.size_m, seed=config.seed)
+    if locations is None:
+        locations = plan_locations(config.region, config.chips.size_m, seed=config.seed)
     size = config.output.shard_size
-    samples: list[SampleSpec] = []
-    for i, (loc, period) in enumerate(
-        (loc, period) for loc in locations for period in config.periods
-    ):
-        samples.append(SampleSpec(sample_id(loc, period), loc, period, i // size))
-    return [
-        ShardPlan(index=k, samples=tuple(samples[k * size : (k + 1) * size]))
-        for k in range((len(samples) + size - 1) // size)
-    ]
+    periods = config.periods
+    total = len(locations) * len(periods)
+    for index in range((total + size - 1) // size):
+        samples = []
+        for k in range(index * size, min((index + 1) * size, total)):
+            loc, period = locations[k // len(periods)], periods[k % len(periods)]
+            samples.append(SampleSpec(sample_id(loc, period), loc, period, index))
+        yield ShardPlan(index=index, samples=tuple(samples))
+
+
+def plan_shards(config: RunConfig) -> list[ShardPlan]:
+    """Every shard of the run as a list (small runs, tests; long runs use :func:`iter_shards`)."""
+    return list(iter_shards(config))
 
 
 MANIFEST_SCHEMA = pa.schema(
@@ -238,10 +256,32 @@ MANIFEST_SCHEMA = pa.schema(
 """The manifest: one row per planned sample, written before any work starts."""
 
 
-def write_manifest(shards: list[ShardPlan], path: Path) -> None:
-    """Write the planned samples as Parquet (atomically: temp file, then rename)."""
-    rows = [s for shard in shards for s in shard.samples]
-    table = pa.table(
+def write_manifest(shards: Iterable[ShardPlan], path: Path) -> tuple[int, int]:
+    """Stream the planned samples to Parquet, a row group per ~8k samples, atomically.
+
+    Returns:
+        (number of shards, number of samples) written.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    n_shards = n_samples = 0
+    rows: list[SampleSpec] = []
+    with pq.ParquetWriter(tmp, MANIFEST_SCHEMA) as writer:
+        for shard in shards:
+            n_shards += 1
+            n_samples += len(shard.samples)
+            rows.extend(shard.samples)
+            if len(rows) >= 8_192:
+                writer.write_table(_manifest_table(rows))
+                rows = []
+        if rows or n_samples == 0:
+            writer.write_table(_manifest_table(rows))
+    tmp.replace(path)
+    return n_shards, n_samples
+
+
+def _manifest_table(rows: list[SampleSpec]) -> pa.Table:
+    return pa.table(
         {
             "sample_id": [s.sample_id for s in rows],
             "shard": [s.shard for s in rows],
@@ -255,10 +295,6 @@ def write_manifest(shards: list[ShardPlan], path: Path) -> None:
         },
         schema=MANIFEST_SCHEMA,
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
 
 
 def read_manifest(path: Path) -> list[ShardPlan]:

@@ -285,13 +285,16 @@ def test_sigkill_mid_run_then_restart_loses_and_duplicates_nothing(
     path.write_text(yaml.safe_dump(run_config.model_dump(mode="json")))
     cmd = [sys.executable, "-m", "flows.cli", "run", str(path)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # A session of its own, so SIGKILL takes the run and its children (Prefect's server) at
+    # once, like a machine that dies.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
     first = out / "shards" / "_stats" / "00000_stats.json"
     deadline = time.monotonic() + 240
     while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert first.exists(), "the first shard never finished"
-    proc.send_signal(signal.SIGKILL)  # mid-run: later shards are pending or half-written
+    os.killpg(proc.pid, signal.SIGKILL)  # mid-run: later shards are pending or half-written
     proc.wait()
     assert proc.stderr is not None
     proc.stderr.close()
