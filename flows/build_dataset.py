@@ -16,22 +16,30 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_client, task
 from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipeline.build import build_shard
+from pipeline.caption_stage import caption_shard, shards_pending_caption
 from pipeline.config import RunConfig, load_config
 from pipeline.run import RunPlan, RunReport, failed_samples, plan_run, preflight, summarize
 from pipeline.sampling import ShardPlan
 from pipeline.shards import ShardStats
 
+CAPTION_LIMIT = "eocap-caption"
+"""Prefect global concurrency limit held by each caption-stage shard task."""
+
 __all__ = [
+    "CAPTION_LIMIT",
     "build_dataset",
     "build_dataset_from_file",
+    "caption_dataset",
     "make_deployment",
     "run_build",
+    "run_captions",
     "task_runner",
 ]
 
@@ -117,6 +125,42 @@ def task_runner(config: RunConfig) -> Any:
 def run_build(config: RunConfig, on_shard: ShardCallback | None = None, **kw: Any) -> RunReport:
     """Run :func:`build_dataset` on the task runner ``runtime`` asks for."""
     result = build_dataset.with_options(task_runner=task_runner(config))(config, on_shard, **kw)
+    assert isinstance(result, RunReport)
+    return result
+
+
+@task(name="caption-shard", cache_policy=NO_CACHE, task_run_name="caption-shard-{index:05d}")
+def caption_shard_task(index: int, config: RunConfig) -> ShardStats:
+    """Caption one shard's pending rows, holding one slot of the ``eocap-caption`` limit."""
+    with concurrency(CAPTION_LIMIT, occupy=1, strict=True):
+        return caption_shard(index, config)
+
+
+@flow(name="eocap-caption-dataset", validate_parameters=False)
+def caption_dataset(config: RunConfig) -> RunReport:
+    """Caption every ``pending_caption`` row of a run built with ``captioner.stage: separate``.
+
+    Its own flow (and deployment), for GPU workers: each shard task holds one slot of the
+    Prefect global concurrency limit ``eocap-caption`` (``captioner.gpu_workers`` slots), so
+    however many workers run this flow, each GPU server gets one shard at a time.
+    """
+    t0 = time.perf_counter()
+    preflight(config)
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(CAPTION_LIMIT, config.captioner.gpu_workers)
+    plan = plan_run(config)
+    futures = [
+        caption_shard_task.submit(index, config)
+        for index in shards_pending_caption(plan.output_dir, plan.n_shards)
+    ]
+    built = [f.result() for f in futures]
+    return summarize(plan, sorted(built, key=lambda s: s.shard), time.perf_counter() - t0)
+
+
+def run_captions(config: RunConfig) -> RunReport:
+    """Run :func:`caption_dataset` with ``captioner.gpu_workers`` shard threads."""
+    runner: Any = ThreadPoolTaskRunner(max_workers=config.captioner.gpu_workers)
+    result = caption_dataset.with_options(task_runner=runner)(config)
     assert isinstance(result, RunReport)
     return result
 

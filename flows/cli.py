@@ -77,7 +77,8 @@ def _print_report(report: RunReport) -> None:
     table = Table(title="eocap run report", show_header=False)
     table.add_row("output", report.output_dir)
     table.add_row("shards", f"{report.shards} ({report.shards_built_now} built now)")
-    table.add_row("samples", f"{report.samples}: {report.ok} ok, {report.failed} failed")
+    pending = f", {report.pending_caption} waiting for captions" if report.pending_caption else ""
+    table.add_row("samples", f"{report.samples}: {report.ok} ok, {report.failed} failed{pending}")
     for reason, n in report.failures_by_reason.items():
         table.add_row(f"  failed: {reason}", str(n))
     for flag, n in report.caption_flags.items():
@@ -199,6 +200,16 @@ def cmd_generate_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_caption(args: argparse.Namespace) -> int:
+    """Caption the pending rows of a run built with captioner.stage: separate (GPU workers)."""
+    _setup_prefect()
+    from flows.build_dataset import run_captions
+
+    config = _load(args.config, args.set)
+    _print_report(run_captions(config))
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Show where a run stands: shards done, partial and pending; failures; throughput."""
     from pipeline.run import run_status
@@ -211,7 +222,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     table.add_row(
         "samples",
         f"{st.samples_written} written of {st.samples_planned} planned: "
-        f"{st.ok} ok, {st.failed} failed",
+        f"{st.ok} ok, {st.failed} failed, {st.pending_caption} waiting for captions",
     )
     for reason, n in st.failures_by_reason.items():
         table.add_row(f"  failed: {reason}", str(n))
@@ -381,6 +392,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="each run also retries the failed samples of finished shards",
     )
+    p = add(
+        "caption",
+        cmd_caption,
+        "caption the pending rows of a run (captioner.stage: "
+        "separate), one GPU worker slot per shard",
+    )
+    config_args(p, required=True)
     p = add("status", cmd_status, "show a run's shards (done/partial/pending) and failures")
     p.add_argument("output", type=Path, help="the run's output directory")
     p = add("plan", cmd_plan, "count the samples and shards of a config, without work")

@@ -24,7 +24,7 @@ import shapely
 from . import __version__
 from .caption_checks import check_caption
 from .captioner import Captioner, CaptionInput, TemplateCaptioner, make_captioner
-from .chips import Chip, ChipRequest, clear_http_cache, read_chips
+from .chips import Chip, ChipRequest, ChipStats, clear_http_cache, read_chips
 from .composite import render_rgb
 from .config import RunConfig
 from .context import ChipArea, MapContext, map_context
@@ -42,7 +42,7 @@ from .shards import (
     write_table,
 )
 
-__all__ = ["STAGES", "build_shard", "config_hash"]
+__all__ = ["STAGES", "build_shard", "caption_records", "config_hash"]
 
 STAGES = ("search", "chips", "composite", "context", "caption", "write")
 """Stage names, in order, as they appear in stats and reports."""
@@ -166,24 +166,26 @@ def _read_with_fallbacks(
     return chips, {sid: options[sid][rank[sid]][1] for sid in choices}
 
 
-def _caption(
+def caption_records(
     records: dict[str, SampleRecord],
     alive: dict[str, Any],
-    chips: dict[str, Chip | SampleFailure],
+    chip_stats: dict[str, ChipStats],
     contexts: dict[str, MapContext],
     config: RunConfig,
-    captioner: Captioner | None,
+    captioner: Captioner | None = None,
 ) -> None:
-    """Caption the live samples, fill the caption columns and run the caption checks."""
+    """Caption the live samples, fill their caption columns and run the caption checks.
+
+    A sample whose captioning fails is marked failed but keeps its pixels, so it can be
+    captioned again later (``eocap caption``, ``--retry-failed``).
+    """
     cfg = config.captioner
     cap = captioner or make_captioner(cfg, seed=config.seed)
     obscured = TemplateCaptioner(seed=config.seed, cloudy_threshold=0.0)
     to_model: list[CaptionInput] = []
     to_rule: list[CaptionInput] = []
     for sid in list(alive):
-        chip = chips[sid]
-        assert isinstance(chip, Chip)
-        stats = chip.stats
+        stats = chip_stats[sid]
         if stats.cloud_fraction >= cfg.skip_cloud_fraction:
             _fail(
                 records,
@@ -195,6 +197,7 @@ def _caption(
                     f"cloud fraction {stats.cloud_fraction:.2f} >= "
                     f"captioner.skip_cloud_fraction {cfg.skip_cloud_fraction}",
                 ),
+                keep_pixels=True,
             )
             continue
         rec = records[sid]
@@ -225,6 +228,7 @@ def _caption(
                     SampleFailure(
                         result.error_reason or "caption_empty", result.error_message or "no caption"
                     ),
+                    keep_pixels=True,
                 )
                 continue
             rec.caption = result.caption.strip()
@@ -251,8 +255,10 @@ def _fail(
     sid: str,
     stage: str,
     err: SampleFailure,
+    *,
+    keep_pixels: bool = False,
 ) -> None:
-    records[sid].fail(err.reason, f"[{stage}] {err.message}")
+    records[sid].fail(err.reason, f"[{stage}] {err.message}", keep_pixels=keep_pixels)
     alive.pop(sid, None)
 
 
@@ -303,8 +309,14 @@ def _build_records(
     for sid, ctx in contexts.items():
         _fill_context(records[sid], ctx)
 
-    with timer.stage("caption"):
-        _caption(records, alive, chips, contexts, config, captioner)
+    if config.captioner.stage == "separate":
+        # Captions come later, from the caption flow on GPU workers (eocap caption).
+        for sid in alive:
+            records[sid].status = "pending_caption"
+    else:
+        with timer.stage("caption"):
+            stats = {sid: chip.stats for sid, chip in chips.items() if isinstance(chip, Chip)}
+            caption_records(records, alive, stats, contexts, config, captioner)
     return [records[s.sample_id] for s in samples]
 
 
@@ -361,14 +373,15 @@ def build_shard(
                 "shard": shard.index,
             },
         )
-    ok, reasons, flags = table_counts(table)
+    ok, failed, pending, reasons, flags = table_counts(table)
     sample_ids = table.column("sample_id").to_pylist()
     stats = ShardStats(
         shard=shard.index,
         path=parquet_path.name,
         count=table.num_rows,
         ok=ok,
-        failed=table.num_rows - ok,
+        failed=failed,
+        pending_caption=pending,
         failures_by_reason=reasons,
         stage_seconds={k: round(v, 3) for k, v in timer.seconds.items()},
         duration_s=round(time.perf_counter() - t_start, 3),

@@ -326,6 +326,19 @@ class CaptionerConfig(_Section):
         description="Chips with this cloud or nodata fraction get a rule-based caption that "
         "says the ground is not visible, without asking the model.",
     )
+    stage: Literal["inline", "separate"] = Field(
+        default="inline",
+        description="inline: shards are captioned as they are built. separate: the build "
+        "writes samples as pending_caption and `eocap caption` (its own flow, GPU workers) "
+        "captions them, gated by a Prefect concurrency limit of gpu_workers slots.",
+    )
+    gpu_workers: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="Caption shards in flight at once in the caption flow (one per GPU "
+        "server or worker): the slots of the Prefect global concurrency limit eocap-caption.",
+    )
     skip_cloud_fraction: float = Field(
         default=1.01,
         ge=0,

@@ -201,6 +201,24 @@ class MapContext:
     tags: list[str] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
 
+    @classmethod
+    def from_row(
+        cls, row: dict[str, Any], classes: list[str], tags: list[str], names: list[str]
+    ) -> MapContext:
+        """Rebuild a context from its shard columns (the inverse of :meth:`to_row`)."""
+        return cls(
+            land_cover=[ShareItem(i["class"], i["share"]) for i in row["land_cover"]],
+            land_use=[ShareItem(i["class"], i["share"]) for i in row["land_use"]],
+            water=[NamedFeature(**f) for f in row["water"]],
+            building_count=row["building_count"],
+            building_share=row["building_share"],
+            roads=[ShareItem(i["class"], i["length_km"]) for i in row["roads"]],
+            named_features=[NamedFeature(**f) for f in row["named_features"]],
+            classes=list(classes),
+            tags=list(tags),
+            names=list(names),
+        )
+
     def to_row(self) -> dict[str, Any]:
         """A plain dict for the Parquet ``context`` struct (see docs/dataset-schema.md)."""
         row = asdict(self)

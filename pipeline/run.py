@@ -163,6 +163,7 @@ class RunReport:
     wall_seconds: float
     bytes: int
     caption_flags: dict[str, int] = field(default_factory=dict)
+    pending_caption: int = 0
     shard_files: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -200,6 +201,7 @@ def summarize(plan: RunPlan, built: list[ShardStats], wall_seconds: float) -> Ru
         wall_seconds=round(wall_seconds, 2),
         bytes=sum(s.bytes for s in stats),
         caption_flags=dict(sorted(flags.items())),
+        pending_caption=sum(s.pending_caption for s in stats),
         shard_files=[str(plan.output_dir / "shards" / s.path) for s in stats],
     )
     (plan.output_dir / "report.json").write_text(json.dumps(report.to_json(), indent=2))
@@ -238,6 +240,7 @@ class RunStatus:
     samples_written: int
     ok: int
     failed: int
+    pending_caption: int
     failures_by_reason: dict[str, int]
     caption_flags: dict[str, int]
     shard_seconds: float
@@ -287,6 +290,7 @@ def run_status(output_dir: Path) -> RunStatus:
         samples_written=written,
         ok=sum(st.ok for st in stats),
         failed=sum(st.failed for st in stats),
+        pending_caption=sum(st.pending_caption for st in stats),
         failures_by_reason=dict(sorted(reasons.items())),
         caption_flags=dict(sorted(flags.items())),
         shard_seconds=round(seconds, 2),

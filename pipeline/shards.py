@@ -211,15 +211,19 @@ class SampleRecord:
     caption_words: int | None = None
     caption_language: str | None = None
 
-    def fail(self, reason: str, message: str) -> None:
-        """Mark the sample failed; the pixels and caption of a failed sample are dropped."""
+    def fail(self, reason: str, message: str, *, keep_pixels: bool = False) -> None:
+        """Mark the sample failed; its caption is dropped, and its pixels unless kept.
+
+        Pixels are kept when only captioning failed, so the sample can be captioned again.
+        """
         self.status = "failed"
         self.error_reason = reason
         self.error_message = message
-        self.pixels = None
-        self.scl = None
-        self.rgb = None
         self.caption = None
+        if not keep_pixels:
+            self.pixels = None
+            self.scl = None
+            self.rgb = None
 
 
 @dataclass
@@ -240,6 +244,7 @@ class ShardStats:
         config_hash: Hash of the data-defining config fields.
         sample_ids_sha1: sha1 of the shard's sample ids in order (detects mixed outputs).
         caption_flags: Captions per caption-check flag (``not_english``, ``ungrounded``...).
+        pending_caption: Rows waiting for the caption flow (``captioner.stage: separate``).
     """
 
     shard: int
@@ -255,6 +260,7 @@ class ShardStats:
     config_hash: str
     sample_ids_sha1: str = field(default="")
     caption_flags: dict[str, int] = field(default_factory=dict)
+    pending_caption: int = 0
 
 
 def shard_paths(shards_dir: Path, index: int) -> tuple[Path, Path]:
@@ -384,13 +390,15 @@ def write_shard(
     return write_table(table, path, row_group_mb=row_group_mb, extra_metadata=extra_metadata)
 
 
-def table_counts(table: pa.Table) -> tuple[int, dict[str, int], dict[str, int]]:
-    """(ok rows, failed rows per reason, captions per check flag) of a shard table."""
-    ok = pc.sum(pc.equal(table.column("status"), "ok")).as_py() or 0
-    failed = table.filter(pc.not_equal(table.column("status"), "ok"))
+def table_counts(table: pa.Table) -> tuple[int, int, int, dict[str, int], dict[str, int]]:
+    """(ok, failed, pending_caption rows, failed rows per reason, captions per flag)."""
+    status = table.column("status")
+    ok = int(pc.sum(pc.equal(status, "ok")).as_py() or 0)
+    pending = int(pc.sum(pc.equal(status, "pending_caption")).as_py() or 0)
+    failed = table.filter(pc.equal(status, "failed"))
     reasons = Counter(str(r or "unknown") for r in failed.column("error_reason").to_pylist())
     flags = Counter(str(f) for f in pc.list_flatten(table.column("caption_flags")).to_pylist())
-    return int(ok), dict(reasons), dict(flags)
+    return ok, failed.num_rows, pending, dict(reasons), dict(flags)
 
 
 def write_stats(stats: ShardStats, path: Path) -> None:

@@ -287,8 +287,9 @@ def test_sigkill_mid_run_then_restart_loses_and_duplicates_nothing(
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     # A session of its own, so SIGKILL takes the run and its children (Prefect's server) at
     # once, like a machine that dies.
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     first = out / "shards" / "_stats" / "00000_stats.json"
     deadline = time.monotonic() + 240
     while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -335,3 +336,31 @@ def test_deployed_flow_builds_from_a_config_file(region, servers, tmp_path):
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     report = build_dataset_from_file(str(path))
     assert report["samples"] == 8 and report["shards_built_now"] == 2
+
+
+def test_separate_caption_stage_gives_the_inline_captions(built, region, servers, tmp_path):
+    from flows.build_dataset import run_captions
+    from pipeline.run import run_status
+
+    config, _ = built
+    separate = make_config(
+        region,
+        servers,
+        tmp_path / "sep",
+        **{"captioner.stage": "separate", "captioner.gpu_workers": 2},
+    )
+    first = run_build(separate)
+    assert first.pending_caption == first.samples - first.failed > 0
+    assert all(
+        r["caption"] is None and r["pixels"] is not None
+        for r in rows(separate)
+        if r["status"] == "pending_caption"
+    )
+    assert run_status(separate.output.dir).pending_caption == first.pending_caption
+    report = run_captions(separate)
+    assert report.pending_caption == 0 and report.ok == first.pending_caption
+    inline = {r["sample_id"]: r for r in rows(config)}
+    for r in rows(separate):
+        same = inline[r["sample_id"]]
+        for column in ("status", "caption", "caption_flags", "pixels", "context", "captioner"):
+            assert r[column] == same[column], (r["sample_id"], column)

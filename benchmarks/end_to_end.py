@@ -1,0 +1,349 @@
+"""End to end: samples/s of ``eocap run`` with the template captioner, and peak RSS vs plan size.
+
+The demo STAC API and COG server are started here with ``pipeline.servers.serve_demo`` over the
+demo region; every run writes to a fresh folder under ``/tmp``. Measured:
+
+1. **Throughput**: ``eocap run CONFIG`` in a subprocess (the real CLI: preflight, Prefect flow
+   with its temporary local server, ``runtime.workers = 2`` shards in parallel) for
+   * ``demo``: the demo config (228 samples = 57 locations x 4 seasons, 4 shards), and
+   * ``plan_1k``: the demo region at ``spacing_m = 860``, ``max_locations = 250``: 1,000 samples,
+     16 shards.
+   Reported: samples/s over the CLI's whole wall time and over the flow's own wall time
+   (``report.json``, i.e. without Prefect's server start), the summed ``stage_seconds`` of the
+   shards, and the CPU seconds per sample of every process involved (the CLI process tree, from
+   ``wait4``, plus the STAC and file servers); with 2 cores, 2 / (CPU s per sample) is the
+   throughput ceiling of this machine.
+2. **Peak RSS vs plan size**, 1,000 vs 100,000 planned samples (``spacing_m = 80``,
+   ``max_locations = 25000``: 25,000 locations x 4 seasons, 1,563 shards):
+   * ``plan_only``: a child process runs ``plan_run`` (locations, streamed manifest, run.json);
+   * ``plan_materialized``: ``plan_shards`` (all shards as lists of samples) + ``write_manifest``
+     of that list, i.e. planning with every sample in memory (for comparison);
+   * ``plan_and_build``: a child process plans, then builds the first ``--first-shards`` shards
+     with ``pipeline.build.build_shard`` (no Prefect);
+   * ``cli``: ``eocap run`` (the Prefect flow) on the 100k plan, stopped (SIGTERM to its process
+     group) once it has finished as many shards as the 1k run has (16), against the full 1k run.
+   Peak RSS is the kernel's ``ru_maxrss`` of the child (``os.wait4``): the largest resident set
+   of the child or of any descendant it waited for.
+
+Run: ``.venv/bin/python -m benchmarks.end_to_end [--first-shards 4]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks._common import (
+    DEFAULT_DATA_DIR,
+    REPO,
+    demo_config,
+    demo_region,
+    emit,
+    log,
+    machine,
+    proc_cpu_seconds,
+)
+
+PLANS: dict[str, dict[str, Any]] = {
+    "demo": {},
+    "plan_1k": {"region.spacing_m": 860.0, "region.max_locations": 250},
+    "plan_100k": {"region.spacing_m": 80.0, "region.max_locations": 25_000},
+}
+
+
+def write_config(path: Path, updates: dict[str, Any]) -> Path:
+    """Write the demo config with ``updates`` as YAML (what ``eocap run`` reads)."""
+    config = demo_config(**updates)
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    return path
+
+
+def _env(prefect_home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EOCAP_")}
+    env.pop("PREFECT_API_URL", None)
+    env["PREFECT_HOME"] = str(prefect_home)
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def run_child(
+    args: list[str],
+    env: dict[str, str],
+    *,
+    stop_when: Any = None,
+    timeout_s: float = 900.0,
+) -> dict[str, Any]:
+    """Run a command in its own process group; return wall, rusage and why it ended.
+
+    Args:
+        args: The command.
+        env: Its environment.
+        stop_when: Optional callable polled every 0.2 s; when it returns True the process group
+            gets SIGTERM (the command's own children included).
+        timeout_s: Hard limit (SIGKILL of the group).
+    """
+    t0 = time.perf_counter()
+    fd, name = tempfile.mkstemp(prefix="eocap-bench-", suffix=".log")
+    os.close(fd)
+    log_path = Path(name)
+    with log_path.open("wb") as fh:
+        proc = subprocess.Popen(
+            args, env=env, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    stopped = False
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if not stopped and stop_when is not None and stop_when():
+            os.killpg(proc.pid, signal.SIGTERM)
+            stopped = True
+        if time.perf_counter() - t0 > timeout_s:
+            os.killpg(proc.pid, signal.SIGKILL)
+        time.sleep(0.2)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - t0
+    tail = log_path.read_text(errors="replace")[-3000:]
+    log_path.unlink()
+    if proc.returncode != 0 and not stopped:
+        raise RuntimeError(f"{args} failed with {proc.returncode}:\n{tail}")
+    return {
+        "wall_s": round(wall, 2),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+        "max_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "returncode": proc.returncode,
+        "stopped_early": stopped,
+        "log_tail": tail[-600:],
+    }
+
+
+def _stats_files(out_dir: Path) -> list[Path]:
+    return sorted((out_dir / "shards" / "_stats").glob("*_stats.json"))
+
+
+def _shard_summary(out_dir: Path) -> dict[str, Any]:
+    stats = [json.loads(p.read_text()) for p in _stats_files(out_dir)]
+    stages: dict[str, float] = {}
+    for s in stats:
+        for k, v in s["stage_seconds"].items():
+            stages[k] = stages.get(k, 0.0) + v
+    count = sum(s["count"] for s in stats)
+    shard_seconds = sum(s["duration_s"] for s in stats)
+    return {
+        "shards_done": len(stats),
+        "samples_done": count,
+        "ok": sum(s["ok"] for s in stats),
+        "failures_by_reason": _merge_counts([s["failures_by_reason"] for s in stats]),
+        "shard_seconds": round(shard_seconds, 2),
+        "stage_seconds": {k: round(v, 2) for k, v in stages.items()},
+        "stage_ms_per_sample": {k: round(1000 * v / max(count, 1), 1) for k, v in stages.items()},
+        "unaccounted_shard_s": round(shard_seconds - sum(stages.values()), 2),
+        "bytes": sum(s["bytes"] for s in stats),
+    }
+
+
+def _merge_counts(items: list[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in items:
+        for k, v in d.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def cli_run(
+    name: str,
+    updates: dict[str, Any],
+    work: Path,
+    env: dict[str, str],
+    server_pids: tuple[int, ...],
+    stop_after_shards: int | None = None,
+) -> dict[str, Any]:
+    """``eocap run`` on one plan; with ``stop_after_shards`` it is stopped after that many."""
+    out_dir = work / name
+    cfg = write_config(work / f"{name}.yaml", {**updates, "output.dir": str(out_dir)})
+    stop = None
+    if stop_after_shards is not None:
+
+        def stop() -> bool:
+            return len(_stats_files(out_dir)) >= stop_after_shards
+
+    s0 = sum(proc_cpu_seconds(p) for p in server_pids)
+    log(f"eocap run {name}{'' if stop is None else f' (stop after {stop_after_shards} shards)'}")
+    child = run_child([str(REPO / ".venv" / "bin" / "eocap"), "run", str(cfg)], env, stop_when=stop)
+    server_cpu = sum(proc_cpu_seconds(p) for p in server_pids) - s0
+    shards = _shard_summary(out_dir)
+    res: dict[str, Any] = {"child": child, "server_cpu_s": round(server_cpu, 2), **shards}
+    n = shards["samples_done"]
+    res["samples_per_s_cli_wall"] = round(n / child["wall_s"], 2)
+    report = out_dir / "report.json"
+    if report.exists() and not child["stopped_early"]:
+        flow_wall = json.loads(report.read_text())["wall_seconds"]
+        res["flow_wall_s"] = flow_wall
+        res["samples_per_s_flow_wall"] = round(n / flow_wall, 2)
+    cpu = child["cpu_s"] + server_cpu
+    res["cpu_s_per_sample_all_processes"] = round(cpu / max(n, 1), 4)
+    res["ceiling_samples_per_s_on_2_cores"] = round(2 * n / cpu, 1) if cpu else None
+    log(
+        f"  {n} samples, {child['wall_s']} s wall, {res['samples_per_s_cli_wall']} samples/s "
+        f"(flow: {res.get('samples_per_s_flow_wall')}), max RSS {child['max_rss_mb']} MB"
+    )
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# Child processes for the memory measurements
+
+
+def child_main(mode: str, config_path: Path, first_shards: int, result_path: Path) -> None:
+    """Plan (and build the first shards of) a run in this process; write timings as JSON.
+
+    Modes: ``plan_only`` is ``plan_run`` (locations, streamed manifest, run.json, Overture
+    root); ``plan_materialized`` is ``plan_shards`` (every shard as a list of samples) +
+    ``write_manifest`` of that list, the way planning worked before it was made lazy;
+    ``plan_and_build`` is ``plan_run`` then ``build_shard`` on the first pending shards.
+    """
+    import itertools
+
+    from pipeline.build import build_shard
+    from pipeline.config import load_config
+    from pipeline.run import plan_run
+    from pipeline.sampling import plan_shards, write_manifest
+
+    config = load_config(config_path, env={})
+    out: dict[str, Any] = {}
+    t1 = time.perf_counter()
+    if mode == "plan_materialized":
+        shards = plan_shards(config)
+        write_manifest(shards, config.output.dir / "manifest.parquet")
+        out["planned_samples"] = sum(len(s.samples) for s in shards)
+        out["planned_shards"] = len(shards)
+        out["plan_s"] = round(time.perf_counter() - t1, 2)
+        result_path.write_text(json.dumps(out))
+        return
+    plan = plan_run(config)
+    out["plan_s"] = round(time.perf_counter() - t1, 2)
+    out["planned_samples"] = plan.n_samples
+    out["planned_shards"] = plan.n_shards
+    if mode == "plan_and_build":
+        t1 = time.perf_counter()
+        built = [
+            build_shard(s, config, overture_root=plan.overture_root)
+            for s in itertools.islice(plan.iter_pending(), first_shards)
+        ]
+        out["build_s"] = round(time.perf_counter() - t1, 2)
+        out["built_samples"] = sum(s.count for s in built)
+    result_path.write_text(json.dumps(out))
+
+
+def memory_child(
+    mode: str,
+    name: str,
+    updates: dict[str, Any],
+    work: Path,
+    env: dict[str, str],
+    first_shards: int,
+) -> dict[str, Any]:
+    out_dir = work / f"{mode}-{name}"
+    cfg = write_config(work / f"{mode}-{name}.yaml", {**updates, "output.dir": str(out_dir)})
+    result = work / f"{mode}-{name}.json"
+    args = [sys.executable, "-m", "benchmarks.end_to_end", "--child", mode, "--config", str(cfg)]
+    args += ["--first-shards", str(first_shards), "--child-result", str(result)]
+    child = run_child(args, env)
+    inner = json.loads(result.read_text())
+    log(f"  {mode} {name}: max RSS {child['max_rss_mb']} MB, {child['wall_s']} s, {inner}")
+    return {"child": child, **inner}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--first-shards", type=int, default=4, help="shards built per plan")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/eocap-bench"))
+    parser.add_argument("--skip-cli", action="store_true", help="memory children only")
+    parser.add_argument("--out", type=Path, default=None, help="write results JSON here")
+    parser.add_argument(
+        "--child",
+        choices=["plan_only", "plan_materialized", "plan_and_build"],
+        help=argparse.SUPPRESS,
+    )
+    parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--child-result", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child_main(args.child, args.config, args.first_shards, args.child_result)
+        return
+
+    from pipeline.demo_region import load_items
+    from pipeline.servers import serve_demo
+
+    region = demo_region(args.data_dir)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="e2e-", dir=args.work_dir))
+    env = _env(work / "prefect-home")
+    result: dict[str, Any] = {
+        "benchmark": "end_to_end",
+        "machine": machine(),
+        "work_dir": str(work),
+    }
+    with serve_demo(region.root, load_items(region)) as servers:
+        pids = (servers.stac.process.pid, servers.files.process.pid)
+        base = {"stac.api_url": servers.stac_url, "overture.source": str(region.overture_root)}
+        plans = {k: {**base, **v} for k, v in PLANS.items()}
+        memory: dict[str, Any] = {}
+        for mode in ("plan_only", "plan_materialized", "plan_and_build"):
+            for name in ("plan_1k", "plan_100k"):
+                memory[f"{mode}_{name}"] = memory_child(
+                    mode, name, plans[name], work, env, args.first_shards
+                )
+        result["memory_library"] = memory
+        if not args.skip_cli:
+            cli: dict[str, Any] = {}
+            cli["demo"] = cli_run("demo", plans["demo"], work, env, pids)
+            cli["plan_1k"] = cli_run("plan_1k", plans["plan_1k"], work, env, pids)
+            cli["plan_100k_first"] = cli_run(
+                "plan_100k",
+                plans["plan_100k"],
+                work,
+                env,
+                pids,
+                stop_after_shards=cli["plan_1k"]["shards_done"],
+            )
+            result["cli"] = cli
+    rss = {k: v["child"]["max_rss_mb"] for k, v in result["memory_library"].items()}
+    summary: dict[str, Any] = {
+        "rss_ratio_100k_over_1k_plan_only": round(
+            rss["plan_only_plan_100k"] / rss["plan_only_plan_1k"], 3
+        ),
+        "rss_ratio_100k_over_1k_plan_materialized": round(
+            rss["plan_materialized_plan_100k"] / rss["plan_materialized_plan_1k"], 3
+        ),
+        "rss_ratio_100k_over_1k_plan_and_build": round(
+            rss["plan_and_build_plan_100k"] / rss["plan_and_build_plan_1k"], 3
+        ),
+    }
+    if "cli" in result:
+        c = result["cli"]
+        summary["rss_ratio_100k_over_1k_cli"] = round(
+            c["plan_100k_first"]["child"]["max_rss_mb"] / c["plan_1k"]["child"]["max_rss_mb"], 3
+        )
+        summary["samples_per_s_demo_cli_wall"] = c["demo"]["samples_per_s_cli_wall"]
+        summary["samples_per_s_demo_flow_wall"] = c["demo"].get("samples_per_s_flow_wall")
+        summary["samples_per_s_1k_cli_wall"] = c["plan_1k"]["samples_per_s_cli_wall"]
+        summary["samples_per_s_1k_flow_wall"] = c["plan_1k"].get("samples_per_s_flow_wall")
+    summary["targets"] = {"samples_per_s": 50, "rss_100k_within_of_1k": 1.10}
+    result["summary"] = summary
+    emit(result, args.out)
+
+
+if __name__ == "__main__":
+    main()
