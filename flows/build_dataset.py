@@ -37,6 +37,7 @@ __all__ = [
     "build_dataset",
     "build_dataset_from_file",
     "caption_dataset",
+    "caption_dataset_from_file",
     "make_deployment",
     "run_build",
     "run_captions",
@@ -182,6 +183,12 @@ def build_dataset_from_file(config_path: str, retry_failed: bool = False) -> dic
     return report.to_json()
 
 
+@flow(name="eocap-caption-dataset-from-file")
+def caption_dataset_from_file(config_path: str) -> dict[str, Any]:
+    """Deployable entry point of the caption flow (GPU workers): caption pending rows."""
+    return run_captions(load_config(config_path)).to_json()
+
+
 def make_deployment(
     config_path: Path,
     *,
@@ -189,13 +196,24 @@ def make_deployment(
     cron: str | None = None,
     interval_s: float | None = None,
     retry_failed: bool = False,
+    stage: str = "build",
 ) -> Any:
-    """A Prefect deployment of :func:`build_dataset_from_file` with an optional schedule."""
+    """A Prefect deployment of the build flow (or, ``stage="caption"``, the caption flow)."""
+    path = str(config_path.resolve())
+    if stage == "caption":
+        return caption_dataset_from_file.to_deployment(
+            name=name,
+            cron=cron,
+            interval=interval_s,
+            parameters={"config_path": path},
+            description=f"eocap captioning of {config_path}",
+            tags=["eocap", "gpu"],
+        )
     return build_dataset_from_file.to_deployment(
         name=name,
         cron=cron,
         interval=interval_s,
-        parameters={"config_path": str(config_path.resolve()), "retry_failed": retry_failed},
+        parameters={"config_path": path, "retry_failed": retry_failed},
         description=f"eocap dataset build from {config_path}",
         tags=["eocap"],
     )

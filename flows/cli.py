@@ -258,6 +258,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         cron=args.cron,
         interval_s=args.interval,
         retry_failed=args.retry_failed,
+        stage=args.flow,
     )
     when = args.cron or (f"every {args.interval:g} s" if args.interval else "on demand")
     Console().print(f"Serving deployment {args.name!r} ({when}); Ctrl-C to stop.")
@@ -391,6 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--retry-failed",
         action="store_true",
         help="each run also retries the failed samples of finished shards",
+    )
+    p.add_argument(
+        "--flow",
+        choices=["build", "caption"],
+        default="build",
+        help="build (CPU workers) or caption (GPU workers, captioner.stage: separate)",
     )
     p = add(
         "caption",

@@ -324,6 +324,9 @@ def test_deployment_with_schedule(tmp_path):
     hourly = make_deployment(path, name="hourly", interval_s=3600)
     assert hourly.schedules[0].schedule.interval.total_seconds() == 3600
     assert nightly.flow_name == build_dataset_from_file.name
+    gpu = make_deployment(path, name="captions", interval_s=600, stage="caption")
+    assert gpu.flow_name == "eocap-caption-dataset-from-file" and "gpu" in gpu.tags
+    assert gpu.parameters == {"config_path": str(path.resolve())}
 
 
 def test_deployed_flow_builds_from_a_config_file(region, servers, tmp_path):
