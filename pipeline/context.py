@@ -14,6 +14,7 @@ bounding box (:func:`prepare_overture`); chips are never joined against S3 direc
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -341,9 +342,19 @@ def map_context(chips: Iterable[ChipArea], overture_root: Path) -> dict[str, Map
     Returns:
         A :class:`MapContext` for every chip (empty where the map has nothing).
     """
-    chip_list = list(chips)
-    if not chip_list:
+    requested = list(chips)
+    if not requested:
         return {}
+    # A location's periods share one chip grid (same scene CRS): describe each grid once.
+    by_grid: dict[tuple[str, tuple[float, ...], int], str] = {}
+    alias: dict[str, str] = {}
+    chip_list = []
+    for chip in requested:
+        key = (chip.grid.crs, tuple(chip.grid.as_list()), chip.grid.size)
+        first = by_grid.setdefault(key, chip.sample_id)
+        alias[chip.sample_id] = first
+        if first == chip.sample_id:
+            chip_list.append(chip)
     con = connect_duckdb()
     rows = []
     for chip in chip_list:
@@ -413,7 +424,8 @@ def map_context(chips: Iterable[ChipArea], overture_root: Path) -> dict[str, Map
                 a["classes"].add(kind)
                 a["tags"].update(_tags_of(type_name, cls, sub, tags))
     con.close()
-    return {sid: _finish(a) for sid, a in acc.items()}
+    described = {sid: _finish(a) for sid, a in acc.items()}
+    return {sid: copy.deepcopy(described[first]) for sid, first in alias.items()}
 
 
 def _shares(values: dict[str, float]) -> list[ShareItem]:

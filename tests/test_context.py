@@ -132,3 +132,14 @@ def test_only_road_segments_count_as_roads(region):
     assert any(c.roads for c in ctx.values())
     for c in ctx.values():
         assert {r.cls for r in c.roads} <= road_classes
+
+
+def test_chips_sharing_a_grid_are_described_once(region):
+    chips = chips_over(region, 2)
+    twins = [ChipArea(f"{c.sample_id}-{period}", c.grid) for c in chips for period in "ab"]
+    ctx = map_context(twins, region.overture_root)
+    assert set(ctx) == {c.sample_id for c in twins}
+    single = map_context(chips, region.overture_root)
+    for c in chips:
+        assert ctx[f"{c.sample_id}-a"] == ctx[f"{c.sample_id}-b"] == single[c.sample_id]
+    assert ctx[f"{chips[0].sample_id}-a"] is not ctx[f"{chips[0].sample_id}-b"]
