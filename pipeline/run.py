@@ -15,6 +15,7 @@ Output layout (``output.dir``)::
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -171,6 +172,16 @@ class RunReport:
         return asdict(self)
 
 
+def _sum_counts(stats: list[ShardStats]) -> tuple[dict[str, int], dict[str, int]]:
+    """Failures per reason and captions per flag, summed over shards, sorted by name."""
+    reasons: Counter[str] = Counter()
+    flags: Counter[str] = Counter()
+    for st in stats:
+        reasons.update(st.failures_by_reason)
+        flags.update(st.caption_flags)
+    return dict(sorted(reasons.items())), dict(sorted(flags.items()))
+
+
 def summarize(plan: RunPlan, built: list[ShardStats], wall_seconds: float) -> RunReport:
     """Sum the stats of every finished shard of the run (not only those built now)."""
     stats = []
@@ -178,14 +189,8 @@ def summarize(plan: RunPlan, built: list[ShardStats], wall_seconds: float) -> Ru
         path = shard_paths(plan.output_dir / "shards", index)[1]
         if path.exists():
             stats.append(read_stats(path))
-    reasons: dict[str, int] = {}
-    flags: dict[str, int] = {}
+    reasons, flags = _sum_counts(stats)
     stages: dict[str, float] = dict.fromkeys(STAGES, 0.0)
-    for s in stats:
-        for reason, n in s.failures_by_reason.items():
-            reasons[reason] = reasons.get(reason, 0) + n
-        for flag, n in s.caption_flags.items():
-            flags[flag] = flags.get(flag, 0) + n
     for s in built:
         for stage, secs in s.stage_seconds.items():
             stages[stage] = round(stages.get(stage, 0.0) + secs, 3)
@@ -196,11 +201,11 @@ def summarize(plan: RunPlan, built: list[ShardStats], wall_seconds: float) -> Ru
         samples=sum(s.count for s in stats),
         ok=sum(s.ok for s in stats),
         failed=sum(s.failed for s in stats),
-        failures_by_reason=dict(sorted(reasons.items())),
+        failures_by_reason=reasons,
         stage_seconds=stages,
         wall_seconds=round(wall_seconds, 2),
         bytes=sum(s.bytes for s in stats),
-        caption_flags=dict(sorted(flags.items())),
+        caption_flags=flags,
         pending_caption=sum(s.pending_caption for s in stats),
         shard_files=[str(plan.output_dir / "shards" / s.path) for s in stats],
     )
@@ -271,13 +276,7 @@ def run_status(output_dir: Path) -> RunStatus:
             stats.append(read_stats(stats_path))
         elif parquet.exists() or any(shards_dir.glob(f".{parquet.name}.tmp*")):
             partial += 1
-    reasons: dict[str, int] = {}
-    flags: dict[str, int] = {}
-    for st in stats:
-        for key, n in st.failures_by_reason.items():
-            reasons[key] = reasons.get(key, 0) + n
-        for key, n in st.caption_flags.items():
-            flags[key] = flags.get(key, 0) + n
+    reasons, flags = _sum_counts(stats)
     seconds = sum(st.duration_s for st in stats)
     written = sum(st.count for st in stats)
     return RunStatus(
@@ -291,8 +290,8 @@ def run_status(output_dir: Path) -> RunStatus:
         ok=sum(st.ok for st in stats),
         failed=sum(st.failed for st in stats),
         pending_caption=sum(st.pending_caption for st in stats),
-        failures_by_reason=dict(sorted(reasons.items())),
-        caption_flags=dict(sorted(flags.items())),
+        failures_by_reason=reasons,
+        caption_flags=flags,
         shard_seconds=round(seconds, 2),
         samples_per_shard_second=round(written / seconds, 2) if seconds else 0.0,
     )
