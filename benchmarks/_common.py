@@ -63,7 +63,19 @@ def machine() -> dict[str, Any]:
         "gdal": rasterio.__gdal_version__,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "git_commit": _git("rev-parse", "--short", "HEAD"),
+        "pipeline_dirty": bool(_git("status", "--porcelain", "--", "pipeline", "flows")),
     }
+
+
+def _git(*args: str) -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return out.stdout.strip()
 
 
 def emit(result: dict[str, Any], out: Path | None) -> None:

@@ -24,6 +24,11 @@ demo region; every run writes to a fresh folder under ``/tmp``. Measured:
      group) once it has finished as many shards as the 1k run has (16), against the full 1k run.
    Peak RSS is the kernel's ``ru_maxrss`` of the child (``os.wait4``): the largest resident set
    of the child or of any descendant it waited for.
+3. **Where the time goes**: the first ``--first-shards`` shards of the 1k plan built in this
+   process one at a time, with CPU time per stage (this process, all threads) and the CPU the
+   STAC and file servers spent in each stage; 2 / (CPU s per sample) is the 2-core ceiling.
+   For the composite stage, ``render_rgb`` is timed against the same stretch saved with a
+   cheaper PNG setting, on the chips of the first shard.
 
 Run: ``.venv/bin/python -m benchmarks.end_to_end [--first-shards 4]``
 """
@@ -31,8 +36,10 @@ Run: ``.venv/bin/python -m benchmarks.end_to_end [--first-shards 4]``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -89,7 +96,8 @@ def run_child(
         args: The command.
         env: Its environment.
         stop_when: Optional callable polled every 0.2 s; when it returns True the process group
-            gets SIGTERM (the command's own children included).
+            gets SIGTERM (the command's own children included), and SIGKILL 15 s later if it
+            has not exited by then.
         timeout_s: Hard limit (SIGKILL of the group).
     """
     t0 = time.perf_counter()
@@ -100,16 +108,22 @@ def run_child(
         proc = subprocess.Popen(
             args, env=env, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
         )
-    stopped = False
+    stopped = killed = False
+    stop_at = None
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
         if not stopped and stop_when is not None and stop_when():
-            os.killpg(proc.pid, signal.SIGTERM)
+            stop_at = time.perf_counter() - t0
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
             stopped = True
-        if time.perf_counter() - t0 > timeout_s:
-            os.killpg(proc.pid, signal.SIGKILL)
+        late = stop_at is not None and time.perf_counter() - t0 > stop_at + 15.0
+        if not killed and (late or time.perf_counter() - t0 > timeout_s):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            killed = True
         time.sleep(0.2)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
@@ -123,6 +137,9 @@ def run_child(
         "max_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "returncode": proc.returncode,
         "stopped_early": stopped,
+        "killed": killed,
+        "stop_signal_at_s": None if stop_at is None else round(stop_at, 2),
+        "exit_after_stop_signal_s": None if stop_at is None else round(wall - stop_at, 2),
         "log_tail": tail[-600:],
     }
 
@@ -172,10 +189,15 @@ def cli_run(
     out_dir = work / name
     cfg = write_config(work / f"{name}.yaml", {**updates, "output.dir": str(out_dir)})
     stop = None
+    at_stop: dict[str, Any] = {}
     if stop_after_shards is not None:
 
         def stop() -> bool:
-            return len(_stats_files(out_dir)) >= stop_after_shards
+            files = _stats_files(out_dir)
+            if len(files) < stop_after_shards:
+                return False
+            at_stop["samples"] = sum(json.loads(p.read_text())["count"] for p in files)
+            return True
 
     s0 = sum(proc_cpu_seconds(p) for p in server_pids)
     log(f"eocap run {name}{'' if stop is None else f' (stop after {stop_after_shards} shards)'}")
@@ -185,6 +207,12 @@ def cli_run(
     res: dict[str, Any] = {"child": child, "server_cpu_s": round(server_cpu, 2), **shards}
     n = shards["samples_done"]
     res["samples_per_s_cli_wall"] = round(n / child["wall_s"], 2)
+    if child["stopped_early"]:
+        # The process exits some time after the signal: count the samples done at the signal.
+        res["samples_at_stop_signal"] = at_stop["samples"]
+        res["samples_per_s_until_stop_signal"] = round(
+            at_stop["samples"] / child["stop_signal_at_s"], 2
+        )
     report = out_dir / "report.json"
     if report.exists() and not child["stopped_early"]:
         flow_wall = json.loads(report.read_text())["wall_seconds"]
@@ -200,6 +228,138 @@ def cli_run(
     return res
 
 
+def stage_cpu_profile(config: Any, n_shards: int, server_pids: tuple[int, ...]) -> dict[str, Any]:
+    """Build the first shards in this process, one at a time, with CPU time per stage.
+
+    ``pipeline.build``'s stage timer is wrapped to also record this process's CPU time (all
+    threads: one shard at a time, so it belongs to the stage), the CPU the STAC and file
+    servers spent meanwhile, and how far this process's RSS rose above its level at the start
+    of the stage (sampled every 10 ms; the largest rise over the shards).
+    """
+    import itertools
+    import threading
+    from contextlib import contextmanager
+
+    import psutil
+
+    from pipeline import build
+    from pipeline.run import plan_run
+
+    cpu: dict[str, float] = {}
+    srv: dict[str, float] = {}
+    wall: dict[str, float] = {}
+    rise: dict[str, float] = {}
+    me = psutil.Process()
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], me.memory_info().rss)
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    original = build._Timer.stage
+
+    @contextmanager
+    def stage(self: Any, name: str) -> Any:
+        c0, w0 = time.process_time(), time.perf_counter()
+        s0 = sum(proc_cpu_seconds(p) for p in server_pids)
+        r0 = peak[0] = me.memory_info().rss
+        with original(self, name):
+            yield
+        cpu[name] = cpu.get(name, 0.0) + time.process_time() - c0
+        wall[name] = wall.get(name, 0.0) + time.perf_counter() - w0
+        srv[name] = srv.get(name, 0.0) + sum(proc_cpu_seconds(p) for p in server_pids) - s0
+        top = max(peak[0], me.memory_info().rss)
+        rise[name] = max(rise.get(name, 0.0), (top - r0) / 1e6)
+
+    build._Timer.stage = stage  # type: ignore[method-assign]
+    try:
+        plan = plan_run(config)
+        t0, c0 = time.perf_counter(), time.process_time()
+        s0 = sum(proc_cpu_seconds(p) for p in server_pids)
+        built = [
+            build.build_shard(s, config, overture_root=plan.overture_root)
+            for s in itertools.islice(plan.iter_pending(), n_shards)
+        ]
+        total_wall, total_cpu = time.perf_counter() - t0, time.process_time() - c0
+        total_srv = sum(proc_cpu_seconds(p) for p in server_pids) - s0
+    finally:
+        build._Timer.stage = original  # type: ignore[method-assign]
+        done.set()
+    n = sum(s.count for s in built)
+    per = {
+        k: {
+            "wall_ms_per_sample": round(1000 * wall[k] / n, 1),
+            "cpu_ms_per_sample": round(1000 * cpu[k] / n, 1),
+            "server_cpu_ms_per_sample": round(1000 * srv[k] / n, 1),
+            "max_rss_rise_mb": round(rise[k], 1),
+        }
+        for k in cpu
+    }
+    all_cpu = (total_cpu + total_srv) / n
+    return {
+        "shards": len(built),
+        "samples": n,
+        "one_shard_at_a_time_samples_per_s": round(n / total_wall, 2),
+        "per_stage": per,
+        "cpu_ms_per_sample_process": round(1000 * total_cpu / n, 1),
+        "cpu_ms_per_sample_servers": round(1000 * total_srv / n, 1),
+        "ceiling_samples_per_s_on_2_cores": round(2 / all_cpu, 1),
+        "rss_after_mb": round(me.memory_info().rss / 1e6, 1),
+    }
+
+
+def composite_options(shard_path: Path, repeats: int = 3) -> dict[str, Any]:
+    """CPU ms per chip of ``render_rgb`` as it is vs a faster PNG setting, on real chips.
+
+    The chips are those of a shard just built; the alternative only changes zlib's effort
+    (``compress_level=1`` instead of Pillow's default 6), so the image is the same.
+    """
+    import io
+
+    import numpy as np
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from pipeline.composite import render_rgb, stretch_rgb
+
+    table = pq.read_table(shard_path, columns=["pixels", "bands", "status"])
+    names = tuple(table.column("bands")[0].as_py())
+    cubes = []
+    for i in range(table.num_rows):
+        if table.column("status")[i].as_py() != "ok":
+            continue
+        values = table.column("pixels")[i].values.flatten().flatten()
+        cubes.append(np.asarray(values, dtype=np.uint16).reshape(len(names), 264, 264))
+
+    def png(cube: Any, level: int) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(stretch_rgb(cube, names), mode="RGB").save(
+            buf, format="PNG", compress_level=level
+        )
+        return buf.getvalue()
+
+    variants = {
+        "render_rgb_as_is": lambda c: render_rgb(c, names),
+        "stretch_only": lambda c: stretch_rgb(c, names).tobytes(),
+        "png_compress_level_1": lambda c: png(c, 1),
+    }
+    out: dict[str, Any] = {"chips": len(cubes)}
+    for name, fn in variants.items():
+        c0 = time.process_time()
+        for _ in range(repeats):
+            sizes = [len(fn(c)) for c in cubes]
+        ms = 1000 * (time.process_time() - c0) / (repeats * len(cubes))
+        out[name] = {
+            "cpu_ms_per_chip": round(ms, 2),
+            "kb_per_chip": round(np.mean(sizes) / 1024, 1),
+        }
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Child processes for the memory measurements
 
@@ -207,10 +367,12 @@ def cli_run(
 def child_main(mode: str, config_path: Path, first_shards: int, result_path: Path) -> None:
     """Plan (and build the first shards of) a run in this process; write timings as JSON.
 
-    Modes: ``plan_only`` is ``plan_run`` (locations, streamed manifest, run.json, Overture
-    root); ``plan_materialized`` is ``plan_shards`` (every shard as a list of samples) +
-    ``write_manifest`` of that list, the way planning worked before it was made lazy;
-    ``plan_and_build`` is ``plan_run`` then ``build_shard`` on the first pending shards.
+    Modes: ``imports_only`` stops after loading the config and importing the pipeline (the
+    floor every other mode starts from); ``plan_only`` is ``plan_run`` (locations, streamed
+    manifest, run.json, Overture root); ``plan_materialized`` is ``plan_shards`` (every shard
+    as a list of samples) + ``write_manifest`` of that list, the way planning worked before it
+    was made lazy; ``plan_and_build`` is ``plan_run`` then ``build_shard`` on the first pending
+    shards.
     """
     import itertools
 
@@ -222,6 +384,9 @@ def child_main(mode: str, config_path: Path, first_shards: int, result_path: Pat
     config = load_config(config_path, env={})
     out: dict[str, Any] = {}
     t1 = time.perf_counter()
+    if mode == "imports_only":
+        result_path.write_text(json.dumps(out))
+        return
     if mode == "plan_materialized":
         shards = plan_shards(config)
         write_manifest(shards, config.output.dir / "manifest.parquet")
@@ -269,11 +434,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--first-shards", type=int, default=4, help="shards built per plan")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/eocap-bench"))
-    parser.add_argument("--skip-cli", action="store_true", help="memory children only")
+    parser.add_argument("--skip-cli", action="store_true", help="no eocap run subprocesses")
+    parser.add_argument("--keep", action="store_true", help="keep the runs' output folders")
     parser.add_argument("--out", type=Path, default=None, help="write results JSON here")
     parser.add_argument(
         "--child",
-        choices=["plan_only", "plan_materialized", "plan_and_build"],
+        choices=["imports_only", "plan_only", "plan_materialized", "plan_and_build"],
         help=argparse.SUPPRESS,
     )
     parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
@@ -299,13 +465,26 @@ def main(argv: list[str] | None = None) -> None:
         pids = (servers.stac.process.pid, servers.files.process.pid)
         base = {"stac.api_url": servers.stac_url, "overture.source": str(region.overture_root)}
         plans = {k: {**base, **v} for k, v in PLANS.items()}
-        memory: dict[str, Any] = {}
+        memory: dict[str, Any] = {
+            "imports_only": memory_child(
+                "imports_only", "plan_1k", plans["plan_1k"], work, env, args.first_shards
+            )
+        }
         for mode in ("plan_only", "plan_materialized", "plan_and_build"):
             for name in ("plan_1k", "plan_100k"):
                 memory[f"{mode}_{name}"] = memory_child(
                     mode, name, plans[name], work, env, args.first_shards
                 )
         result["memory_library"] = memory
+        log(f"stage CPU profile: first {args.first_shards} shards of plan_1k, one at a time")
+        result["stage_cpu"] = stage_cpu_profile(
+            demo_config(**plans["plan_1k"], **{"output.dir": str(work / "stage_cpu")}),
+            args.first_shards,
+            pids,
+        )
+        result["composite_options"] = composite_options(
+            work / "stage_cpu" / "shards" / "00000.parquet"
+        )
         if not args.skip_cli:
             cli: dict[str, Any] = {}
             cli["demo"] = cli_run("demo", plans["demo"], work, env, pids)
@@ -320,7 +499,10 @@ def main(argv: list[str] | None = None) -> None:
             )
             result["cli"] = cli
     rss = {k: v["child"]["max_rss_mb"] for k, v in result["memory_library"].items()}
+    floor = rss["imports_only"]
     summary: dict[str, Any] = {
+        "rss_mb": rss,
+        "rss_above_imports_mb": {k: round(v - floor, 1) for k, v in rss.items()},
         "rss_ratio_100k_over_1k_plan_only": round(
             rss["plan_only_plan_100k"] / rss["plan_only_plan_1k"], 3
         ),
@@ -340,8 +522,16 @@ def main(argv: list[str] | None = None) -> None:
         summary["samples_per_s_demo_flow_wall"] = c["demo"].get("samples_per_s_flow_wall")
         summary["samples_per_s_1k_cli_wall"] = c["plan_1k"]["samples_per_s_cli_wall"]
         summary["samples_per_s_1k_flow_wall"] = c["plan_1k"].get("samples_per_s_flow_wall")
+        summary["samples_per_s_100k_first_until_stop"] = c["plan_100k_first"].get(
+            "samples_per_s_until_stop_signal"
+        )
+    summary["ceiling_samples_per_s_on_2_cores_from_stage_cpu"] = result["stage_cpu"][
+        "ceiling_samples_per_s_on_2_cores"
+    ]
     summary["targets"] = {"samples_per_s": 50, "rss_100k_within_of_1k": 1.10}
     result["summary"] = summary
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
     emit(result, args.out)
 
 

@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.servers import serve_demo
     from pipeline.shards import records_table, write_shard, write_table
 
+    info_machine = machine()  # before the work: load average at start
     region = demo_region(args.data_dir)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="shard-write-", dir=args.work_dir))
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     o = res["ours"]
     result = {
         "benchmark": "shard_write",
-        "machine": machine(),
+        "machine": info_machine,
         "params": {
             "shards": len(shards),
             "samples": samples,
