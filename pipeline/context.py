@@ -434,25 +434,26 @@ def _shares(values: dict[str, float]) -> list[ShareItem]:
 
 
 def _merge_named(features: list[NamedFeature]) -> list[NamedFeature]:
-    # One entry per (name, kind): a river cut into many segments is still one river; its
-    # position is that of its largest piece.
-    merged: dict[tuple[str, str], NamedFeature] = {}
+    # One entry per (name, kind): a river cut into many segments is still one river. Its
+    # position is that of its largest single piece (ties broken by position name), so the
+    # result does not depend on the order DuckDB returns rows in.
+    groups: dict[tuple[str, str], list[NamedFeature]] = {}
     for f in features:
-        key = (f.name, f.kind)
-        old = merged.get(key)
-        if old is None:
-            merged[key] = f
-            continue
-        bigger = f if (f.share, f.length_km) > (old.share, old.length_km) else old
-        merged[key] = NamedFeature(
-            f.name,
-            f.kind,
-            f.theme,
-            bigger.position,
-            round(min(old.share + f.share, 1.0), 4),
-            round(old.length_km + f.length_km, 3),
+        groups.setdefault((f.name, f.kind), []).append(f)
+    merged = []
+    for (name, kind), pieces in groups.items():
+        largest = max(pieces, key=lambda p: (p.share, p.length_km, p.position))
+        merged.append(
+            NamedFeature(
+                name,
+                kind,
+                largest.theme,
+                largest.position,
+                round(min(sum(p.share for p in pieces), 1.0), 4),
+                round(sum(p.length_km for p in pieces), 3),
+            )
         )
-    return sorted(merged.values(), key=lambda f: (-f.share, -f.length_km, f.name, f.kind))
+    return sorted(merged, key=lambda f: (-f.share, -f.length_km, f.name, f.kind))
 
 
 def _finish(a: dict[str, Any]) -> MapContext:

@@ -6,7 +6,7 @@ import shapely
 from shapely.ops import transform
 
 from pipeline.config import OvertureConfig
-from pipeline.context import ChipArea, map_context, position_name, prepare_overture
+from pipeline.context import ChipArea, NamedFeature, map_context, position_name, prepare_overture
 from pipeline.geometry import chip_grid, transformer
 
 from .conftest import SMALL_BBOX
@@ -143,3 +143,16 @@ def test_chips_sharing_a_grid_are_described_once(region):
     for c in chips:
         assert ctx[f"{c.sample_id}-a"] == ctx[f"{c.sample_id}-b"] == single[c.sample_id]
     assert ctx[f"{chips[0].sample_id}-a"] is not ctx[f"{chips[0].sample_id}-b"]
+
+
+def test_merged_feature_position_does_not_depend_on_row_order():
+    from pipeline.context import _merge_named
+
+    pieces = [
+        NamedFeature("Emmer", "river", "water", "north", length_km=0.4),
+        NamedFeature("Emmer", "river", "water", "south", length_km=1.0),
+        NamedFeature("Emmer", "river", "water", "centre", length_km=0.7),
+    ]
+    for order in (pieces, pieces[::-1], [pieces[2], pieces[0], pieces[1]]):
+        (merged,) = _merge_named(order)
+        assert merged.position == "south" and merged.length_km == 2.1
