@@ -42,7 +42,7 @@ from .shards import (
     write_table,
 )
 
-__all__ = ["STAGES", "build_shard", "caption_records", "config_hash"]
+__all__ = ["STAGES", "build_shard", "caption_records", "config_hash", "finish_shard"]
 
 STAGES = ("search", "chips", "composite", "context", "caption", "write")
 """Stage names, in order, as they appear in stats and reports."""
@@ -348,8 +348,7 @@ def build_shard(
         clear_http_cache()  # a retry must not see what GDAL cached of the failed COGs
     rows = _build_records(samples, config, overture_root, captioner, timer)
     n_bands, size = len(config.chips.band_list), config.chips.size_px
-    parquet_path, stats_path = shard_paths(config.output.dir / "shards", shard.index)
-    chash = config_hash(config)
+    parquet_path = shard_paths(config.output.dir / "shards", shard.index)[0]
     with timer.stage("write"):
         table = records_table(rows, n_bands=n_bands, size=size)
         if only is not None:
@@ -362,29 +361,58 @@ def build_shard(
                 key=lambda k: position[merged.column("sample_id")[k].as_py()],
             )
             table = merged.take(order)
-        nbytes = write_table(
-            table,
-            parquet_path,
-            row_group_mb=config.output.row_group_mb,
-            extra_metadata={
-                "config_hash": chash,
-                "eocap_version": __version__,
-                "dataset": config.name,
-                "shard": shard.index,
-            },
-        )
+    return finish_shard(
+        table,
+        shard.index,
+        config,
+        stage_seconds=timer.seconds,
+        duration_s=time.perf_counter() - t_start,
+    )
+
+
+def finish_shard(
+    table: pa.Table,
+    index: int,
+    config: RunConfig,
+    *,
+    stage_seconds: dict[str, float],
+    duration_s: float,
+) -> ShardStats:
+    """Write a shard's table and then its stats sidecar, both atomically; return the stats.
+
+    The one place a shard is finished: by the build, a ``--retry-failed`` merge, or the
+    separate caption stage. The time of the write itself is added to ``stage_seconds["write"]``
+    and to ``duration_s``.
+    """
+    parquet_path, stats_path = shard_paths(config.output.dir / "shards", index)
+    chash = config_hash(config)
+    t0 = time.perf_counter()
+    nbytes = write_table(
+        table,
+        parquet_path,
+        row_group_mb=config.output.row_group_mb,
+        extra_metadata={
+            "config_hash": chash,
+            "eocap_version": __version__,
+            "dataset": config.name,
+            "shard": index,
+        },
+    )
+    written = time.perf_counter() - t0
+    seconds = dict(stage_seconds)
+    seconds["write"] = seconds.get("write", 0.0) + written
     ok, failed, pending, reasons, flags = table_counts(table)
     sample_ids = table.column("sample_id").to_pylist()
     stats = ShardStats(
-        shard=shard.index,
+        shard=index,
         path=parquet_path.name,
         count=table.num_rows,
         ok=ok,
         failed=failed,
         pending_caption=pending,
         failures_by_reason=reasons,
-        stage_seconds={k: round(v, 3) for k, v in timer.seconds.items()},
-        duration_s=round(time.perf_counter() - t_start, 3),
+        stage_seconds={k: round(v, 3) for k, v in seconds.items()},
+        duration_s=round(duration_s + written, 3),
         bytes=nbytes,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         config_hash=chash,

@@ -11,7 +11,6 @@ workers building shards and GPU workers captioning them never wait for each othe
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__
-from .build import caption_records, config_hash
+from .build import caption_records, finish_shard
 from .captioner import Captioner
 from .chips import ChipStats
 from .config import RunConfig
@@ -30,9 +28,6 @@ from .shards import (
     ShardStats,
     read_stats,
     shard_paths,
-    table_counts,
-    write_stats,
-    write_table,
 )
 
 __all__ = ["CAPTION_COLUMNS", "caption_shard", "shards_pending_caption"]
@@ -122,39 +117,13 @@ def caption_shard(
         table = table.set_column(
             table.schema.get_field_index(name), field, pa.array(values, type=field.type)
         )
-    chash = config_hash(config)
     old_stats = read_stats(stats_path)
-    nbytes = write_table(
-        table,
-        parquet,
-        row_group_mb=config.output.row_group_mb,
-        extra_metadata={
-            "config_hash": chash,
-            "eocap_version": __version__,
-            "dataset": config.name,
-            "shard": index,
-        },
-    )
-    ok, failed, waiting, reasons, flags = table_counts(table)
     seconds = dict(old_stats.stage_seconds)
-    seconds["caption"] = round(seconds.get("caption", 0.0) + time.perf_counter() - t0, 3)
-    new = ShardStats(
-        shard=index,
-        path=parquet.name,
-        count=table.num_rows,
-        ok=ok,
-        failed=failed,
-        failures_by_reason=reasons,
+    seconds["caption"] = seconds.get("caption", 0.0) + time.perf_counter() - t0
+    return finish_shard(
+        table,
+        index,
+        config,
         stage_seconds=seconds,
-        duration_s=round(old_stats.duration_s + time.perf_counter() - t0, 3),
-        bytes=nbytes,
-        finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        config_hash=chash,
-        sample_ids_sha1=hashlib.sha1(
-            "\n".join(table.column("sample_id").to_pylist()).encode()
-        ).hexdigest(),
-        caption_flags=flags,
-        pending_caption=waiting,
+        duration_s=old_stats.duration_s + time.perf_counter() - t0,
     )
-    write_stats(new, stats_path)
-    return new
