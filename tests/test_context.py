@@ -156,3 +156,44 @@ def test_merged_feature_position_does_not_depend_on_row_order():
     for order in (pieces, pieces[::-1], [pieces[2], pieces[0], pieces[1]]):
         (merged,) = _merge_named(order)
         assert merged.position == "south" and merged.length_km == 2.1
+
+
+def shapely_buildings(region, grid):
+    """Independent count and footprint share of buildings meeting a chip (shapely + pyproj)."""
+    path = next((region.overture_root / "theme=buildings" / "type=building").glob("*.parquet"))
+    chip = shapely.box(*grid.bounds)
+    to_utm = transformer("EPSG:4326", grid.crs).transform
+    count, area = 0, 0.0
+    for row in pq.read_table(path, columns=["geometry"]).to_pylist():
+        part = transform(to_utm, shapely.from_wkb(row["geometry"])).intersection(chip)
+        if not part.is_empty:
+            count += 1
+            area += part.area
+    return count, area / chip.area
+
+
+def test_building_count_and_share_match_shapely(region):
+    chips = chips_over(region)
+    ctx = map_context(chips, region.overture_root)
+    assert any(c.building_count for c in ctx.values())
+    for chip in chips:
+        count, share = shapely_buildings(region, chip.grid)
+        assert ctx[chip.sample_id].building_count == count
+        assert abs(ctx[chip.sample_id].building_share - share) < 1e-4
+
+
+def test_cold_warm_and_threaded_calls_agree(region):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline import context
+
+    chips = chips_over(region)
+    context._CACHE.clear()
+    cold = map_context(chips, region.overture_root)
+    assert context._CACHE  # row groups are kept for the next shard
+    warm = map_context(chips, region.overture_root)
+    context._CACHE.clear()
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(lambda _: map_context(chips, region.overture_root), range(8)))
+    assert cold == warm
+    assert all(t == cold for t in threaded)
