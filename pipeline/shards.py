@@ -320,6 +320,19 @@ def records_table(records: list[SampleRecord], *, n_bands: int, size: int) -> pa
     return pa.table([_column(records, f.name, f.type) for f in schema], schema=schema)
 
 
+_DELTA_COLUMNS = ("pixels", "scl")
+
+
+def _leaf_path(f: pa.Field) -> str:
+    """The Parquet leaf column path of a (nested) list field, e.g. ``scl.list.element...``."""
+    path: str = f.name
+    t: pa.DataType = f.type
+    while pa.types.is_list(t) or pa.types.is_fixed_size_list(t) or pa.types.is_large_list(t):
+        path += ".list.element"
+        t = t.value_type
+    return path
+
+
 def write_table(
     table: pa.Table,
     path: Path,
@@ -351,6 +364,10 @@ def write_table(
     rows_per_group = max(1, int(row_group_mb * 1e6 // bytes_per_row))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    # The integer cubes are most of a shard: delta encoding (then zstd) writes them 1.27x
+    # faster and 13 % smaller than dictionary/plain pages (docs/benchmarks.md); pyarrow,
+    # DuckDB and `datasets` read it back unchanged.
+    delta = {_leaf_path(table.schema.field(c)): "DELTA_BINARY_PACKED" for c in _DELTA_COLUMNS}
     pq.write_table(
         table,
         tmp,
@@ -371,6 +388,7 @@ def write_table(
             "stac_item_id",
         ],
         write_statistics=["sample_id", "lon", "lat", "datetime", "status", "period"],
+        column_encoding=delta,
     )
     tmp.replace(path)
     return path.stat().st_size

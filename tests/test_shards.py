@@ -97,3 +97,24 @@ def test_stats_round_trip(tmp_path):
     )
     write_stats(stats, tmp_path / "00003_stats.json")
     assert read_stats(tmp_path / "00003_stats.json") == stats
+
+
+def test_cubes_are_delta_encoded_and_read_back_everywhere(tmp_path):
+    import datasets
+
+    path = tmp_path / "00000.parquet"
+    write_shard([record("a", True), record("b", False)], path, n_bands=2, size=4)
+    md = pq.ParquetFile(path).metadata
+    encodings = {
+        md.schema.column(i).path: md.row_group(0).column(i).encodings for i in range(md.num_columns)
+    }
+    for leaf in ("pixels.list.element.list.element.list.element", "scl.list.element.list.element"):
+        assert "DELTA_BINARY_PACKED" in encodings[leaf], encodings[leaf]
+    expected = np.arange(32).reshape(2, 4, 4)
+    ds = datasets.load_dataset("parquet", data_files=str(path), split="train")
+    ds = ds.select_columns(["pixels", "scl"])  # the test rows hold no real PNG
+    assert np.array_equal(np.asarray(ds[0]["pixels"]), expected)
+    assert np.array_equal(np.asarray(ds[0]["scl"]), np.full((4, 4), 4))
+    assert ds[1]["pixels"] is None
+    cube = duckdb.sql(f"SELECT pixels FROM '{path}' WHERE sample_id = 'a'").fetchone()
+    assert cube is not None and np.array_equal(np.asarray(cube[0]), expected)
