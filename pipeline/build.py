@@ -55,6 +55,9 @@ def config_hash(config: RunConfig) -> str:
         data.pop(key, None)
     data["stac"].pop("api_url", None)  # the same catalog may be served from another address
     data["stac"].pop("timeout_s", None)
+    # Read concurrency does not change the data: hashed as its historical defaults, so the
+    # hash of an existing output stays valid whatever these are set to.
+    data["chips"].update(read_threads=8, max_requests_per_host=16)
     data["overture"].pop("source", None)  # the release id identifies the data
     blob = json.dumps(data, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,7 @@ __all__ = [
     "ChipRequest",
     "ChipStats",
     "clear_http_cache",
+    "default_read_threads",
     "gdal_env",
     "read_chips",
 ]
@@ -248,11 +250,27 @@ def _harmonise(raw: npt.NDArray[Any], offset_dn: int) -> UInt16Array:
     return out.astype(np.uint16)
 
 
+REMOTE_READ_THREADS = 8
+"""Read threads when COGs come over the network: each read mostly waits on round trips."""
+
+
+def default_read_threads(hrefs: list[str]) -> int:
+    """Threads for reading ``hrefs``: 8 if any is remote, else one per CPU core.
+
+    Remote reads (http, https, s3, gs, /vsi*) mostly wait on round trips; local window reads
+    are CPU-bound decoding (GDAL releases the GIL), so more threads than cores only contend.
+    """
+    remote = ("http://", "https://", "s3://", "gs://", "az://", "/vsicurl", "/vsis3", "/vsigs")
+    if any(h.startswith(remote) for h in hrefs):
+        return REMOTE_READ_THREADS
+    return max(1, os.cpu_count() or 1)
+
+
 def read_chips(
     requests: list[ChipRequest],
     bands: tuple[Band, ...],
     *,
-    threads: int = 8,
+    threads: int | None = None,
     max_requests_per_host: int = 16,
 ) -> dict[str, Chip | SampleFailure]:
     """Cut every requested chip, every band, opening each (scene, band) COG once.
@@ -260,7 +278,7 @@ def read_chips(
     Args:
         requests: Chips to cut (any number of scenes).
         bands: Bands in output order.
-        threads: Parallel (scene, band) jobs.
+        threads: Parallel (scene, band) jobs; None: :func:`default_read_threads` of the jobs.
         max_requests_per_host: Jobs in flight per host across every caller in the process.
 
     Returns:
@@ -281,6 +299,8 @@ def read_chips(
     failures: dict[str, SampleFailure] = {}
     band_index = {b.name: i for i, b in enumerate(bands)}
     offsets = {r.sample_id: r.scene.offset_dn for r in requests}
+    if threads is None:
+        threads = default_read_threads([href for _, href, _, _ in jobs])
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(jobs) or 1))) as pool:
         futures = [
             (name, pool.submit(_job, href, reqs, rs, max_requests_per_host))

@@ -212,7 +212,15 @@ class ChipConfig(_Section):
         default="l2a-12",
         description=f"A preset ({', '.join(BAND_PRESETS)}) or a list of ESA band names.",
     )
-    read_threads: int = Field(default=8, ge=1, le=64, description="Parallel COG reads per shard.")
+    read_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="Parallel (scene, band) COG reads per shard. Unset (auto): 8 when any COG "
+        "of the shard is read over HTTP(S)/S3 (reads wait on the network), else one per CPU "
+        "core (local reads are CPU-bound decoding: on 2 cores, 2 threads were 1.34x faster "
+        "than 8 and used 17 % less CPU).",
+    )
     max_requests_per_host: int = Field(
         default=16,
         ge=1,
