@@ -48,3 +48,16 @@ def test_rgb_order_and_png():
 def test_missing_rgb_band():
     with pytest.raises(ValueError, match="B04"):
         stretch_rgb(np.ones((2, 4, 4), np.uint16), ("B02", "B03"))
+
+
+
+def test_png_compress_level_changes_size_not_pixels():
+    from pipeline.composite import PNG_COMPRESS_LEVEL
+
+    rng = np.random.default_rng(0)
+    pixels = cube({b: rng.integers(500, 3000, (64, 64)) // 50 * 50 for b in BANDS})
+    fast = render_rgb(pixels, BANDS)
+    small = render_rgb(pixels, BANDS, compress_level=9)
+    assert PNG_COMPRESS_LEVEL == 1 and len(fast) > len(small)
+    decoded = [np.asarray(Image.open(io.BytesIO(b))) for b in (fast, small)]
+    assert np.array_equal(*decoded)
