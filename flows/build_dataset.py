@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_client, task
+from prefect import flow, get_client, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 from prefect.futures import as_completed
@@ -25,6 +25,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pipeline.build import build_shard
 from pipeline.caption_stage import caption_shard, shards_pending_caption
 from pipeline.config import RunConfig, load_config
+from pipeline.progress import StageRates
 from pipeline.run import RunPlan, RunReport, failed_samples, plan_run, preflight, summarize
 from pipeline.sampling import ShardPlan
 from pipeline.shards import ShardStats
@@ -71,7 +72,8 @@ def build_dataset(
 
     Args:
         config: The run config.
-        on_shard: Called with (stats, done, total) after each shard, for progress display.
+        on_shard: Called with (stats, done, total) after each shard, for progress display
+            (``pipeline.progress.StageProgress.on_shard`` draws bars per stage).
         retry_failed: Also rebuild the failed samples of finished shards, keeping their other
             rows as they are.
     """
@@ -86,6 +88,8 @@ def build_dataset(
     in_flight: list[Any] = []
     built: list[ShardStats] = []
     total = plan.n_shards
+    rates = StageRates(config.runtime.workers)  # per-stage rates and ETA, in the flow's log
+    logger = get_run_logger()
 
     def collect(until: int) -> None:
         while len(in_flight) > until:
@@ -93,6 +97,8 @@ def build_dataset(
             in_flight.remove(done)
             stats = done.result()
             built.append(stats)
+            rates.add(stats, len(built), total)
+            logger.info(rates.summary())
             if on_shard is not None:
                 on_shard(stats, len(built), total)
 
