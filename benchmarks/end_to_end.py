@@ -30,7 +30,11 @@ demo region; every run writes to a fresh folder under ``/tmp``. Measured:
    For the composite stage, ``render_rgb`` is timed against the same stretch saved with a
    cheaper PNG setting, on the chips of the first shard.
 
-Run: ``.venv/bin/python -m benchmarks.end_to_end [--first-shards 4]``
+With ``--baseline-tree DIR`` (an older checkout, e.g. ``git archive 85e58ef pipeline flows
+prompts | tar -x -C DIR``), the 1k plan is also run by that version's ``eocap run`` (same
+servers, same machine, just before ours) and the ratios ours / baseline are reported.
+
+Run: ``.venv/bin/python -m benchmarks.end_to_end [--first-shards 4] [--baseline-tree DIR]``
 """
 
 from __future__ import annotations
@@ -435,6 +439,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/eocap-bench"))
     parser.add_argument("--skip-cli", action="store_true", help="no eocap run subprocesses")
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        default=None,
+        help="a checkout of an older eocap (pipeline/, flows/, prompts/): its `eocap run` of "
+        "plan_1k runs first, via PYTHONPATH, as the same-run baseline",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the runs' output folders")
     parser.add_argument("--out", type=Path, default=None, help="write results JSON here")
     parser.add_argument(
@@ -488,6 +499,11 @@ def main(argv: list[str] | None = None) -> None:
         if not args.skip_cli:
             cli: dict[str, Any] = {}
             cli["demo"] = cli_run("demo", plans["demo"], work, env, pids)
+            if args.baseline_tree is not None:
+                old_env = {**env, "PYTHONPATH": str(args.baseline_tree.resolve())}
+                cli["plan_1k_baseline"] = cli_run(
+                    "plan_1k_baseline", plans["plan_1k"], work, old_env, pids
+                )
             cli["plan_1k"] = cli_run("plan_1k", plans["plan_1k"], work, env, pids)
             cli["plan_100k_first"] = cli_run(
                 "plan_100k",
@@ -513,6 +529,18 @@ def main(argv: list[str] | None = None) -> None:
             rss["plan_and_build_plan_100k"] / rss["plan_and_build_plan_1k"], 3
         ),
     }
+    if "cli" in result and "plan_1k_baseline" in result["cli"]:
+        c = result["cli"]
+        for key in ("samples_per_s_flow_wall", "samples_per_s_cli_wall"):
+            summary[f"plan_1k_{key}_ours_over_baseline"] = round(
+                c["plan_1k"][key] / c["plan_1k_baseline"][key], 2
+            )
+        summary["plan_1k_cpu_per_sample_baseline_over_ours"] = round(
+            c["plan_1k_baseline"]["cpu_s_per_sample_all_processes"]
+            / c["plan_1k"]["cpu_s_per_sample_all_processes"],
+            2,
+        )
+        summary["baseline_tree"] = str(args.baseline_tree)
     if "cli" in result:
         c = result["cli"]
         summary["rss_ratio_100k_over_1k_cli"] = round(

@@ -10,28 +10,25 @@ of each query can skip row groups. Mostly buildings (small rotated rectangles cl
 water, places, infrastructure and land points. It is generated once into ``/tmp`` and reused.
 
 The chips are the pipeline's own plan for a run over that area (``plan_shards``: default
-spacing 1950 m, four seasons, 64 samples per shard, Z-ordered), ``--shards`` shards picked evenly
-across the plan. Variants, timed shard by shard and interleaved:
+spacing 1950 m, four seasons, 64 samples per shard, Z-ordered; 16 distinct grids per shard).
 
-* ``ours``: ``map_context(chips, root)`` as ``build_shard`` calls it (since commit 3358207 it
-  joins each distinct chip grid once: a shard holds each location once per season);
-* ``shared_db``: the same function with ``connect_duckdb`` patched to hand out a cursor of one
-  process-wide connection (spatial extension loaded once): the proposed fix for the per-shard
-  connect + ``LOAD spatial``;
-* baselines: ``no_dedup`` (sample i's grid moved by i micrometres, so that no two are equal:
-  the join work of ``map_context`` before it deduplicated grids), ``per_chip`` (one
-  ``map_context`` call per chip, shared connection) and ``no_pushdown`` (each type query given
-  a whole-world bbox, so no row group is skipped; shared connection); the last two on fewer
-  shards because they are slow.
+Variants (``ours`` = ``pipeline.context.map_context``; the baseline ``v0`` =
+``benchmarks/_context_v0.py``, the same module at 85e58ef: one DuckDB spatial query per type
+per shard, clipping every (feature, chip) pair in lon/lat, DuckDB connect + LOAD per shard):
 
-Every variant's contexts are compared with ``ours`` (chips whose context differs are counted).
-The same shards moved off the extract give the fixed cost per shard (every query returns
-nothing), and variants of the building query (the largest type) show where its time goes.
-A profiled pass of ``ours`` splits each shard's time into DuckDB connect + extension load,
-chip-table setup, per-type ``DESCRIBE`` and per-type join query, and the Python that assembles
-the contexts (the rest).
+* consecutive shards from the middle of the plan, in order, as a run takes them:
+  ``ours_run`` (row-group cache starting empty, as in a run), ``ours_cold`` (cache emptied
+  before every shard: the worst case), ``v0``, ``v0_shared`` (v0 with one DuckDB connection per
+  process: issue-4 item 1 alone), and ``ours_run`` with 2 threads (``runtime.workers: 2``);
+* shards spread evenly over the whole plan (little reuse between them): ``v0``, ``ours_run``;
+* shard size: consecutive shards merged into shards of 64, 256, 1024 chips;
+* fixed cost: the same chips moved off the extract (nothing found).
 
-Run: ``.venv/bin/python -m benchmarks.overture_join [--features 1000000] [--shards 12]``
+Outputs are compared (chips differing from v0, largest share difference, building counts),
+and a profiled pass of ``ours_run`` splits a shard's time into reading + decoding row groups,
+filtering + decoding/projecting features, clipping, accumulating, and the rest.
+
+Run: ``.venv/bin/python -m benchmarks.overture_join [--features 1000000] [--shards 16]``
 """
 
 from __future__ import annotations
@@ -54,7 +51,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import shapely
 
-from benchmarks._common import emit, log, machine, median
+from benchmarks._common import emit, log, machine
 
 DEFAULT_BBOX = (10.0, 47.0, 11.0, 48.0)
 ROW_GROUP = 65_536
@@ -448,147 +445,8 @@ def plan_chip_shards(
     return out, len(shards)
 
 
-_SHARED: dict[str, Any] = {}
-
-
-def _shared_cursor(*, httpfs: bool = False) -> Any:
-    """A cursor on one process-wide DuckDB connection (spatial loaded once)."""
-    con = _SHARED.get("con")
-    if con is None:
-        con = _SHARED["con"] = _ORIGINAL["connect_duckdb"](httpfs=httpfs)
-    return con.cursor()
-
-
-_ORIGINAL: dict[str, Any] = {}
-
-
-@contextlib.contextmanager
-def patched(module: Any, name: str, value: Any) -> Iterator[None]:
-    """Temporarily replace ``module.name``."""
-    old = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, old)
-
-
-def run_ours(chips: list[Any], root: Path) -> dict[str, Any]:
-    from pipeline.context import map_context
-
-    return map_context(chips, root)
-
-
-def run_shared(chips: list[Any], root: Path) -> dict[str, Any]:
-    from pipeline import context
-
-    with patched(context, "connect_duckdb", _shared_cursor):
-        return context.map_context(chips, root)
-
-
 def _grid_key(grid: Any) -> tuple[Any, ...]:
     return (grid.crs, tuple(grid.transform)[:6], grid.size)
-
-
-def _unique_grids(chips: list[Any]) -> list[Any]:
-    seen: set[tuple[Any, ...]] = set()
-    out = []
-    for c in chips:
-        key = _grid_key(c.grid)
-        if key not in seen:
-            seen.add(key)
-            out.append(c)
-    return out
-
-
-def run_no_dedup(chips: list[Any], root: Path) -> dict[str, Any]:
-    """``map_context`` with no two grids equal (each moved by i micrometres): no dedup."""
-    from pipeline.context import ChipArea, map_context
-
-    moved = []
-    for i, c in enumerate(chips):
-        t = c.grid.transform
-        grid = dataclasses.replace(
-            c.grid, transform=type(t)(t.a, t.b, t.c + i * 1e-6, t.d, t.e, t.f)
-        )
-        moved.append(ChipArea(c.sample_id, grid))
-    return map_context(moved, root)
-
-
-def run_per_chip(chips: list[Any], root: Path) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for c in chips:
-        out.update(run_shared([c], root))
-    return out
-
-
-def run_no_pushdown(chips: list[Any], root: Path) -> dict[str, Any]:
-    from pipeline import context
-
-    original = context._query_type
-
-    def whole_world(con: Any, root_: Path, type_name: str, _bbox: Any) -> Any:
-        return original(con, root_, type_name, (-180.0, -90.0, 180.0, 90.0))
-
-    with patched(context, "_query_type", whole_world):
-        return run_shared(chips, root)
-
-
-def _n_differing(a: dict[str, Any], b: dict[str, Any]) -> int:
-    """Chips whose MapContext differs between two results (all of them if the ids differ)."""
-    if a.keys() != b.keys():
-        return len(a)
-    return sum(
-        a[k].to_row() != b[k].to_row() or (a[k].tags, a[k].names) != (b[k].tags, b[k].names)
-        for k in a
-    )
-
-
-def profile_shard(chips: list[Any], root: Path, shared: bool) -> dict[str, Any]:
-    """One map_context call with its parts timed (connect, DESCRIBE, queries, the rest)."""
-    from pipeline import context
-
-    parts: dict[str, float] = {"connect_load": 0.0, "describe": 0.0}
-    per_type: dict[str, dict[str, float]] = {}
-    connect = _shared_cursor if shared else _ORIGINAL["connect_duckdb"]
-    columns, query = context._columns, context._query_type
-
-    def t_connect(**kw: Any) -> Any:
-        t0 = time.perf_counter()
-        con = connect(**kw)
-        parts["connect_load"] += time.perf_counter() - t0
-        return con
-
-    def t_columns(con: Any, glob: str) -> Any:
-        t0 = time.perf_counter()
-        out = columns(con, glob)
-        parts["describe"] += time.perf_counter() - t0
-        return out
-
-    def t_query(con: Any, root_: Path, type_name: str, bbox: Any) -> Any:
-        d0 = parts["describe"]
-        t0 = time.perf_counter()
-        rows = query(con, root_, type_name, bbox)
-        dt = time.perf_counter() - t0 - (parts["describe"] - d0)
-        per_type[type_name] = {"query_s": dt, "rows": len(rows)}
-        return rows
-
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(patched(context, "connect_duckdb", t_connect))
-        stack.enter_context(patched(context, "_columns", t_columns))
-        stack.enter_context(patched(context, "_query_type", t_query))
-        t0 = time.perf_counter()
-        context.map_context(chips, root)
-        total = time.perf_counter() - t0
-    queries = sum(v["query_s"] for v in per_type.values())
-    return {
-        "total_s": total,
-        "connect_load_s": parts["connect_load"],
-        "describe_s": parts["describe"],
-        "queries_s": queries,
-        "rest_s": total - parts["connect_load"] - parts["describe"] - queries,
-        "per_type": per_type,
-    }
 
 
 def row_groups_touched(root: Path, chips_by_shard: list[list[Any]]) -> dict[str, Any]:
@@ -639,89 +497,173 @@ def shifted(chips: list[Any], dlon: float) -> list[Any]:
     return out
 
 
-_BUILDING_SQL = """
-WITH f AS (
-    SELECT id, geometry, bbox, class::VARCHAR AS cls, subtype::VARCHAR AS sub,
-           names.primary::VARCHAR AS name, NULL::MAP(VARCHAR, VARCHAR) AS tags
-    FROM read_parquet('{glob}', hive_partitioning=false)
-    WHERE bbox.xmin <= {x1} AND bbox.xmax >= {x0} AND bbox.ymin <= {y1} AND bbox.ymax >= {y0}
-), j AS (
-    SELECT c.sample_id, f.id, f.cls, f.sub, f.name, f.tags,
-           ST_Transform({clip}, 'EPSG:4326', {crs}, always_xy := true) AS g
-    FROM chips c JOIN f
-      ON f.bbox.xmin <= c.xmax AND f.bbox.xmax >= c.xmin
-     AND f.bbox.ymin <= c.ymax AND f.bbox.ymax >= c.ymin
-     AND ST_Intersects(f.geometry, c.geom)
-)
-{select}
-"""
-_ROWS = """SELECT sample_id, id, cls, sub, name, tags, ST_Area(g) AS area,
-       CASE WHEN ST_Dimension(g) = 1 THEN ST_Length(g) ELSE 0 END AS length,
-       ST_X(ST_Centroid(g)) AS cx, ST_Y(ST_Centroid(g)) AS cy
-FROM j WHERE NOT ST_IsEmpty(g)"""
-_AGG = "SELECT sample_id, count(*), sum(ST_Area(g)) FROM j WHERE NOT ST_IsEmpty(g) GROUP BY 1"
-_CLIP = "ST_Intersection(f.geometry, c.geom)"
-_SHORTCUT = (
-    "CASE WHEN ST_Within(f.geometry, c.geom) THEN f.geometry "
-    "ELSE ST_Intersection(f.geometry, c.geom) END"
-)
-SQL_VARIANTS: dict[str, dict[str, str]] = {
-    # The building query of pipeline.context._query_type, as it is.
-    "as_is": {"clip": _CLIP, "crs": "c.crs", "select": _ROWS},
-    # Features wholly inside the chip are not clipped.
-    "contained_shortcut": {"clip": _SHORTCUT, "crs": "c.crs", "select": _ROWS},
-    # One constant target CRS (a shard's chips share a UTM zone) instead of c.crs per row.
-    "constant_crs": {"clip": _CLIP, "crs": "'EPSG:32632'", "select": _ROWS},
-    # Count and footprint share per chip in SQL: 64 rows to Python instead of one per feature.
-    "aggregate_in_sql": {"clip": _CLIP, "crs": "c.crs", "select": _AGG},
-    # Lower bound of the join itself: no clipping, no projection.
-    "no_clip_no_transform": {"clip": "f.geometry", "crs": "'EPSG:4326'", "select": _ROWS},
-}
+def _v0() -> Any:
+    import benchmarks._context_v0 as v0
+
+    return v0
 
 
-def building_sql_experiments(root: Path, shards: list[list[Any]]) -> dict[str, Any]:
-    """Time variants of the building query (the largest type) on the same shards.
+_SHARED: dict[str, Any] = {}
 
-    ``shards`` should hold distinct grids only, as ``map_context`` joins them.
-    """
-    from pipeline.context import _type_glob
 
-    con = _ORIGINAL["connect_duckdb"]()
-    glob = _type_glob(str(root), "building")
-    times: dict[str, list[float]] = {k: [] for k in SQL_VARIANTS}
-    rows: dict[str, list[int]] = {k: [] for k in SQL_VARIANTS}
-    for chips in shards:
-        con.execute("DROP TABLE IF EXISTS chips")
-        con.execute("DROP TABLE IF EXISTS chips_raw")
-        recs = []
-        for c in chips:
-            poly = c.grid.footprint_lonlat()
-            recs.append((c.sample_id, c.grid.crs, poly.wkt, *poly.bounds))
-        con.execute(
-            "CREATE TEMP TABLE chips_raw (sample_id VARCHAR, crs VARCHAR, wkt VARCHAR, "
-            "xmin DOUBLE, ymin DOUBLE, xmax DOUBLE, ymax DOUBLE)"
+def _shared_cursor(*, httpfs: bool = False) -> Any:
+    """A cursor on one process-wide DuckDB connection (spatial loaded once): issue-4 item 1."""
+    con = _SHARED.get("con")
+    if con is None:
+        con = _SHARED["con"] = _V0_CONNECT[0](httpfs=httpfs)
+    return con.cursor()
+
+
+_V0_CONNECT: list[Any] = []
+
+
+@contextlib.contextmanager
+def patched(module: Any, name: str, value: Any) -> Iterator[None]:
+    """Temporarily replace ``module.name``."""
+    old = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, old)
+
+
+def run_ours(chips: list[Any], root: Path) -> dict[str, Any]:
+    from pipeline.context import map_context
+
+    return map_context(chips, root)
+
+
+def run_ours_cold(chips: list[Any], root: Path) -> dict[str, Any]:
+    """``map_context`` with the row-group cache emptied first (every row group read again)."""
+    from pipeline import context
+
+    context._CACHE.clear()
+    context._CACHE_BYTES[0] = 0
+    return context.map_context(chips, root)
+
+
+def run_v0(chips: list[Any], root: Path) -> dict[str, Any]:
+    """The baseline: map_context as of 85e58ef (DuckDB spatial, connect + LOAD per shard)."""
+    return dict(_v0().map_context(chips, root))
+
+
+def run_v0_shared(chips: list[Any], root: Path) -> dict[str, Any]:
+    """The baseline with one DuckDB connection per process (issue-4 item 1 alone)."""
+    v0 = _v0()
+    with patched(v0, "connect_duckdb", _shared_cursor):
+        return dict(v0.map_context(chips, root))
+
+
+def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """How two results' contexts differ: chips differing, largest share / count differences."""
+    out = {"chips": len(a), "differing": 0, "max_share_diff": 0.0, "max_building_count_diff": 0}
+    out.update(same_classes_tags_names=0, same_named_feature_keys=0)
+    for k in a:
+        ra, rb = a[k].to_row(), b[k].to_row()
+        out["differing"] += ra != rb or (a[k].tags, a[k].names) != (b[k].tags, b[k].names)
+        out["same_classes_tags_names"] += (a[k].classes, a[k].tags, a[k].names) == (
+            b[k].classes,
+            b[k].tags,
+            b[k].names,
         )
-        con.executemany("INSERT INTO chips_raw VALUES (?, ?, ?, ?, ?, ?, ?)", recs)
-        con.execute(
-            "CREATE TEMP TABLE chips AS SELECT *, ST_GeomFromText(wkt) AS geom FROM chips_raw"
+        keys = [{(f["name"], f["kind"]) for f in r["named_features"]} for r in (ra, rb)]
+        out["same_named_feature_keys"] += keys[0] == keys[1]
+        out["max_building_count_diff"] = max(
+            out["max_building_count_diff"], abs(ra["building_count"] - rb["building_count"])
         )
-        x0, y0 = min(r[3] for r in recs), min(r[4] for r in recs)
-        x1, y1 = max(r[5] for r in recs), max(r[6] for r in recs)
-        for name, parts in SQL_VARIANTS.items():
-            sql = _BUILDING_SQL.format(glob=glob, x0=x0, y0=y0, x1=x1, y1=y1, **parts)
+        for key in ("land_cover", "land_use"):
+            sa = {i["class"]: i["share"] for i in ra[key]}
+            sb = {i["class"]: i["share"] for i in rb[key]}
+            for c in sa.keys() | sb.keys():
+                d = abs(sa.get(c, 0.0) - sb.get(c, 0.0))
+                out["max_share_diff"] = max(out["max_share_diff"], round(d, 4))
+        d = abs(ra["building_share"] - rb["building_share"])
+        out["max_share_diff"] = max(out["max_share_diff"], round(d, 4))
+    return out
+
+
+def profile_ours(shards: list[list[Any]], root: Path) -> dict[str, Any]:
+    """Where a shard's time goes in ``map_context``, over consecutive shards (cache as in a run)."""
+    from pipeline import context
+
+    t: dict[str, float] = {"read_decode_row_groups": 0.0, "fetch_filter_project": 0.0}
+    t.update(clip=0.0, accumulate=0.0)
+    rows = {"features": 0, "pieces": 0}
+    fetch, clip, acc, row_group = (
+        context._fetch_type,
+        context._clip_to_chips,
+        context._accumulate,
+        context._row_group,
+    )
+
+    def t_row_group(*a: Any) -> Any:
+        t0 = time.perf_counter()
+        out = row_group(*a)
+        t["read_decode_row_groups"] += time.perf_counter() - t0
+        return out
+
+    def t_fetch(*a: Any) -> Any:
+        r0, t0 = t["read_decode_row_groups"], time.perf_counter()
+        out = fetch(*a)
+        t["fetch_filter_project"] += time.perf_counter() - t0 - (t["read_decode_row_groups"] - r0)
+        if out is not None:
+            rows["features"] += out[0].num_rows
+        return out
+
+    def t_clip(*a: Any) -> Any:
+        t0 = time.perf_counter()
+        out = clip(*a)
+        t["clip"] += time.perf_counter() - t0
+        rows["pieces"] += len(out.feature)
+        return out
+
+    def t_acc(*a: Any) -> Any:
+        t0 = time.perf_counter()
+        out = acc(*a)
+        t["accumulate"] += time.perf_counter() - t0
+        return out
+
+    run_ours_cold([], root)
+    total = 0.0
+    with contextlib.ExitStack() as stack:
+        for name, fn in (
+            ("_fetch_type", t_fetch),
+            ("_clip_to_chips", t_clip),
+            ("_accumulate", t_acc),
+            ("_row_group", t_row_group),
+        ):
+            stack.enter_context(patched(context, name, fn))
+        for chips in shards:
             t0 = time.perf_counter()
-            got = con.execute(sql).fetchall()
-            times[name].append(time.perf_counter() - t0)
-            rows[name].append(len(got))
-    con.close()
-    base = median(times["as_is"])
+            context.map_context(chips, root)
+            total += time.perf_counter() - t0
+    n = len(shards)
+    t["rest"] = total - sum(t.values())
     return {
-        name: {
-            "median_ms_per_shard": round(1000 * median(ts), 1),
-            "rows_returned_per_shard": round(float(np.mean(rows[name])), 1),
-            "speedup_vs_as_is": round(base / median(ts), 2),
-        }
-        for name, ts in times.items()
+        "shards": n,
+        "ms_per_shard": round(1000 * total / n, 1),
+        "parts_ms_per_shard": {k: round(1000 * v / n, 1) for k, v in t.items()},
+        "share": {k: round(v / total, 3) for k, v in t.items()},
+        "features_per_shard": round(rows["features"] / n, 1),
+        "pieces_per_shard": round(rows["pieces"] / n, 1),
+    }
+
+
+def timed(fn: Callable[[list[Any], Path], Any], shards: list[list[Any]], root: Path) -> Any:
+    """(results, wall s, CPU s) of ``fn`` over ``shards`` one after the other."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    out = [fn(chips, root) for chips in shards]
+    return out, time.perf_counter() - t0, time.process_time() - c0
+
+
+def summary(n_chips: int, wall: float, cpu: float) -> dict[str, Any]:
+    return {
+        "chips": n_chips,
+        "wall_s": round(wall, 3),
+        "chips_per_s": round(n_chips / wall, 1),
+        "cpu_s": round(cpu, 3),
+        "chips_per_cpu_s": round(n_chips / cpu, 1),
     }
 
 
@@ -729,147 +671,128 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--features", type=int, default=1_000_000)
     parser.add_argument("--bbox", type=float, nargs=4, default=DEFAULT_BBOX)
-    parser.add_argument("--shards", type=int, default=12, help="64-chip shards timed")
-    parser.add_argument("--baseline-shards", type=int, default=2, help="for per_chip, no_pushdown")
+    parser.add_argument("--shards", type=int, default=16, help="consecutive 64-chip shards")
+    parser.add_argument("--spread-shards", type=int, default=8, help="shards spread over the plan")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/eocap-bench"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="write results JSON here")
     args = parser.parse_args(argv)
 
-    from pipeline import context
+    from concurrent.futures import ThreadPoolExecutor
 
-    _ORIGINAL["connect_duckdb"] = context.connect_duckdb
+    _V0_CONNECT.append(_v0().connect_duckdb)
     info_machine = machine()  # before the work: load average at start
     bbox = (args.bbox[0], args.bbox[1], args.bbox[2], args.bbox[3])
     root, info = ensure_extract(args.cache_dir, bbox, args.features, args.seed)
-    shards, planned = plan_chip_shards(bbox, args.shards)
-    distinct = [len({_grid_key(c.grid) for c in s}) for s in shards]
-    log(f"{len(shards)} shards of {len(shards[0])} chips (of {planned} planned shards)")
+    every, planned = plan_chip_shards(bbox, 10**9)
+    start = len(every) // 3  # consecutive shards from the middle of the plan, as a run takes them
+    need = max(args.shards, max(args.sizes) // 64)
+    consecutive = every[start : start + need]
+    step = max(1, len(every) // args.spread_shards)
+    spread = every[::step][: args.spread_shards]
+    log(f"{len(every)} planned shards; {len(consecutive)} consecutive, {len(spread)} spread")
+    run_v0_shared(spread[0][:4], root)  # warm-up: page cache, the shared connection
+    run_v0(spread[0][:4], root)
+    run_ours_cold(spread[0][:4], root)
 
-    variants: dict[str, Callable[[list[Any], Path], dict[str, Any]]] = {
-        "ours": run_ours,
-        "shared_db": run_shared,
-        "no_dedup": run_no_dedup,
-    }
-    baselines = {"per_chip": run_per_chip, "no_pushdown": run_no_pushdown}
-    run_shared(shards[0], root)  # warm-up: page cache, the shared connection
-    run_ours(shards[0][:8], root)
-    times: dict[str, list[float]] = {k: [] for k in (*variants, *baselines)}
-    cpus: dict[str, list[float]] = {k: [] for k in times}
-    differing: dict[str, int] = dict.fromkeys(times, 0)  # chips whose context != ours
-    for i, chips in enumerate(shards):
-        outputs: dict[str, dict[str, Any]] = {}
-        todo = dict(variants)
-        if i < args.baseline_shards:
-            todo.update(baselines)
-        order = list(todo)
-        order = order[i % len(order) :] + order[: i % len(order)]  # rotate: no variant always first
-        for name in order:
-            fn = todo[name]
-            c0, t0 = time.process_time(), time.perf_counter()
-            got = fn(chips, root)
-            times[name].append(time.perf_counter() - t0)
-            cpus[name].append(time.process_time() - c0)
-            outputs[name] = got
-        for name, got in outputs.items():
-            differing[name] += _n_differing(outputs["ours"], got)
-        log(
-            f"shard {i + 1}/{len(shards)}: "
-            + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items() if len(v) == i + 1)
-        )
-
-    def summary(name: str) -> dict[str, Any]:
-        ts = times[name]
-        chips = len(shards[0]) * len(ts)
-        return {
-            "shards": len(ts),
-            "chips": chips,
-            "total_s": round(sum(ts), 3),
-            "median_shard_s": round(median(ts), 4),
-            "chips_per_s": round(chips / sum(ts), 1),
-            "cpu_s": round(sum(cpus[name]), 3),
-            "chips_per_cpu_s": round(chips / sum(cpus[name]), 1),
-        }
-
-    res = {k: summary(k) for k in times}
-    n_base = min(args.baseline_shards, len(shards))
-
-    def on_base(name: str) -> float:
-        return len(shards[0]) * n_base / sum(times[name][:n_base])
-
-    log("fixed cost: the same shards moved off the extract (every query returns nothing)")
-    empty = [shifted(s, 3.0) for s in shards[: max(args.baseline_shards, 3)]]
-    fixed: dict[str, list[float]] = {"ours": [], "shared_db": []}
-    for chips in empty:
-        for name, fn in (("ours", run_ours), ("shared_db", run_shared)):
-            t0 = time.perf_counter()
-            fn(chips, root)
-            fixed[name].append(time.perf_counter() - t0)
-    fixed_res = {
-        k: {
-            "median_shard_s": round(median(v), 4),
-            "max_chips_per_s": round(len(shards[0]) / median(v), 1),
-        }
-        for k, v in fixed.items()
-    }
-    log("building query variants (SQL) on the baseline shards")
-    sql_res = building_sql_experiments(
-        root, [_unique_grids(s) for s in shards[: max(args.baseline_shards, 3)]]
+    res: dict[str, Any] = {}
+    outputs: dict[str, list[Any]] = {}
+    # 1. Consecutive shards (a run's order): ours with its cache as in a run, ours with the
+    # cache emptied before each shard, the baseline, the baseline with a shared connection.
+    series = consecutive[: args.shards]
+    n = 64 * len(series)
+    order = ["v0", "ours_run", "ours_cold", "v0_shared"]
+    fns = {"ours_run": run_ours, "ours_cold": run_ours_cold, "v0": run_v0}
+    fns["v0_shared"] = run_v0_shared
+    for name in order:
+        if name == "ours_run":
+            run_ours_cold([], root)  # the run starts with an empty cache
+        log(f"consecutive: {name}")
+        outputs[name], wall, cpu = timed(fns[name], series, root)
+        res[f"consecutive_{name}"] = summary(n, wall, cpu)
+    # Two shards at a time, as runtime.workers=2 runs them (threads, one process, one cache).
+    run_ours_cold([], root)
+    log("consecutive: ours_run, 2 threads")
+    c0, t0 = time.process_time(), time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda c: run_ours(c, root), series))
+    res["consecutive_ours_run_2_threads"] = summary(
+        n, time.perf_counter() - t0, time.process_time() - c0
     )
-    log("profiling ours and shared_db shard by shard")
-    prof_ours = [profile_shard(s, root, shared=False) for s in shards]
-    prof_shared = [profile_shard(s, root, shared=True) for s in shards]
+    # 2. Shards spread over the whole plan: little reuse between them.
+    for name in ("v0", "ours_run"):
+        if name == "ours_run":
+            run_ours_cold([], root)
+        log(f"spread: {name}")
+        outputs[f"spread_{name}"], wall, cpu = timed(fns[name], spread, root)
+        res[f"spread_{name}"] = summary(64 * len(spread), wall, cpu)
+    # 3. Shard size: consecutive shards merged into one shard of 64, 256, 1024 chips.
+    by_size: dict[str, Any] = {}
+    for size in args.sizes:
+        k = size // 64
+        starts = range(0, len(consecutive) - k + 1, k)
+        groups = [[c for sh in consecutive[i : i + k] for c in sh] for i in starts]
+        row: dict[str, Any] = {"shards": len(groups)}
+        for name, fn in (("v0", run_v0), ("ours_cold", run_ours_cold), ("ours_run", run_ours)):
+            if name == "ours_run":
+                run_ours_cold([], root)
+            log(f"shard size {size}: {name}")
+            _, wall, cpu = timed(fn, groups, root)
+            row[name] = summary(size * len(groups), wall, cpu)
+        by_size[str(size)] = row
+    # 4. Fixed cost: the same chips moved off the extract (nothing found).
+    empty = [shifted(s, 3.0) for s in series[:4]]
+    fixed = {}
+    for name, fn in (("v0", run_v0), ("v0_shared", run_v0_shared), ("ours", run_ours)):
+        _, wall, _cpu = timed(fn, empty, root)
+        fixed[name] = {
+            "ms_per_shard": round(1000 * wall / len(empty), 1),
+            "max_chips_per_s": round(64 * len(empty) / wall, 1),
+        }
+    log("profile of ours over the consecutive shards")
+    prof = profile_ours(series, root)
 
-    def agg(profs: list[dict[str, Any]]) -> dict[str, Any]:
-        n = len(profs)
-        keys = ("total_s", "connect_load_s", "describe_s", "queries_s", "rest_s")
-        out: dict[str, Any] = {
-            f"{k}_per_shard": round(sum(p[k] for p in profs) / n, 4) for k in keys
-        }
-        total = sum(p["total_s"] for p in profs)
-        out["share"] = {k: round(sum(p[k] for p in profs) / total, 3) for k in keys[1:]}
-        out["per_type_query_ms_per_shard"] = {
-            t: round(1000 * sum(p["per_type"][t]["query_s"] for p in profs) / n, 1)
-            for t in profs[0]["per_type"]
-        }
-        out["per_type_rows_per_shard"] = {
-            t: round(sum(p["per_type"][t]["rows"] for p in profs) / n, 1)
-            for t in profs[0]["per_type"]
-        }
-        return out
+    def ratio(a: str, b: str) -> float:
+        return round(res[a]["chips_per_s"] / res[b]["chips_per_s"], 2)
 
+    diffs = {
+        "ours_run_vs_v0": compare(
+            {k: v for d in outputs["v0"] for k, v in d.items()},
+            {k: v for d in outputs["ours_run"] for k, v in d.items()},
+        ),
+        "ours_cold_vs_ours_run_identical": all(
+            a == b for a, b in zip(outputs["ours_cold"], outputs["ours_run"], strict=True)
+        ),
+    }
     result = {
         "benchmark": "overture_join",
         "machine": info_machine,
         "extract": {"root": str(root), **info},
         "params": {
-            "shards": len(shards),
-            "chips_per_shard": len(shards[0]),
-            "distinct_grids_per_shard": round(float(np.mean(distinct)), 1),
-            "baseline_shards": n_base,
+            "consecutive_shards": len(series),
+            "spread_shards": len(spread),
+            "chips_per_shard": 64,
+            "distinct_grids_per_shard": round(
+                float(np.mean([len({_grid_key(c.grid) for c in s}) for s in series])), 1
+            ),
             "planned_shards_over_area": planned,
+            "baseline": "benchmarks/_context_v0.py = pipeline/context.py at 85e58ef",
         },
-        "chips_with_context_differing_from_ours": differing,
         "variants": res,
         "ratios": {
-            "shared_db_over_ours": round(
-                res["shared_db"]["chips_per_s"] / res["ours"]["chips_per_s"], 2
-            ),
-            "ours_over_no_dedup": round(
-                res["ours"]["chips_per_s"] / res["no_dedup"]["chips_per_s"], 2
-            ),
-            "note": "baselines are compared on the same (first baseline_shards) shards",
-            "ours_over_per_chip": round(on_base("ours") / on_base("per_chip"), 2),
-            "ours_over_no_pushdown": round(on_base("ours") / on_base("no_pushdown"), 2),
-            "shared_db_over_per_chip": round(on_base("shared_db") / on_base("per_chip"), 2),
-            "shared_db_over_no_pushdown": round(on_base("shared_db") / on_base("no_pushdown"), 2),
+            "ours_run_over_v0": ratio("consecutive_ours_run", "consecutive_v0"),
+            "ours_cold_over_v0": ratio("consecutive_ours_cold", "consecutive_v0"),
+            "v0_shared_over_v0": ratio("consecutive_v0_shared", "consecutive_v0"),
+            "ours_run_2_threads_over_v0": ratio("consecutive_ours_run_2_threads", "consecutive_v0"),
+            "spread_ours_run_over_v0": ratio("spread_ours_run", "spread_v0"),
         },
+        "by_shard_size": by_size,
         "target_chips_per_s": 5000,
-        "fixed_cost_empty_area": fixed_res,
-        "building_query_variants": sql_res,
-        "profile_ours": agg(prof_ours),
-        "profile_shared_db": agg(prof_shared),
-        "row_groups": row_groups_touched(root, shards),
+        "fixed_cost_empty_area": fixed,
+        "profile_ours_run": prof,
+        "context_differences": diffs,
+        "row_groups": row_groups_touched(root, series),
     }
     emit(result, args.out)
 

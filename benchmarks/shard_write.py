@@ -13,9 +13,10 @@ writes the same shards to ``/tmp`` (page cache, no fsync), interleaved and repea
   (snappy, dictionary and statistics on every column);
 * ``npy_pixels``: ``np.save`` of the shard's stacked pixel cubes and SCL (the bytes that
   dominate a shard, uncompressed): the raw-dump floor;
-* ``opt_delta_pixels``: the proposed writer change, schema unchanged: ``write_table`` as it is
-  plus ``column_encoding=DELTA_BINARY_PACKED`` on the ``pixels``/``scl`` leaf columns (read back
-  identical by pyarrow and DuckDB, checked here; read-back time reported next to ours);
+* ``v0_plain_pixels``: the baseline, ours before dc61245 (issue 4): the same ``write_table``
+  without ``column_encoding=DELTA_BINARY_PACKED`` on the ``pixels``/``scl`` leaf columns (both
+  read back identical by pyarrow and DuckDB, checked here; read-back times reported). It
+  writes a ready Arrow table, so compare it with ``ours_write_table_only`` (like for like);
 * ``diag_pixels_binary``: a diagnostic, not a drop-in: the same table and write options, with
   ``pixels`` and ``scl`` as one ``binary`` value per row instead of nested fixed-size lists
   (this is what the nested lists cost in Parquet: a repetition/definition level per value and
@@ -84,29 +85,24 @@ def _binary_pixels(table: pa.Table) -> pa.Table:
     return table
 
 
-LEAVES = {
-    "pixels.list.element.list.element.list.element": "DELTA_BINARY_PACKED",
-    "scl.list.element.list.element": "DELTA_BINARY_PACKED",
-}
-
-
-class _DeltaParquet:
-    """``pyarrow.parquet`` whose ``write_table`` adds delta encoding on the pixel leaves."""
+class _PlainParquet:
+    """``pyarrow.parquet`` whose ``write_table`` drops ``column_encoding`` (no delta)."""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(pq, name)
 
     @staticmethod
     def write_table(table: pa.Table, where: Any, **kw: Any) -> None:
-        pq.write_table(table, where, column_encoding=LEAVES, **kw)
+        kw.pop("column_encoding", None)
+        pq.write_table(table, where, **kw)
 
 
-def write_delta(table: pa.Table, path: Path, meta: dict[str, Any]) -> None:
-    """``pipeline.shards.write_table`` with delta-encoded pixel leaves (proposed option)."""
+def write_plain(table: pa.Table, path: Path, meta: dict[str, Any]) -> None:
+    """``pipeline.shards.write_table`` as before dc61245: pixel leaves without delta encoding."""
     from pipeline import shards
 
     original = shards.pq
-    shards.pq = _DeltaParquet()  # type: ignore[assignment]
+    shards.pq = _PlainParquet()  # type: ignore[assignment]
     try:
         shards.write_table(table, path, extra_metadata=meta)
     finally:
@@ -181,8 +177,8 @@ def main(argv: list[str] | None = None) -> None:
             np.save(f, np.stack([r.pixels for r in recs]))
             np.save(f, np.stack([r.scl for r in recs]))
 
-    def opt_delta_pixels(i: int, path: Path) -> None:
-        write_delta(tables[i], path, meta)
+    def v0_plain_pixels(i: int, path: Path) -> None:
+        write_plain(tables[i], path, meta)
 
     def diag_pixels_binary(i: int, path: Path) -> None:
         write_table(binaries[i], path, extra_metadata=meta)
@@ -193,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         "ours_write_table_only": ours_write_only,
         "pyarrow_default": pyarrow_default,
         "npy_pixels": npy_pixels,
-        "opt_delta_pixels": opt_delta_pixels,
+        "v0_plain_pixels": v0_plain_pixels,
         "diag_pixels_binary": diag_pixels_binary,
     }
     runs: dict[str, list[Timing]] = {k: [] for k in variants}
@@ -213,18 +209,18 @@ def main(argv: list[str] | None = None) -> None:
                 log(f"rep {rep}/{args.repeats} {name}: {t.wall_s:.2f} s wall, {t.cpu_s:.2f} s CPU")
     check = pq.read_table(work / "ours" / "00000.parquet")
     assert check.num_rows == len(shards[0]) and check.schema == tables[0].schema
-    delta = pq.read_table(work / "opt_delta_pixels" / "00000.parquet")
+    delta = pq.read_table(work / "v0_plain_pixels" / "00000.parquet")
     delta_ok = delta.equals(check)
     import duckdb
 
     sql = "SELECT sum(list_sum(flatten(flatten(pixels)))::HUGEINT) FROM '{}'"
     delta_ok = delta_ok and (
         duckdb.sql(sql.format(work / "ours" / "00000.parquet")).fetchall()
-        == duckdb.sql(sql.format(work / "opt_delta_pixels" / "00000.parquet")).fetchall()
+        == duckdb.sql(sql.format(work / "v0_plain_pixels" / "00000.parquet")).fetchall()
     )
     read_s = {
         k: round(_read_seconds(work / k / "00000.parquet", args.repeats), 3)
-        for k in ("ours", "opt_delta_pixels", "pyarrow_default")
+        for k in ("ours", "v0_plain_pixels", "pyarrow_default")
     }
 
     res: dict[str, Any] = {}
@@ -269,17 +265,17 @@ def main(argv: list[str] | None = None) -> None:
             "write_table_share_of_ours": round(
                 res[ours_write_table_only]["wall_s"] / o["wall_s"], 2
             ),
-            "opt_delta_over_ours_write_table": round(
-                res[ours_write_table_only]["wall_s"] / res["opt_delta_pixels"]["wall_s"], 2
+            "ours_write_table_over_v0_plain_write_table": round(
+                res["v0_plain_pixels"]["wall_s"] / res[ours_write_table_only]["wall_s"], 2
             ),
-            "opt_delta_file_size_over_ours": round(
-                res["opt_delta_pixels"]["file_mb"] / o["file_mb"], 2
+            "ours_file_size_over_v0_plain": round(
+                o["file_mb"] / res["v0_plain_pixels"]["file_mb"], 2
             ),
             "diag_binary_over_ours_write_table": round(
                 res[ours_write_table_only]["wall_s"] / res["diag_pixels_binary"]["wall_s"], 2
             ),
         },
-        "opt_delta_identical_in_pyarrow_and_duckdb": delta_ok,
+        "v0_plain_identical_in_pyarrow_and_duckdb": delta_ok,
         "read_back_pixels_scl_s_first_shard": read_s,
         "work_dir": str(work),
     }
