@@ -323,14 +323,14 @@ def records_table(records: list[SampleRecord], *, n_bands: int, size: int) -> pa
 _DELTA_COLUMNS = ("pixels", "scl")
 
 
-def _leaf_path(f: pa.Field) -> str:
-    """The Parquet leaf column path of a (nested) list field, e.g. ``scl.list.element...``."""
+def _leaf(f: pa.Field) -> tuple[str, pa.DataType]:
+    """Parquet leaf path and value type of a (nested) list field, e.g. ``scl.list.element...``."""
     path: str = f.name
     t: pa.DataType = f.type
     while pa.types.is_list(t) or pa.types.is_fixed_size_list(t) or pa.types.is_large_list(t):
         path += ".list.element"
         t = t.value_type
-    return path
+    return path, t
 
 
 def write_table(
@@ -367,7 +367,11 @@ def write_table(
     # The integer cubes are most of a shard: delta encoding (then zstd) writes them 1.27x
     # faster and 13 % smaller than dictionary/plain pages (docs/benchmarks.md); pyarrow,
     # DuckDB and `datasets` read it back unchanged.
-    delta = {_leaf_path(table.schema.field(c)): "DELTA_BINARY_PACKED" for c in _DELTA_COLUMNS}
+    delta = {
+        path: "DELTA_BINARY_PACKED"
+        for path, leaf in (_leaf(table.schema.field(c)) for c in _DELTA_COLUMNS)
+        if pa.types.is_integer(leaf)
+    }
     pq.write_table(
         table,
         tmp,
