@@ -25,6 +25,7 @@ from pipeline.config import RunConfig, load_config
 from pipeline.errors import ConfigError
 from pipeline.run import RunReport, preflight
 from pipeline.sampling import plan_locations
+from validation.cli import add_review_parser, normalize_argv
 
 console = Console(stderr=True)
 
@@ -43,6 +44,7 @@ examples:
   eocap run my-run.yaml --set output.shard_size=1000 --set runtime.workers=8
   eocap deploy my-run.yaml --cron "0 2 * * *"   a nightly run that extends the dataset
   eocap serve-demo                    serve the demo STAC API and COGs until Ctrl-C
+  eocap review output/demo            the review app: experts rate and correct captions
 
 Config values can also come from the environment: EOCAP_STAC__API_URL=..., EOCAP_OUTPUT__DIR=...
 Docs: docs/architecture.md (stages), docs/dataset-schema.md (columns), docs/production.md.
@@ -419,12 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--files-port", type=int, default=8766)
     p = add("generate-demo", cmd_generate_demo, "generate the demo region's data only")
     p.add_argument("--data-dir", type=Path, default=DEMO_DATA_DIR)
+    add_review_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (2 for config errors)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(normalize_argv(list(sys.argv[1:] if argv is None else argv)))
     tempfile.tempdir = None
     try:
         code: int = args.func(args)

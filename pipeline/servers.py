@@ -37,6 +37,8 @@ __all__ = [
     "absolutize_items",
     "free_port",
     "serve_demo",
+    "serve_app",
+    "spawn_server",
     "start_file_server",
     "start_stac_server",
     "start_transformers_server",
@@ -88,7 +90,26 @@ def free_port(host: str = HOST) -> int:
         return port
 
 
-def _spawn(args: list[str], port: int | None, ready_path: str, log_dir: Path) -> ServerHandle:
+def spawn_server(
+    args: list[str],
+    port: int | None,
+    ready_path: str,
+    log_dir: Path,
+    *,
+    module: str = "pipeline.servers",
+) -> ServerHandle:
+    """Start ``python -m MODULE ARGS --port P --port-file F`` and wait until it answers.
+
+    Args:
+        args: The server's arguments (its kind first).
+        port: Port to bind; None or 0 for any free port.
+        ready_path: Path under the base URL that answers (< 500) once the server is up.
+        log_dir: Where the port file and the server's log go.
+        module: A module whose ``__main__`` serves with :func:`serve_app`.
+
+    Raises:
+        RuntimeError: if the server exits or is not ready within 60 s.
+    """
     # The child binds the port itself (port 0 = any free port) and writes the bound port to a
     # file: choosing a free port here and binding it there would race with other processes.
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -101,7 +122,7 @@ def _spawn(args: list[str], port: int | None, ready_path: str, log_dir: Path) ->
         [
             sys.executable,
             "-m",
-            "pipeline.servers",
+            module,
             *args,
             "--port",
             str(port or 0),
@@ -163,7 +184,7 @@ def start_stac_server(
     folder = Path(tmp.name) if log_dir is None else log_dir
     items_path = Path(tmp.name) / "items.json"
     items_path.write_text(json.dumps({"type": "FeatureCollection", "features": items}))
-    handle = _spawn(["stac", "--items", str(items_path)], port, "collections", folder)
+    handle = spawn_server(["stac", "--items", str(items_path)], port, "collections", folder)
     handle._tmp = tmp
     return handle
 
@@ -173,7 +194,7 @@ def start_file_server(
 ) -> ServerHandle:
     """Serve the files under ``root`` over HTTP with Range support on 127.0.0.1."""
     folder = log_dir or Path(tempfile.gettempdir())
-    return _spawn(["files", "--root", str(Path(root).resolve())], port, "", folder)
+    return spawn_server(["files", "--root", str(Path(root).resolve())], port, "", folder)
 
 
 def start_transformers_server(
@@ -292,12 +313,13 @@ def _duckdb_extension_dir() -> Path:
     return root
 
 
-def _serve(app: Any, port: int, port_file: Path | None) -> None:
+def serve_app(app: Any, port: int, port_file: Path | None, host: str = HOST) -> None:
+    """Serve an ASGI app with uvicorn on ``host:port``, writing the bound port to ``port_file``."""
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((HOST, port))
+    sock.bind((host, port))
     if port_file is not None:
         tmp = port_file.with_suffix(".tmp")
         tmp.write_text(f"{sock.getsockname()[1]}\n")
@@ -346,7 +368,7 @@ def _run_stac(items_json: Path, port: int, port_file: Path | None) -> None:
         )
     )
     settings = Settings(stac_fastapi_geoparquet_href=str(parquet))
-    _serve(create(settings=settings, duckdb_client=client).app, port, port_file)
+    serve_app(create(settings=settings, duckdb_client=client).app, port, port_file)
 
 
 def _run_files(root: Path, port: int, port_file: Path | None) -> None:
@@ -355,7 +377,7 @@ def _run_files(root: Path, port: int, port_file: Path | None) -> None:
     from starlette.staticfiles import StaticFiles
 
     app = Starlette(routes=[Mount("/", app=StaticFiles(directory=root, html=False))])
-    _serve(app, port, port_file)
+    serve_app(app, port, port_file)
 
 
 def main(argv: list[str] | None = None) -> None:
