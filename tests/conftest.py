@@ -167,3 +167,26 @@ def region_copy(region: DemoRegion, tmp_path: Path) -> DemoRegion:
         cog_root=root / "cogs",
         item_ids=region.item_ids,
     )
+
+
+@pytest.fixture(scope="session")
+def review_dataset(
+    region: DemoRegion, servers: DemoServers, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A finished small dataset (template captions) for the review app, built once."""
+    from pipeline.build import build_shard
+    from pipeline.run import plan_run
+
+    out = tmp_path_factory.mktemp("review") / "dataset"
+    plan = plan_run(make_config(region, servers, out, **{"output.shard_size": 8}))
+    for shard in plan.iter_shards():
+        build_shard(shard, plan.config, overture_root=plan.overture_root)
+    return out
+
+
+def review_postgres_url() -> str | None:
+    """The PostgreSQL URL `.ci/run` starts (EOCAP_TEST_POSTGRES_URL); CI must have one."""
+    url = os.environ.get("EOCAP_TEST_POSTGRES_URL")
+    if url is None and os.environ.get("CI"):
+        pytest.fail("CI must provide EOCAP_TEST_POSTGRES_URL (see .ci/run)")
+    return url

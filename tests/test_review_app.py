@@ -1,0 +1,294 @@
+"""The review app in-process: campaigns, reviews, roles, bad input, export and apply.
+
+Runs on SQLite and on the real PostgreSQL server that `.ci/run` starts.
+"""
+
+import re
+import shutil
+
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+from .conftest import review_postgres_url
+from fastapi.testclient import TestClient
+
+from validation.app import create_app
+from validation.auth import create_user
+from validation.campaigns import CampaignSettings, create_campaign, grow_campaign
+from validation.dataset import Dataset
+from validation.db import audit, connect, database_url, items, metadata, reviews
+from validation.results import apply_reviews, campaign_results, export_reviews
+
+PASSWORD = "correct-horse"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'reviews.db'}"
+    url = review_postgres_url()
+    if url is None:
+        pytest.skip("no PostgreSQL (set EOCAP_TEST_POSTGRES_URL; .ci/run does)")
+    url = database_url(url, None)
+    engine = sa.create_engine(url)
+    metadata.drop_all(engine)  # a fresh schema per test
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def dataset(review_dataset, tmp_path):
+    copy = tmp_path / "dataset"
+    shutil.copytree(review_dataset, copy, ignore=shutil.ignore_patterns("review"))
+    return Dataset(copy)
+
+
+@pytest.fixture
+def app_env(db_url, dataset):
+    app = create_app(dataset.root, db_url)
+    engine = app.state.engine
+    ids = {
+        "admin": create_user(engine, "admin", PASSWORD, "admin"),
+        "ann": create_user(engine, "ann", PASSWORD),
+        "bob": create_user(engine, "bob", PASSWORD),
+    }
+    settings = CampaignSettings(size=6, overlap_share=1.0, gold_share=0.25, seed=3)
+    c1 = create_campaign(engine, dataset, "one", settings)
+    c2 = create_campaign(engine, dataset, "two", CampaignSettings(size=2, seed=4))
+    yield app, engine, ids, c1, c2
+    engine.dispose()
+
+
+def client_for(app, name):
+    client = TestClient(app, follow_redirects=False)
+    page = client.get("/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    r = client.post("/login", data={"username": name, "password": PASSWORD, "csrf": csrf})
+    assert r.status_code == 303, r.text
+    return client
+
+
+def csrf_of(client, url):
+    return re.search(r'name="csrf" value="([^"]+)"', client.get(url).text).group(1)
+
+
+def item_ids(engine, campaign_id, gold=None):
+    q = sa.select(items.c.id).where(items.c.campaign_id == campaign_id).order_by(items.c.position)
+    if gold is not None:
+        q = q.where(items.c.is_gold.is_(gold))
+    with engine.connect() as con:
+        return [r.id for r in con.execute(q)]
+
+
+def count(engine, table):
+    with engine.connect() as con:
+        return con.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+
+
+def submit(client, c, i, **fields):
+    data = {"csrf": csrf_of(client, f"/c/{c}/i/{i}"), "completeness": "2", "hallucinations": "0",
+            "flags": "[]", "edited_caption": "", **fields}
+    return client.post(f"/c/{c}/i/{i}", data=data)
+
+
+def test_login_required_and_wrong_password(app_env):
+    app, *_ = app_env
+    client = TestClient(app, follow_redirects=False)
+    assert client.get("/c/1/next").status_code == 303
+    page = client.get("/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    r = client.post("/login", data={"username": "ann", "password": "wrong-pass", "csrf": csrf})
+    assert r.status_code == 401 and "Wrong user name or password" in r.text
+    # Login without the form's token is refused (login CSRF).
+    r = client.post("/login", data={"username": "ann", "password": PASSWORD, "csrf": "x"})
+    assert r.status_code == 400
+
+
+def test_review_roundtrip_and_audit(app_env):
+    app, engine, ids, c1, _ = app_env
+    ann = client_for(app, "ann")
+    first = item_ids(engine, c1)[0]
+    r = ann.get(f"/c/{c1}/next")
+    assert r.status_code == 303 and r.headers["location"] == f"/c/{c1}/i/{first}"
+    page = ann.get(f"/c/{c1}/i/{first}")
+    assert page.status_code == 200 and "Completeness" in page.text
+    assert ann.get(f"/c/{c1}/i/{first}/chip/true.png").headers["content-type"] == "image/png"
+    assert ann.get(f"/c/{c1}/i/{first}/chip/false.png").content[:4] == b"\x89PNG"
+    r = submit(ann, c1, first, completeness="3", hallucinations="1",
+               flags='[{"sentence": 0, "type": "count"}]', edited_caption="A corrected caption.")
+    assert r.status_code == 303
+    r = submit(ann, c1, first, completeness="4", hallucinations="1",
+               flags='[{"sentence": 0, "type": "object"}]')
+    assert r.status_code == 303
+    with engine.connect() as con:
+        rows = con.execute(sa.select(reviews)).fetchall()
+        trail = con.execute(sa.select(audit.c.action, audit.c.before, audit.c.after)
+                            .where(audit.c.entity == "review").order_by(audit.c.id)).fetchall()
+    assert len(rows) == 1 and rows[0].completeness == 4
+    assert [t.action for t in trail] == ["submit_review", "update_review"]
+    assert trail[1].before["completeness"] == 3 and trail[1].after["completeness"] == 4
+    assert trail[1].before["edited_caption"] == "A corrected caption."
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"completeness": "7"}, "completeness must be 1-6"),
+        ({"completeness": "0"}, "completeness must be 1-6"),
+        ({"hallucinations": "9"}, "hallucinations must be 0-3"),
+        ({"completeness": "abc"}, "rate completeness"),
+        ({"flags": '[{"sentence": 99, "type": "count"}]', "hallucinations": "1"}, "sentences"),
+        ({"flags": '[{"sentence": 0, "type": "made_up"}]', "hallucinations": "1"}, "unknown hallucination type"),
+        ({"flags": "{not json"}, "not valid JSON"),
+        ({"flags": '[{"sentence": 0, "type": "count"}]', "hallucinations": "0"}, "1 flagged claims"),
+        ({"skip_reason": "bored"}, "unknown skip reason"),
+        ({"csrf": "forged"}, "security token"),
+    ],
+)
+def test_bad_review_is_refused_and_changes_nothing(app_env, fields, message):
+    app, engine, _, c1, _ = app_env
+    ann = client_for(app, "ann")
+    item = item_ids(engine, c1)[0]
+    before = (count(engine, reviews), count(engine, audit))
+    data = {"csrf": csrf_of(ann, f"/c/{c1}/i/{item}"), "completeness": "2", "hallucinations": "0",
+            "flags": "[]", **fields}
+    r = ann.post(f"/c/{c1}/i/{item}", data=data)
+    assert r.status_code == 400
+    assert message in r.text
+    assert (count(engine, reviews), count(engine, audit)) == before
+
+
+def test_item_from_another_campaign_and_paths(app_env):
+    app, engine, _, c1, c2 = app_env
+    ann = client_for(app, "ann")
+    other = item_ids(engine, c2)[0]
+    before = count(engine, reviews)
+    csrf = csrf_of(ann, f"/c/{c1}/i/{item_ids(engine, c1)[0]}")
+    r = ann.post(f"/c/{c1}/i/{other}", data={"csrf": csrf, "completeness": "2", "hallucinations": "0"})
+    assert r.status_code == 404 and "No such item in this campaign" in r.text
+    assert ann.get(f"/c/{c1}/i/{other}").status_code == 404
+    assert count(engine, reviews) == before
+    first = item_ids(engine, c1)[0]
+    for path in (
+        f"/c/{c1}/i/{first}/chip/..%2F..%2Frun.json",
+        f"/c/{c1}/i/{first}/chip/../../../run.json",
+        f"/c/{c1}/i/{first}/chip/%2e%2e%2frun.png",
+        "/static/..%2F..%2Fpyproject.toml",
+        "/static/../app.py",
+    ):
+        r = ann.get(path)
+        assert r.status_code == 404, path
+        assert b"config_hash" not in r.content and b"[project]" not in r.content
+
+
+def test_reviewer_sees_only_own_answers_and_no_admin(app_env):
+    app, engine, _, c1, _ = app_env
+    ann, bob = client_for(app, "ann"), client_for(app, "bob")
+    item = item_ids(engine, c1)[0]
+    submit(ann, c1, item, comment="ann-was-here", edited_caption="Ann's secret edit.")
+    page = bob.get(f"/c/{c1}/i/{item}")
+    assert page.status_code == 200
+    assert "ann-was-here" not in page.text and "secret edit" not in page.text
+    for url in ("/admin", f"/admin/c/{c1}", f"/admin/c/{c1}/reviews", f"/admin/c/{c1}/export.parquet", "/admin/audit"):
+        assert bob.get(url).status_code == 403, url
+    csrf = csrf_of(bob, "/")
+    r = bob.post("/admin/users", data={"csrf": csrf, "username": "mallory", "password": "12345678", "role": "admin"})
+    assert r.status_code == 403
+    admin = client_for(app, "admin")
+    assert "secret edit" in admin.get(f"/admin/c/{c1}/reviews").text
+
+
+def test_expired_session_and_logout(app_env):
+    app, engine, *_ = app_env
+    ann = client_for(app, "ann")
+    assert ann.get("/").status_code == 200
+    from validation.db import sessions
+
+    with engine.begin() as con:
+        con.execute(sessions.update().values(expires_at=sessions.c.created_at))
+    assert ann.get("/").status_code == 303  # expired: back to login
+    ann = client_for(app, "ann")
+    csrf = csrf_of(ann, "/")
+    assert ann.post("/logout", data={"csrf": csrf}).status_code == 303
+    assert ann.get("/").status_code == 303
+
+
+def test_dashboard_agreement_export_and_apply(app_env, tmp_path):
+    app, engine, _, c1, _ = app_env
+    ann, bob = client_for(app, "ann"), client_for(app, "bob")
+    real = item_ids(engine, c1, gold=False)
+    gold = item_ids(engine, c1, gold=True)
+    assert len(real) == 6 and len(gold) >= 1
+    ratings = {"ann": [1, 2, 3, 4, 5, 6], "bob": [1, 2, 3, 4, 6, 6]}
+    for name, client in (("ann", ann), ("bob", bob)):
+        for item, rating in zip(real, ratings[name], strict=True):
+            assert submit(client, c1, item, completeness=str(rating)).status_code == 303
+    with engine.connect() as con:
+        planted = con.execute(sa.select(items.c.gold).where(items.c.id == gold[0])).scalar_one()
+    submit(ann, c1, gold[0], hallucinations="1",
+           flags=f'[{{"sentence": {planted["sentence"]}, "type": "object"}}]')
+    submit(bob, c1, gold[0])  # bob misses the planted lie
+    res = campaign_results(engine, c1, bootstrap=200)
+    assert res.items_complete == 6
+    kappa = res.kappa[0][2]
+    # po = 5/6; pe = 4 x (1/6)(1/6) + (1/6)(2/6) = 1/6 (rating 6: ann 1/6, bob 2/6); kappa 0.8
+    assert kappa.value == pytest.approx((5 / 6 - 1 / 6) / (1 - 1 / 6))
+    alpha = res.agreement["completeness (ordinal alpha)"]
+    assert alpha.n == 6 and 0.9 < alpha.value < 1.0
+    gold_acc = {r["reviewer"]: r["gold_accuracy"] for r in res.reviewers}
+    assert gold_acc == {"ann": 1.0, "bob": 0.0}
+    admin = client_for(app, "admin")
+    page = admin.get(f"/admin/c/{c1}")
+    assert page.status_code == 200 and "ordinal alpha" in page.text and "<svg" in page.text
+    export = admin.get(f"/admin/c/{c1}/export.parquet")
+    out = tmp_path / "x.parquet"
+    out.write_bytes(export.content)
+    table = pq.read_table(out)
+    assert table.num_rows == 14 and set(table.column("reviewer").to_pylist()) == {"ann", "bob"}
+    assert export_reviews(engine, tmp_path / "all.parquet") == 14
+    # apply: review results beside the shards, pixel shards untouched.
+    ds = app.state.dataset
+    before = {p.name: p.read_bytes() for p in (ds.root / "shards").glob("*.parquet")}
+    counts = apply_reviews(engine, ds)
+    assert counts["accepted"] + counts.get("rejected", 0) == 6
+    assert {p.name: p.read_bytes() for p in (ds.root / "shards").glob("*.parquet")} == before
+    applied = pq.read_table(list((ds.root / "shards" / "_review").glob("*_review.parquet")))
+    assert sorted(applied.column("sample_id").to_pylist()) == sorted(
+        set(applied.column("sample_id").to_pylist())
+    )
+    assert apply_reviews(engine, ds) == counts  # idempotent
+
+
+@pytest.fixture
+def engine(db_url):
+    engine = connect(db_url)
+    yield engine
+    engine.dispose()
+
+
+def test_campaigns_are_seeded_stratified_and_grow(engine, dataset):
+    settings = CampaignSettings(size=10, seed=5, gold_share=0.2)
+    a = create_campaign(engine, dataset, "a", settings)
+    b = create_campaign(engine, dataset, "b", settings.model_copy(update={"size": 4}))
+    grow_campaign(engine, dataset, b, 10)
+    c = create_campaign(engine, dataset, "c", settings.model_copy(update={"seed": 6}))
+
+    def listing(cid):
+        with engine.connect() as con:
+            return [tuple(r) for r in con.execute(
+                sa.select(items.c.position, items.c.sample_id, items.c.is_gold, items.c.needed_reviews)
+                .where(items.c.campaign_id == cid).order_by(items.c.position))]
+
+    assert listing(a) == listing(b)  # grown to 10 == drawn at 10
+    assert listing(a) != listing(c)
+    real = [r for r in listing(a) if not r[2]]
+    assert 5 <= len(real) <= 10  # the small dataset may hold fewer captioned samples
+    assert sum(1 for r in listing(a) if r[2]) == len(real) // 5  # one gold item per 5 draws
+    with engine.connect() as con:
+        strata = [r.stratum for r in con.execute(sa.select(items.c.stratum).where(items.c.campaign_id == a))]
+    # Equal allocation spreads a small campaign over strata: several seasons appear.
+    assert len({s["season"] for s in strata}) >= 2
+    with pytest.raises(ValueError, match="larger size"):
+        grow_campaign(engine, dataset, a, 5)
+    with pytest.raises(ValueError, match="exists"):
+        create_campaign(engine, dataset, "a", settings)
