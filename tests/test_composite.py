@@ -50,7 +50,6 @@ def test_missing_rgb_band():
         stretch_rgb(np.ones((2, 4, 4), np.uint16), ("B02", "B03"))
 
 
-
 def test_png_compress_level_changes_size_not_pixels():
     from pipeline.composite import PNG_COMPRESS_LEVEL
 
