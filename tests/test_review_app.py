@@ -9,7 +9,6 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
-from .conftest import review_postgres_url
 from fastapi.testclient import TestClient
 
 from validation.app import create_app
@@ -18,6 +17,8 @@ from validation.campaigns import CampaignSettings, create_campaign, grow_campaig
 from validation.dataset import Dataset
 from validation.db import audit, connect, database_url, items, metadata, reviews
 from validation.results import apply_reviews, campaign_results, export_reviews
+
+from .conftest import review_postgres_url
 
 PASSWORD = "correct-horse"
 
@@ -86,8 +87,14 @@ def count(engine, table):
 
 
 def submit(client, c, i, **fields):
-    data = {"csrf": csrf_of(client, f"/c/{c}/i/{i}"), "completeness": "2", "hallucinations": "0",
-            "flags": "[]", "edited_caption": "", **fields}
+    data = {
+        "csrf": csrf_of(client, f"/c/{c}/i/{i}"),
+        "completeness": "2",
+        "hallucinations": "0",
+        "flags": "[]",
+        "edited_caption": "",
+        **fields,
+    }
     return client.post(f"/c/{c}/i/{i}", data=data)
 
 
@@ -105,7 +112,7 @@ def test_login_required_and_wrong_password(app_env):
 
 
 def test_review_roundtrip_and_audit(app_env):
-    app, engine, ids, c1, _ = app_env
+    app, engine, _, c1, _ = app_env
     ann = client_for(app, "ann")
     first = item_ids(engine, c1)[0]
     r = ann.get(f"/c/{c1}/next")
@@ -114,16 +121,32 @@ def test_review_roundtrip_and_audit(app_env):
     assert page.status_code == 200 and "Completeness" in page.text
     assert ann.get(f"/c/{c1}/i/{first}/chip/true.png").headers["content-type"] == "image/png"
     assert ann.get(f"/c/{c1}/i/{first}/chip/false.png").content[:4] == b"\x89PNG"
-    r = submit(ann, c1, first, completeness="3", hallucinations="1",
-               flags='[{"sentence": 0, "type": "count"}]', edited_caption="A corrected caption.")
+    r = submit(
+        ann,
+        c1,
+        first,
+        completeness="3",
+        hallucinations="1",
+        flags='[{"sentence": 0, "type": "count"}]',
+        edited_caption="A corrected caption.",
+    )
     assert r.status_code == 303
-    r = submit(ann, c1, first, completeness="4", hallucinations="1",
-               flags='[{"sentence": 0, "type": "object"}]')
+    r = submit(
+        ann,
+        c1,
+        first,
+        completeness="4",
+        hallucinations="1",
+        flags='[{"sentence": 0, "type": "object"}]',
+    )
     assert r.status_code == 303
     with engine.connect() as con:
         rows = con.execute(sa.select(reviews)).fetchall()
-        trail = con.execute(sa.select(audit.c.action, audit.c.before, audit.c.after)
-                            .where(audit.c.entity == "review").order_by(audit.c.id)).fetchall()
+        trail = con.execute(
+            sa.select(audit.c.action, audit.c.before, audit.c.after)
+            .where(audit.c.entity == "review")
+            .order_by(audit.c.id)
+        ).fetchall()
     assert len(rows) == 1 and rows[0].completeness == 4
     assert [t.action for t in trail] == ["submit_review", "update_review"]
     assert trail[1].before["completeness"] == 3 and trail[1].after["completeness"] == 4
@@ -138,9 +161,15 @@ def test_review_roundtrip_and_audit(app_env):
         ({"hallucinations": "9"}, "hallucinations must be 0-3"),
         ({"completeness": "abc"}, "rate completeness"),
         ({"flags": '[{"sentence": 99, "type": "count"}]', "hallucinations": "1"}, "sentences"),
-        ({"flags": '[{"sentence": 0, "type": "made_up"}]', "hallucinations": "1"}, "unknown hallucination type"),
+        (
+            {"flags": '[{"sentence": 0, "type": "made_up"}]', "hallucinations": "1"},
+            "unknown hallucination type",
+        ),
         ({"flags": "{not json"}, "not valid JSON"),
-        ({"flags": '[{"sentence": 0, "type": "count"}]', "hallucinations": "0"}, "1 flagged claims"),
+        (
+            {"flags": '[{"sentence": 0, "type": "count"}]', "hallucinations": "0"},
+            "1 flagged claims",
+        ),
         ({"skip_reason": "bored"}, "unknown skip reason"),
         ({"csrf": "forged"}, "security token"),
     ],
@@ -150,8 +179,13 @@ def test_bad_review_is_refused_and_changes_nothing(app_env, fields, message):
     ann = client_for(app, "ann")
     item = item_ids(engine, c1)[0]
     before = (count(engine, reviews), count(engine, audit))
-    data = {"csrf": csrf_of(ann, f"/c/{c1}/i/{item}"), "completeness": "2", "hallucinations": "0",
-            "flags": "[]", **fields}
+    data = {
+        "csrf": csrf_of(ann, f"/c/{c1}/i/{item}"),
+        "completeness": "2",
+        "hallucinations": "0",
+        "flags": "[]",
+        **fields,
+    }
     r = ann.post(f"/c/{c1}/i/{item}", data=data)
     assert r.status_code == 400
     assert message in r.text
@@ -164,7 +198,9 @@ def test_item_from_another_campaign_and_paths(app_env):
     other = item_ids(engine, c2)[0]
     before = count(engine, reviews)
     csrf = csrf_of(ann, f"/c/{c1}/i/{item_ids(engine, c1)[0]}")
-    r = ann.post(f"/c/{c1}/i/{other}", data={"csrf": csrf, "completeness": "2", "hallucinations": "0"})
+    r = ann.post(
+        f"/c/{c1}/i/{other}", data={"csrf": csrf, "completeness": "2", "hallucinations": "0"}
+    )
     assert r.status_code == 404 and "No such item in this campaign" in r.text
     assert ann.get(f"/c/{c1}/i/{other}").status_code == 404
     assert count(engine, reviews) == before
@@ -189,10 +225,19 @@ def test_reviewer_sees_only_own_answers_and_no_admin(app_env):
     page = bob.get(f"/c/{c1}/i/{item}")
     assert page.status_code == 200
     assert "ann-was-here" not in page.text and "secret edit" not in page.text
-    for url in ("/admin", f"/admin/c/{c1}", f"/admin/c/{c1}/reviews", f"/admin/c/{c1}/export.parquet", "/admin/audit"):
+    for url in (
+        "/admin",
+        f"/admin/c/{c1}",
+        f"/admin/c/{c1}/reviews",
+        f"/admin/c/{c1}/export.parquet",
+        "/admin/audit",
+    ):
         assert bob.get(url).status_code == 403, url
     csrf = csrf_of(bob, "/")
-    r = bob.post("/admin/users", data={"csrf": csrf, "username": "mallory", "password": "12345678", "role": "admin"})
+    r = bob.post(
+        "/admin/users",
+        data={"csrf": csrf, "username": "mallory", "password": "12345678", "role": "admin"},
+    )
     assert r.status_code == 403
     admin = client_for(app, "admin")
     assert "secret edit" in admin.get(f"/admin/c/{c1}/reviews").text
@@ -225,8 +270,13 @@ def test_dashboard_agreement_export_and_apply(app_env, tmp_path):
             assert submit(client, c1, item, completeness=str(rating)).status_code == 303
     with engine.connect() as con:
         planted = con.execute(sa.select(items.c.gold).where(items.c.id == gold[0])).scalar_one()
-    submit(ann, c1, gold[0], hallucinations="1",
-           flags=f'[{{"sentence": {planted["sentence"]}, "type": "object"}}]')
+    submit(
+        ann,
+        c1,
+        gold[0],
+        hallucinations="1",
+        flags=f'[{{"sentence": {planted["sentence"]}, "type": "object"}}]',
+    )
     submit(bob, c1, gold[0])  # bob misses the planted lie
     res = campaign_results(engine, c1, bootstrap=200)
     assert res.items_complete == 6
@@ -275,9 +325,16 @@ def test_campaigns_are_seeded_stratified_and_grow(engine, dataset):
 
     def listing(cid):
         with engine.connect() as con:
-            return [tuple(r) for r in con.execute(
-                sa.select(items.c.position, items.c.sample_id, items.c.is_gold, items.c.needed_reviews)
-                .where(items.c.campaign_id == cid).order_by(items.c.position))]
+            return [
+                tuple(r)
+                for r in con.execute(
+                    sa.select(
+                        items.c.position, items.c.sample_id, items.c.is_gold, items.c.needed_reviews
+                    )
+                    .where(items.c.campaign_id == cid)
+                    .order_by(items.c.position)
+                )
+            ]
 
     assert listing(a) == listing(b)  # grown to 10 == drawn at 10
     assert listing(a) != listing(c)
@@ -285,7 +342,10 @@ def test_campaigns_are_seeded_stratified_and_grow(engine, dataset):
     assert 5 <= len(real) <= 10  # the small dataset may hold fewer captioned samples
     assert sum(1 for r in listing(a) if r[2]) == len(real) // 5  # one gold item per 5 draws
     with engine.connect() as con:
-        strata = [r.stratum for r in con.execute(sa.select(items.c.stratum).where(items.c.campaign_id == a))]
+        strata = [
+            r.stratum
+            for r in con.execute(sa.select(items.c.stratum).where(items.c.campaign_id == a))
+        ]
     # Equal allocation spreads a small campaign over strata: several seasons appear.
     assert len({s["season"] for s in strata}) >= 2
     with pytest.raises(ValueError, match="larger size"):

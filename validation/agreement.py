@@ -10,10 +10,10 @@ standard error ``sqrt(po (1 - po) / (n (1 - pe)^2))`` (Cohen 1960).
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +21,8 @@ import numpy.typing as npt
 __all__ = ["Estimate", "cohen_kappa", "krippendorff_alpha", "pairwise_kappa"]
 
 Metric = Literal["nominal", "ordinal", "interval"]
-Unit = Sequence[Hashable | None] | Mapping[Hashable, Hashable | None]
+Unit = Sequence[Any] | Mapping[Any, Any]
+"""One unit's values: a list (None = missing) or a coder -> value mapping."""
 
 
 @dataclass(frozen=True)
@@ -63,26 +64,31 @@ def _unit_coincidences(
     return domain, coinc
 
 
-def _sort_key(metric: Metric) -> object:
+def _sort_key(metric: Metric) -> Callable[[Any], Any]:
     if metric == "nominal":
         return lambda v: (type(v).__name__, str(v))
     return lambda v: float(v)
 
 
-def _delta2(domain: list[Hashable], n_c: npt.NDArray[np.float64], metric: Metric) -> npt.NDArray[np.float64]:
+def _delta2(
+    domain: list[Hashable], n_c: npt.NDArray[np.float64], metric: Metric
+) -> npt.NDArray[np.float64]:
     k = len(domain)
     if metric == "nominal":
-        return 1.0 - np.eye(k)
+        out: npt.NDArray[np.float64] = 1.0 - np.eye(k)
+        return out
     if metric == "interval":
         x = np.array([float(v) for v in domain])  # type: ignore[arg-type]
-        return (x[:, None] - x[None, :]) ** 2
+        sq: npt.NDArray[np.float64] = (x[:, None] - x[None, :]) ** 2
+        return sq
     # Ordinal: the distance between ranks c < k is the count of values from c to k, with half of
     # the two end values: sum_{g=c}^{k} n_g - (n_c + n_k) / 2.
     cum = np.concatenate([[0.0], np.cumsum(n_c)])
     lo = np.minimum.outer(np.arange(k), np.arange(k))
     hi = np.maximum.outer(np.arange(k), np.arange(k))
     between = cum[hi + 1] - cum[lo]
-    return (between - (n_c[lo] + n_c[hi]) / 2.0) ** 2
+    dist: npt.NDArray[np.float64] = (between - (n_c[lo] + n_c[hi]) / 2.0) ** 2
+    return dist
 
 
 def _alpha_from(o: npt.NDArray[np.float64], domain: list[Hashable], metric: Metric) -> float | None:
@@ -155,23 +161,24 @@ def cohen_kappa(a: Sequence[Hashable], b: Sequence[Hashable]) -> Estimate:
         return Estimate(None, None, None, n)
     kappa = (po - pe) / (1.0 - pe)
     se = math.sqrt(po * (1.0 - po) / (n * (1.0 - pe) ** 2))
-    return Estimate(kappa, kappa - 1.96 * se, kappa + 1.96 * se, n)
+    # The normal interval can leave kappa's range on few items; clip it to [-1, 1].
+    return Estimate(kappa, max(kappa - 1.96 * se, -1.0), min(kappa + 1.96 * se, 1.0), n)
 
 
 def pairwise_kappa(
-    ratings: Mapping[Hashable, Mapping[Hashable, Hashable]], min_items: int = 2
-) -> dict[tuple[Hashable, Hashable], Estimate]:
+    ratings: Mapping[Any, Mapping[Any, Any]], min_items: int = 2
+) -> dict[tuple[Any, Any], Estimate]:
     """Cohen's kappa for every pair of raters over the items both rated.
 
     Args:
         ratings: rater -> (item -> value).
         min_items: Pairs sharing fewer items are left out.
     """
-    out: dict[tuple[Hashable, Hashable], Estimate] = {}
+    result: dict[tuple[Any, Any], Estimate] = {}
     for r1, r2 in combinations(sorted(ratings, key=str), 2):
         common = sorted(set(ratings[r1]) & set(ratings[r2]), key=str)
         if len(common) >= min_items:
-            out[(r1, r2)] = cohen_kappa(
+            result[(r1, r2)] = cohen_kappa(
                 [ratings[r1][i] for i in common], [ratings[r2][i] for i in common]
             )
-    return out
+    return result

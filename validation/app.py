@@ -1,8 +1,9 @@
 """The review web app (FastAPI, server-rendered pages, a little JavaScript for the keyboard).
 
-Routes: ``/login``, ``/`` (campaigns and progress), ``/c/{campaign}/next``, ``/c/{campaign}/i/{item}``
-(the review screen; POST submits), ``/c/{campaign}/i/{item}/chip/{true|false}.png``, and for
-admins ``/admin`` (accounts, campaigns), ``/admin/c/{campaign}`` (dashboard),
+Routes: ``/login``, ``/`` (campaigns and progress), ``/c/{campaign}/next``,
+``/c/{campaign}/i/{item}`` (the review screen; POST submits),
+``/c/{campaign}/i/{item}/chip/{true|false}.png``, and for admins ``/admin`` (accounts,
+campaigns), ``/admin/c/{campaign}`` (dashboard),
 ``/admin/c/{campaign}/reviews``, ``/admin/c/{campaign}/export.parquet`` and ``/admin/audit``.
 
 Every POST carries the session's CSRF token; every change is written with an audit row in the
@@ -78,8 +79,11 @@ def create_app(
     ttl = timedelta(hours=session_hours)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals.update(
-        COMPLETENESS=COMPLETENESS, HALLUCINATIONS=HALLUCINATIONS, FLAG_TYPES=FLAG_TYPES,
-        SKIP_REASONS=SKIP_REASONS, STRATA=STRATA,
+        COMPLETENESS=COMPLETENESS,
+        HALLUCINATIONS=HALLUCINATIONS,
+        FLAG_TYPES=FLAG_TYPES,
+        SKIP_REASONS=SKIP_REASONS,
+        STRATA=STRATA,
     )
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.state.engine = engine
@@ -99,7 +103,9 @@ def create_app(
             response.headers["Cache-Control"] = "no-store"
         return response
 
-    def page(request: Request, name: str, user: User | None, status: int = 200, **ctx: Any) -> HTMLResponse:
+    def page(
+        request: Request, name: str, user: User | None, status: int = 200, **ctx: Any
+    ) -> HTMLResponse:
         return templates.TemplateResponse(request, name, {"user": user, **ctx}, status_code=status)
 
     @app.exception_handler(StarletteHTTPException)
@@ -123,7 +129,9 @@ def create_app(
 
     def check_csrf(user: User, token: str) -> None:
         if not hmac.compare_digest(user.csrf_token.encode(), token.encode()):
-            raise HTTPException(400, "The form's security token is wrong or missing; reload the page.")
+            raise HTTPException(
+                400, "The form's security token is wrong or missing; reload the page."
+            )
 
     def get_campaign(campaign_id: int) -> Any:
         with engine.connect() as con:
@@ -144,11 +152,17 @@ def create_app(
     # -- login -----------------------------------------------------------------------------
 
     @app.get("/login", response_class=HTMLResponse)
-    def login_form(request: Request, next: str = "/") -> Response:  # noqa: A002
+    def login_form(request: Request, next: str = "/") -> Response:
         token = secrets.token_urlsafe(24)
         response = page(request, "login.html", None, csrf=token, next=_safe_next(next))
-        response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict",
-                            secure=secure_cookies, max_age=3600)
+        response.set_cookie(
+            LOGIN_CSRF_COOKIE,
+            token,
+            httponly=True,
+            samesite="strict",
+            secure=secure_cookies,
+            max_age=3600,
+        )
         return response
 
     @app.post("/login")
@@ -157,7 +171,7 @@ def create_app(
         username: str = Form(""),
         password: str = Form(""),
         csrf: str = Form(""),
-        next: str = Form("/"),  # noqa: A002
+        next: str = Form("/"),
     ) -> Response:
         cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
         if not cookie or not hmac.compare_digest(cookie.encode(), csrf.encode()):
@@ -165,16 +179,35 @@ def create_app(
         token = login(engine, username, password, ttl)
         if token is None:
             fresh = secrets.token_urlsafe(24)
-            response = page(request, "login.html", None, status=401, csrf=fresh, next=_safe_next(next),
-                            error="Wrong user name or password.")
-            response.set_cookie(LOGIN_CSRF_COOKIE, fresh, httponly=True, samesite="strict",
-                                secure=secure_cookies, max_age=3600)
+            response = page(
+                request,
+                "login.html",
+                None,
+                status=401,
+                csrf=fresh,
+                next=_safe_next(next),
+                error="Wrong user name or password.",
+            )
+            response.set_cookie(
+                LOGIN_CSRF_COOKIE,
+                fresh,
+                httponly=True,
+                samesite="strict",
+                secure=secure_cookies,
+                max_age=3600,
+            )
             return response
-        response = RedirectResponse(_safe_next(next), status_code=303)
-        response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict",
-                            secure=secure_cookies, max_age=int(ttl.total_seconds()))
-        response.delete_cookie(LOGIN_CSRF_COOKIE)
-        return response
+        redirect = RedirectResponse(_safe_next(next), status_code=303)
+        redirect.set_cookie(
+            SESSION_COOKIE,
+            token,
+            httponly=True,
+            samesite="strict",
+            secure=secure_cookies,
+            max_age=int(ttl.total_seconds()),
+        )
+        redirect.delete_cookie(LOGIN_CSRF_COOKIE)
+        return redirect
 
     @app.post("/logout")
     def logout(request: Request, csrf: str = Form("")) -> Response:
@@ -192,7 +225,7 @@ def create_app(
         user = require_user(request)
         with engine.connect() as con:
             rows = con.execute(sa.select(campaigns).order_by(campaigns.c.id)).fetchall()
-            mine = dict(
+            mine: dict[int, int] = dict(
                 con.execute(
                     sa.select(items.c.campaign_id, sa.func.count())
                     .join(reviews, reviews.c.item_id == items.c.id)
@@ -203,7 +236,9 @@ def create_app(
         listing = []
         for c in rows:
             nxt = next_item(engine, c.id, user.id)
-            listing.append({"id": c.id, "name": c.name, "done": mine.get(c.id, 0), "open": nxt is not None})
+            listing.append(
+                {"id": c.id, "name": c.name, "done": mine.get(c.id, 0), "open": nxt is not None}
+            )
         return page(request, "home.html", user, campaigns=listing)
 
     @app.get("/c/{campaign_id}/next")
@@ -227,10 +262,12 @@ def create_app(
             open_ids = con.execute(
                 sa.select(items.c.id, items.c.needed_reviews).where(
                     items.c.campaign_id == campaign_id,
-                    items.c.id.not_in(sa.select(reviews.c.item_id).where(reviews.c.user_id == user_id)),
+                    items.c.id.not_in(
+                        sa.select(reviews.c.item_id).where(reviews.c.user_id == user_id)
+                    ),
                 )
             ).fetchall()
-            answered = dict(
+            answered: dict[int, int] = dict(
                 con.execute(
                     sa.select(reviews.c.item_id, sa.func.count())
                     .where(reviews.c.skipped.is_(False))
@@ -238,7 +275,9 @@ def create_app(
                 ).fetchall()
             )
             remaining = sum(
-                1 for i in open_ids if i.needed_reviews == 0 or answered.get(i.id, 0) < i.needed_reviews
+                int(True)
+                for i in open_ids
+                if i.needed_reviews == 0 or answered.get(i.id, 0) < i.needed_reviews
             )
         return {"done": int(done), "total": int(done) + remaining}
 
@@ -285,8 +324,14 @@ def create_app(
             "next": f"/c/{campaign_id}/i/{next_id}" if next_id else f"/c/{campaign_id}/next",
         }
         return page(
-            request, "review.html", user, campaign=campaign, item=item, mine=mine,
-            data_json=json.dumps(data).replace("<", "\\u003c"), progress=progress(campaign_id, user.id),
+            request,
+            "review.html",
+            user,
+            campaign=campaign,
+            item=item,
+            mine=mine,
+            data_json=json.dumps(data).replace("<", "\\u003c"),
+            progress=progress(campaign_id, user.id),
         )
 
     @app.post("/c/{campaign_id}/i/{item_id}")
@@ -308,8 +353,16 @@ def create_app(
         get_campaign(campaign_id)
         item = get_item(campaign_id, item_id)
         try:
-            values = _parse_review(item, completeness, hallucinations, flags, edited_caption,
-                                   skip_reason, comment, seconds)
+            values = _parse_review(
+                item,
+                completeness,
+                hallucinations,
+                flags,
+                edited_caption,
+                skip_reason,
+                comment,
+                seconds,
+            )
         except BadForm as exc:
             raise HTTPException(400, f"Not saved: {exc}") from None
         _save_review(engine, user, item_id, values)
@@ -335,8 +388,15 @@ def create_app(
         with engine.connect() as con:
             clist = con.execute(sa.select(campaigns).order_by(campaigns.c.id)).fetchall()
             ulist = con.execute(sa.select(users).order_by(users.c.username)).fetchall()
-        return page(request, "admin.html", user, campaigns=clist, users=ulist, error=error,
-                    defaults=CampaignSettings())
+        return page(
+            request,
+            "admin.html",
+            user,
+            campaigns=clist,
+            users=ulist,
+            error=error,
+            defaults=CampaignSettings.model_validate({}),
+        )
 
     @app.post("/admin/users")
     def admin_add_user(
@@ -371,9 +431,15 @@ def create_app(
         if not name.strip() or len(name) > 128:
             raise HTTPException(400, "Not saved: a campaign needs a name (up to 128 characters).")
         try:
-            settings = CampaignSettings(
-                size=size, seed=seed, allocation=allocation, overlap_share=overlap_share,  # type: ignore[arg-type]
-                overlap_reviewers=overlap_reviewers, gold_share=gold_share,  # type: ignore[arg-type]
+            settings = CampaignSettings.model_validate(
+                {
+                    "size": size,
+                    "seed": seed,
+                    "allocation": allocation,
+                    "overlap_share": overlap_share,
+                    "overlap_reviewers": overlap_reviewers,
+                    "gold_share": gold_share,
+                }
             )
             cid = create_campaign(engine, dataset, name.strip(), settings, by=user.id)
         except ValidationError as exc:
@@ -383,7 +449,9 @@ def create_app(
         return RedirectResponse(f"/admin/c/{cid}", status_code=303)
 
     @app.post("/admin/c/{campaign_id}/grow")
-    def admin_grow(request: Request, campaign_id: int, csrf: str = Form(""), size: str = Form("")) -> Response:
+    def admin_grow(
+        request: Request, campaign_id: int, csrf: str = Form(""), size: str = Form("")
+    ) -> Response:
         user = require_admin(request)
         check_csrf(user, csrf)
         get_campaign(campaign_id)
@@ -400,13 +468,24 @@ def create_app(
         res = campaign_results(engine, campaign_id)
         charts = [
             bar_chart("Completeness", list(COMPLETENESS), list(map(float, res.completeness))),
-            bar_chart("Hallucinations per caption", list(HALLUCINATIONS), list(map(float, res.hallucinations))),
-            bar_chart("Flagged claims by type", [FLAG_TYPES[k] for k in res.flag_types],
-                      [float(v) for v in res.flag_types.values()]),
+            bar_chart(
+                "Hallucinations per caption",
+                list(HALLUCINATIONS),
+                list(map(float, res.hallucinations)),
+            ),
+            bar_chart(
+                "Flagged claims by type",
+                [FLAG_TYPES[k] for k in res.flag_types],
+                [float(v) for v in res.flag_types.values()],
+            ),
         ]
         rate_charts = [
-            bar_chart(f"Hallucination rate by {key.replace('_', ' ')}",
-                      [f"{v} (n={n})" for v, _, n in rows], [r for _, r, _ in rows], percent=True)
+            bar_chart(
+                f"Hallucination rate by {key.replace('_', ' ')}",
+                [f"{v} (n={n})" for v, _, n in rows],
+                [r for _, r, _ in rows],
+                percent=True,
+            )
             for key, rows in res.rate_by.items()
         ]
         agreement_chart = interval_chart(
@@ -414,8 +493,16 @@ def create_app(
             [(k, e.value, e.low, e.high) for k, e in res.agreement.items()]
             + [(f"kappa {a} / {b}", e.value, e.low, e.high) for a, b, e in res.kappa],
         )
-        return page(request, "dashboard.html", user, campaign=campaign, res=res, charts=charts,
-                    rate_charts=rate_charts, agreement_chart=agreement_chart)
+        return page(
+            request,
+            "dashboard.html",
+            user,
+            campaign=campaign,
+            res=res,
+            charts=charts,
+            rate_charts=rate_charts,
+            agreement_chart=agreement_chart,
+        )
 
     @app.get("/admin/c/{campaign_id}/reviews", response_class=HTMLResponse)
     def all_reviews(request: Request, campaign_id: int) -> Response:
@@ -423,20 +510,27 @@ def create_app(
         campaign = get_campaign(campaign_id)
         from .results import review_records
 
-        return page(request, "reviews.html", user, campaign=campaign,
-                    records=review_records(engine, campaign_id))
+        return page(
+            request,
+            "reviews.html",
+            user,
+            campaign=campaign,
+            records=review_records(engine, campaign_id),
+        )
 
     @app.get("/admin/c/{campaign_id}/export.parquet")
     def export(request: Request, campaign_id: int) -> Response:
         require_admin(request)
         campaign = get_campaign(campaign_id)
+        filename = f"{_slug(campaign.name)}-reviews.parquet"
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "reviews.parquet"
             export_reviews(engine, path, campaign_id)
             body = path.read_bytes()
         return Response(
-            body, media_type="application/vnd.apache.parquet",
-            headers={"Content-Disposition": f'attachment; filename="{_slug(campaign.name)}-reviews.parquet"'},
+            body,
+            media_type="application/vnd.apache.parquet",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
         )
 
     @app.get("/admin/audit", response_class=HTMLResponse)
@@ -456,7 +550,9 @@ def create_app(
 
 def _safe_next(value: str) -> str:
     # Only same-site paths: never redirect to another host after login.
-    return value if value.startswith("/") and not value.startswith("//") and "\\" not in value else "/"
+    return (
+        value if value.startswith("/") and not value.startswith("//") and "\\" not in value else "/"
+    )
 
 
 def _slug(name: str) -> str:
@@ -487,8 +583,15 @@ def _parse_review(
     if skip_reason:
         if skip_reason not in SKIP_REASONS:
             raise BadForm(f"unknown skip reason {skip_reason!r}")
-        return {**out, "skipped": True, "skip_reason": skip_reason, "completeness": None,
-                "hallucinations": None, "flags": [], "edited_caption": None}
+        return {
+            **out,
+            "skipped": True,
+            "skip_reason": skip_reason,
+            "completeness": None,
+            "hallucinations": None,
+            "flags": [],
+            "edited_caption": None,
+        }
     try:
         rating = int(completeness)
         count = int(hallucinations)
@@ -510,7 +613,9 @@ def _parse_review(
             raise BadForm("each flag is {sentence, type}")
         s, t = f["sentence"], f["type"]
         if not isinstance(s, int) or isinstance(s, bool) or not 0 <= s < len(item.sentences):
-            raise BadForm(f"flag on sentence {s!r}: the caption has {len(item.sentences)} sentences")
+            raise BadForm(
+                f"flag on sentence {s!r}: the caption has {len(item.sentences)} sentences"
+            )
         if t not in FLAG_TYPES:
             raise BadForm(f"unknown hallucination type {t!r}")
         if s in seen:
@@ -533,7 +638,15 @@ def _parse_review(
     }
 
 
-_REVIEW_FIELDS = ("completeness", "hallucinations", "flags", "edited_caption", "skipped", "skip_reason", "comment")
+_REVIEW_FIELDS = (
+    "completeness",
+    "hallucinations",
+    "flags",
+    "edited_caption",
+    "skipped",
+    "skip_reason",
+    "comment",
+)
 
 
 def _save_review(engine: Engine, user: User, item_id: int, values: dict[str, Any]) -> None:
@@ -544,13 +657,29 @@ def _save_review(engine: Engine, user: User, item_id: int, values: dict[str, Any
             sa.select(reviews).where(reviews.c.item_id == item_id, reviews.c.user_id == user.id)
         ).first()
         if old is None:
-            rid = con.execute(
-                reviews.insert().values(item_id=item_id, user_id=user.id, submitted_at=t, updated_at=t, **values)
+            rid = con.execute(  # type: ignore[index]
+                reviews.insert().values(
+                    item_id=item_id, user_id=user.id, submitted_at=t, updated_at=t, **values
+                )
             ).inserted_primary_key[0]
-            audit_log(con, user_id=user.id, action="submit_review", entity="review", entity_id=rid,
-                      after={"item_id": item_id, **{k: values[k] for k in _REVIEW_FIELDS}})
+            audit_log(
+                con,
+                user_id=user.id,
+                action="submit_review",
+                entity="review",
+                entity_id=rid,
+                after={"item_id": item_id, **{k: values[k] for k in _REVIEW_FIELDS}},
+            )
         else:
-            con.execute(reviews.update().where(reviews.c.id == old.id).values(updated_at=t, **values))
-            audit_log(con, user_id=user.id, action="update_review", entity="review", entity_id=old.id,
-                      before={k: getattr(old, k) for k in _REVIEW_FIELDS},
-                      after={k: values[k] for k in _REVIEW_FIELDS})
+            con.execute(
+                reviews.update().where(reviews.c.id == old.id).values(updated_at=t, **values)
+            )
+            audit_log(
+                con,
+                user_id=user.id,
+                action="update_review",
+                entity="review",
+                entity_id=old.id,
+                before={k: getattr(old, k) for k in _REVIEW_FIELDS},
+                after={k: values[k] for k in _REVIEW_FIELDS},
+            )

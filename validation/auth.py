@@ -62,7 +62,8 @@ def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
     enc = base64.b64encode
-    return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${enc(salt).decode()}${enc(digest).decode()}"
+    params = f"{_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}"
+    return f"scrypt${params}${enc(salt).decode()}${enc(digest).decode()}"
 
 
 def verify_password(password: str, stored: str) -> bool:
@@ -82,7 +83,11 @@ def verify_password(password: str, stored: str) -> bool:
 def _check(username: str, password: str, role: str) -> None:
     if role not in ROLES:
         raise AuthError(f"role must be one of {ROLES}, got {role!r}")
-    if not username or len(username) > 64 or not username.replace("_", "").replace("-", "").isalnum():
+    if (
+        not username
+        or len(username) > 64
+        or not username.replace("_", "").replace("-", "").isalnum()
+    ):
         raise AuthError("username: 1-64 letters, digits, '-' or '_'")
     if len(password) < MIN_PASSWORD:
         raise AuthError(f"password: at least {MIN_PASSWORD} characters")
@@ -100,7 +105,7 @@ def create_user(
     with engine.begin() as con:
         if con.execute(sa.select(users.c.id).where(users.c.username == username)).first():
             raise AuthError(f"user {username!r} exists")
-        uid = con.execute(
+        uid = con.execute(  # type: ignore[index]
             users.insert().values(
                 username=username,
                 password_hash=hash_password(password),
@@ -151,7 +156,9 @@ def login(engine: Engine, username: str, password: str, ttl: timedelta) -> str |
         ).first()
         if row is None or not verify_password(password, row.password_hash):
             if row is not None:
-                audit_log(con, user_id=row.id, action="login_failed", entity="user", entity_id=row.id)
+                audit_log(
+                    con, user_id=row.id, action="login_failed", entity="user", entity_id=row.id
+                )
             return None
         token = secrets.token_urlsafe(32)
         t = now()
@@ -180,8 +187,13 @@ def session_user(engine: Engine, token: str | None) -> User | None:
         return None
     with engine.connect() as con:
         row = con.execute(
-            sa.select(users.c.id, users.c.username, users.c.role, sessions.c.csrf_token,
-                      sessions.c.expires_at)
+            sa.select(
+                users.c.id,
+                users.c.username,
+                users.c.role,
+                sessions.c.csrf_token,
+                sessions.c.expires_at,
+            )
             .join(users, users.c.id == sessions.c.user_id)
             .where(sessions.c.token_hash == _token_hash(token), users.c.active.is_(True))
         ).first()

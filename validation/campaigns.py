@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -93,8 +93,20 @@ class CampaignSettings(BaseModel):
 
 
 def _season(month: int, lat: float) -> str:
-    north = ("winter", "winter", "spring", "spring", "spring", "summer", "summer", "summer",
-             "autumn", "autumn", "autumn", "winter")[month - 1]
+    north = (
+        "winter",
+        "winter",
+        "spring",
+        "spring",
+        "spring",
+        "summer",
+        "summer",
+        "summer",
+        "autumn",
+        "autumn",
+        "autumn",
+        "winter",
+    )[month - 1]
     if lat >= 0:
         return north
     return {"winter": "summer", "summer": "winter", "spring": "autumn", "autumn": "spring"}[north]
@@ -146,14 +158,18 @@ def _draw_order(
                     order.append(strata[k][taken[k]])
                     taken[k] += 1
         else:  # largest remaining quota (D'Hondt): stratum size / (taken + 1)
-            k = max((k for k in keys if taken[k] < len(strata[k])),
-                    key=lambda k: (len(strata[k]) / (taken[k] + 1), k))
+            k = max(
+                (k for k in keys if taken[k] < len(strata[k])),
+                key=lambda k: (len(strata[k]) / (taken[k] + 1), k),
+            )
             order.append(strata[k][taken[k]])
             taken[k] += 1
     return order
 
 
-def _eligible(dataset: Dataset, settings: CampaignSettings) -> tuple[list[tuple[str, int]], dict[str, dict[str, str]]]:
+def _eligible(
+    dataset: Dataset, settings: CampaignSettings
+) -> tuple[list[tuple[str, int]], dict[str, dict[str, str]]]:
     strata: dict[tuple[str, ...], list[tuple[str, int]]] = defaultdict(list)
     stratum_by_id: dict[str, dict[str, str]] = {}
     for shard, table in dataset.summaries():
@@ -176,7 +192,9 @@ _PLANTS = (
 )
 
 
-def _plant(row: dict[str, Any], sentences: list[str], seed: int) -> tuple[list[str], dict[str, Any]]:
+def _plant(
+    row: dict[str, Any], sentences: list[str], seed: int
+) -> tuple[list[str], dict[str, Any]]:
     """Insert one sentence the map and pixels contradict; returns the sentences and the answer."""
     ctx = row.get("context") or {}
     absent = {
@@ -193,9 +211,22 @@ def _plant(row: dict[str, Any], sentences: list[str], seed: int) -> tuple[list[s
 
 
 _ROW_COLUMNS = [
-    "sample_id", "caption", "captioner", "prompt_version", "context", "datetime", "period",
-    "cloud_fraction", "snow_fraction", "water_fraction", "bbox", "crs", "transform", "rgb",
-    "pixels", "bands",
+    "sample_id",
+    "caption",
+    "captioner",
+    "prompt_version",
+    "context",
+    "datetime",
+    "period",
+    "cloud_fraction",
+    "snow_fraction",
+    "water_fraction",
+    "bbox",
+    "crs",
+    "transform",
+    "rgb",
+    "pixels",
+    "bands",
 ]
 
 
@@ -224,7 +255,7 @@ def _materialise(
                 row.pop("rgb")
                 rows[sid] = {"row": row, "features": features}
                 progress.advance(task)
-    gold_every = int(round(1 / settings.gold_share)) if settings.gold_share > 0 else 0
+    gold_every = round(1 / settings.gold_share) if settings.gold_share > 0 else 0
     position = start_position
     added = 0
     for draw, (sid, shard) in enumerate(picks):
@@ -273,7 +304,12 @@ def _materialise(
 
 
 def create_campaign(
-    engine: Engine, dataset: Dataset, name: str, settings: CampaignSettings, *, by: int | None = None
+    engine: Engine,
+    dataset: Dataset,
+    name: str,
+    settings: CampaignSettings,
+    *,
+    by: int | None = None,
 ) -> int:
     """Draw a campaign's items from ``dataset`` and store them; returns the campaign id.
 
@@ -288,7 +324,7 @@ def create_campaign(
         if con.execute(sa.select(campaigns.c.id).where(campaigns.c.name == name)).first():
             raise ValueError(f"campaign {name!r} exists")
         cid = int(
-            con.execute(
+            con.execute(  # type: ignore[index]
                 campaigns.insert().values(
                     name=name,
                     dataset=str(dataset.root),
@@ -299,15 +335,23 @@ def create_campaign(
                 )
             ).inserted_primary_key[0]
         )
-        added = _materialise(con, dataset, cid, order[: settings.size], 0, 0, settings, stratum_by_id)
+        added = _materialise(
+            con, dataset, cid, order[: settings.size], 0, 0, settings, stratum_by_id
+        )
         audit_log(
-            con, user_id=by, action="create_campaign", entity="campaign", entity_id=cid,
+            con,
+            user_id=by,
+            action="create_campaign",
+            entity="campaign",
+            entity_id=cid,
             after={"name": name, "settings": settings.model_dump(), "items": added},
         )
     return cid
 
 
-def grow_campaign(engine: Engine, dataset: Dataset, campaign_id: int, new_size: int, *, by: int | None = None) -> int:
+def grow_campaign(
+    engine: Engine, dataset: Dataset, campaign_id: int, new_size: int, *, by: int | None = None
+) -> int:
     """Extend a campaign to ``new_size`` drawn items (the next draws of the same sequence).
 
     Returns:
@@ -338,14 +382,20 @@ def grow_campaign(engine: Engine, dataset: Dataset, campaign_id: int, new_size: 
         )
         grown = settings.model_copy(update={"size": settings.size + len(picks)})
         con.execute(
-            campaigns.update().where(campaigns.c.id == campaign_id).values(settings=grown.model_dump())
+            campaigns.update()
+            .where(campaigns.c.id == campaign_id)
+            .values(settings=grown.model_dump())
         )
         audit_log(
-            con, user_id=by, action="grow_campaign", entity="campaign", entity_id=campaign_id,
-            before={"size": settings.size}, after={"size": grown.size, "items_added": added},
+            con,
+            user_id=by,
+            action="grow_campaign",
+            entity="campaign",
+            entity_id=campaign_id,
+            before={"size": settings.size},
+            after={"size": grown.size, "items_added": added},
         )
     return added
-
 
 
 def next_item(engine: Engine, campaign_id: int, user_id: int) -> int | None:

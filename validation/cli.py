@@ -61,7 +61,9 @@ def cmd_user(args: argparse.Namespace) -> int:
     from .auth import AuthError, create_user, set_password
 
     engine, _ = _engine_and_dataset(args)
-    password = os.environ.get("EOCAP_REVIEW_PASSWORD") or getpass.getpass(f"password for {args.name}: ")
+    password = os.environ.get("EOCAP_REVIEW_PASSWORD") or getpass.getpass(
+        f"password for {args.name}: "
+    )
     try:
         if args.reset_password:
             set_password(engine, args.name, password)
@@ -70,7 +72,9 @@ def cmd_user(args: argparse.Namespace) -> int:
     except AuthError as exc:
         console.print(f"[bold red]error:[/bold red] {exc}")
         return 2
-    console.print(f"{'password reset for' if args.reset_password else 'created'} {args.name} ({args.role})")
+    console.print(
+        f"{'password reset for' if args.reset_password else 'created'} {args.name} ({args.role})"
+    )
     return 0
 
 
@@ -87,22 +91,32 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     try:
         if args.grow_to:
             with engine.connect() as con:
-                row = con.execute(sa.select(campaigns.c.id).where(campaigns.c.name == args.name)).first()
+                row = con.execute(
+                    sa.select(campaigns.c.id).where(campaigns.c.name == args.name)
+                ).first()
             if row is None:
                 raise ValueError(f"no campaign {args.name!r}")
             added = grow_campaign(engine, dataset, row.id, args.grow_to)
             console.print(f"campaign {args.name}: {added} items added")
             return 0
-        settings = CampaignSettings(
-            size=args.size, seed=args.seed, allocation=args.allocation,
-            overlap_share=args.overlap, overlap_reviewers=args.reviewers, gold_share=args.gold,
+        settings = CampaignSettings.model_validate(
+            {
+                "size": args.size,
+                "seed": args.seed,
+                "allocation": args.allocation,
+                "overlap_share": args.overlap,
+                "overlap_reviewers": args.reviewers,
+                "gold_share": args.gold,
+            }
         )
         cid = create_campaign(engine, dataset, args.name, settings)
     except (ValidationError, ValueError, DatasetError) as exc:
         console.print(f"[bold red]error:[/bold red] {exc}")
         return 2
     with engine.connect() as con:
-        rows = con.execute(sa.select(items.c.is_gold, items.c.needed_reviews).where(items.c.campaign_id == cid)).fetchall()
+        rows = con.execute(
+            sa.select(items.c.is_gold, items.c.needed_reviews).where(items.c.campaign_id == cid)
+        ).fetchall()
     real = [r for r in rows if not r.is_gold]
     console.print(
         f"campaign {args.name}: {len(real)} items ({sum(r.needed_reviews > 1 for r in real)} for "
@@ -148,8 +162,11 @@ def add_review_parser(sub: Any) -> None:
     def add(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = rsub.add_parser(name, help=help_text, description=func.__doc__)
         p.add_argument("output", type=Path, help="the dataset (an eocap output directory)")
-        p.add_argument("--db", default=os.environ.get("EOCAP_REVIEW_DB"),
-                       help="database URL (default: OUTPUT/review/reviews.db; or EOCAP_REVIEW_DB)")
+        p.add_argument(
+            "--db",
+            default=os.environ.get("EOCAP_REVIEW_DB"),
+            help="database URL (default: OUTPUT/review/reviews.db; or EOCAP_REVIEW_DB)",
+        )
         p.set_defaults(func=func)
         return p
 
@@ -157,8 +174,12 @@ def add_review_parser(sub: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (%(default)s)")
     p.add_argument("--port", type=int, default=8700, help="port (%(default)s; 0: any free port)")
     p.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
-    p.add_argument("--session-hours", type=float, default=8.0, help="sessions expire after (%(default)s h)")
-    p.add_argument("--secure-cookies", action="store_true", help="mark cookies Secure (behind HTTPS)")
+    p.add_argument(
+        "--session-hours", type=float, default=8.0, help="sessions expire after (%(default)s h)"
+    )
+    p.add_argument(
+        "--secure-cookies", action="store_true", help="mark cookies Secure (behind HTTPS)"
+    )
     p = add("user", cmd_user, "create an account or reset its password")
     p.add_argument("name", help="user name")
     p.add_argument("--role", choices=["reviewer", "admin"], default="reviewer")
@@ -168,7 +189,9 @@ def add_review_parser(sub: Any) -> None:
     p.add_argument("--size", type=int, default=100, help="items to draw (%(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--allocation", choices=["equal", "proportional"], default="equal")
-    p.add_argument("--overlap", type=float, default=0.2, help="share of items for several reviewers")
+    p.add_argument(
+        "--overlap", type=float, default=0.2, help="share of items for several reviewers"
+    )
     p.add_argument("--reviewers", type=int, default=2, help="reviewers per shared item (2-3)")
     p.add_argument("--gold", type=float, default=0.05, help="gold items per item (%(default)s)")
     p.add_argument("--grow-to", type=int, help="grow the existing campaign NAME to this many items")
@@ -179,7 +202,11 @@ def add_review_parser(sub: Any) -> None:
 
 def normalize_argv(argv: list[str]) -> list[str]:
     """``eocap review OUTPUT ...`` means ``eocap review serve OUTPUT ...``."""
-    if len(argv) >= 2 and argv[0] == "review" and argv[1] not in SUBCOMMANDS and not argv[1].startswith("-"):
+    if (
+        len(argv) >= 2
+        and argv[0] == "review"
+        and argv[1] not in SUBCOMMANDS
+        and not argv[1].startswith("-")
+    ):
         return ["review", "serve", *argv[1:]]
     return argv
-

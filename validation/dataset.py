@@ -119,7 +119,9 @@ class Dataset:
         for index, path in self.shards.items():
             yield index, pq.read_table(path, columns=SUMMARY_COLUMNS)
 
-    def rows(self, shard: int, sample_ids: Iterable[str], columns: list[str]) -> dict[str, dict[str, Any]]:
+    def rows(
+        self, shard: int, sample_ids: Iterable[str], columns: list[str]
+    ) -> dict[str, dict[str, Any]]:
         """Full rows of some samples of one shard, reading it in small batches.
 
         Raises:
@@ -213,7 +215,10 @@ def chip_features(
             if not any(folder.glob("*.parquet")):
                 continue
             glob = str(folder / "*.parquet")
-            cols = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{glob}')").fetchall()}
+            cols = {
+                r[0]
+                for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{glob}')").fetchall()
+            }
             kind = "class" if "class" in cols else "NULL"
             name = "names.primary" if "names" in cols else "NULL"
             sql = f"""
@@ -228,20 +233,27 @@ def chip_features(
             ORDER BY ST_Area(g) DESC, ST_Length(g) DESC LIMIT {limit}
             """
             for kind_v, name_v, geojson in con.execute(sql).fetchall():
-                out.extend(_split(type_name, kind_v or "", name_v or "", json.loads(geojson), to_utm, inv))
+                out.extend(
+                    _split(type_name, kind_v or "", name_v or "", json.loads(geojson), to_utm, inv)
+                )
     finally:
         con.close()
     return out
 
 
 def _split(
-    theme: str, kind: str, name: str, geom: dict[str, Any], to_utm: Transformer, inv: tuple[float, ...]
+    theme: str,
+    kind: str,
+    name: str,
+    geom: dict[str, Any],
+    to_utm: Transformer,
+    inv: tuple[float, ...],
 ) -> list[ChipFeature]:
-    gtype, coords = geom["type"], geom.get("coordinates")
+    gtype, coords = geom["type"], geom.get("coordinates") or []
     if gtype == "GeometryCollection":
         return [f for g in geom["geometries"] for f in _split(theme, kind, name, g, to_utm, inv)]
     if gtype.startswith("Multi"):
-        single = gtype[len("Multi"):]
+        single = gtype[len("Multi") :]
         return [
             f
             for part in coords
@@ -276,10 +288,13 @@ def fact_lines(row: dict[str, Any]) -> list[str]:
         lines.append(f"Land use: {item['class']} {_pct(item['share'])}")
     for w in ctx.get("water") or []:
         label = f"{w['kind']} {w['name']}".strip() if w.get("name") else w["kind"]
-        lines.append(f"Water: {label}, {w['position']}" + (f", {_pct(w['share'])}" if w.get("share") else ""))
+        lines.append(
+            f"Water: {label}, {w['position']}" + (f", {_pct(w['share'])}" if w.get("share") else "")
+        )
     if ctx.get("building_count"):
         lines.append(
-            f"Buildings: {ctx['building_count']} mapped, {_pct(ctx.get('building_share'))} of the area"
+            f"Buildings: {ctx['building_count']} mapped, "
+            f"{_pct(ctx.get('building_share'))} of the area"
         )
     for r in ctx.get("roads") or []:
         lines.append(f"Road: {r['class']}, {r['length_km']:.1f} km")

@@ -103,7 +103,12 @@ REVIEW_SCHEMA = pa.schema(
         ("completeness", pa.int8()),
         ("completeness_label", pa.string()),
         ("hallucinations", pa.int8()),
-        ("flags", pa.list_(pa.struct([("sentence", pa.int32()), ("type", pa.string()), ("text", pa.string())]))),
+        (
+            "flags",
+            pa.list_(
+                pa.struct([("sentence", pa.int32()), ("type", pa.string()), ("text", pa.string())])
+            ),
+        ),
         ("edited_caption", pa.string()),
         ("skipped", pa.bool_()),
         ("skip_reason", pa.string()),
@@ -126,15 +131,38 @@ def export_reviews(engine: Engine, path: Path, campaign_id: int | None = None) -
     for r in review_records(engine, campaign_id):
         rows.append(
             {
-                **{k: r[k] for k in ("campaign", "item_id", "sample_id", "shard", "is_gold",
-                                     "gold_passed", "captioner", "prompt_version", "caption",
-                                     "reviewer", "completeness", "hallucinations", "edited_caption",
-                                     "skipped", "skip_reason", "comment", "seconds")},
+                **{
+                    k: r[k]
+                    for k in (
+                        "campaign",
+                        "item_id",
+                        "sample_id",
+                        "shard",
+                        "is_gold",
+                        "gold_passed",
+                        "captioner",
+                        "prompt_version",
+                        "caption",
+                        "reviewer",
+                        "completeness",
+                        "hallucinations",
+                        "edited_caption",
+                        "skipped",
+                        "skip_reason",
+                        "comment",
+                        "seconds",
+                    )
+                },
                 **{f"stratum_{k}": r["stratum"].get(k) for k in STRATA},
-                "completeness_label": COMPLETENESS[r["completeness"] - 1] if r["completeness"] else None,
+                "completeness_label": COMPLETENESS[r["completeness"] - 1]
+                if r["completeness"]
+                else None,
                 "flags": [
-                    {"sentence": f["sentence"], "type": f["type"],
-                     "text": r["sentences"][f["sentence"]]}
+                    {
+                        "sentence": f["sentence"],
+                        "type": f["type"],
+                        "text": r["sentences"][f["sentence"]],
+                    }
                     for f in r["flags"]
                 ],
                 "submitted_at": _utc(r["submitted_at"]),
@@ -146,7 +174,7 @@ def export_reviews(engine: Engine, path: Path, campaign_id: int | None = None) -
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, path)
-    return table.num_rows
+    return int(table.num_rows)
 
 
 @dataclass
@@ -197,7 +225,9 @@ def campaign_results(engine: Engine, campaign_id: int, *, bootstrap: int = 1000)
         by["prompt_version"][r["prompt_version"] or "?"].append(int(r["hallucinations"] > 0))
     res.flag_types = {k: flag_counts.get(k, 0) for k in FLAG_TYPES}
     res.rate_by = {
-        key: sorted(((v, sum(xs) / len(xs), len(xs)) for v, xs in groups.items()), key=lambda t: t[0])
+        key: sorted(
+            ((v, sum(xs) / len(xs), len(xs)) for v, xs in groups.items()), key=lambda t: t[0]
+        )
         for key, groups in by.items()
     }
     res.agreement, res.kappa = _agreement(real, bootstrap)
@@ -220,13 +250,21 @@ def _agreement(
         n_sent = len(next(iter(rs.values()))["sentences"])
         for s in range(n_sent):
             flag_units.append(
-                {u: next((f["type"] for f in r["flags"] if f["sentence"] == s), "none")
-                 for u, r in rs.items()}
+                {
+                    u: next((f["type"] for f in r["flags"] if f["sentence"] == s), "none")
+                    for u, r in rs.items()
+                }
             )
     agreement = {
-        "completeness (ordinal alpha)": krippendorff_alpha(completeness, "ordinal", bootstrap=bootstrap),
-        "hallucinations (ordinal alpha)": krippendorff_alpha(halluc, "ordinal", bootstrap=bootstrap),
-        "claim flags (nominal alpha)": krippendorff_alpha(flag_units, "nominal", bootstrap=bootstrap),
+        "completeness (ordinal alpha)": krippendorff_alpha(
+            completeness, "ordinal", bootstrap=bootstrap
+        ),
+        "hallucinations (ordinal alpha)": krippendorff_alpha(
+            halluc, "ordinal", bootstrap=bootstrap
+        ),
+        "claim flags (nominal alpha)": krippendorff_alpha(
+            flag_units, "nominal", bootstrap=bootstrap
+        ),
     }
     ratings: dict[str, dict[int, int]] = defaultdict(dict)
     for item_id, rs in shared.items():
@@ -296,10 +334,16 @@ def _consensus(rows: list[dict[str, Any]]) -> dict[str, Any]:
         return out
     out["completeness"] = float(statistics.median(r["completeness"] for r in answered))
     out["hallucinations"] = float(statistics.median(r["hallucinations"] for r in answered))
-    edits = [r for r in answered if r["edited_caption"] and r["edited_caption"].strip() != r["caption"].strip()]
+    edits = [
+        r
+        for r in answered
+        if r["edited_caption"] and r["edited_caption"].strip() != r["caption"].strip()
+    ]
     if edits:
         out["review_status"] = "edited"
-        out["edited_caption"] = max(edits, key=lambda r: _utc(r["updated_at"]))["edited_caption"].strip()
+        out["edited_caption"] = max(edits, key=lambda r: _utc(r["updated_at"]))[
+            "edited_caption"
+        ].strip()
     elif out["hallucinations"] == 0 and out["completeness"] <= 3:
         out["review_status"] = "accepted"  # no hallucination and Average or better
     else:

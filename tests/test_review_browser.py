@@ -1,0 +1,159 @@
+"""The review app in Debian's Chromium, driven by Playwright, against the real server process.
+
+Two reviewers review the same items from the keyboard (one flags a claim and edits a caption),
+the admin sees agreement computed from those answers, and a reviewer can neither read another's
+answers nor open an admin page. Screenshots go to EOCAP_SCREENSHOTS (docs/img) when set.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from pipeline.servers import spawn_server
+from validation.auth import create_user
+from validation.campaigns import CampaignSettings, create_campaign
+from validation.dataset import Dataset
+from validation.db import connect, items, reviews
+from validation.results import campaign_results
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PASSWORD = "correct-horse"
+
+if not CHROMIUM.exists() and not os.environ.get("CI"):
+    pytest.skip("Debian chromium not installed (.ci/run installs it)", allow_module_level=True)
+
+
+@pytest.fixture
+def site(review_dataset, tmp_path):
+    root = tmp_path / "dataset"
+    shutil.copytree(review_dataset, root, ignore=shutil.ignore_patterns("review"))
+    url = f"sqlite:///{tmp_path / 'reviews.db'}"
+    engine = connect(url)
+    for name, role in (("admin", "admin"), ("ann", "reviewer"), ("bob", "reviewer")):
+        create_user(engine, name, PASSWORD, role)
+    cid = create_campaign(
+        engine,
+        Dataset(root),
+        "pilot",
+        CampaignSettings(size=3, overlap_share=1.0, gold_share=0.0, seed=2),
+    )
+    server = spawn_server(
+        ["review", "serve", str(root), "--db", url], None, "login", tmp_path, module="flows.cli"
+    )
+    yield server.url.rstrip("/"), engine, cid
+    server.stop()
+    engine.dispose()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        # Playwright gives every launch a fresh, empty profile of its own.
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield b
+        b.close()
+
+
+def shoot(page, name):
+    folder = os.environ.get("EOCAP_SCREENSHOTS")
+    if folder:
+        page.screenshot(path=str(Path(folder) / name), full_page=True)
+
+
+def log_in(browser, base, name):
+    page = browser.new_context(viewport={"width": 1300, "height": 950}).new_page()
+    page.goto(f"{base}/")
+    page.fill("input[name=username]", name)
+    page.fill("input[name=password]", PASSWORD)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    return page
+
+
+def review_all(page, base, cid, ratings, *, flag_and_edit=False):
+    page.goto(f"{base}/c/{cid}/next")
+    for n, rating in enumerate(ratings):
+        page.wait_for_selector("#sentences")
+        page.keyboard.press(str(rating))
+        if flag_and_edit and n == 0:
+            page.keyboard.press("ArrowDown")
+            page.keyboard.press("ArrowUp")
+            page.keyboard.press("c")  # flag the first sentence: wrong count
+            assert "count" in page.inner_text("#sentences li:nth-child(1) .flag-label")
+            assert page.get_attribute("#hallucination-scale button.chosen", "data-value") == "1"
+            page.keyboard.press("n")  # false colour
+            assert page.get_attribute("#chip", "src").endswith("false.png")
+            page.keyboard.press("+")
+            page.keyboard.press("]")
+            page.keyboard.press("e")
+            page.fill("#edited", "A corrected caption from ann.")
+            page.keyboard.press("Escape")
+            shoot(page, "review-screen.png")
+        with page.expect_navigation():
+            page.keyboard.press("Enter")
+    page.wait_for_selector("#done")
+
+
+def test_two_reviewers_and_admin(site, browser):
+    base, engine, cid = site
+    ann = log_in(browser, base, "ann")
+    review_all(ann, base, cid, [2, 3, 1], flag_and_edit=True)
+    # Arrow keys move through her own answers; the saved answer is shown.
+    with engine.connect() as con:
+        ids = [
+            r.id
+            for r in con.execute(
+                sa.select(items.c.id).where(items.c.campaign_id == cid).order_by(items.c.position)
+            )
+        ]
+    ann.goto(f"{base}/c/{cid}/i/{ids[1]}")
+    with ann.expect_navigation():
+        ann.keyboard.press("ArrowLeft")
+    assert ann.url.endswith(f"/i/{ids[0]}")
+    assert "your answer is saved" in ann.inner_text("#progress")
+    assert ann.input_value("#edited") == "A corrected caption from ann."
+
+    bob = log_in(browser, base, "bob")
+    review_all(bob, base, cid, [2, 3, 2])
+    # bob cannot read ann's answers or any admin page.
+    bob.goto(f"{base}/c/{cid}/i/{ids[0]}")
+    assert "corrected caption from ann" not in bob.content()
+    for path in ("/admin", f"/admin/c/{cid}", f"/admin/c/{cid}/reviews", "/admin/audit"):
+        response = bob.goto(f"{base}{path}")
+        assert response.status == 403, path
+        assert "for admins" in bob.inner_text("#error")
+
+    with engine.connect() as con:
+        saved = con.execute(
+            sa.select(reviews.c.flags, reviews.c.edited_caption).where(
+                reviews.c.edited_caption.is_not(None)
+            )
+        ).fetchall()
+    assert saved == [([{"sentence": 0, "type": "count"}], "A corrected caption from ann.")]
+
+    admin = log_in(browser, base, "admin")
+    admin.goto(f"{base}/admin/c/{cid}")
+    expected = campaign_results(engine, cid)
+    kappa = expected.kappa[0][2]
+    table = admin.inner_text("#agreement")
+    assert "ann / bob" in table and f"{kappa.value:.3f}" in table
+    alpha = expected.agreement["completeness (ordinal alpha)"]
+    assert f"{alpha.value:.3f}" in table
+    shoot(admin, "dashboard.png")
+    admin.goto(f"{base}/admin/c/{cid}/reviews")
+    assert "A corrected caption from ann." in admin.inner_text("#all-reviews")
