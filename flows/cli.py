@@ -18,11 +18,11 @@ from typing import Any
 
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from pipeline.config import RunConfig, load_config
 from pipeline.errors import ConfigError
+from pipeline.progress import StageProgress
 from pipeline.run import RunReport, preflight
 from pipeline.sampling import plan_locations
 from validation.cli import add_review_parser, normalize_argv
@@ -104,24 +104,10 @@ def _run(config: RunConfig, *, retry_failed: bool = False) -> RunReport:
 
     console.print(f"Checking config, STAC API {config.stac.api_url} and Overture data...")
     preflight(config)
-    with Progress(
-        TextColumn("[bold]shards"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(),
-        console=console,
-    ) as progress:
-        bar = progress.add_task("shards", total=None, rate="")
-        t0 = time.perf_counter()
-        samples = [0]
-
-        def on_shard(stats: Any, done: int, total: int) -> None:
-            samples[0] += stats.count
-            rate = samples[0] / max(time.perf_counter() - t0, 1e-6)
-            progress.update(bar, completed=done, total=total, rate=f"{rate:.1f} samples/s")
-
-        report = run_build(config, on_shard, retry_failed=retry_failed)
+    # One bar for shards and one per stage (search, chips, composite, context, caption,
+    # write) with its rate and ETA; they update as each shard's stats come back.
+    with StageProgress(console, workers=config.runtime.workers) as progress:
+        report = run_build(config, progress.on_shard, retry_failed=retry_failed)
     _print_report(report)
     return report
 
