@@ -8,6 +8,7 @@ WORKDIR /opt/eocap
 COPY pyproject.toml constraints.txt README.md ./
 COPY pipeline ./pipeline
 COPY flows ./flows
+COPY validation ./validation
 COPY prompts ./prompts
 # The template and openai captioners need no torch; add ".[models]" for in-process models.
 RUN pip install --no-cache-dir -c constraints.txt .

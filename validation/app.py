@@ -64,6 +64,7 @@ def create_app(
     *,
     session_hours: float = 8.0,
     secure_cookies: bool = False,
+    overture: Path | None = None,
 ) -> FastAPI:
     """The review app for one dataset.
 
@@ -72,10 +73,11 @@ def create_app(
         database_url: SQLAlchemy URL (see :func:`validation.db.database_url`).
         session_hours: Sessions expire this long after login.
         secure_cookies: Mark cookies ``Secure`` (set when served over HTTPS).
+        overture: Overture tree for the map overlay of campaigns drawn in the app.
     """
     app = FastAPI(title="eocap review", docs_url=None, redoc_url=None, openapi_url=None)
     engine: Engine = connect(database_url)
-    dataset = Dataset(dataset_dir)
+    dataset = Dataset(dataset_dir, overture)
     ttl = timedelta(hours=session_hours)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals.update(

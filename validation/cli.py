@@ -33,7 +33,7 @@ def _engine_and_dataset(args: argparse.Namespace) -> tuple[Any, Any]:
     from .dataset import Dataset
     from .db import connect, database_url
 
-    dataset = Dataset(args.output)
+    dataset = Dataset(args.output, getattr(args, "overture", None))
     return connect(database_url(args.db, args.output)), dataset
 
 
@@ -47,6 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(
         args.output,
         database_url(args.db, args.output),
+        overture=args.overture,
         session_hours=args.session_hours,
         secure_cookies=args.secure_cookies,
     )
@@ -180,6 +181,11 @@ def add_review_parser(sub: Any) -> None:
     p.add_argument(
         "--secure-cookies", action="store_true", help="mark cookies Secure (behind HTTPS)"
     )
+    p.add_argument(
+        "--overture",
+        type=Path,
+        help="Overture tree for the map overlay of campaigns drawn in the app (default: the run's)",
+    )
     p = add("user", cmd_user, "create an account or reset its password")
     p.add_argument("name", help="user name")
     p.add_argument("--role", choices=["reviewer", "admin"], default="reviewer")
@@ -195,6 +201,11 @@ def add_review_parser(sub: Any) -> None:
     p.add_argument("--reviewers", type=int, default=2, help="reviewers per shared item (2-3)")
     p.add_argument("--gold", type=float, default=0.05, help="gold items per item (%(default)s)")
     p.add_argument("--grow-to", type=int, help="grow the existing campaign NAME to this many items")
+    p.add_argument(
+        "--overture",
+        type=Path,
+        help="Overture tree for the map overlay (default: the run's overture.source)",
+    )
     p = add("export", cmd_export, "export every review to Parquet")
     p.add_argument("path", type=Path, help="the Parquet file to write")
     add("apply", cmd_apply, "write review results beside the shards (shards/_review/)")

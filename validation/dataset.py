@@ -82,13 +82,17 @@ class Dataset:
 
     Args:
         root: The run's output directory.
+        overture: The Overture tree to draw map features from; by default the run's
+            ``overture.source`` (a relative path is taken from the working directory, as the
+            run did) or the run's extract of a remote release.
 
     Raises:
         DatasetError: if it has no finished shards.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, overture: Path | None = None) -> None:
         self.root = Path(root)
+        self._overture = overture
         shards_dir = self.root / "shards"
         done = sorted(shards_dir.glob("_stats/*_stats.json")) if shards_dir.is_dir() else []
         self.shards: dict[int, Path] = {}
@@ -106,6 +110,8 @@ class Dataset:
     @property
     def overture_root(self) -> Path | None:
         """The local Overture tree the run joined against, if it is still there."""
+        if self._overture is not None:
+            return self._overture if self._overture.is_dir() else None
         cfg = self.run.get("config", {}).get("overture", {})
         source = cfg.get("source")
         if not source or "://" in str(source):
