@@ -161,7 +161,7 @@ _OPENINGS = (
     "A Sentinel-2 {season} image of {scene}.",
     "Satellite view in {season} of {scene}.",
     "This {season} Sentinel-2 scene shows {scene}.",
-    "A {season} satellite image showing {scene}.",
+    "Satellite image from {season} showing {scene}.",  # "A autumn" read badly
 )
 _TEMPLATES = {
     "openings": _OPENINGS,
