@@ -173,3 +173,31 @@ def localize_scene(scene: Any, base_url: str, root: Path) -> Any:
         band_hrefs={k: local(v) for k, v in scene.band_hrefs.items()},
         scl_href=local(scene.scl_href),
     )
+
+
+def module_at(commit: str, path: str) -> Any:
+    """Import ``path`` (a module of ``pipeline/``) as it was at ``commit``, for same-run baselines.
+
+    The old source comes from git history (``git show``), so a baseline is never a copy in the
+    tree; it is imported inside the ``pipeline`` package so its relative imports resolve.
+    """
+    import importlib.util
+    import subprocess
+    import sys
+    import tempfile
+
+    source = subprocess.run(
+        ["git", "show", f"{commit}:{path}"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    name = f"pipeline._at_{commit}_{Path(path).stem}"
+    if name in sys.modules:
+        return sys.modules[name]
+    folder = Path(tempfile.mkdtemp(prefix="eocap-baseline-"))
+    file = folder / f"{Path(path).stem}.py"
+    file.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, file)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -13,8 +13,9 @@ The chips are the pipeline's own plan for a run over that area (``plan_shards``:
 spacing 1950 m, four seasons, 64 samples per shard, Z-ordered; 16 distinct grids per shard).
 
 Variants (``ours`` = ``pipeline.context.map_context``; the baseline ``v0`` =
-``benchmarks/_context_v0.py``, the same module at 85e58ef: one DuckDB spatial query per type
-per shard, clipping every (feature, chip) pair in lon/lat, DuckDB connect + LOAD per shard):
+``pipeline/context.py`` at 85e58ef, imported from git history by ``module_at``: one DuckDB
+spatial query per type per shard, clipping every (feature, chip) pair in lon/lat, DuckDB
+connect + LOAD per shard):
 
 * consecutive shards from the middle of the plan, in order, as a run takes them:
   ``ours_run`` (row-group cache starting empty, as in a run), ``ours_cold`` (cache emptied
@@ -498,9 +499,9 @@ def shifted(chips: list[Any], dlon: float) -> list[Any]:
 
 
 def _v0() -> Any:
-    import benchmarks._context_v0 as v0
+    from benchmarks._common import module_at
 
-    return v0
+    return module_at("85e58ef", "pipeline/context.py")
 
 
 _SHARED: dict[str, Any] = {}
@@ -777,7 +778,7 @@ def main(argv: list[str] | None = None) -> None:
                 float(np.mean([len({_grid_key(c.grid) for c in s}) for s in series])), 1
             ),
             "planned_shards_over_area": planned,
-            "baseline": "benchmarks/_context_v0.py = pipeline/context.py at 85e58ef",
+            "baseline": "pipeline/context.py at 85e58ef (git show)",
         },
         "variants": res,
         "ratios": {
