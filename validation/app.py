@@ -153,10 +153,18 @@ def create_app(
 
     # -- login -----------------------------------------------------------------------------
 
-    @app.get("/login", response_class=HTMLResponse)
-    def login_form(request: Request, next: str = "/") -> Response:
+    def login_page(request: Request, next_path: str, *, status: int, error: str) -> Response:
+        # A fresh double-submit token per form: the cookie and the hidden field must match.
         token = secrets.token_urlsafe(24)
-        response = page(request, "login.html", None, csrf=token, next=_safe_next(next))
+        response = page(
+            request,
+            "login.html",
+            None,
+            status=status,
+            csrf=token,
+            next=_safe_next(next_path),
+            error=error,
+        )
         response.set_cookie(
             LOGIN_CSRF_COOKIE,
             token,
@@ -166,6 +174,10 @@ def create_app(
             max_age=3600,
         )
         return response
+
+    @app.get("/login", response_class=HTMLResponse)
+    def login_form(request: Request, next: str = "/") -> Response:
+        return login_page(request, next, status=200, error="")
 
     @app.post("/login")
     def login_submit(
@@ -180,25 +192,7 @@ def create_app(
             raise HTTPException(400, "The login form expired; reload the page.")
         token = login(engine, username, password, ttl)
         if token is None:
-            fresh = secrets.token_urlsafe(24)
-            response = page(
-                request,
-                "login.html",
-                None,
-                status=401,
-                csrf=fresh,
-                next=_safe_next(next),
-                error="Wrong user name or password.",
-            )
-            response.set_cookie(
-                LOGIN_CSRF_COOKIE,
-                fresh,
-                httponly=True,
-                samesite="strict",
-                secure=secure_cookies,
-                max_age=3600,
-            )
-            return response
+            return login_page(request, next, status=401, error="Wrong user name or password.")
         redirect = RedirectResponse(_safe_next(next), status_code=303)
         redirect.set_cookie(
             SESSION_COOKIE,
