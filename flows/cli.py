@@ -153,6 +153,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         servers = stack.enter_context(serve_demo(region.root, load_items(region)))
         console.print(f"  STAC API at {servers.stac_url}, COGs at {servers.files.url}")
         _run(config.with_updates({"stac.api_url": servers.stac_url}))
+    console.print(
+        "Next, have experts review the captions (docs/review.md):\n"
+        f"  .venv/bin/eocap review user {output} admin --role admin\n"
+        f"  .venv/bin/eocap review campaign {output} pilot --size 60\n"
+        f"  .venv/bin/eocap review {output}"
+    )
     return 0
 
 
