@@ -63,6 +63,13 @@ def fault_proxy(upstream: str, plan: FaultPlan) -> Iterator[str]:
             media_type=upstream_resp.headers.get("content-type"),
         )
 
+    with serve_in_thread(app) as base:
+        yield f"{base}/"
+
+
+@contextmanager
+def serve_in_thread(app: FastAPI) -> Iterator[str]:
+    """Serve an ASGI app on a free 127.0.0.1 port in a daemon thread; yields its base URL."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -70,7 +77,7 @@ def fault_proxy(upstream: str, plan: FaultPlan) -> Iterator[str]:
     while not server.started:
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}/"
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(5)

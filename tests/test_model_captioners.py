@@ -15,7 +15,6 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-import uvicorn
 from fastapi import FastAPI, Response
 from PIL import Image
 
@@ -24,6 +23,7 @@ from pipeline.hf_captioner import TransformersCaptioner
 from pipeline.openai_captioner import OpenAICaptioner
 from pipeline.servers import free_port, start_transformers_server
 
+from .faults import serve_in_thread
 from .test_captioner import LAKE_TOWN, make_input
 
 
@@ -131,15 +131,8 @@ def garbage_server() -> Iterator[str]:
             )
         return Response(body, media_type="application/json")
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(5)
+    with serve_in_thread(app) as base:
+        yield f"{base}/v1"
 
 
 def test_garbage_answers_are_failures_or_flagged(garbage_server):

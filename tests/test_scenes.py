@@ -1,11 +1,8 @@
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from pipeline.bands import L2A_BANDS, band_by_name
@@ -17,6 +14,7 @@ from pipeline.scenes import PlanetaryComputerSigner, SceneChoice, resolve_scene,
 from pipeline.servers import free_port
 
 from .conftest import make_config, search_all
+from .faults import serve_in_thread
 
 
 @pytest.mark.parametrize("flavor", ["earth-search", "planetary-computer"])
@@ -149,15 +147,8 @@ def token_server() -> Iterator[tuple[str, list[str]]]:
         calls.append(f"{account}/{container}")
         return {"msft:expiry": "2099-01-01T00:00:00Z", "token": f"sv=1&sig={account}"}
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}/api/sas/v1/token", calls
-    server.should_exit = True
-    thread.join(5)
+    with serve_in_thread(app) as base:
+        yield f"{base}/api/sas/v1/token", calls
 
 
 def test_planetary_computer_signing(token_server):
