@@ -346,6 +346,16 @@ def test_campaigns_are_seeded_stratified_and_grow(engine, dataset):
             r.stratum
             for r in con.execute(sa.select(items.c.stratum).where(items.c.campaign_id == a))
         ]
+    # The overlay: Overture features clipped to each chip, in pixel coordinates.
+    with engine.connect() as con:
+        drawn = [
+            r.features
+            for r in con.execute(sa.select(items.c.features).where(items.c.campaign_id == a))
+        ]
+    feats = [f for fs in drawn for f in fs]
+    assert {f["theme"] for f in feats} & {"water", "segment", "building"}
+    points = [p for f in feats if f["geometry"] == "LineString" for p in f["coords"]]
+    assert points and all(-30 <= v <= 300 for p in points for v in p)
     # Equal allocation spreads a small campaign over strata: several seasons appear.
     assert len({s["season"] for s in strata}) >= 2
     with pytest.raises(ValueError, match="larger size"):

@@ -40,11 +40,12 @@ from .campaigns import (
     create_campaign,
     grow_campaign,
     next_item,
+    user_progress,
 )
 from .dataset import Dataset, DatasetError
 from .db import audit, audit_log, campaigns, connect, items, now, reviews, users
 from .plots import bar_chart, interval_chart
-from .results import campaign_results, export_reviews
+from .results import campaign_results, export_reviews, review_records
 
 __all__ = ["create_app"]
 
@@ -246,37 +247,6 @@ def create_app(
             return page(request, "done.html", user, campaign=campaign)
         return RedirectResponse(f"/c/{campaign_id}/i/{item_id}", status_code=303)
 
-    def progress(campaign_id: int, user_id: int) -> dict[str, int]:
-        with engine.connect() as con:
-            done = con.execute(
-                sa.select(sa.func.count())
-                .select_from(reviews.join(items, items.c.id == reviews.c.item_id))
-                .where(items.c.campaign_id == campaign_id, reviews.c.user_id == user_id)
-            ).scalar_one()
-            remaining = 0
-            # Items this user could still be given: those not answered by them and still open.
-            open_ids = con.execute(
-                sa.select(items.c.id, items.c.needed_reviews).where(
-                    items.c.campaign_id == campaign_id,
-                    items.c.id.not_in(
-                        sa.select(reviews.c.item_id).where(reviews.c.user_id == user_id)
-                    ),
-                )
-            ).fetchall()
-            answered: dict[int, int] = dict(
-                con.execute(
-                    sa.select(reviews.c.item_id, sa.func.count())
-                    .where(reviews.c.skipped.is_(False))
-                    .group_by(reviews.c.item_id)
-                ).fetchall()
-            )
-            remaining = sum(
-                int(True)
-                for i in open_ids
-                if i.needed_reviews == 0 or answered.get(i.id, 0) < i.needed_reviews
-            )
-        return {"done": int(done), "total": int(done) + remaining}
-
     def neighbours(campaign_id: int, user_id: int, position: int) -> tuple[int | None, int | None]:
         mine = (
             sa.select(items.c.id, items.c.position)
@@ -319,6 +289,7 @@ def create_app(
             "prev": f"/c/{campaign_id}/i/{prev_id}" if prev_id else None,
             "next": f"/c/{campaign_id}/i/{next_id}" if next_id else f"/c/{campaign_id}/next",
         }
+        done, total = user_progress(engine, campaign_id, user.id)
         return page(
             request,
             "review.html",
@@ -327,7 +298,7 @@ def create_app(
             item=item,
             mine=mine,
             data_json=json.dumps(data).replace("<", "\\u003c"),
-            progress=progress(campaign_id, user.id),
+            progress={"done": done, "total": total},
         )
 
     @app.post("/c/{campaign_id}/i/{item_id}")
@@ -504,8 +475,6 @@ def create_app(
     def all_reviews(request: Request, campaign_id: int) -> Response:
         user = require_admin(request)
         campaign = get_campaign(campaign_id)
-        from .results import review_records
-
         return page(
             request,
             "reviews.html",

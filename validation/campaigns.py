@@ -14,6 +14,7 @@ every reviewer meets them, and flagging the planted sentence is the known answer
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 from collections import defaultdict
@@ -25,7 +26,7 @@ from pydantic import BaseModel, Field, model_validator
 from rich.progress import Progress
 from sqlalchemy.engine import Connection, Engine
 
-from .dataset import Dataset, DatasetError, chip_features, fact_lines, split_sentences
+from .dataset import Dataset, DatasetError, FeatureReader, fact_lines, split_sentences
 from .db import audit_log, campaigns, items, now, reviews
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "grow_campaign",
     "next_item",
     "stratum_of",
+    "user_progress",
 ]
 
 FLAG_TYPES = {
@@ -245,12 +247,14 @@ def _materialise(
         by_shard[shard].append(sid)
     rows: dict[str, dict[str, Any]] = {}
     overture = dataset.overture_root
-    with Progress(transient=True) as progress:
+    with contextlib.ExitStack() as stack:
+        reader = stack.enter_context(FeatureReader(overture)) if overture else None
+        progress = stack.enter_context(Progress(transient=True))
         task = progress.add_task("drawing items", total=len(picks))
         for shard, sids in sorted(by_shard.items()):
             for sid, row in dataset.rows(shard, sids, _ROW_COLUMNS).items():
                 dataset.cache_chips(row)
-                features = [asdict(f) for f in chip_features(row, overture)] if overture else []
+                features = [asdict(f) for f in reader.features(row)] if reader else []
                 row.pop("pixels")
                 row.pop("rgb")
                 rows[sid] = {"row": row, "features": features}
@@ -398,24 +402,43 @@ def grow_campaign(
     return added
 
 
-def next_item(engine: Engine, campaign_id: int, user_id: int) -> int | None:
-    """The first item (by position) this user has not answered that still needs reviews."""
+def _open_to(campaign_id: int, user_id: int) -> sa.ColumnElement[bool]:
+    """Items of a campaign this user has not answered that still need answers."""
     done_by_user = sa.select(reviews.c.item_id).where(reviews.c.user_id == user_id)
     answered = (
         sa.select(sa.func.count())
         .where(reviews.c.item_id == items.c.id, reviews.c.skipped.is_(False))
         .scalar_subquery()
     )
+    return sa.and_(
+        items.c.campaign_id == campaign_id,
+        items.c.id.not_in(done_by_user),
+        sa.or_(items.c.needed_reviews == 0, answered < items.c.needed_reviews),
+    )
+
+
+def next_item(engine: Engine, campaign_id: int, user_id: int) -> int | None:
+    """The first item (by position) this user has not answered that still needs reviews."""
     query = (
         sa.select(items.c.id)
-        .where(
-            items.c.campaign_id == campaign_id,
-            items.c.id.not_in(done_by_user),
-            sa.or_(items.c.needed_reviews == 0, answered < items.c.needed_reviews),
-        )
+        .where(_open_to(campaign_id, user_id))
         .order_by(items.c.position)
         .limit(1)
     )
     with engine.connect() as con:
         row = con.execute(query).first()
     return None if row is None else int(row.id)
+
+
+def user_progress(engine: Engine, campaign_id: int, user_id: int) -> tuple[int, int]:
+    """(items this user answered, that plus the items still open to them) in a campaign."""
+    with engine.connect() as con:
+        done = con.execute(
+            sa.select(sa.func.count())
+            .select_from(reviews.join(items, items.c.id == reviews.c.item_id))
+            .where(items.c.campaign_id == campaign_id, reviews.c.user_id == user_id)
+        ).scalar_one()
+        remaining = con.execute(
+            sa.select(sa.func.count()).select_from(items).where(_open_to(campaign_id, user_id))
+        ).scalar_one()
+    return int(done), int(done) + int(remaining)

@@ -30,7 +30,7 @@ __all__ = [
     "ChipFeature",
     "Dataset",
     "DatasetError",
-    "chip_features",
+    "FeatureReader",
     "fact_lines",
     "split_sentences",
 ]
@@ -199,34 +199,47 @@ def _inverse(transform: list[float]) -> tuple[float, ...]:
     return (e / det, -b / det, (b * f - e * c) / det, -d / det, a / det, (d * c - a * f) / det)
 
 
-def chip_features(
-    row: dict[str, Any], overture_root: Path, *, limit: int = 400
-) -> list[ChipFeature]:
-    """The Overture features in a chip, clipped to it, in pixel coordinates for the overlay.
+class FeatureReader:
+    """Overture features clipped to chips, in pixel coordinates, for the review overlay.
+
+    One DuckDB connection (spatial loaded once) and one schema lookup per type serve every chip
+    of a campaign draw. Use as a context manager.
 
     Args:
-        row: The sample's ``bbox``, ``crs`` and ``transform``.
         overture_root: Hive tree ``theme=*/type=*/*.parquet``.
-        limit: Most features per type (largest first) so a city chip stays drawable.
+        limit: Most features per type and chip (largest first) so a city chip stays drawable.
     """
-    bbox = row["bbox"]
-    x0, y0, x1, y1 = bbox["xmin"], bbox["ymin"], bbox["xmax"], bbox["ymax"]
-    to_utm = Transformer.from_crs("EPSG:4326", row["crs"], always_xy=True)
-    inv = _inverse(list(row["transform"]))
-    con = connect_duckdb()
-    out: list[ChipFeature] = []
-    try:
+
+    def __init__(self, overture_root: Path, *, limit: int = 400) -> None:
+        self.limit = limit
+        self.con = connect_duckdb()
+        # type -> (glob, class expression, name expression), for the types the tree holds.
+        self.sources: dict[str, tuple[str, str, str]] = {}
         for type_name in _FEATURE_TYPES:
             folder = overture_root / f"theme={OVERTURE_TYPES[type_name]}" / f"type={type_name}"
             if not any(folder.glob("*.parquet")):
                 continue
             glob = str(folder / "*.parquet")
-            cols = {
-                r[0]
-                for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{glob}')").fetchall()
-            }
+            described = self.con.execute(f"DESCRIBE SELECT * FROM read_parquet('{glob}')")
+            cols = {r[0] for r in described.fetchall()}
             kind = "class" if "class" in cols else "NULL"
             name = "names.primary" if "names" in cols else "NULL"
+            self.sources[type_name] = (glob, kind, name)
+
+    def __enter__(self) -> FeatureReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.con.close()
+
+    def features(self, row: dict[str, Any]) -> list[ChipFeature]:
+        """The features of one chip (its ``bbox``, ``crs`` and ``transform``)."""
+        bbox = row["bbox"]
+        x0, y0, x1, y1 = bbox["xmin"], bbox["ymin"], bbox["xmax"], bbox["ymax"]
+        to_utm = Transformer.from_crs("EPSG:4326", row["crs"], always_xy=True)
+        inv = _inverse(list(row["transform"]))
+        out: list[ChipFeature] = []
+        for type_name, (glob, kind, name) in self.sources.items():
             sql = f"""
             WITH f AS (
                 SELECT {kind}::VARCHAR AS kind, {name}::VARCHAR AS name,
@@ -236,15 +249,13 @@ def chip_features(
                   AND bbox.ymin <= {y1} AND bbox.ymax >= {y0}
             )
             SELECT kind, name, ST_AsGeoJSON(g) FROM f WHERE NOT ST_IsEmpty(g)
-            ORDER BY ST_Area(g) DESC, ST_Length(g) DESC LIMIT {limit}
+            ORDER BY ST_Area(g) DESC, ST_Length(g) DESC LIMIT {self.limit}
             """
-            for kind_v, name_v, geojson in con.execute(sql).fetchall():
+            for kind_v, name_v, geojson in self.con.execute(sql).fetchall():
                 out.extend(
                     _split(type_name, kind_v or "", name_v or "", json.loads(geojson), to_utm, inv)
                 )
-    finally:
-        con.close()
-    return out
+        return out
 
 
 def _split(
