@@ -13,12 +13,11 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from .db import audit_log, now, sessions, users
+from .db import as_utc, audit_log, now, sessions, users
 
 __all__ = [
     "ROLES",
@@ -176,11 +175,6 @@ def login(engine: Engine, username: str, password: str, ttl: timedelta) -> str |
     return token
 
 
-def _aware(value: Any) -> Any:
-    # SQLite returns naive datetimes for timezone-aware columns; they were written in UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=now().tzinfo)
-
-
 def session_user(engine: Engine, token: str | None) -> User | None:
     """The user of a live session cookie, or None (unknown, expired or deactivated)."""
     if not token:
@@ -197,7 +191,7 @@ def session_user(engine: Engine, token: str | None) -> User | None:
             .join(users, users.c.id == sessions.c.user_id)
             .where(sessions.c.token_hash == _token_hash(token), users.c.active.is_(True))
         ).first()
-    if row is None or _aware(row.expires_at) <= now():
+    if row is None or as_utc(row.expires_at) <= now():
         return None
     return User(row.id, row.username, row.role, row.csrf_token)
 

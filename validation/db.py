@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 __all__ = [
+    "as_utc",
     "audit",
     "audit_log",
     "campaigns",
@@ -122,6 +123,11 @@ audit = sa.Table(
 def now() -> datetime:
     """The current time, timezone-aware (UTC)."""
     return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """A stored time as UTC: SQLite returns naive datetimes, which were written in UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def database_url(value: str | None, dataset: Path | None) -> str:

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from .agreement import Estimate, krippendorff_alpha, pairwise_kappa
 from .campaigns import COMPLETENESS, FLAG_TYPES, HALLUCINATIONS, STRATA
 from .dataset import Dataset
-from .db import campaigns, items, now, reviews, users
+from .db import as_utc, campaigns, items, now, reviews, users
 
 __all__ = [
     "REVIEW_SCHEMA",
@@ -121,8 +121,12 @@ REVIEW_SCHEMA = pa.schema(
 """Columns of the review export (one row per review)."""
 
 
-def _utc(value: Any) -> Any:
-    return value if value is None or value.tzinfo else value.replace(tzinfo=now().tzinfo)
+def _write_atomic(table: pa.Table, path: Path) -> None:
+    # Readers never see a half-written file: write beside it, then rename over it.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
 
 
 def export_reviews(engine: Engine, path: Path, campaign_id: int | None = None) -> int:
@@ -165,15 +169,12 @@ def export_reviews(engine: Engine, path: Path, campaign_id: int | None = None) -
                     }
                     for f in r["flags"]
                 ],
-                "submitted_at": _utc(r["submitted_at"]),
-                "updated_at": _utc(r["updated_at"]),
+                "submitted_at": as_utc(r["submitted_at"]),
+                "updated_at": as_utc(r["updated_at"]),
             }
         )
     table = pa.Table.from_pylist(rows, schema=REVIEW_SCHEMA)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    _write_atomic(table, path)
     return int(table.num_rows)
 
 
@@ -318,11 +319,11 @@ _APPLY_SCHEMA = pa.schema(
 
 def _consensus(rows: list[dict[str, Any]]) -> dict[str, Any]:
     answered = [r for r in rows if not r["skipped"]]
-    latest = max(rows, key=lambda r: _utc(r["updated_at"]))
+    latest = max(rows, key=lambda r: as_utc(r["updated_at"]))
     out: dict[str, Any] = {
         "reviews": len(answered),
         "campaigns": sorted({r["campaign"] for r in rows}),
-        "reviewed_at": _utc(latest["updated_at"]),
+        "reviewed_at": as_utc(latest["updated_at"]),
         "completeness": None,
         "completeness_votes": [r["completeness"] for r in answered],
         "hallucinations": None,
@@ -341,7 +342,7 @@ def _consensus(rows: list[dict[str, Any]]) -> dict[str, Any]:
     ]
     if edits:
         out["review_status"] = "edited"
-        out["edited_caption"] = max(edits, key=lambda r: _utc(r["updated_at"]))[
+        out["edited_caption"] = max(edits, key=lambda r: as_utc(r["updated_at"]))[
             "edited_caption"
         ].strip()
     elif out["hallucinations"] == 0 and out["completeness"] <= 3:
@@ -379,9 +380,6 @@ def apply_reviews(engine: Engine, dataset: Dataset) -> dict[str, int]:
         table = table.replace_schema_metadata(
             {"eocap_review": json.dumps({"applied_at": now().isoformat(), "shard": shard})}
         )
-        path = out_dir / f"{shard:05d}_review.parquet"
-        tmp = path.with_name(f".{path.name}.tmp")
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
+        _write_atomic(table, out_dir / f"{shard:05d}_review.parquet")
     counts["shards"] = len(by_shard)
     return dict(counts)
