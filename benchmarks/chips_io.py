@@ -104,12 +104,15 @@ def _naive_band(req: Any, name: str) -> np.ndarray:
 
 def _naive_assemble(req: Any, arrays: dict[str, np.ndarray]) -> Any:
     from pipeline.bands import L2A_BANDS
-    from pipeline.chips import Chip, _harmonise, chip_stats
+    from pipeline.chips import Chip, chip_stats
+    from pipeline.radiometry import check_pixels, harmonise
 
     names = tuple(b.name for b in L2A_BANDS)
-    cube = np.stack([_harmonise(arrays[n], req.scene.offset_dn.get(n, 0)) for n in names])
+    cube = np.stack([arrays[n].astype(np.uint16) for n in names])
     scl = arrays["SCL"].astype(np.uint8)
-    return Chip(req.sample_id, cube, scl, chip_stats(cube, scl, names), names)
+    radiometry = check_pixels(cube, scl, names, req.scene.radiometry)
+    cube = harmonise(cube, names, radiometry.offset_dn)
+    return Chip(req.sample_id, cube, scl, chip_stats(cube, scl, names), radiometry, names)
 
 
 def run_naive(shards: list[list[Any]], threads: int) -> dict[str, Any]:

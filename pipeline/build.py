@@ -114,12 +114,15 @@ def _fill_scene(
     rec.bands = [b.name for b in bands]
     rec.band_scale = [1e-4] * len(bands)
     rec.band_offset = [0.0] * len(bands)
-    rec.offset_removed_dn = [scene.offset_dn[b.name] for b in bands]
+    rec.radiometry_rule = scene.radiometry.rule
 
 
 def _fill_chip(rec: SampleRecord, chip: Chip) -> None:
     rec.pixels = chip.pixels
     rec.scl = chip.scl
+    rec.offset_removed_dn = [chip.radiometry.offset_dn[name] for name in chip.band_names]
+    rec.radiometry_check = chip.radiometry.check
+    rec.radiometry_dark_share = chip.radiometry.dark_share
     # ChipStats fields are SampleRecord columns of the same names.
     for name, value in asdict(chip.stats).items():
         setattr(rec, name, value)

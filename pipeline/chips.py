@@ -8,6 +8,8 @@ failure to read one window fails that one sample.
 
 Pixel convention of the output: uint16 DN with reflectance = DN / 10000 (offset removed), and
 0 = nodata. Valid pixels that harmonise to 0 or below are stored as 1 so that 0 stays nodata.
+The offset taken off is the scene metadata's unless the chip's own pixels contradict it
+(:func:`pipeline.radiometry.check_pixels`); each chip records the verdict.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from rasterio.windows import Window
 from .bands import Band
 from .errors import SampleFailure
 from .geometry import ChipGrid
+from .radiometry import PixelCheck, check_pixels, harmonise
 from .scenes import SceneAssets
 
 __all__ = [
@@ -131,6 +134,7 @@ class Chip:
         pixels: (bands, size, size) uint16, harmonised DN (reflectance x 10000), 0 = nodata.
         scl: (size, size) uint8 scene classification.
         stats: Fractions and indices.
+        radiometry: The offset taken off each band and the pixels' verdict on the metadata.
         band_names: Band order of ``pixels``.
     """
 
@@ -138,6 +142,7 @@ class Chip:
     pixels: UInt16Array
     scl: UInt8Array
     stats: ChipStats
+    radiometry: PixelCheck
     band_names: tuple[str, ...] = field(default=())
 
 
@@ -243,13 +248,6 @@ def chip_stats(pixels: UInt16Array, scl: UInt8Array, band_names: tuple[str, ...]
     )
 
 
-def _harmonise(raw: npt.NDArray[Any], offset_dn: int) -> UInt16Array:
-    raw32 = raw.astype(np.int32)
-    out = np.clip(raw32 - offset_dn, 1, 65535)
-    out[raw32 == 0] = 0
-    return out.astype(np.uint16)
-
-
 REMOTE_READ_THREADS = 8
 """Read threads when COGs come over the network: each read mostly waits on round trips."""
 
@@ -298,7 +296,6 @@ def read_chips(
     scls = {r.sample_id: np.zeros((size, size), np.uint8) for r in requests}
     failures: dict[str, SampleFailure] = {}
     band_index = {b.name: i for i, b in enumerate(bands)}
-    offsets = {r.sample_id: r.scene.offset_dn for r in requests}
     if threads is None:
         threads = default_read_threads([href for _, href, _, _ in jobs])
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(jobs) or 1))) as pool:
@@ -314,7 +311,7 @@ def read_chips(
                 if name == "SCL":
                     scls[sid] = arr.astype(np.uint8)
                 else:
-                    cubes[sid][band_index[name]] = _harmonise(arr, offsets[sid].get(name, 0))
+                    cubes[sid][band_index[name]] = arr  # raw DN: harmonised once all are in
     names = tuple(b.name for b in bands)
     out: dict[str, Chip | SampleFailure] = {}
     for req in requests:
@@ -322,9 +319,11 @@ def read_chips(
         if sid in failures:
             out[sid] = failures[sid]
             continue
-        stats = chip_stats(cubes[sid], scls[sid], names)
+        radiometry = check_pixels(cubes[sid], scls[sid], names, req.scene.radiometry)
+        pixels = harmonise(cubes[sid], names, radiometry.offset_dn)
+        stats = chip_stats(pixels, scls[sid], names)
         if math.isclose(stats.nodata_fraction, 1.0):
             out[sid] = SampleFailure("all_nodata", f"chip in {req.scene.item_id} is all nodata")
             continue
-        out[sid] = Chip(sid, cubes[sid], scls[sid], stats, names)
+        out[sid] = Chip(sid, pixels, scls[sid], stats, radiometry, names)
     return out

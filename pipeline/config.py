@@ -11,7 +11,9 @@ Production endpoints (the same code, other values)::
 
     stac:
       api_url: https://earth-search.aws.element84.com/v1       # Earth Search v1
+      collection: sentinel-2-c1-l2a                             # ESA Collection 1
       # api_url: https://planetarycomputer.microsoft.com/api/stac/v1
+      # collection: sentinel-2-l2a
       # signing: planetary-computer
     overture:
       source: s3://overturemaps-us-west-2/release/2025-10-22.0
@@ -173,7 +175,13 @@ class StacConfig(_Section):
         default="http://127.0.0.1:8765/",
         description="STAC API root. Earth Search: https://earth-search.aws.element84.com/v1",
     )
-    collection: str = Field(default="sentinel-2-l2a", description="Collection id to search.")
+    collection: str = Field(
+        default="sentinel-2-c1-l2a",
+        description="Collection id to search. Earth Search: sentinel-2-c1-l2a (Collection 1, "
+        "the default) or sentinel-2-l2a (older, being replaced); Planetary Computer: "
+        "sentinel-2-l2a. Every catalog's radiometry is harmonised to reflectance = DN / 10000 "
+        "(pipeline/radiometry.py).",
+    )
     max_cloud_cover: float = Field(
         default=60.0, ge=0, le=100, description="Skip scenes with eo:cloud_cover above this (%)."
     )

@@ -51,11 +51,12 @@ from shapely.geometry import LineString, Point, Polygon, box, mapping
 from shapely.ops import substring, unary_union
 
 from .bands import L2A_BANDS, SCL, Band
+from .radiometry import BASELINE_OFFSET_DN, baseline_offset
 
 __all__ = [
     "DEMO_ACQUISITIONS",
     "DEMO_BBOX",
-    "DEMO_COLLECTION",
+    "FLAVOR_COLLECTIONS",
     "GENERATOR_VERSION",
     "LAND_COVER_CLASSES",
     "Acquisition",
@@ -66,15 +67,27 @@ __all__ = [
 ]
 
 Array = npt.NDArray[Any]
-ItemFlavor = Literal["earth-search", "planetary-computer"]
+ItemFlavor = Literal["earth-search-c1", "earth-search", "planetary-computer"]
 
 DEMO_BBOX: tuple[float, float, float, float] = (10.80, 47.50, 11.02, 47.65)
 """The demo region (lon/lat), Alpine foothills in UTM zone 32N (MGRS tile 32TPT)."""
 
-DEMO_COLLECTION = "sentinel-2-l2a"
-"""The STAC collection id of every generated item."""
+FLAVOR_COLLECTIONS: dict[str, str] = {
+    "earth-search-c1": "sentinel-2-c1-l2a",
+    "earth-search": "sentinel-2-l2a",
+    "planetary-computer": "sentinel-2-l2a",
+}
+"""The STAC collection id of each item flavor, as its catalog names it.
 
-GENERATOR_VERSION = "1"
+Each flavor copies its catalog's radiometry (see :mod:`pipeline.radiometry`):
+``earth-search-c1`` (Earth Search ``sentinel-2-c1-l2a``): the baseline's offset is in the
+pixels and ``raster:bands`` declares it; ``earth-search`` (Earth Search ``sentinel-2-l2a``):
+Element 84 removed the offset from the COGs and says so with ``earthsearch:boa_offset_applied:
+true``, while ``raster:bands`` still declares ``offset: -0.1`` on every item (stale);
+``planetary-computer``: the offset is in the pixels, only ``s2:processing_baseline`` tells.
+"""
+
+GENERATOR_VERSION = "2"
 """Bumped whenever the generated files change, so :func:`ensure_demo_region` regenerates."""
 
 LAND_COVER_CLASSES: dict[int, str] = {
@@ -1252,13 +1265,17 @@ _NOISE_SPREAD = 20  # ... on the ~2 * _NOISE_DN / (2 * _NOISE_SPREAD + 1) of pix
 _SCL_PRIORITY = np.array([9, 8, 10, 3, 11, 6, 4, 5, 0], np.uint8)  # ties in the 20 m mode
 
 
-def _harmonised_offset(baseline: str) -> int:
+def _baseline_offset(baseline: str) -> int:
     """DN offset of a processing baseline: +1000 (BOA_ADD_OFFSET) from 04.00 on."""
-    try:
-        major, minor = (int(p) for p in baseline.split(".")[:2])
-    except ValueError as exc:
-        raise ValueError(f"processing baseline {baseline!r} is not like '05.10'") from exc
-    return 1000 if (major, minor) >= (4, 0) else 0
+    offset = baseline_offset(baseline)
+    if offset is None:
+        raise ValueError(f"processing baseline {baseline!r} is not like '05.10'")
+    return offset
+
+
+def _pixel_offset(flavor: ItemFlavor, baseline: str) -> int:
+    """DN the flavor's COGs carry above reflectance x 10000: none where Element 84 removed it."""
+    return 0 if flavor == "earth-search" else _baseline_offset(baseline)
 
 
 def _footprint_edge(grid: _Grid) -> Callable[[Array], Array]:
@@ -1336,7 +1353,9 @@ class _Rendered:
     sun_elevation: float
 
 
-def _render(ls: _Landscape, acq: Acquisition, index: int, seed: int) -> _Rendered:
+def _render(
+    ls: _Landscape, acq: Acquisition, index: int, seed: int, pixel_offset: int
+) -> _Rendered:
     grid = ls.grid
     h, w = grid.shape(10)
     when = _as_utc(acq.date)
@@ -1348,7 +1367,6 @@ def _render(ls: _Landscape, acq: Acquisition, index: int, seed: int) -> _Rendere
     key = (acq.date.isoformat(), index)
     fp = _footprint_mask(grid, acq.footprint, 10)
     clouds = _clouds(grid, acq, fp, _rng(seed, "clouds", *key))
-    offset = _harmonised_offset(acq.processing_baseline)
     snow_line = float(_seasonal(_SNOW_LINE, doy))
     leaf_on = float(_seasonal(_LEAF_ON, doy))
     el, az = math.radians(max(sun_el, 5.0)), math.radians(sun_az)
@@ -1414,7 +1432,7 @@ def _render(ls: _Landscape, acq: Acquisition, index: int, seed: int) -> _Rendere
         alpha = clouds.alpha[sl].ravel()
         cloud_top = _CLOUD[:, None] * clouds.bright[sl].ravel()[None, :]
         refl += alpha[None, :] * (cloud_top - refl)
-        dnf = refl * 10000.0 + offset
+        dnf = refl * 10000.0 + pixel_offset
         noise_rng = _rng(seed, "noise", *key, r0)
         for bi, band in enumerate(L2A_BANDS):
             f = band.resolution_m // 10
@@ -1625,6 +1643,8 @@ def _item_ids(grid: _Grid, acquisitions: Sequence[Acquisition], flavor: ItemFlav
         while True:
             if flavor == "earth-search":
                 iid = f"{sat}_{tile}_{when:%Y%m%d}_{seq}_L2A"
+            elif flavor == "earth-search-c1":
+                iid = f"{sat}_T{tile}_{when + datetime.timedelta(seconds=seq):%Y%m%dT%H%M%S}_L2A"
             else:
                 proc = when + datetime.timedelta(hours=5, minutes=39, seconds=29 + seq)
                 iid = f"{sat}_MSIL2A_{when:%Y%m%dT%H%M%S}_R065_T{tile}_{proc:%Y%m%dT%H%M%S}"
@@ -1637,7 +1657,7 @@ def _item_ids(grid: _Grid, acquisitions: Sequence[Acquisition], flavor: ItemFlav
 
 def _band_asset_files(flavor: ItemFlavor) -> dict[str, str]:
     """ESA band name (and ``SCL``) -> asset key of the flavor; the COG file is ``<key>.tif``."""
-    i = 0 if flavor == "earth-search" else 1
+    i = 1 if flavor == "planetary-computer" else 0
     return {b.name: b.asset_keys[i] for b in (*L2A_BANDS, SCL)}
 
 
@@ -1653,7 +1673,10 @@ def _make_item(
     zone, lat_band, square = _mgrs(grid)
     tile = f"{zone:02d}{lat_band}{square}"
     keys = _band_asset_files(flavor)
-    offset = _harmonised_offset(acq.processing_baseline)
+    offset = _baseline_offset(acq.processing_baseline)
+    # Earth Search sentinel-2-l2a declares -0.1 on every item, also where its COGs no longer
+    # carry the offset; Collection 1 declares the offset its pixels carry.
+    declared = BASELINE_OFFSET_DN if flavor == "earth-search" else offset
     processed = _iso(when + datetime.timedelta(hours=5, minutes=39, seconds=29))
     baseline = acq.processing_baseline
     product_uri = (
@@ -1682,7 +1705,13 @@ def _make_item(
         return {"proj:shape": [h, w], "proj:transform": [res, 0, grid.x0, 0, -res, grid.y0]}
 
     assets: dict[str, dict[str, Any]] = {}
-    if flavor == "earth-search":
+    if flavor in ("earth-search", "earth-search-c1"):
+        c1 = flavor == "earth-search-c1"
+        bucket = (
+            "e84-earth-search-sentinel-data/sentinel-2-c1-l2a"
+            if c1
+            else "sentinel-cogs/sentinel-s2-l2a-cogs"
+        )
         for b in L2A_BANDS:
             key = keys[b.name]
             assets[key] = {
@@ -1699,7 +1728,7 @@ def _make_item(
                         "bits_per_sample": 15,
                         "spatial_resolution": b.resolution_m,
                         "scale": 0.0001,
-                        "offset": -offset / 10000,
+                        "offset": -declared / 10000,
                     }
                 ],
                 "roles": ["data", "reflectance"],
@@ -1748,7 +1777,7 @@ def _make_item(
                         "bits_per_sample": 15,
                         "spatial_resolution": b.resolution_m,
                         "scale": 0.0001,
-                        "offset": -offset / 10000,
+                        "offset": -declared / 10000,
                     }
                 ],
                 "roles": ["data", "reflectance"],
@@ -1763,12 +1792,12 @@ def _make_item(
             "grid:code": f"MGRS-{tile}",
             "view:sun_azimuth": round(r.sun_azimuth, 6),
             "view:sun_elevation": round(r.sun_elevation, 6),
-            "s2:sequence": item_id.split("_")[-2],
+            "s2:sequence": "0" if c1 else item_id.split("_")[-2],
             "earthsearch:s3_path": (
-                f"s3://sentinel-cogs/sentinel-s2-l2a-cogs/{zone}/{lat_band}/{square}/"
-                f"{when:%Y}/{when.month}/{item_id}"
+                f"s3://{bucket}/{zone}/{lat_band}/{square}/{when:%Y}/{when.month}/{item_id}"
             ),
-            "earthsearch:boa_offset_applied": offset > 0,
+            # Element 84 removed the baseline's offset from every sentinel-2-l2a COG that had one.
+            **({} if c1 else {"earthsearch:boa_offset_applied": offset > 0}),
             "processing:software": {"sentinel2-to-stac": "0.1.1"},
             **common,
             "updated": processed,
@@ -1829,7 +1858,7 @@ def _make_item(
         "stac_version": "1.0.0",
         "stac_extensions": extensions,
         "id": item_id,
-        "collection": DEMO_COLLECTION,
+        "collection": FLAVOR_COLLECTIONS[flavor],
         "geometry": geometry,
         "bbox": bbox,
         "properties": properties,
@@ -2175,7 +2204,7 @@ def generate_demo_region(
     *,
     bbox: tuple[float, float, float, float] = DEMO_BBOX,
     acquisitions: Sequence[Acquisition] = DEMO_ACQUISITIONS,
-    item_flavor: ItemFlavor = "earth-search",
+    item_flavor: ItemFlavor = "earth-search-c1",
     seed: int = 0,
 ) -> DemoRegion:
     """Write a demo region (COGs, STAC items, Overture extract) into ``out_dir``.
@@ -2188,9 +2217,12 @@ def generate_demo_region(
         out_dir: The region folder (created if missing).
         bbox: lon_min, lat_min, lon_max, lat_max; the scene is its UTM extent plus 1 km.
         acquisitions: The overpasses to fake, one STAC item each.
-        item_flavor: ``earth-search`` (Earth Search v1 keys ``red``, ``nir08``, ``scl`` and
-            ``raster:bands`` offsets) or ``planetary-computer`` (``B04``, ``B8A``, ``SCL``,
-            no offset metadata).
+        item_flavor: The catalog whose items and pixels to copy (:data:`FLAVOR_COLLECTIONS`):
+            ``earth-search-c1`` (Earth Search v1 keys ``red``, ``nir08``, ``scl``, offset in
+            the pixels and in ``raster:bands``), ``earth-search`` (the same keys, offset
+            removed from the pixels, ``earthsearch:boa_offset_applied`` and a stale
+            ``raster:bands`` offset) or ``planetary-computer`` (``B04``, ``B8A``, ``SCL``,
+            offset in the pixels, no offset metadata).
         seed: Seed of every random choice; the same arguments give byte-identical files.
 
     Returns:
@@ -2200,12 +2232,12 @@ def generate_demo_region(
         ValueError: for a bbox outside UTM range or larger than ~60 km, an unknown flavor or
             footprint, or a malformed processing baseline.
     """
-    if item_flavor not in ("earth-search", "planetary-computer"):
+    if item_flavor not in FLAVOR_COLLECTIONS:
         raise ValueError(f"unknown item_flavor {item_flavor!r}")
     for acq in acquisitions:
         if acq.footprint not in ("full", "east"):
             raise ValueError(f"unknown footprint {acq.footprint!r}")
-        _harmonised_offset(acq.processing_baseline)
+        _baseline_offset(acq.processing_baseline)
     bbox = (float(bbox[0]), float(bbox[1]), float(bbox[2]), float(bbox[3]))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -2225,7 +2257,8 @@ def generate_demo_region(
     with ThreadPoolExecutor(max_workers=1) as writer:
         pending: list[Future[None]] = []
         for index, (acq, item_id) in enumerate(zip(acquisitions, ids, strict=True)):
-            rendered = _render(ls, acq, index, seed)
+            offset = _pixel_offset(item_flavor, acq.processing_baseline)
+            rendered = _render(ls, acq, index, seed, offset)
             for f in pending:
                 f.result()
             folder = out_dir / "cogs" / item_id
@@ -2299,7 +2332,7 @@ def ensure_demo_region(
     *,
     bbox: tuple[float, float, float, float] = DEMO_BBOX,
     acquisitions: Sequence[Acquisition] = DEMO_ACQUISITIONS,
-    item_flavor: ItemFlavor = "earth-search",
+    item_flavor: ItemFlavor = "earth-search-c1",
     seed: int = 0,
 ) -> DemoRegion:
     """Reuse the region in ``out_dir`` if it was generated with the same parameters, else make it.

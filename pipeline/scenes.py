@@ -7,10 +7,9 @@ chip and that has every band the run needs. Bands are found through ``eo:bands``
 ``bands``) names, common names and centre wavelengths, with known asset keys as a fallback, so
 Earth Search v1 and Planetary Computer items both work.
 
-Radiometry is harmonised to one convention: reflectance = DN / 10000 with no offset (the
-pre-04.00 processing baseline). Items from baseline 04.00 on carry ``BOA_ADD_OFFSET = -1000``;
-its size comes from ``raster:bands`` ``offset``/``scale`` when present, else from
-``s2:processing_baseline``.
+What each item's pixels carry above the output convention (reflectance = DN / 10000, no
+offset) is decided from all of its metadata by :func:`pipeline.radiometry.decide_offset`; the
+chip reader then checks that decision against the pixels.
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ from .bands import SCL, Band
 from .config import StacConfig
 from .errors import AssetError, PreflightError, SampleFailure
 from .geometry import ChipGrid, chip_grid
+from .radiometry import OffsetDecision, decide_offset
 from .sampling import SampleSpec
 
 __all__ = [
@@ -66,7 +66,8 @@ class SceneAssets:
         footprint: Data footprint in lon/lat.
         band_hrefs: ESA band name to COG href, for every band the run reads.
         scl_href: Href of the scene classification layer.
-        offset_dn: DN subtracted to harmonise each band (1000 from baseline 04.00 on, else 0).
+        radiometry: What the item's metadata says its pixels carry above the convention
+            (offset per band and the rule that decided it).
         processing_baseline: ``s2:processing_baseline`` if the item has it.
         platform: e.g. ``sentinel-2a``.
     """
@@ -79,7 +80,7 @@ class SceneAssets:
     footprint: BaseGeometry
     band_hrefs: dict[str, str]
     scl_href: str
-    offset_dn: dict[str, int]
+    radiometry: OffsetDecision
     processing_baseline: str | None
     platform: str | None
 
@@ -163,23 +164,6 @@ def _find_scl(assets: dict[str, dict[str, Any]]) -> dict[str, Any]:
     raise AssetError("no scene classification (SCL) asset")
 
 
-def _baseline_offset(baseline: str | None) -> int:
-    if baseline is None:
-        return 0
-    try:
-        return 1000 if float(baseline) >= 4.0 else 0
-    except ValueError:
-        return 0
-
-
-def _offset_dn(asset: dict[str, Any], baseline: str | None) -> int:
-    raster = asset.get("raster:bands") or []
-    if raster and isinstance(raster[0], dict) and "offset" in raster[0]:
-        scale = float(raster[0].get("scale", 0.0001)) or 0.0001
-        return round(-float(raster[0]["offset"]) / scale)
-    return _baseline_offset(baseline)
-
-
 def _item_crs(item: dict[str, Any], asset: dict[str, Any]) -> str:
     for src in (asset, item.get("properties", {})):
         code = src.get("proj:code")
@@ -194,7 +178,7 @@ def _item_crs(item: dict[str, Any], asset: dict[str, Any]) -> str:
 def resolve_scene(
     item: dict[str, Any], bands: Iterable[Band], sign: Callable[[str], str] | None = None
 ) -> SceneAssets:
-    """Find every band's COG, the SCL layer, the CRS and the offsets of one STAC item.
+    """Find every band's COG, the SCL layer, the CRS and the radiometry of one STAC item.
 
     Args:
         item: A STAC item as a dict (Earth Search v1 or Planetary Computer shape).
@@ -208,27 +192,26 @@ def resolve_scene(
     assets: dict[str, dict[str, Any]] = item.get("assets", {})
     baseline = props.get("s2:processing_baseline")
     baseline = None if baseline is None else str(baseline)
-    hrefs: dict[str, str] = {}
-    offsets: dict[str, int] = {}
+    band_assets: dict[str, dict[str, Any]] = {}
     crs = None
     for band in bands:
         _key, asset = _find_asset(assets, band)
-        hrefs[band.name] = str(asset["href"])
-        offsets[band.name] = _offset_dn(asset, baseline)
+        band_assets[band.name] = asset
         crs = crs or _item_crs(item, asset)
     scl = _find_scl(assets)
     crs = crs or _item_crs(item, scl)
     signer = sign or (lambda h: h)
+    collection = str(item.get("collection", ""))
     return SceneAssets(
         item_id=str(item["id"]),
-        collection=str(item.get("collection", "")),
+        collection=collection,
         datetime=dt.datetime.fromisoformat(str(props["datetime"]).replace("Z", "+00:00")),
         cloud_cover=float(props.get("eo:cloud_cover", math.nan)),
         crs=crs,
         footprint=shape(item["geometry"]),
-        band_hrefs={k: signer(v) for k, v in hrefs.items()},
+        band_hrefs={k: signer(str(a["href"])) for k, a in band_assets.items()},
         scl_href=signer(str(scl["href"])),
-        offset_dn=offsets,
+        radiometry=decide_offset(collection, props, band_assets),
         processing_baseline=baseline,
         platform=props.get("platform"),
     )

@@ -39,7 +39,7 @@ __all__ = [
     "write_table",
 ]
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 """Version of the shard schema; bump on any column change."""
 
 _SHARE = pa.struct([("class", pa.string()), ("share", pa.float32())])
@@ -114,6 +114,9 @@ def shard_schema(n_bands: int, size: int) -> pa.Schema:
             ("band_scale", pa.list_(pa.float32())),
             ("band_offset", pa.list_(pa.float32())),
             ("offset_removed_dn", pa.list_(pa.int32())),
+            ("radiometry_rule", pa.string()),
+            ("radiometry_check", pa.string()),
+            ("radiometry_dark_share", pa.float32()),
             ("pixels", _fixed(pa.uint16(), n_bands, size, size)),
             ("scl", _fixed(pa.uint8(), size, size)),
             ("rgb", IMAGE_TYPE),
@@ -179,6 +182,9 @@ class SampleRecord:
     band_scale: list[float] | None = None
     band_offset: list[float] | None = None
     offset_removed_dn: list[int] | None = None
+    radiometry_rule: str | None = None
+    radiometry_check: str | None = None
+    radiometry_dark_share: float | None = None
     pixels: npt.NDArray[np.uint16] | None = None
     scl: npt.NDArray[np.uint8] | None = None
     rgb: dict[str, Any] | None = None
