@@ -72,11 +72,22 @@ def _stop_prefect_server() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def region(tmp_path_factory: pytest.TempPathFactory) -> DemoRegion:
-    """A small Earth Search-shaped region: 4 acquisitions over ~6 x 5.5 km."""
+    """A small region shaped like Earth Search sentinel-2-c1-l2a: 4 acquisitions, ~6 x 5.5 km."""
     return generate_demo_region(
         tmp_path_factory.mktemp("region") / "es",
         bbox=SMALL_BBOX,
         acquisitions=SMALL_ACQUISITIONS,
+    )
+
+
+@pytest.fixture(scope="session")
+def l2a_region(tmp_path_factory: pytest.TempPathFactory) -> DemoRegion:
+    """The same region as Earth Search sentinel-2-l2a serves it (offset already removed)."""
+    return generate_demo_region(
+        tmp_path_factory.mktemp("region") / "es-l2a",
+        bbox=SMALL_BBOX,
+        acquisitions=SMALL_ACQUISITIONS,
+        item_flavor="earth-search",
     )
 
 
@@ -100,6 +111,12 @@ def servers(region: DemoRegion) -> Iterator[DemoServers]:
 @pytest.fixture(scope="session")
 def pc_servers(pc_region: DemoRegion) -> Iterator[DemoServers]:
     with serve_demo(pc_region.root, load_items(pc_region)) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def l2a_servers(l2a_region: DemoRegion) -> Iterator[DemoServers]:
+    with serve_demo(l2a_region.root, load_items(l2a_region)) as s:
         yield s
 
 
@@ -140,6 +157,7 @@ def make_config(
             "region.bbox": list(SMALL_BBOX),
             "periods": [p.model_dump(mode="json") for p in PERIODS],
             "stac.api_url": servers.stac_url,
+            "stac.collection": load_items(region)[0]["collection"],
             "overture.source": str(region.overture_root),
             "output.dir": str(out),
             "output.shard_size": 4,

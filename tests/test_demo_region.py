@@ -44,6 +44,13 @@ def pc_region(tmp_path_factory: pytest.TempPathFactory) -> DemoRegion:
     )
 
 
+@pytest.fixture(scope="module")
+def l2a_region(tmp_path_factory: pytest.TempPathFactory) -> DemoRegion:
+    return demo.generate_demo_region(
+        tmp_path_factory.mktemp("l2a") / "demo", item_flavor="earth-search", **KWARGS
+    )
+
+
 def _items(region: DemoRegion) -> dict[str, dict]:
     return {item["id"]: item for item in demo.load_items(region)}
 
@@ -127,27 +134,48 @@ def test_east_footprint_is_nodata_outside(es_region: DemoRegion) -> None:
     assert scl_transform.a == 20
 
 
-def test_boa_offset_by_processing_baseline(es_region: DemoRegion) -> None:
-    items = _items(es_region)
-    new, old = (items[i] for i in es_region.item_ids)
-    truth = _truth(es_region)
-    scl_new, _ = _read(es_region, new, "scl")
-    scl_old, _ = _read(es_region, old, "scl")
+@pytest.mark.parametrize(
+    ("flavor", "pixel_offset", "declared", "flag"),
+    [
+        # Collection 1: the offset is in the pixels and raster:bands says so.
+        ("earth-search-c1", 1000, (-0.1, 0), (None, None)),
+        # Earth Search sentinel-2-l2a: offset removed, flagged, raster:bands stale on both.
+        ("earth-search", 0, (-0.1, -0.1), (True, False)),
+        # Planetary Computer: offset in the pixels, only the processing baseline tells.
+        ("planetary-computer", 1000, (None, None), (None, None)),
+    ],
+)
+def test_boa_offset_by_flavor_and_processing_baseline(
+    flavor: str, pixel_offset: int, declared: tuple, flag: tuple, request: pytest.FixtureRequest
+) -> None:
+    region = request.getfixturevalue(
+        {"earth-search-c1": "es", "earth-search": "l2a", "planetary-computer": "pc"}[flavor]
+        + "_region"
+    )
+    items = _items(region)
+    new, old = (items[i] for i in region.item_ids)
+    assert new["collection"] == demo.FLAVOR_COLLECTIONS[flavor]
+    red_key, nir_key, scl_key = (
+        ("B04", "B08", "SCL") if "B04" in new["assets"] else ("red", "nir", "scl")
+    )
+    truth = _truth(region)
+    scl_new, _ = _read(region, new, scl_key)
+    scl_old, _ = _read(region, old, scl_key)
     clear = np.isin(scl_new, (4, 5, 6)) & np.isin(scl_old, (4, 5, 6))
     clear10 = np.kron(clear, np.ones((2, 2), bool))  # 20 m -> 10 m
     forest = clear10 & (truth == demo.FOREST)
     assert forest.sum() > 1000
-    nir_new = _read(es_region, new, "nir")[0][forest].astype(int)
-    nir_old = _read(es_region, old, "nir")[0][forest].astype(int)
-    assert np.median(nir_new - nir_old) == pytest.approx(1000, abs=3)
+    nir_new = _read(region, new, nir_key)[0][forest].astype(int)
+    nir_old = _read(region, old, nir_key)[0][forest].astype(int)
+    assert np.median(nir_new - nir_old) == pytest.approx(pixel_offset, abs=3)
     assert 1500 < np.median(nir_old) < 5000  # plain reflectance * 10000 for forest NIR
-    assert new["assets"]["nir"]["raster:bands"][0]["offset"] == -0.1
-    assert old["assets"]["nir"]["raster:bands"][0]["offset"] == 0
-    assert new["properties"]["earthsearch:boa_offset_applied"] is True
-    assert old["properties"]["earthsearch:boa_offset_applied"] is False
+    for item, offset, applied in zip((new, old), declared, flag, strict=True):
+        raster = item["assets"][nir_key].get("raster:bands")
+        assert (raster[0]["offset"] if raster else None) == offset
+        assert item["properties"].get("earthsearch:boa_offset_applied") == applied
     water = clear10 & (truth == demo.WATER)
-    red = _read(es_region, new, "red")[0][water].astype(int)
-    assert 1000 < np.median(red) < 1000 + 600  # dark water, offset included
+    red = _read(region, new, red_key)[0][water].astype(int)
+    assert pixel_offset < np.median(red) < pixel_offset + 600  # dark water
 
 
 def test_clouds_match_target_and_metadata(es_region: DemoRegion) -> None:
@@ -177,7 +205,7 @@ def test_items_have_required_stac_fields(es_region: DemoRegion, pc_region: DemoR
         for item in data["features"]:
             for key in ("type", "stac_version", "id", "geometry", "bbox", "properties"):
                 assert key in item
-            assert item["collection"] == demo.DEMO_COLLECTION
+            assert item["collection"] in ("sentinel-2-c1-l2a", "sentinel-2-l2a")
             assert isinstance(item["links"], list) and item["stac_extensions"]
             props = item["properties"]
             dt.datetime.fromisoformat(props["datetime"].replace("Z", "+00:00"))

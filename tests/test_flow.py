@@ -76,6 +76,9 @@ def test_every_ok_sample_is_complete_and_grounded(built):
         assert cube.shape == (12, 264, 264) and (cube > 0).any(axis=(1, 2)).all()
         assert len(r["bands"]) == 12 and r["band_scale"] == pytest.approx([1e-4] * 12)
         assert r["offset_removed_dn"] == [1000] * 12
+        assert r["stac_collection"] == "sentinel-2-c1-l2a"
+        assert r["radiometry_rule"] == "raster-bands"
+        assert r["radiometry_check"] in ("consistent", "inconclusive")
         img = Image.open(io.BytesIO(r["rgb"]["bytes"]))
         assert img.size == (264, 264) and img.mode == "RGB"
         assert r["context"] is not None and r["caption"] and r["captioner"] == "template"

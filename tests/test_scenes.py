@@ -17,9 +17,18 @@ from .conftest import make_config, search_all
 from .faults import serve_in_thread
 
 
-@pytest.mark.parametrize("flavor", ["earth-search", "planetary-computer"])
-def test_least_cloudy_covering_scene(flavor, region, servers, pc_region, pc_servers, tmp_path):
-    reg, srv = (region, servers) if flavor == "earth-search" else (pc_region, pc_servers)
+@pytest.mark.parametrize(
+    ("flavor", "rule", "offset"),
+    [
+        ("earth-search-c1", "raster-bands", 1000),
+        ("earth-search", "earthsearch-flag", 0),
+        ("planetary-computer", "processing-baseline", 1000),
+    ],
+)
+def test_least_cloudy_covering_scene(flavor, rule, offset, request, tmp_path):
+    prefix = {"earth-search-c1": "", "earth-search": "l2a_", "planetary-computer": "pc_"}[flavor]
+    reg = request.getfixturevalue(f"{prefix}region")
+    srv = request.getfixturevalue(f"{prefix}servers")
     config = make_config(reg, srv, tmp_path)
     items = {i["id"]: i for i in load_items(reg)}
     samples, result = search_all(config)
@@ -48,7 +57,8 @@ def test_least_cloudy_covering_scene(flavor, region, servers, pc_region, pc_serv
             h.startswith("http://127.0.0.1") and h.endswith(".tif")
             for h in choice.scene.band_hrefs.values()
         )
-        assert choice.scene.offset_dn == dict.fromkeys(choice.scene.band_hrefs, 1000)
+        assert choice.scene.radiometry.offset_dn == {b.name: offset for b in L2A_BANDS}
+        assert choice.scene.radiometry.rule == rule
         assert choice.scene.crs == "EPSG:32632"
         assert choice.scene.footprint.covers(choice.grid.footprint_lonlat())
     # Western chips are outside the swath of the clear autumn scene and fall back.
@@ -131,9 +141,9 @@ def test_missing_band_raises(region):
 def test_old_processing_baseline_has_no_offset(pc_region):
     item = load_items(pc_region)[0]
     assert "raster:bands" not in item["assets"]["B04"]
-    assert resolve_scene(item, L2A_BANDS).offset_dn["B04"] == 1000
+    assert resolve_scene(item, L2A_BANDS).radiometry.offset_dn["B04"] == 1000
     item["properties"]["s2:processing_baseline"] = "03.01"
-    assert resolve_scene(item, L2A_BANDS).offset_dn["B04"] == 0
+    assert resolve_scene(item, L2A_BANDS).radiometry.offset_dn["B04"] == 0
 
 
 @pytest.fixture
