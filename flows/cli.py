@@ -85,6 +85,8 @@ def _print_report(report: RunReport) -> None:
         table.add_row(f"  failed: {reason}", str(n))
     for flag, n in report.caption_flags.items():
         table.add_row(f"  caption flag: {flag}", f"{n} of {report.ok}")
+    for check, n in report.radiometry_overruled.items():
+        table.add_row(f"  pixels overruled metadata: {check}", str(n))
     table.add_row("size", f"{report.bytes / 1e6:.1f} MB")
     table.add_row("wall time", f"{report.wall_seconds:.1f} s")
     total = sum(report.stage_seconds.values()) or 1.0
@@ -222,6 +224,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         table.add_row(f"  failed: {reason}", str(n))
     for flag, n in st.caption_flags.items():
         table.add_row(f"  caption flag: {flag}", str(n))
+    for check, n in st.radiometry_overruled.items():
+        table.add_row(f"  pixels overruled metadata: {check}", str(n))
     table.add_row(
         "throughput",
         f"{st.samples_per_shard_second} samples per shard-second "

@@ -35,6 +35,7 @@ from .scenes import SceneAssets, SceneChoice, search_scenes
 from .shards import (
     SampleRecord,
     ShardStats,
+    radiometry_overruled,
     records_table,
     shard_paths,
     table_counts,
@@ -424,6 +425,7 @@ def finish_shard(
         config_hash=chash,
         sample_ids_sha1=hashlib.sha1("\n".join(sample_ids).encode()).hexdigest(),
         caption_flags=flags,
+        radiometry_overruled=radiometry_overruled(table),
     )
     write_stats(stats, stats_path)
     return stats

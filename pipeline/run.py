@@ -165,6 +165,7 @@ class RunReport:
     bytes: int
     caption_flags: dict[str, int] = field(default_factory=dict)
     pending_caption: int = 0
+    radiometry_overruled: dict[str, int] = field(default_factory=dict)
     shard_files: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -172,14 +173,22 @@ class RunReport:
         return asdict(self)
 
 
-def _sum_counts(stats: list[ShardStats]) -> tuple[dict[str, int], dict[str, int]]:
-    """Failures per reason and captions per flag, summed over shards, sorted by name."""
+def _sum_counts(
+    stats: list[ShardStats],
+) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """Failures per reason, captions per flag and radiometry overrules, summed, sorted."""
     reasons: Counter[str] = Counter()
     flags: Counter[str] = Counter()
+    overruled: Counter[str] = Counter()
     for st in stats:
         reasons.update(st.failures_by_reason)
         flags.update(st.caption_flags)
-    return dict(sorted(reasons.items())), dict(sorted(flags.items()))
+        overruled.update(st.radiometry_overruled)
+    return (
+        dict(sorted(reasons.items())),
+        dict(sorted(flags.items())),
+        dict(sorted(overruled.items())),
+    )
 
 
 def summarize(plan: RunPlan, built: list[ShardStats], wall_seconds: float) -> RunReport:
@@ -189,7 +198,7 @@ def summarize(plan: RunPlan, built: list[ShardStats], wall_seconds: float) -> Ru
         path = shard_paths(plan.output_dir / "shards", index)[1]
         if path.exists():
             stats.append(read_stats(path))
-    reasons, flags = _sum_counts(stats)
+    reasons, flags, overruled = _sum_counts(stats)
     stages: dict[str, float] = dict.fromkeys(STAGES, 0.0)
     for s in built:
         for stage, secs in s.stage_seconds.items():
@@ -207,6 +216,7 @@ def summarize(plan: RunPlan, built: list[ShardStats], wall_seconds: float) -> Ru
         bytes=sum(s.bytes for s in stats),
         caption_flags=flags,
         pending_caption=sum(s.pending_caption for s in stats),
+        radiometry_overruled=overruled,
         shard_files=[str(plan.output_dir / "shards" / s.path) for s in stats],
     )
     (plan.output_dir / "report.json").write_text(json.dumps(report.to_json(), indent=2))
@@ -248,6 +258,7 @@ class RunStatus:
     pending_caption: int
     failures_by_reason: dict[str, int]
     caption_flags: dict[str, int]
+    radiometry_overruled: dict[str, int]
     shard_seconds: float
     samples_per_shard_second: float
 
@@ -276,7 +287,7 @@ def run_status(output_dir: Path) -> RunStatus:
             stats.append(read_stats(stats_path))
         elif parquet.exists() or any(shards_dir.glob(f".{parquet.name}.tmp*")):
             partial += 1
-    reasons, flags = _sum_counts(stats)
+    reasons, flags, overruled = _sum_counts(stats)
     seconds = sum(st.duration_s for st in stats)
     written = sum(st.count for st in stats)
     return RunStatus(
@@ -292,6 +303,7 @@ def run_status(output_dir: Path) -> RunStatus:
         pending_caption=sum(st.pending_caption for st in stats),
         failures_by_reason=reasons,
         caption_flags=flags,
+        radiometry_overruled=overruled,
         shard_seconds=round(seconds, 2),
         samples_per_shard_second=round(written / seconds, 2) if seconds else 0.0,
     )

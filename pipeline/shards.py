@@ -29,6 +29,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SampleRecord",
     "ShardStats",
+    "radiometry_overruled",
     "read_stats",
     "records_table",
     "shard_paths",
@@ -251,6 +252,8 @@ class ShardStats:
         sample_ids_sha1: sha1 of the shard's sample ids in order (detects mixed outputs).
         caption_flags: Captions per caption-check flag (``not_english``, ``ungrounded``...).
         pending_caption: Rows waiting for the caption flow (``captioner.stage: separate``).
+        radiometry_overruled: Samples whose pixels contradicted their scene's radiometry
+            metadata, per ``radiometry_check`` (``offset_absent_in_pixels``...).
     """
 
     shard: int
@@ -267,6 +270,7 @@ class ShardStats:
     sample_ids_sha1: str = field(default="")
     caption_flags: dict[str, int] = field(default_factory=dict)
     pending_caption: int = 0
+    radiometry_overruled: dict[str, int] = field(default_factory=dict)
 
 
 def shard_paths(shards_dir: Path, index: int) -> tuple[Path, Path]:
@@ -427,6 +431,13 @@ def table_counts(table: pa.Table) -> tuple[int, int, int, dict[str, int], dict[s
     reasons = Counter(str(r or "unknown") for r in failed.column("error_reason").to_pylist())
     flags = Counter(str(f) for f in pc.list_flatten(table.column("caption_flags")).to_pylist())
     return ok, failed.num_rows, pending, dict(reasons), dict(flags)
+
+
+def radiometry_overruled(table: pa.Table) -> dict[str, int]:
+    """Rows whose pixels overruled their metadata's offset, per ``radiometry_check`` value."""
+    checks = table.column("radiometry_check").to_pylist()
+    overruled = Counter(str(c) for c in checks if c and c.startswith("offset_"))
+    return dict(sorted(overruled.items()))
 
 
 def write_stats(stats: ShardStats, path: Path) -> None:

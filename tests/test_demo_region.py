@@ -76,7 +76,10 @@ def _tree_digest(root: Path) -> dict[str, str]:
 def test_layout_and_region(es_region: DemoRegion) -> None:
     assert es_region.crs == "EPSG:32632"
     assert es_region.items_path == es_region.root / "stac" / "items.json"
-    assert es_region.item_ids == ("S2A_32TPT_20240706_0_L2A", "S2B_32TPT_20240706_0_L2A")
+    assert es_region.item_ids == (
+        "S2A_T32TPT_20240706T102031_L2A",
+        "S2B_T32TPT_20240706T102031_L2A",
+    )
     for item_id in es_region.item_ids:
         names = {p.name for p in (es_region.cog_root / item_id).iterdir()}
         assert names == {f"{b.asset_keys[0]}.tif" for b in (*L2A_BANDS, SCL)}

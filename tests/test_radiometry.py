@@ -25,6 +25,8 @@ from pipeline.radiometry import (
 )
 from pipeline.run import plan_run
 from pipeline.scenes import SceneAssets, resolve_scene
+from pipeline.servers import serve_demo
+from pipeline.shards import ShardStats
 
 from .conftest import make_config
 
@@ -218,30 +220,45 @@ def test_harmonise_keeps_nodata_and_floors_valid_pixels_at_one():
     assert harmonise(raw.copy(), ("B04",), {"B04": 0}).tolist() == raw.tolist()
 
 
-def test_earth_search_l2a_shard_matches_collection_1(
+def _build_first_shard(region: DemoRegion, servers, out: Path) -> tuple[list[dict], ShardStats]:
+    plan = plan_run(make_config(region, servers, out))
+    stats = build_shard(next(plan.iter_shards()), plan.config, overture_root=plan.overture_root)
+    return pq.read_table(out / "shards" / "00000.parquet").to_pylist(), stats
+
+
+def test_earth_search_l2a_shards_match_collection_1(
     region, servers, l2a_region, l2a_servers, tmp_path: Path
 ):
-    """The whole pipeline (STAC API, COGs over HTTP) gives both Earth Search shapes alike."""
-    tables = {}
-    for name, reg, srv in (("c1", region, servers), ("l2a", l2a_region, l2a_servers)):
-        plan = plan_run(make_config(reg, srv, tmp_path / name))
-        shard = next(plan.iter_shards())
-        build_shard(shard, plan.config, overture_root=plan.overture_root)
-        tables[name] = pq.read_table(tmp_path / name / "shards" / "00000.parquet").to_pylist()
-    c1 = {r["sample_id"]: r for r in tables["c1"]}
-    assert len(tables["l2a"]) == len(c1) > 0
-    compared = 0
-    for row in tables["l2a"]:
-        other = c1[row["sample_id"]]
-        assert row["status"] == other["status"]
+    """The whole pipeline (STAC API, COGs over HTTP) gives every Earth Search shape alike,
+    mistagged items included (flag false on harmonised pixels, as in earth-search#66)."""
+    mistagged = demo.load_items(l2a_region)
+    for item in mistagged:
+        item["properties"]["earthsearch:boa_offset_applied"] = False
+    c1, c1_stats = _build_first_shard(region, servers, tmp_path / "c1")
+    l2a, l2a_stats = _build_first_shard(l2a_region, l2a_servers, tmp_path / "l2a")
+    with serve_demo(l2a_region.root, mistagged) as bad_servers:
+        bad, bad_stats = _build_first_shard(l2a_region, bad_servers, tmp_path / "mistagged")
+    assert c1_stats.radiometry_overruled == l2a_stats.radiometry_overruled == {}
+    c1_rows = {r["sample_id"]: r for r in c1}
+    assert len(l2a) == len(bad) == len(c1) > 0
+    overruled = 0
+    for row, bad_row in zip(l2a, bad, strict=True):
+        other = c1_rows[row["sample_id"]]
+        assert row["status"] == other["status"] == bad_row["status"]
         if row["status"] != "ok":
             continue
         assert row["stac_collection"] == "sentinel-2-l2a"
-        assert row["radiometry_rule"] == "earthsearch-flag"
+        assert row["radiometry_rule"] == bad_row["radiometry_rule"] == "earthsearch-flag"
+        assert (row["radiometry_check"], other["radiometry_check"]) == ("consistent",) * 2
         assert row["offset_removed_dn"] == [0] * 12
         assert other["offset_removed_dn"] == [1000] * 12
         a = np.asarray(row["pixels"], dtype=int)
-        b = np.asarray(other["pixels"], dtype=int)
-        assert np.abs(a - b).max() <= 1
-        compared += 1
-    assert compared > 0
+        assert np.abs(a - np.asarray(other["pixels"], dtype=int)).max() <= 1
+        if bad_row["radiometry_check"] == "offset_absent_in_pixels":
+            overruled += 1
+            assert bad_row["offset_removed_dn"] == [0] * 12
+            assert np.array_equal(np.asarray(bad_row["pixels"], dtype=int), a)
+        else:  # too cloudy to tell: the metadata's (wrong) offset stands, and says so
+            assert bad_row["radiometry_check"] == "inconclusive"
+    assert overruled > 0
+    assert bad_stats.radiometry_overruled == {"offset_absent_in_pixels": overruled}
