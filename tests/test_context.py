@@ -126,6 +126,7 @@ def test_positions():
 def test_extract_of_a_release_is_made_once(region, tmp_path):
     # The same code path as an s3:// release, with a file:// URL so it runs offline.
     cfg = OvertureConfig(source=f"file://{region.overture_root}", release="test-release")
+    check_overture(cfg)  # one file's schema per type, read with DuckDB
     root = prepare_overture(cfg, SMALL_BBOX, tmp_path)
     assert (root / "_SUCCESS").exists()
     chips = chips_over(region, 3)
@@ -280,7 +281,10 @@ def test_place_class_precedence(region, taxonomy_region, tmp_path):
         ("place", "categories", "category", "taxonomy.primary or categories.primary"),
     ],
 )
-def test_a_renamed_column_is_an_error_not_null(region, tmp_path, type_name, column, renamed, named):
+@pytest.mark.parametrize("scheme", ["", "file://"])  # file://: read like s3://, with DuckDB
+def test_a_renamed_column_is_an_error_not_null(
+    region, tmp_path, scheme, type_name, column, renamed, named
+):
     root = tmp_path / "overture"
     shutil.copytree(region.overture_root, root)
     folder = root / f"theme={OVERTURE_TYPES[type_name]}" / f"type={type_name}"
@@ -289,8 +293,9 @@ def test_a_renamed_column_is_an_error_not_null(region, tmp_path, type_name, colu
     names = [renamed if n == column else n for n in table.column_names]
     pq.write_table(table.rename_columns(names), path)
     with pytest.raises(PreflightError) as info:
-        check_overture(OvertureConfig(source=str(root)))
+        check_overture(OvertureConfig(source=f"{scheme}{root}"))
     assert info.value.field == "overture.source"
-    assert f"type {type_name} in {path} lacks column(s) {named}" in str(info.value)
+    where = f"{scheme}{folder}/*.parquet" if scheme else str(path)
+    assert f"type {type_name} in {where} lacks column(s) {named}" in str(info.value)
     with pytest.raises(PreflightError, match=f"type {type_name}"):
         map_context(chips_over(region, 2), root)
