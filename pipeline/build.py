@@ -66,6 +66,7 @@ def config_hash(config: RunConfig) -> str:
     # hash of an existing output stays valid whatever these are set to.
     data["chips"].update(read_threads=8, max_requests_per_host=16)
     data["overture"].pop("source", None)  # the release id identifies the data
+    data["overture"].pop("catalog_url", None)  # only where `latest` was looked up
     blob = json.dumps(data, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -19,8 +19,8 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
 from flows.cli import main
-from pipeline.build import build_shard
-from pipeline.config import OvertureConfig
+from pipeline.build import build_shard, config_hash
+from pipeline.config import OvertureConfig, load_config
 from pipeline.errors import ConfigError, PreflightError
 from pipeline.overture_release import read_catalog, release_key
 from pipeline.run import plan_run, preflight
@@ -176,3 +176,18 @@ def test_a_single_release_tree_takes_its_label():
     tree = OvertureConfig(source="s3://overturemaps-us-west-2/release/{release}", release=NEWER)
     assert tree.root == f"s3://overturemaps-us-west-2/release/{NEWER}"
     assert tree.releases_root == "s3://overturemaps-us-west-2/release"
+
+
+def test_catalog_url_and_source_do_not_change_the_config_hash():
+    config = load_config(env={}).with_updates({"overture.release": PINNED})
+    moved = config.with_updates(
+        {
+            "overture.catalog_url": "http://127.0.0.1:1/mirror/catalog.json",
+            "overture.source": "/data/overture/{release}",
+        }
+    )
+    assert config_hash(moved) == config_hash(config)
+    assert config_hash(config.with_updates({"overture.release": NEWER})) != config_hash(config)
+    latest = moved.with_updates({"overture.release": "latest"})
+    with pytest.raises(ValueError, match="not resolved"):
+        config_hash(latest)
