@@ -279,9 +279,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate a config and reach its STAC API and Overture data."""
-    config = _load(args.config, args.set)
-    preflight(config)
-    Console().print(f"config ok; STAC API {config.stac.api_url} and Overture data reachable")
+    config = preflight(_load(args.config, args.set))
+    Console().print(
+        f"config ok; STAC API {config.stac.api_url} and Overture release "
+        f"{config.overture.release} reachable"
+    )
     return 0
 
 

@@ -26,7 +26,7 @@ from .caption_checks import check_caption
 from .captioner import Captioner, CaptionInput, TemplateCaptioner, make_captioner
 from .chips import Chip, ChipRequest, ChipStats, clear_http_cache, read_chips
 from .composite import render_rgb
-from .config import RunConfig
+from .config import LATEST_RELEASE, RunConfig
 from .context import ChipArea, MapContext, map_context
 from .errors import SampleFailure
 from .geometry import ChipGrid
@@ -50,7 +50,14 @@ STAGES = ("search", "chips", "composite", "context", "caption", "write")
 
 
 def config_hash(config: RunConfig) -> str:
-    """Hash of the config fields that change the data (not paths, workers or shard size)."""
+    """Hash of the config fields that change the data (not paths, workers or shard size).
+
+    Raises:
+        ValueError: for ``overture.release: latest``: only a resolved release identifies the
+            data (build shards with :attr:`pipeline.run.RunPlan.config`).
+    """
+    if config.overture.release == LATEST_RELEASE:
+        raise ValueError("overture.release 'latest' is not resolved: use the RunPlan's config")
     data = config.model_dump(mode="json")
     for key in ("output", "runtime"):
         data.pop(key, None)
@@ -60,6 +67,7 @@ def config_hash(config: RunConfig) -> str:
     # hash of an existing output stays valid whatever these are set to.
     data["chips"].update(read_threads=8, max_requests_per_host=16)
     data["overture"].pop("source", None)  # the release id identifies the data
+    data["overture"].pop("catalog_url", None)  # only where `latest` was looked up
     blob = json.dumps(data, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -14,6 +14,10 @@ shard cost a fraction of a cold one; its size is :data:`FEATURE_CACHE_BYTES` per
 
 Remote releases (``s3://...``) are extracted to a local hive tree once per run for the run's
 bounding box (:func:`prepare_overture`); chips are never joined against S3 directly.
+
+The columns read per type are defined once, in :data:`OVERTURE_COLUMNS`: the reader takes them
+from it, and :func:`check_overture` checks every file's schema against it before a run, so a
+column that a release renames or drops is an error, never a silent NULL.
 """
 
 from __future__ import annotations
@@ -37,13 +41,16 @@ import shapely
 from .config import OvertureConfig
 from .errors import PreflightError
 from .geometry import ChipGrid, transformer
+from .overture_release import available_releases
 
 __all__ = [
+    "OVERTURE_COLUMNS",
     "OVERTURE_TYPES",
     "ChipArea",
     "MapContext",
     "NamedFeature",
     "ShareItem",
+    "TypeColumns",
     "check_overture",
     "connect_duckdb",
     "map_context",
@@ -51,16 +58,59 @@ __all__ = [
     "prepare_overture",
 ]
 
-OVERTURE_TYPES: dict[str, str] = {
-    "land": "base",
-    "land_cover": "base",
-    "land_use": "base",
-    "water": "base",
-    "infrastructure": "base",
-    "building": "buildings",
-    "segment": "transportation",
-    "place": "places",
+
+@dataclass(frozen=True)
+class TypeColumns:
+    """The columns eocap reads of one Overture type, besides ``geometry`` and ``bbox``.
+
+    Attributes:
+        theme: The type's theme (the ``theme=`` folder).
+        cls: Where a feature's class comes from: per feature, the first of these columns that
+            the file has and that is not null there. A file must have at least one of them.
+        subtype: Whether ``subtype`` is read (the feature's kind where its class is null).
+        name: Whether ``names.primary`` is read.
+        tags: Whether ``source_tags`` (OSM tags) is read.
+    """
+
+    theme: str
+    cls: tuple[str, ...]
+    subtype: bool = True
+    name: bool = True
+    tags: bool = False
+
+    def attributes(self) -> list[str]:
+        """The columns read besides geometry, bbox and the class."""
+        wanted = (
+            ("subtype", self.subtype),
+            ("names.primary", self.name),
+            ("source_tags", self.tags),
+        )
+        return [col for col, read in wanted if read]
+
+    def required(self) -> list[str]:
+        """The columns every file of the type must have (besides one of :attr:`cls`)."""
+        return ["geometry", "bbox.xmin", "bbox.ymin", "bbox.xmax", "bbox.ymax", *self.attributes()]
+
+
+OVERTURE_COLUMNS: dict[str, TypeColumns] = {
+    "land": TypeColumns("base", ("class",), tags=True),
+    "land_cover": TypeColumns("base", ("subtype",), name=False),
+    "land_use": TypeColumns("base", ("class",), tags=True),
+    "water": TypeColumns("base", ("class",), tags=True),
+    "infrastructure": TypeColumns("base", ("class",), tags=True),
+    "building": TypeColumns("buildings", ("class",)),
+    "segment": TypeColumns("transportation", ("class",)),
+    # Places: taxonomy.primary (schema 1.15+, December 2025 releases on) succeeds
+    # categories.primary (dropped in the September 2026 release); both are the most specific
+    # category, so classes stay at one level across releases. basic_category (1.13+, coarser)
+    # only names places that have neither.
+    "place": TypeColumns(
+        "places", ("taxonomy.primary", "categories.primary", "basic_category"), subtype=False
+    ),
 }
+"""The Overture types the context uses and the columns it reads of each."""
+
+OVERTURE_TYPES: dict[str, str] = {t: c.theme for t, c in OVERTURE_COLUMNS.items()}
 """The Overture types the context uses, with their themes."""
 
 POSITIONS = (
@@ -98,25 +148,89 @@ def _type_glob(root: str, type_name: str) -> str:
     return f"{root.rstrip('/')}/theme={OVERTURE_TYPES[type_name]}/type={type_name}/*.parquet"
 
 
-def check_overture(cfg: OvertureConfig) -> None:
-    """Fail fast if a local Overture source is missing or holds none of the needed types.
+def _type_files(root: Path, type_name: str) -> list[Path]:
+    return sorted(Path(_type_glob(str(root), type_name)).parent.glob("*.parquet"))
+
+
+def _schema_columns(schema: pa.Schema) -> set[str]:
+    """Column names of a schema, with ``struct.field`` for the fields of top-level structs."""
+    cols: set[str] = set()
+    for fld in schema:
+        cols.add(fld.name)
+        if pa.types.is_struct(fld.type):
+            cols.update(f"{fld.name}.{sub.name}" for sub in fld.type)
+    return cols
+
+
+def _class_columns(type_name: str, present: set[str], where: str) -> tuple[str, ...]:
+    """The class columns of ``type_name`` found in ``present``, in order of precedence.
 
     Raises:
-        PreflightError: naming ``overture.source``.
+        PreflightError: naming the type and every column eocap reads that ``present`` lacks.
     """
+    spec = OVERTURE_COLUMNS[type_name]
+    missing = [c for c in spec.required() if c not in present]
+    classes = tuple(c for c in spec.cls if c in present)
+    if not classes:
+        missing.append(" or ".join(spec.cls))
+    if missing:
+        raise PreflightError(
+            "overture.source",
+            f"Overture type {type_name} in {where} lacks column(s) {', '.join(missing)} that "
+            "eocap reads (pipeline/context.py OVERTURE_COLUMNS): a schema eocap does not know",
+        )
+    return classes
+
+
+def check_overture(cfg: OvertureConfig) -> None:
+    """Fail fast if the release is missing or its files lack a column that eocap reads.
+
+    Only schemas are read: each local file's Parquet footer, or for a remote release one
+    file's schema per type (DuckDB httpfs). ``cfg.release`` must be resolved (not ``latest``).
+
+    Raises:
+        PreflightError: naming ``overture.release`` (a release the source does not hold; the
+            message lists those it does), ``overture.source`` (no data, or a missing column)
+            or ``overture.catalog_url``.
+    """
+    if cfg.has_releases:
+        releases = available_releases(cfg)
+        if cfg.release not in releases:
+            where = f"Overture's catalog {cfg.catalog_url}" if cfg.is_remote else cfg.releases_root
+            raise PreflightError(
+                "overture.release",
+                f"release {cfg.release} is not in {where}; available: "
+                f"{', '.join(releases) or 'none'}",
+            )
     if cfg.is_remote:
-        return  # checked when the run's extract is made
-    root = Path(cfg.source)
+        _check_remote(cfg.root)
+        return
+    root = Path(cfg.root)
     if not root.is_dir():
         raise PreflightError("overture.source", f"Overture folder {root} does not exist")
-    found = [
-        t for t in OVERTURE_TYPES if any(Path(_type_glob(str(root), t)).parent.glob("*.parquet"))
-    ]
+    found = False
+    for type_name in OVERTURE_COLUMNS:
+        for path in _type_files(root, type_name):
+            found = True
+            _class_columns(type_name, _schema_columns(pq.read_schema(path)), str(path))
     if not found:
         raise PreflightError(
             "overture.source",
             f"{root} has no theme=*/type=*/*.parquet files of types {list(OVERTURE_TYPES)}",
         )
+
+
+def _check_remote(root: str) -> None:
+    """Check one file's schema per type of a remote release (reads no rows)."""
+    con = connect_duckdb(httpfs=True)
+    for type_name in OVERTURE_COLUMNS:
+        glob = _type_glob(root, type_name)
+        try:
+            empty = con.execute(f"SELECT * FROM read_parquet('{glob}') LIMIT 0").arrow()
+        except duckdb.Error as exc:
+            first = str(exc).splitlines()[0]
+            raise PreflightError("overture.source", f"cannot read {glob}: {first}") from None
+        _class_columns(type_name, _schema_columns(empty.schema), glob)
 
 
 def prepare_overture(
@@ -128,7 +242,7 @@ def prepare_overture(
     and copied to ``work_dir/overture/<release>`` once; a finished extract is reused.
     """
     if not cfg.is_remote:
-        return Path(cfg.source)
+        return Path(cfg.root)
     out = work_dir / "overture" / cfg.release
     if (out / "_SUCCESS").exists():
         return out
@@ -138,12 +252,12 @@ def prepare_overture(
         target = out / f"theme={OVERTURE_TYPES[type_name]}" / f"type={type_name}"
         target.mkdir(parents=True, exist_ok=True)
         con.execute(
-            f"COPY (SELECT * FROM read_parquet('{_type_glob(cfg.source, type_name)}', "
+            f"COPY (SELECT * FROM read_parquet('{_type_glob(cfg.root, type_name)}', "
             "hive_partitioning=false) "
             f"WHERE bbox.xmin <= {x1} AND bbox.xmax >= {x0} AND bbox.ymin <= {y1} "
             f"AND bbox.ymax >= {y0}) TO '{target / 'part-00000.parquet'}' (FORMAT parquet)"
         )
-    (out / "_SUCCESS").write_text(json.dumps({"source": cfg.source, "bbox": bbox}))
+    (out / "_SUCCESS").write_text(json.dumps({"source": cfg.root, "bbox": bbox}))
     return out
 
 
@@ -274,17 +388,6 @@ def _positions(bounds: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
-# Column expressions per type; columns a file lacks become NULL (schemas drift per release).
-_CLASS_COLUMNS = {
-    "land": ("class", "subtype"),
-    "land_cover": ("subtype",),
-    "land_use": ("class", "subtype"),
-    "water": ("class", "subtype"),
-    "infrastructure": ("class", "subtype"),
-    "building": ("class", "subtype"),
-    "segment": ("class", "subtype"),
-    "place": ("categories.primary",),
-}
 _SHARE_TYPES = ("land_cover", "land_use")
 _BBOX_MARGIN_DEG = 1e-5
 """Chip lon/lat bounds are widened by this (~1 m) before the bbox predicates."""
@@ -302,25 +405,21 @@ group is read and decoded once and then filtered in memory for every shard that 
 class _TypeFile:
     """What the context needs to know of one Parquet file of a type (read once per version)."""
 
-    columns: tuple[str, ...]  # read with pyarrow: geometry, bbox, class, subtype, name, tags
-    cls_column: str | None
-    has_subtype: bool
-    has_name: bool
-    has_tags: bool
+    spec: TypeColumns
+    cls_columns: tuple[str, ...]  # the spec's class columns the file has, by precedence
     row_group_bboxes: tuple[tuple[float, float, float, float] | None, ...]  # None: no stats
+
+    @property
+    def columns(self) -> list[str]:
+        """What pyarrow reads: geometry, bbox, the class columns, subtype, name, tags."""
+        wanted = ["geometry", "bbox", *self.cls_columns, *self.spec.attributes()]
+        return list(dict.fromkeys(wanted))
 
 
 @lru_cache(maxsize=256)
 def _type_file(path: str, type_name: str, mtime_ns: int, size: int) -> _TypeFile:
     pf = pq.ParquetFile(path)
-    cols: set[str] = set()
-    for fld in pf.schema_arrow:
-        cols.add(fld.name)
-        if pa.types.is_struct(fld.type):
-            cols.update(f"{fld.name}.{sub.name}" for sub in fld.type)
-    cls_column = next((c for c in _CLASS_COLUMNS[type_name] if c in cols), None)
-    wanted = ["geometry", "bbox", cls_column, "subtype", "names.primary", "source_tags"]
-    columns = tuple(dict.fromkeys(c for c in wanted if c and c in cols))
+    cls_columns = _class_columns(type_name, _schema_columns(pf.schema_arrow), path)
     md = pf.metadata
     paths = [md.schema.column(i).path for i in range(md.num_columns)]
     idx = {k: paths.index(f"bbox.{k}") for k in ("xmin", "ymin", "xmax", "ymax")}
@@ -331,14 +430,7 @@ def _type_file(path: str, type_name: str, mtime_ns: int, size: int) -> _TypeFile
             boxes.append((st["xmin"].min, st["ymin"].min, st["xmax"].max, st["ymax"].max))
         else:
             boxes.append(None)
-    return _TypeFile(
-        columns,
-        cls_column,
-        "subtype" in cols,
-        "names.primary" in cols,
-        "source_tags" in cols,
-        tuple(boxes),
-    )
+    return _TypeFile(OVERTURE_COLUMNS[type_name], cls_columns, tuple(boxes))
 
 
 @dataclass
@@ -385,17 +477,16 @@ def _row_group(path: str, mtime_ns: int, group: int, info: _TypeFile) -> _RowGro
         if hit is not None:
             _CACHE.move_to_end(key)
             return hit
-    raw = pq.ParquetFile(path).read_row_group(group, columns=list(info.columns))
+    raw = pq.ParquetFile(path).read_row_group(group, columns=info.columns)
     n = raw.num_rows
     bb = raw["bbox"].combine_chunks()
     bbox = np.column_stack(
         [bb.field(k).to_numpy(zero_copy_only=False) for k in ("xmin", "ymin", "xmax", "ymax")]
     ).astype(np.float64)
     null = pa.nulls(n, pa.string())
+    spec = info.spec
 
-    def text(col: str | None) -> pa.Array:
-        if col is None:
-            return null
+    def text(col: str) -> pa.Array:
         top, _, sub = col.partition(".")
         arr = raw[top].combine_chunks()
         if sub:
@@ -404,11 +495,11 @@ def _row_group(path: str, mtime_ns: int, group: int, info: _TypeFile) -> _RowGro
 
     cols = {
         "geometry": raw["geometry"].combine_chunks(),
-        "cls": text(info.cls_column),
-        "sub": text("subtype" if info.has_subtype else None),
-        "name": text("names.primary" if info.has_name else None),
+        "cls": pc.coalesce(*(text(c) for c in info.cls_columns)),
+        "sub": text("subtype") if spec.subtype else null,
+        "name": text("names.primary") if spec.name else null,
     }
-    if info.has_tags:
+    if spec.tags:
         cols["tags"] = raw["source_tags"].combine_chunks()
     rg = _RowGroup(pa.table(cols), bbox)
     size = rg.nbytes
@@ -445,7 +536,7 @@ def _fetch_type(
     Row groups whose ``bbox`` statistics miss the shard's extent are never read; the others
     come from the process's row-group cache and are filtered there by the chips' boxes.
     """
-    files = sorted(Path(_type_glob(str(root), type_name)).parent.glob("*.parquet"))
+    files = _type_files(root, type_name)
     boxes = np.asarray(chip_bboxes, dtype=np.float64)
     sx0, sy0, sx1, sy1 = shard_bbox
     parts: list[pa.Table] = []
@@ -468,8 +559,6 @@ def _fetch_type(
                     geoms[crs].append(rg.geometries(rows, crs))
     if not parts:
         return None
-    if len({p.schema for p in parts}) > 1:  # files of one type with and without tags
-        parts = [p.drop_columns(["tags"]) if "tags" in p.column_names else p for p in parts]
     return pa.concat_tables(parts), {crs: np.concatenate(g) for crs, g in geoms.items()}
 
 

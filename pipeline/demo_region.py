@@ -11,6 +11,8 @@ that the pieces agree with each other:
 * ``overture/theme=<theme>/type=<type>/part-00000.parquet``: an Overture Maps extract (GeoParquet
   1.1, WKB in lon/lat) of the same fictional landscape: the lake Aldersee, the river Emmer, the
   town Kesselbach with streets, buildings and POIs, farmland, forests and the Gamsspitze massif;
+  places in the ``categories`` schema of releases before September 2026, or in the
+  ``basic_category`` / ``taxonomy`` schema of later ones (``places_schema``);
 * ``truth/landcover.tif``: the 10 m land-cover class raster (codes in :data:`LAND_COVER_CLASSES`);
 * ``demo.json``: the generator version and parameters, written last (a region without it is
   incomplete).
@@ -68,6 +70,7 @@ __all__ = [
 
 Array = npt.NDArray[Any]
 ItemFlavor = Literal["earth-search-c1", "earth-search", "planetary-computer"]
+PlacesSchema = Literal["categories", "taxonomy"]
 
 DEMO_BBOX: tuple[float, float, float, float] = (10.80, 47.50, 11.02, 47.65)
 """The demo region (lon/lat), Alpine foothills in UTM zone 32N (MGRS tile 32TPT)."""
@@ -2026,6 +2029,60 @@ _TYPE_FIELDS: dict[tuple[str, str], list[pa.Field]] = {
         ),
     ],
 }
+_TAXONOMY_FIELDS = [
+    pa.field("basic_category", pa.string()),
+    pa.field(
+        "taxonomy",
+        pa.struct(
+            [
+                ("primary", pa.string()),
+                ("hierarchy", pa.list_(pa.string())),
+                ("alternates", pa.list_(pa.string())),
+            ]
+        ),
+    ),
+]
+# The demo's place categories in the taxonomy, general to specific (the hierarchies of the
+# schema repo's overture_categories.csv). The basic category stands in for Overture's: the
+# second level of a longer hierarchy, else the category itself.
+_TAXONOMY: dict[str, tuple[str, ...]] = {
+    "church_cathedral": ("religious_organization", "church_cathedral"),
+    "town_hall": ("public_service_and_government", "town_hall"),
+    "elementary_school": ("education", "school", "elementary_school"),
+    "train_station": ("travel", "transportation", "trains", "train_station"),
+    "restaurant": ("eat_and_drink", "restaurant"),
+    "bakery": ("retail", "food", "bakery"),
+    "cafe": ("eat_and_drink", "cafe"),
+    "pharmacy": ("retail", "pharmacy"),
+    "grocery_store": ("retail", "shopping", "grocery_store"),
+    "bank_credit_union": ("financial_service", "bank_credit_union"),
+    "museum": ("attractions_and_activities", "museum"),
+    "post_office": ("public_service_and_government", "post_office"),
+    "beer_garden": ("eat_and_drink", "bar", "beer_garden"),
+    "butcher_shop": ("retail", "food", "butcher_shop"),
+    "gas_station": ("automotive", "gas_station"),
+    "hotel": ("accommodation", "hotel"),
+    "campground": ("accommodation", "campground"),
+    "beach": ("attractions_and_activities", "beach"),
+    "ski_and_snowboard_shop": ("retail", "shopping", "sporting_goods", "ski_and_snowboard_shop"),
+}
+
+
+def _in_taxonomy(props: dict[str, Any]) -> dict[str, Any]:
+    """A place's properties with ``categories`` replaced by ``basic_category`` and ``taxonomy``."""
+    out = dict(props)
+    categories = out.pop("categories")
+    hierarchy = list(_TAXONOMY[categories["primary"]])
+    alternates = [a for a in categories["alternate"] if a not in hierarchy]
+    out["basic_category"] = hierarchy[1] if len(hierarchy) > 2 else hierarchy[-1]
+    out["taxonomy"] = {
+        "primary": hierarchy[-1],
+        "hierarchy": hierarchy,
+        "alternates": alternates or None,
+    }
+    return out
+
+
 _DEFAULT_DATASET = {
     ("base", "land_cover"): "ESA WorldCover",
     ("places", "place"): "meta",
@@ -2062,13 +2119,23 @@ def _morton(x: Array, y: Array) -> Array:
     return key
 
 
-def _write_overture(root: Path, grid: _Grid, features: Sequence[_Feature], seed: int) -> None:
+def _write_overture(
+    root: Path,
+    grid: _Grid,
+    features: Sequence[_Feature],
+    seed: int,
+    places_schema: PlacesSchema = "categories",
+) -> None:
     to_ll = Transformer.from_crs(grid.epsg, 4326, always_xy=True)
     srng = _rng(seed, "sources")
     by_type: dict[tuple[str, str], list[_Feature]] = {}
     for f in features:
         by_type.setdefault((f.theme, f.type), []).append(f)
     for (theme, type_), fields in _TYPE_FIELDS.items():
+        taxonomy = (theme, type_) == ("places", "place") and places_schema == "taxonomy"
+        if taxonomy:
+            fields = [f for f in fields if f.name != "categories"]
+            fields[1:1] = _TAXONOMY_FIELDS  # where categories was, after names
         feats = [f for f in by_type.get((theme, type_), []) if not f.geom.is_empty]
         geoms = np.array([f.geom for f in feats], dtype=object)
         ll = shapely.transform(geoms, lambda c: np.column_stack(to_ll.transform(c[:, 0], c[:, 1])))
@@ -2091,7 +2158,7 @@ def _write_overture(root: Path, grid: _Grid, features: Sequence[_Feature], seed:
         rows: list[dict[str, Any]] = []
         for n, i in enumerate(order):
             f = feats[i]
-            props = dict(f.props)
+            props = _in_taxonomy(f.props) if taxonomy else dict(f.props)
             source = props.pop("_source", {})
             dataset = source.get("dataset", _DEFAULT_DATASET.get((theme, type_), "OpenStreetMap"))
             record = (
@@ -2173,8 +2240,9 @@ def _params(
     acquisitions: Sequence[Acquisition],
     item_flavor: str,
     seed: int,
+    places_schema: PlacesSchema = "categories",
 ) -> dict[str, Any]:
-    return {
+    params: dict[str, Any] = {
         "generator_version": GENERATOR_VERSION,
         "bbox": [float(b) for b in bbox],
         "acquisitions": [
@@ -2190,6 +2258,9 @@ def _params(
         "item_flavor": item_flavor,
         "seed": int(seed),
     }
+    if places_schema != "categories":  # absent: categories, as before the parameter existed
+        params["places_schema"] = places_schema
+    return params
 
 
 def _fingerprint(params: dict[str, Any]) -> str:
@@ -2206,6 +2277,7 @@ def generate_demo_region(
     acquisitions: Sequence[Acquisition] = DEMO_ACQUISITIONS,
     item_flavor: ItemFlavor = "earth-search-c1",
     seed: int = 0,
+    places_schema: PlacesSchema = "categories",
 ) -> DemoRegion:
     """Write a demo region (COGs, STAC items, Overture extract) into ``out_dir``.
 
@@ -2224,14 +2296,19 @@ def generate_demo_region(
             ``raster:bands`` offset) or ``planetary-computer`` (``B04``, ``B8A``, ``SCL``,
             offset in the pixels, no offset metadata).
         seed: Seed of every random choice; the same arguments give byte-identical files.
+        places_schema: ``categories`` (``categories.primary`` / ``alternate``, releases before
+            September 2026) or ``taxonomy`` (``basic_category`` and ``taxonomy.primary`` /
+            ``hierarchy`` / ``alternates`` instead): the same places either way.
 
     Returns:
         The region.
 
     Raises:
-        ValueError: for a bbox outside UTM range or larger than ~60 km, an unknown flavor or
-            footprint, or a malformed processing baseline.
+        ValueError: for a bbox outside UTM range or larger than ~60 km, an unknown flavor,
+            footprint or places schema, or a malformed processing baseline.
     """
+    if places_schema not in ("categories", "taxonomy"):
+        raise ValueError(f"unknown places_schema {places_schema!r}")
     if item_flavor not in FLAVOR_COLLECTIONS:
         raise ValueError(f"unknown item_flavor {item_flavor!r}")
     for acq in acquisitions:
@@ -2269,12 +2346,12 @@ def generate_demo_region(
         for f in pending:
             f.result()
     _write_cog(out_dir / "truth" / "landcover.tif", ls.cls, grid, 10, "nearest")
-    _write_overture(out_dir / "overture", grid, ls.features, seed)
+    _write_overture(out_dir / "overture", grid, ls.features, seed, places_schema)
     (out_dir / "stac").mkdir(parents=True, exist_ok=True)
     (out_dir / "stac" / "items.json").write_text(
         json.dumps({"type": "FeatureCollection", "features": items}, indent=1)
     )
-    params = _params(bbox, acquisitions, item_flavor, seed)
+    params = _params(bbox, acquisitions, item_flavor, seed, places_schema)
     manifest = {
         "fingerprint": _fingerprint(params),
         "params": params,
@@ -2334,6 +2411,7 @@ def ensure_demo_region(
     acquisitions: Sequence[Acquisition] = DEMO_ACQUISITIONS,
     item_flavor: ItemFlavor = "earth-search-c1",
     seed: int = 0,
+    places_schema: PlacesSchema = "categories",
 ) -> DemoRegion:
     """Reuse the region in ``out_dir`` if it was generated with the same parameters, else make it.
 
@@ -2347,6 +2425,7 @@ def ensure_demo_region(
         acquisitions: As for :func:`generate_demo_region`.
         item_flavor: As for :func:`generate_demo_region`.
         seed: As for :func:`generate_demo_region`.
+        places_schema: As for :func:`generate_demo_region`.
 
     Returns:
         The region.
@@ -2356,7 +2435,7 @@ def ensure_demo_region(
         ValueError: as for :func:`generate_demo_region`.
     """
     out_dir = Path(out_dir)
-    fingerprint = _fingerprint(_params(bbox, acquisitions, item_flavor, seed))
+    fingerprint = _fingerprint(_params(bbox, acquisitions, item_flavor, seed, places_schema))
     manifest = _complete(out_dir, fingerprint)
     if manifest is not None:
         return _region(out_dir, manifest)
@@ -2368,7 +2447,12 @@ def ensure_demo_region(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         generate_demo_region(
-            tmp, bbox=bbox, acquisitions=acquisitions, item_flavor=item_flavor, seed=seed
+            tmp,
+            bbox=bbox,
+            acquisitions=acquisitions,
+            item_flavor=item_flavor,
+            seed=seed,
+            places_schema=places_schema,
         )
         old: Path | None = None
         if out_dir.exists():

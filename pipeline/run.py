@@ -5,7 +5,8 @@ and the benchmarks call the same code.
 
 Output layout (``output.dir``)::
 
-    run.json                 config, config hash, eocap version
+    run.json                 config (overture.release resolved: the run's pinned release),
+                             config hash, eocap version
     manifest.parquet         every planned sample (id, shard, location, period)
     shards/00000.parquet     samples (see docs/dataset-schema.md)
     shards/_stats/00000_stats.json  the shard is done iff this exists
@@ -27,9 +28,10 @@ import shapely
 
 from . import __version__
 from .build import STAGES, config_hash
-from .config import RunConfig
+from .config import LATEST_RELEASE, RunConfig
 from .context import check_overture, prepare_overture
 from .errors import ConfigError
+from .overture_release import read_catalog
 from .prompts import load_prompt
 from .sampling import (
     Location,
@@ -49,18 +51,47 @@ __all__ = [
     "failed_samples",
     "plan_run",
     "preflight",
+    "resolve_release",
     "run_status",
     "summarize",
 ]
 
 
-def preflight(config: RunConfig) -> None:
+def resolve_release(config: RunConfig) -> RunConfig:
+    """The config with ``overture.release: latest`` replaced by the run's release.
+
+    That is the release pinned in ``output.dir/run.json`` if the output dir holds a run (a
+    resumed run never changes release), else the newest in Overture's catalog
+    (``overture.catalog_url``). Any other release is returned as it is.
+
+    Raises:
+        PreflightError: naming ``overture.catalog_url`` if the catalog cannot be read.
+    """
+    if config.overture.release != LATEST_RELEASE:
+        return config
+    run_json = config.output.dir / "run.json"
+    pinned: object = None
+    if run_json.exists():
+        stored = json.loads(run_json.read_text()).get("config", {})
+        pinned = stored.get("overture", {}).get("release")
+    if isinstance(pinned, str) and pinned != LATEST_RELEASE:
+        return config.with_updates({"overture.release": pinned})
+    return config.with_updates(
+        {"overture.release": read_catalog(config.overture.catalog_url).latest}
+    )
+
+
+def preflight(config: RunConfig) -> RunConfig:
     """Check everything a run needs before any work: region, Overture, STAC API, captioner.
+
+    Returns:
+        The config with its Overture release resolved (:func:`resolve_release`).
 
     Raises:
         ConfigError: naming the field at fault (``PreflightError`` for unusable values).
     """
     region_geometry(config.region)
+    config = resolve_release(config)
     check_overture(config.overture)
     check_stac(config.stac)
     load_prompt(config.captioner.prompt)
@@ -68,6 +99,7 @@ def preflight(config: RunConfig) -> None:
         from .openai_captioner import OpenAICaptioner
 
         OpenAICaptioner.from_config(config.captioner).check()
+    return config
 
 
 @dataclass
@@ -75,7 +107,8 @@ class RunPlan:
     """What a run will do, without holding its samples (they are made per shard).
 
     Attributes:
-        config: The run config.
+        config: The run config, its Overture release resolved (pinned in ``run.json``): the
+            config to build shards with.
         locations: Every chip centre of the run, in shard order (compact: the samples of a
             million-sample run are never all in memory).
         n_shards: Number of shards.
@@ -119,9 +152,13 @@ def _check_output(config: RunConfig, chash: str) -> None:
 def plan_run(config: RunConfig) -> RunPlan:
     """Plan the run, write ``run.json`` and the manifest, and list the shards still to build.
 
+    ``overture.release: latest`` is resolved (:func:`resolve_release`) and the resolved id is
+    written to ``run.json``, so later plans of the same output dir keep it.
+
     Raises:
         ConfigError: if ``output.dir`` holds a dataset made with a different config.
     """
+    config = resolve_release(config)
     chash = config_hash(config)
     _check_output(config, chash)
     locations = plan_locations(config.region, config.chips.size_m, seed=config.seed)

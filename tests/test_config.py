@@ -42,6 +42,12 @@ def write(tmp_path: Path, text: str) -> Path:
         ("stac:\n  max_cloud_cover: 150\n", "stac.max_cloud_cover", "less than or equal"),
         ("output:\n  shard_size: 0\n", "output.shard_size", "greater than or equal"),
         ("stacc:\n  api_url: x\n", "stacc", "Extra inputs"),
+        (
+            "overture:\n  source: s3://bucket/{release}/extract\n",
+            "overture.source",
+            "last path segment",
+        ),
+        ("overture:\n  release: latest\n", "overture.release", "needs a source with {release}"),
     ],
 )
 def test_bad_config_names_the_field(tmp_path: Path, yaml_text: str, field: str, words: str):

@@ -1,15 +1,32 @@
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import shapely
 from shapely.ops import transform
 
 from pipeline.config import OvertureConfig
-from pipeline.context import ChipArea, NamedFeature, map_context, position_name, prepare_overture
+from pipeline.context import (
+    OVERTURE_TYPES,
+    ChipArea,
+    NamedFeature,
+    check_overture,
+    map_context,
+    position_name,
+    prepare_overture,
+)
+from pipeline.demo_region import DemoRegion, generate_demo_region
+from pipeline.errors import PreflightError
 from pipeline.geometry import chip_grid, transformer
 
 from .conftest import SMALL_BBOX
+
+PLACES = Path("theme=places") / "type=place"
 
 
 def chips_over(region, n=6):
@@ -109,6 +126,7 @@ def test_positions():
 def test_extract_of_a_release_is_made_once(region, tmp_path):
     # The same code path as an s3:// release, with a file:// URL so it runs offline.
     cfg = OvertureConfig(source=f"file://{region.overture_root}", release="test-release")
+    check_overture(cfg)  # one file's schema per type, read with DuckDB
     root = prepare_overture(cfg, SMALL_BBOX, tmp_path)
     assert (root / "_SUCCESS").exists()
     chips = chips_over(region, 3)
@@ -197,3 +215,87 @@ def test_cold_warm_and_threaded_calls_agree(region):
         threaded = list(pool.map(lambda _: map_context(chips, region.overture_root), range(8)))
     assert cold == warm
     assert all(t == cold for t in threaded)
+
+
+@pytest.fixture(scope="module")
+def taxonomy_region(tmp_path_factory: pytest.TempPathFactory) -> DemoRegion:
+    """The test region's Overture extract with places in the basic_category/taxonomy schema."""
+    return generate_demo_region(
+        tmp_path_factory.mktemp("taxonomy") / "region",
+        bbox=SMALL_BBOX,
+        acquisitions=(),
+        places_schema="taxonomy",
+    )
+
+
+def place_chips(root: Path, crs: str) -> list[ChipArea]:
+    """A 320 m chip around every place of an extract."""
+    table = pq.read_table(next((root / PLACES).glob("*.parquet")), columns=["geometry"])
+    points = shapely.from_wkb(table["geometry"].to_numpy(zero_copy_only=False))
+    return [ChipArea(f"p{i}", chip_grid(p.x, p.y, crs, 32, 10.0)) for i, p in enumerate(points)]
+
+
+def test_places_in_the_taxonomy_schema_give_the_same_classes(region, taxonomy_region):
+    new_root = taxonomy_region.overture_root
+    assert "categories" not in pq.read_schema(next((new_root / PLACES).glob("*.parquet"))).names
+    check_overture(OvertureConfig(source=str(new_root)))
+    chips = place_chips(region.overture_root, region.crs)
+    old = map_context(chips, region.overture_root)
+    new = map_context(chips, new_root)
+    assert new == old
+    classes = set().union(*(c.classes for c in new.values()))
+    assert {"church_cathedral", "train_station", "hotel"} <= classes
+    assert any("place=church_cathedral" in c.tags for c in new.values())
+
+
+def test_place_class_precedence(region, taxonomy_region, tmp_path):
+    """Per place: taxonomy.primary, else categories.primary, else basic_category."""
+    table = pq.read_table(next((taxonomy_region.overture_root / PLACES).glob("*.parquet")))
+    taxonomy = table["taxonomy"].to_pylist()
+    basic = table["basic_category"].to_pylist()
+    old = [{"primary": f"old_{t['primary']}", "alternate": None} for t in taxonomy]
+    old[2] = None
+    taxonomy[1] = taxonomy[2] = None  # 1: categories.primary, 2: basic_category
+    table = table.set_column(
+        table.schema.get_field_index("taxonomy"),
+        "taxonomy",
+        pa.array(taxonomy, table.schema.field("taxonomy").type),
+    )
+    table = table.append_column(
+        "categories",
+        pa.array(old, pa.struct([("primary", pa.string()), ("alternate", pa.list_(pa.string()))])),
+    )
+    root = tmp_path / "overture"
+    (root / PLACES).mkdir(parents=True)
+    pq.write_table(table, root / PLACES / "part-00000.parquet")
+    expected = {t["primary"] for t in taxonomy if t} | {old[1]["primary"], basic[2]}
+    ctx = map_context(place_chips(root, region.crs), root)
+    assert set().union(*(c.classes for c in ctx.values())) == expected
+
+
+@pytest.mark.parametrize(
+    ("type_name", "column", "renamed", "named"),
+    [
+        ("water", "source_tags", "tags", "source_tags"),
+        ("segment", "names", "name", "names.primary"),
+        ("place", "categories", "category", "taxonomy.primary or categories.primary"),
+    ],
+)
+@pytest.mark.parametrize("scheme", ["", "file://"])  # file://: read like s3://, with DuckDB
+def test_a_renamed_column_is_an_error_not_null(
+    region, tmp_path, scheme, type_name, column, renamed, named
+):
+    root = tmp_path / "overture"
+    shutil.copytree(region.overture_root, root)
+    folder = root / f"theme={OVERTURE_TYPES[type_name]}" / f"type={type_name}"
+    path = next(folder.glob("*.parquet"))
+    table = pq.read_table(path)
+    names = [renamed if n == column else n for n in table.column_names]
+    pq.write_table(table.rename_columns(names), path)
+    with pytest.raises(PreflightError) as info:
+        check_overture(OvertureConfig(source=f"{scheme}{root}"))
+    assert info.value.field == "overture.source"
+    where = f"{scheme}{folder}/*.parquet" if scheme else str(path)
+    assert f"type {type_name} in {where} lacks column(s) {named}" in str(info.value)
+    with pytest.raises(PreflightError, match=f"type {type_name}"):
+        map_context(chips_over(region, 2), root)
