@@ -48,9 +48,11 @@ __all__ = [
 
 @task(name="plan-run", cache_policy=NO_CACHE)
 def plan_run_task(config: RunConfig) -> RunPlan:
-    """Preflight checks, manifest, Overture extract, list of pending shards."""
-    preflight(config)
-    return plan_run(config)
+    """Preflight checks, manifest, Overture extract, list of pending shards.
+
+    The plan's config has the Overture release resolved; shards are built with it.
+    """
+    return plan_run(preflight(config))
 
 
 @task(name="build-shard", cache_policy=NO_CACHE, task_run_name="build-shard-{shard.index:05d}")
@@ -84,6 +86,7 @@ def build_dataset(
         work = itertools.chain(work, failed_samples(plan))
     # A bounded window of submitted shards: memory stays flat however many shards a run has,
     # and a freed worker gets the next shard at once.
+    config = plan.config  # `overture.release: latest` resolved and pinned
     window = 2 * config.runtime.workers
     in_flight: list[Any] = []
     built: list[ShardStats] = []
@@ -152,12 +155,12 @@ def caption_dataset(config: RunConfig) -> RunReport:
     however many workers run this flow, each GPU server gets one shard at a time.
     """
     t0 = time.perf_counter()
-    preflight(config)
+    config = preflight(config)
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name(CAPTION_LIMIT, config.captioner.gpu_workers)
     plan = plan_run(config)
     futures = [
-        caption_shard_task.submit(index, config)
+        caption_shard_task.submit(index, plan.config)
         for index in shards_pending_caption(plan.output_dir, plan.n_shards)
     ]
     built = [f.result() for f in futures]
@@ -181,7 +184,6 @@ def build_dataset_from_file(config_path: str, retry_failed: bool = False) -> dic
     resumes the previous one: finished shards are skipped.
     """
     config = load_config(config_path)
-    preflight(config)
     report = build_dataset.with_options(task_runner=task_runner(config))(
         config, retry_failed=retry_failed
     )

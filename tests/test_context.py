@@ -299,3 +299,25 @@ def test_a_renamed_column_is_an_error_not_null(
     assert f"type {type_name} in {where} lacks column(s) {named}" in str(info.value)
     with pytest.raises(PreflightError, match=f"type {type_name}"):
         map_context(chips_over(region, 2), root)
+
+
+def test_review_overlay_reads_place_kinds_in_both_schemas(region, taxonomy_region):
+    """The review app's feature reader takes a place's kind from the same columns."""
+    from validation.dataset import FeatureReader
+
+    chip = place_chips(region.overture_root, region.crs)[0].grid
+    lon, lat = chip.footprint_lonlat().centroid.coords[0]
+    bounds = chip.footprint_lonlat().bounds
+    row = {
+        "bbox": dict(zip(("xmin", "ymin", "xmax", "ymax"), bounds, strict=True)),
+        "crs": chip.crs,
+        "transform": chip.as_list(),
+    }
+    kinds = {}
+    for name, root in (("old", region.overture_root), ("new", taxonomy_region.overture_root)):
+        with FeatureReader(root) as reader:
+            places = [f for f in reader.features(row) if f.theme == "place"]
+        assert places, (name, lon, lat)
+        kinds[name] = sorted(f.kind for f in places)
+        assert all(kinds[name])
+    assert kinds["old"] == kinds["new"]

@@ -23,7 +23,8 @@ from PIL import Image
 from pyproj import Transformer
 
 from pipeline.composite import stretch_rgb
-from pipeline.context import OVERTURE_TYPES, connect_duckdb
+from pipeline.config import RELEASE_PLACEHOLDER
+from pipeline.context import OVERTURE_COLUMNS, OVERTURE_TYPES, connect_duckdb
 
 __all__ = [
     "SUMMARY_COLUMNS",
@@ -114,10 +115,12 @@ class Dataset:
             return self._overture if self._overture.is_dir() else None
         cfg = self.run.get("config", {}).get("overture", {})
         source = cfg.get("source")
+        release = str(cfg.get("release", ""))
         if not source or "://" in str(source):
-            extract = self.root / "overture" / str(cfg.get("release", ""))
+            extract = self.root / "overture" / release
             return extract if extract.is_dir() else None
-        path = Path(source)
+        # run.json holds the resolved release, never `latest`.
+        path = Path(str(source).replace(RELEASE_PLACEHOLDER, release))
         return path if path.is_dir() else None
 
     def summaries(self) -> Iterator[tuple[int, pa.Table]]:
@@ -222,7 +225,11 @@ class FeatureReader:
             glob = str(folder / "*.parquet")
             described = self.con.execute(f"DESCRIBE SELECT * FROM read_parquet('{glob}')")
             cols = {r[0] for r in described.fetchall()}
-            kind = "class" if "class" in cols else "NULL"
+            # The feature's kind as the context reads it: its class columns, then subtype.
+            spec = OVERTURE_COLUMNS[type_name]
+            kinds = [*spec.cls, *(("subtype",) if spec.subtype else ())]
+            present = [c for c in kinds if c.split(".")[0] in cols]
+            kind = f"COALESCE({', '.join(present)})" if present else "NULL"
             name = "names.primary" if "names" in cols else "NULL"
             self.sources[type_name] = (glob, kind, name)
 
