@@ -4,7 +4,7 @@ The captions are meant for CLIP-style training, whose text tower reads at most 7
 ``pipeline.caption_checks`` counts CLIP tokens. ``tokenizers`` has wheels for every platform the
 images are built for (amd64 and arm64); the BPE vocabulary ships inside eocap
 (``pipeline/data/clip_bpe_vocab_16e6.txt.gz``, OpenAI CLIP's file, MIT licence, Copyright (c)
-2021 OpenAI; taken unchanged from open_clip's repository).
+2021 OpenAI: see ``pipeline/data/clip_bpe_vocab_16e6.LICENSE``).
 
 What is reproduced, step by step (CLIP's ``SimpleTokenizer.encode`` after its text cleaning, and
 token for token the ``instant-clip-tokenizer`` package eocap used before):
