@@ -1,6 +1,16 @@
-# The pipeline worker: eocap, its CLI and the Prefect flows (CPU; talks to a caption server).
-# Build from the repository root: docker build -f docker/pipeline.Dockerfile -t eocap-worker .
+# The eocap image: its CLI and Prefect flows, and (compose.yaml) the Prefect server and the Dask
+# scheduler and workers. CPU only; captions come from a caption server (vLLM) over HTTP.
+# Builds on amd64 and arm64 (every dependency has wheels for both):
+#   docker build -f docker/pipeline.Dockerfile -t eocap-worker .
+#   docker buildx build --platform linux/amd64,linux/arm64 -f docker/pipeline.Dockerfile .
+#
+# In-process models (captioner.backend: transformers) on a GPU host, amd64:
+#   docker build -f docker/pipeline.Dockerfile --build-arg EOCAP_EXTRAS=models -t eocap-gpu .
+# constraints.txt pins torch's CPU build (+cpu, only on PyTorch's own index) for the dev venv, so
+# that pin is dropped here and pip takes torch 2.13.0 from PyPI: the CUDA 13.0 build (NVIDIA
+# driver >= 580). Run it with --gpus all.
 FROM python:3.11-slim
+ARG EOCAP_EXTRAS=""
 ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PREFECT_SERVER_ANALYTICS_ENABLED=false \
     PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=180
@@ -10,8 +20,9 @@ COPY pipeline ./pipeline
 COPY flows ./flows
 COPY validation ./validation
 COPY prompts ./prompts
-# The template and openai captioners need no torch; add ".[models]" for in-process models.
-RUN pip install --no-cache-dir -c constraints.txt .
+RUN grep -v '^torch==' constraints.txt > /tmp/constraints.txt \
+    && pip install --no-cache-dir -c /tmp/constraints.txt ".${EOCAP_EXTRAS:+[$EOCAP_EXTRAS]}" \
+    && rm /tmp/constraints.txt
 WORKDIR /work
 ENTRYPOINT ["eocap"]
 CMD ["--help"]

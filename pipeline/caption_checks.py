@@ -15,10 +15,9 @@ import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any
 
 from .chips import ChipStats
+from .clip_tokenizer import clip_token_ids
 from .context import MapContext
 from .grounding import unsupported_claims
 
@@ -95,16 +94,9 @@ _STOPWORDS = frozenset(
 )
 
 
-@lru_cache(maxsize=1)
-def _clip_tokenizer() -> Any:
-    import instant_clip_tokenizer
-
-    return instant_clip_tokenizer.Tokenizer()
-
-
 def clip_token_count(text: str) -> int:
     """Tokens CLIP's BPE makes of ``text``, plus its start and end tokens."""
-    return len(_clip_tokenizer().encode(text)) + 2
+    return len(clip_token_ids(text)) + 2
 
 
 def _repetition(words: list[str]) -> bool:
