@@ -19,6 +19,7 @@ from typing import Any
 from prefect import flow, get_client, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -146,6 +147,15 @@ def caption_shard_task(index: int, config: RunConfig) -> ShardStats:
         return caption_shard(index, config)
 
 
+def _ensure_caption_limit(slots: int) -> None:
+    """Create or resize the ``eocap-caption`` limit; caption hosts may start at the same time."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.upsert_global_concurrency_limit_by_name(CAPTION_LIMIT, slots)
+        except ObjectAlreadyExists:  # another process created it between read and create
+            client.upsert_global_concurrency_limit_by_name(CAPTION_LIMIT, slots)
+
+
 @flow(name="eocap-caption-dataset", validate_parameters=False)
 def caption_dataset(config: RunConfig) -> RunReport:
     """Caption every ``pending_caption`` row of a run built with ``captioner.stage: separate``.
@@ -155,9 +165,8 @@ def caption_dataset(config: RunConfig) -> RunReport:
     however many workers run this flow, each GPU server gets one shard at a time.
     """
     t0 = time.perf_counter()
-    config = preflight(config)
-    with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(CAPTION_LIMIT, config.captioner.gpu_workers)
+    config = preflight(config, captioning=True)
+    _ensure_caption_limit(config.captioner.gpu_workers)
     plan = plan_run(config)
     futures = [
         caption_shard_task.submit(index, plan.config)

@@ -49,6 +49,19 @@ STAGES = ("search", "chips", "composite", "context", "caption", "write")
 """Stage names, in order, as they appear in stats and reports."""
 
 
+CAPTION_TRANSPORT_HASHED_AS: dict[str, Any] = {
+    "base_url": "http://127.0.0.1:8000/v1",
+    "api_key_env": "OPENAI_API_KEY",
+    "max_concurrency": 32,
+    "timeout_s": 120.0,
+    "max_retries": 4,
+    "backoff_s": 1.0,
+    "server_wait_s": 300.0,
+    "gpu_workers": 1,
+}
+"""Captioner fields that only say how the server is reached, with the values hashed for them."""
+
+
 def config_hash(config: RunConfig) -> str:
     """Hash of the config fields that change the data (not paths, workers or shard size).
 
@@ -68,6 +81,10 @@ def config_hash(config: RunConfig) -> str:
     data["chips"].update(read_threads=8, max_requests_per_host=16)
     data["overture"].pop("source", None)  # the release id identifies the data
     data["overture"].pop("catalog_url", None)  # only where `latest` was looked up
+    # How the caption server is reached and loaded does not change the captions: hashed as
+    # the historical defaults, so a build host and a caption host may name the same model
+    # server by different addresses, and existing outputs keep their hash.
+    data["captioner"].update(CAPTION_TRANSPORT_HASHED_AS)
     blob = json.dumps(data, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

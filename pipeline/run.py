@@ -81,8 +81,14 @@ def resolve_release(config: RunConfig) -> RunConfig:
     )
 
 
-def preflight(config: RunConfig) -> RunConfig:
+def preflight(config: RunConfig, *, captioning: bool | None = None) -> RunConfig:
     """Check everything a run needs before any work: region, Overture, STAC API, captioner.
+
+    Args:
+        config: The run config.
+        captioning: Whether this process captions, so the caption server must answer now.
+            Default: unless ``captioner.stage`` is ``separate`` (then the caption flow, on
+            the GPU hosts, checks it: a build host need not wait for them).
 
     Returns:
         The config with its Overture release resolved (:func:`resolve_release`).
@@ -95,7 +101,9 @@ def preflight(config: RunConfig) -> RunConfig:
     check_overture(config.overture)
     check_stac(config.stac)
     load_prompt(config.captioner.prompt)
-    if config.captioner.backend == "openai":
+    if captioning is None:
+        captioning = config.captioner.stage == "inline"
+    if captioning and config.captioner.backend == "openai":
         from .openai_captioner import OpenAICaptioner
 
         OpenAICaptioner.from_config(config.captioner).check()

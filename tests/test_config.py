@@ -163,3 +163,39 @@ def test_cli_run_with_bad_overture_stops_before_work(tmp_path: Path, capsys):
     assert code == 2
     assert "overture.source" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_caption_transport_does_not_change_the_config_hash():
+    from pipeline.build import config_hash
+
+    config = load_config(env={})
+    moved = config.with_updates(
+        {
+            "captioner.base_url": "http://gpu-host-b:8000/v1",
+            "captioner.gpu_workers": 4,
+            "captioner.max_concurrency": 128,
+            "captioner.timeout_s": 600,
+        }
+    )
+    assert config_hash(moved) == config_hash(config)
+    for field, value in (("model", "other-model"), ("prompt", "llama3-ms-clip-v1")):
+        assert config_hash(config.with_updates({f"captioner.{field}": value})) != config_hash(
+            config
+        )
+
+
+def test_a_separate_caption_stage_does_not_need_the_caption_server_to_build(config):
+    from pipeline.servers import free_port
+
+    dead = {
+        "captioner.backend": "openai",
+        "captioner.base_url": f"http://127.0.0.1:{free_port()}/v1",
+        "captioner.server_wait_s": 0,
+        "captioner.max_retries": 0,
+    }
+    separate = config.with_updates({**dead, "captioner.stage": "separate"})
+    assert preflight(separate).captioner.base_url == dead["captioner.base_url"]
+    with pytest.raises(ConfigError, match="captioner"):
+        preflight(separate, captioning=True)  # the caption flow checks it
+    with pytest.raises(ConfigError, match="captioner"):
+        preflight(config.with_updates(dead))  # inline: the build captions
