@@ -35,7 +35,13 @@ from typing import Any
 import pytest
 
 from pipeline.config import Period, RunConfig, load_config
-from pipeline.demo_region import Acquisition, DemoRegion, generate_demo_region, load_items
+from pipeline.demo_region import (
+    Acquisition,
+    DemoRegion,
+    ItemFlavor,
+    generate_demo_region,
+    load_items,
+)
 from pipeline.sampling import SampleSpec, plan_shards
 from pipeline.scenes import search_scenes
 from pipeline.servers import DemoServers, ServerHandle, serve_demo, start_transformers_server
@@ -70,36 +76,33 @@ def _stop_prefect_server() -> Iterator[None]:
         server.stop()
 
 
+def _small_region(
+    factory: pytest.TempPathFactory, name: str, flavor: ItemFlavor = "earth-search-c1"
+) -> DemoRegion:
+    return generate_demo_region(
+        factory.mktemp("region") / name,
+        bbox=SMALL_BBOX,
+        acquisitions=SMALL_ACQUISITIONS,
+        item_flavor=flavor,
+    )
+
+
 @pytest.fixture(scope="session")
 def region(tmp_path_factory: pytest.TempPathFactory) -> DemoRegion:
     """A small region shaped like Earth Search sentinel-2-c1-l2a: 4 acquisitions, ~6 x 5.5 km."""
-    return generate_demo_region(
-        tmp_path_factory.mktemp("region") / "es",
-        bbox=SMALL_BBOX,
-        acquisitions=SMALL_ACQUISITIONS,
-    )
+    return _small_region(tmp_path_factory, "es")
 
 
 @pytest.fixture(scope="session")
 def l2a_region(tmp_path_factory: pytest.TempPathFactory) -> DemoRegion:
     """The same region as Earth Search sentinel-2-l2a serves it (offset already removed)."""
-    return generate_demo_region(
-        tmp_path_factory.mktemp("region") / "es-l2a",
-        bbox=SMALL_BBOX,
-        acquisitions=SMALL_ACQUISITIONS,
-        item_flavor="earth-search",
-    )
+    return _small_region(tmp_path_factory, "es-l2a", "earth-search")
 
 
 @pytest.fixture(scope="session")
 def pc_region(tmp_path_factory: pytest.TempPathFactory) -> DemoRegion:
     """The same region in Planetary Computer item shape."""
-    return generate_demo_region(
-        tmp_path_factory.mktemp("region") / "pc",
-        bbox=SMALL_BBOX,
-        acquisitions=SMALL_ACQUISITIONS,
-        item_flavor="planetary-computer",
-    )
+    return _small_region(tmp_path_factory, "pc", "planetary-computer")
 
 
 @pytest.fixture(scope="session")
