@@ -13,6 +13,7 @@ includes>``, so a changed template can never pass for an old one.
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,8 +26,8 @@ from .errors import ConfigError
 
 __all__ = ["PROMPTS_DIR", "ChatMessage", "PromptTemplate", "load_prompt", "prompt_facts"]
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
-"""The repository's prompt folder."""
+PROMPTS_DIR = Path(str(importlib.resources.files("prompts")))
+"""The prompt folder: ``prompts/`` of the checkout, or the installed ``prompts`` package."""
 
 ChatMessage = dict[str, Any]
 
