@@ -105,7 +105,7 @@ def _run(config: RunConfig, *, retry_failed: bool = False) -> RunReport:
     from flows.build_dataset import run_build
 
     console.print(f"Checking config, STAC API {config.stac.api_url} and Overture data...")
-    preflight(config)
+    config = preflight(config)  # the build then uses the release this check resolved
     # One bar for shards and one per stage (search, chips, composite, context, caption,
     # write) with its rate and ETA; they update as each shard's stats come back.
     with StageProgress(console, workers=config.runtime.workers) as progress:

@@ -352,7 +352,7 @@ class OvertureConfig(_Section):
 
         Raises:
             ValueError: while the release is still ``latest`` (see
-                :func:`pipeline.overture_release.resolve_release`).
+                :func:`pipeline.run.resolve_release`).
         """
         if self.release == LATEST_RELEASE:
             raise ValueError("overture.release 'latest' must be resolved before it is read")

@@ -212,11 +212,13 @@ def check_pixels(
         The offset to take off each band and the verdict.
     """
     index = {name: i for i, name in enumerate(band_names)}
-    visible = raw[[index[b] for b in CHECK_BANDS if b in index]]
-    darkest = visible.min(axis=0)
+    visible_bands = [index[b] for b in CHECK_BANDS if b in index]
+    if not visible_bands:
+        return PixelCheck(decision.offset_dn, "inconclusive", None)
+    darkest = raw[visible_bands].min(axis=0)
     candidates = np.isin(scl, CHECK_SCL) & (darkest > 0)
     n = int(candidates.sum())
-    if n < MIN_CHECK_PIXELS or visible.shape[0] == 0:
+    if n < MIN_CHECK_PIXELS:
         return PixelCheck(decision.offset_dn, "inconclusive", None)
     share = float((darkest[candidates] < DARK_DN).sum()) / n
     says_offset = any(v > 0 for v in decision.offset_dn.values())

@@ -191,3 +191,24 @@ def test_catalog_url_and_source_do_not_change_the_config_hash():
     latest = moved.with_updates({"overture.release": "latest"})
     with pytest.raises(ValueError, match="not resolved"):
         config_hash(latest)
+
+
+def test_review_app_finds_the_pinned_release_of_a_release_tree(tmp_path):
+    """The review overlay reads the release the run pinned, from a `{release}` source."""
+    from validation.dataset import Dataset
+
+    releases = tmp_path / "releases"
+    (releases / OLDER / "theme=base").mkdir(parents=True)
+    (releases / NEWER / "theme=base").mkdir(parents=True)
+    out = tmp_path / "dataset"
+    (out / "shards" / "_stats").mkdir(parents=True)
+    (out / "shards" / "00000.parquet").write_bytes(b"")
+    (out / "shards" / "_stats" / "00000_stats.json").write_text("{}")
+    overture = {"source": f"{releases}/{{release}}", "release": OLDER}
+    (out / "run.json").write_text(json.dumps({"config": {"overture": overture}}))
+    assert Dataset(out).overture_root == releases / OLDER
+    overture["source"] = "s3://overturemaps-us-west-2/release/{release}"
+    (out / "run.json").write_text(json.dumps({"config": {"overture": overture}}))
+    assert Dataset(out).overture_root is None  # its extract is not there
+    (out / "overture" / OLDER).mkdir(parents=True)
+    assert Dataset(out).overture_root == out / "overture" / OLDER

@@ -262,3 +262,10 @@ def test_earth_search_l2a_shards_match_collection_1(
             assert bad_row["radiometry_check"] == "inconclusive"
     assert overruled > 0
     assert bad_stats.radiometry_overruled == {"offset_absent_in_pixels": overruled}
+
+
+def test_a_band_set_without_visible_bands_is_inconclusive():
+    says = OffsetDecision({"B08": 1000}, "raster-bands")
+    raw, scl = _cube(400, 4)
+    check = check_pixels(raw[:1], scl, ("B08",), says)
+    assert (check.check, check.offset_dn, check.dark_share) == ("inconclusive", {"B08": 1000}, None)

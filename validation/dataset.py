@@ -23,7 +23,7 @@ from PIL import Image
 from pyproj import Transformer
 
 from pipeline.composite import stretch_rgb
-from pipeline.config import RELEASE_PLACEHOLDER
+from pipeline.config import OvertureConfig
 from pipeline.context import OVERTURE_COLUMNS, OVERTURE_TYPES, connect_duckdb
 
 __all__ = [
@@ -113,14 +113,11 @@ class Dataset:
         """The local Overture tree the run joined against, if it is still there."""
         if self._overture is not None:
             return self._overture if self._overture.is_dir() else None
-        cfg = self.run.get("config", {}).get("overture", {})
-        source = cfg.get("source")
-        release = str(cfg.get("release", ""))
-        if not source or "://" in str(source):
-            extract = self.root / "overture" / release
-            return extract if extract.is_dir() else None
-        # run.json holds the resolved release, never `latest`.
-        path = Path(str(source).replace(RELEASE_PLACEHOLDER, release))
+        stored = self.run.get("config", {}).get("overture")
+        if not stored:
+            return None
+        cfg = OvertureConfig.model_validate(stored)  # run.json's release is resolved
+        path = self.root / "overture" / cfg.release if cfg.is_remote else Path(cfg.root)
         return path if path.is_dir() else None
 
     def summaries(self) -> Iterator[tuple[int, pa.Table]]:
