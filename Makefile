@@ -26,6 +26,7 @@ lint: install
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy pipeline flows validation
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff check --fix $(CODE)

@@ -1,7 +1,7 @@
 """Shared helpers of the pipeline benchmarks: demo region, scene choices, machine info, output.
 
-Every benchmark uses the project's own demo region (``pipeline.demo_region``, reused from
-``demo-data/`` when it is complete) and its own servers (``pipeline.servers``), so what is
+Every benchmark uses the project's own demo region (``pipeline.demo.region``, reused from
+``demo-data/`` when it is complete) and its own servers (``pipeline.demo.servers``), so what is
 timed is the code the pipeline runs, on the data the demo builds.
 """
 
@@ -132,7 +132,7 @@ def timed(server_pids: tuple[int, ...] = ()) -> Iterator[Timing]:
 
 def demo_region(data_dir: Path) -> Any:
     """The demo region ``eocap demo`` uses (generated into ``data_dir`` only if missing)."""
-    from pipeline.demo_region import ensure_demo_region
+    from pipeline.demo.region import ensure_demo_region
 
     t0 = time.perf_counter()
     region = ensure_demo_region(data_dir)
@@ -142,7 +142,7 @@ def demo_region(data_dir: Path) -> Any:
 
 def demo_config(**updates: Any) -> Any:
     """The default (demo) run config, with dotted-path updates, ignoring EOCAP_* variables."""
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
 
     base = load_config(env={})
     return base.with_updates(updates) if updates else base
@@ -150,7 +150,7 @@ def demo_config(**updates: Any) -> Any:
 
 def scene_choices(config: Any, samples: list[Any]) -> dict[str, Any]:
     """The pipeline's own scene choice (STAC search) for each sample; failures left out."""
-    from pipeline.scenes import SceneChoice, search_scenes
+    from pipeline.stages.scenes import SceneChoice, search_scenes
 
     got = search_scenes(
         samples,

@@ -68,7 +68,7 @@ def _serve(port: int) -> None:
 def _chip_png() -> bytes:
     import numpy as np
 
-    from pipeline.composite import render_rgb
+    from pipeline.stages.composite import render_rgb
 
     rng = np.random.default_rng(0)
     # A smooth field plus noise: a PNG of realistic size for a stretched 264 x 264 chip.
@@ -85,7 +85,7 @@ def _inputs(n: int) -> list[Any]:
 
 
 def _ours(url: str, inputs: list[Any], concurrency: int) -> float:
-    from pipeline.openai_captioner import OpenAICaptioner
+    from pipeline.caption.backends.openai import OpenAICaptioner
 
     cap = OpenAICaptioner(url, "m", "grounded-v1", max_concurrency=concurrency)
     c0 = time.process_time()
@@ -98,8 +98,8 @@ def _ours(url: str, inputs: list[Any], concurrency: int) -> float:
 def _sdk(url: str, inputs: list[Any], concurrency: int) -> float:
     import openai
 
-    from pipeline.model_captioner import png_data_url
-    from pipeline.prompts import load_prompt, prompt_facts
+    from pipeline.caption.backends.model import png_data_url
+    from pipeline.caption.prompts import load_prompt, prompt_facts
 
     prompt = load_prompt("grounded-v1")
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--out", type=Path, default=None, help="write results JSON here")
     args = parser.parse_args(argv)
-    from pipeline.servers import free_port
+    from pipeline.demo.servers import free_port
 
     port = free_port()
     server = multiprocessing.get_context("spawn").Process(target=_serve, args=(port,), daemon=True)

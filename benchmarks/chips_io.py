@@ -1,4 +1,4 @@
-"""Chip extraction throughput: ``pipeline.chips.read_chips`` against naive per-sample reads.
+"""Chip extraction throughput: ``pipeline.stages.chips.read_chips`` against naive per-sample reads.
 
 The chips are real: the first shards of the demo config (default 2 x 64 samples = 32 locations
 x 4 seasons), their scenes chosen by the pipeline's own STAC search against the demo STAC API,
@@ -51,8 +51,8 @@ from benchmarks._common import (
 
 def _shards_of_requests(config: Any, n_samples: int) -> list[list[Any]]:
     """ChipRequests of the first shards of the plan, grouped by shard, ``n_samples`` in all."""
-    from pipeline.chips import ChipRequest
-    from pipeline.sampling import plan_shards
+    from pipeline.stages.chips import ChipRequest
+    from pipeline.stages.sampling import plan_shards
 
     shards = plan_shards(config)
     samples = [s for sh in shards for s in sh.samples][:n_samples]
@@ -66,7 +66,7 @@ def _shards_of_requests(config: Any, n_samples: int) -> list[list[Any]]:
 
 
 def _localize(shards: list[list[Any]], base_url: str, root: Path) -> list[list[Any]]:
-    from pipeline.chips import ChipRequest
+    from pipeline.stages.chips import ChipRequest
 
     cache: dict[str, Any] = {}
     out = []
@@ -83,8 +83,8 @@ def _localize(shards: list[list[Any]], base_url: str, root: Path) -> list[list[A
 
 def run_ours(shards: list[list[Any]], threads: int) -> dict[str, Any]:
     """``read_chips`` once per shard, as the pipeline does."""
-    from pipeline.bands import L2A_BANDS
-    from pipeline.chips import read_chips
+    from pipeline.geo.bands import L2A_BANDS
+    from pipeline.stages.chips import read_chips
 
     out: dict[str, Any] = {}
     for reqs in shards:
@@ -94,7 +94,8 @@ def run_ours(shards: list[list[Any]], threads: int) -> dict[str, Any]:
 
 def _naive_band(req: Any, name: str) -> np.ndarray:
     """Open one band's COG for one sample, read its window, close."""
-    from pipeline.chips import _read_window, gdal_env
+    from pipeline.io.cog import gdal_env
+    from pipeline.stages.chips import _read_window
 
     href = req.scene.scl_href if name == "SCL" else req.scene.band_hrefs[name]
     rs = Resampling.nearest if name == "SCL" else Resampling.bilinear
@@ -103,9 +104,9 @@ def _naive_band(req: Any, name: str) -> np.ndarray:
 
 
 def _naive_assemble(req: Any, arrays: dict[str, np.ndarray]) -> Any:
-    from pipeline.bands import L2A_BANDS
-    from pipeline.chips import Chip, chip_stats
-    from pipeline.radiometry import check_pixels, harmonise
+    from pipeline.geo.bands import L2A_BANDS
+    from pipeline.geo.radiometry import check_pixels, harmonise
+    from pipeline.stages.chips import Chip, chip_stats
 
     names = tuple(b.name for b in L2A_BANDS)
     cube = np.stack([arrays[n].astype(np.uint16) for n in names])
@@ -117,7 +118,7 @@ def _naive_assemble(req: Any, arrays: dict[str, np.ndarray]) -> Any:
 
 def run_naive(shards: list[list[Any]], threads: int) -> dict[str, Any]:
     """Per sample, per band: open, read the window, close (``threads`` > 1: a thread pool)."""
-    from pipeline.bands import L2A_BANDS
+    from pipeline.geo.bands import L2A_BANDS
 
     names = [b.name for b in L2A_BANDS] + ["SCL"]
     reqs = [r for shard in shards for r in shard]
@@ -135,7 +136,7 @@ def run_naive(shards: list[list[Any]], threads: int) -> dict[str, Any]:
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    from pipeline.chips import Chip
+    from pipeline.stages.chips import Chip
 
     if a.keys() != b.keys():
         return False
@@ -180,7 +181,8 @@ def bench_source(
 
     ``thread_sweep`` adds ``ours`` with those thread counts (``ours_1t``...), to show scaling.
     """
-    from pipeline.chips import Chip, clear_http_cache
+    from pipeline.io.cog import clear_http_cache
+    from pipeline.stages.chips import Chip
 
     n = sum(len(s) for s in shards)
     variants = {
@@ -241,8 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="write results JSON here")
     args = parser.parse_args(argv)
 
-    from pipeline.demo_region import load_items
-    from pipeline.servers import serve_demo
+    from pipeline.demo.region import load_items
+    from pipeline.demo.servers import serve_demo
 
     region = demo_region(args.data_dir)
     result: dict[str, Any] = {

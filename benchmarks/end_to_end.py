@@ -1,6 +1,6 @@
 """End to end: samples/s of ``eocap run`` with the template captioner, and peak RSS vs plan size.
 
-The demo STAC API and COG server are started here with ``pipeline.servers.serve_demo`` over the
+The demo STAC API and COG server are started here with ``pipeline.demo.servers.serve_demo`` over the
 demo region; every run writes to a fresh folder under ``/tmp``. Measured:
 
 1. **Throughput**: ``eocap run CONFIG`` in a subprocess (the real CLI: preflight, Prefect flow
@@ -19,7 +19,7 @@ demo region; every run writes to a fresh folder under ``/tmp``. Measured:
    * ``plan_materialized``: ``plan_shards`` (all shards as lists of samples) + ``write_manifest``
      of that list, i.e. planning with every sample in memory (for comparison);
    * ``plan_and_build``: a child process plans, then builds the first ``--first-shards`` shards
-     with ``pipeline.build.build_shard`` (no Prefect);
+     with ``pipeline.runner.build.build_shard`` (no Prefect);
    * ``cli``: ``eocap run`` (the Prefect flow) on the 100k plan, stopped (SIGTERM to its process
      group) once it has finished as many shards as the 1k run has (16), against the full 1k run.
    Peak RSS is the kernel's ``ru_maxrss`` of the child (``os.wait4``): the largest resident set
@@ -235,7 +235,7 @@ def cli_run(
 def stage_cpu_profile(config: Any, n_shards: int, server_pids: tuple[int, ...]) -> dict[str, Any]:
     """Build the first shards in this process, one at a time, with CPU time per stage.
 
-    ``pipeline.build``'s stage timer is wrapped to also record this process's CPU time (all
+    ``pipeline.runner.build``'s stage timer is wrapped to also record this process's CPU time (all
     threads: one shard at a time, so it belongs to the stage), the CPU the STAC and file
     servers spent meanwhile, and how far this process's RSS rose above its level at the start
     of the stage (sampled every 10 ms; the largest rise over the shards).
@@ -246,8 +246,8 @@ def stage_cpu_profile(config: Any, n_shards: int, server_pids: tuple[int, ...]) 
 
     import psutil
 
-    from pipeline import build
-    from pipeline.run import plan_run
+    from pipeline.runner import build as build
+    from pipeline.runner.plan import plan_run
 
     cpu: dict[str, float] = {}
     srv: dict[str, float] = {}
@@ -337,7 +337,8 @@ def composite_options(shard_path: Path, repeats: int = 3) -> dict[str, Any]:
     import pyarrow.parquet as pq
     from PIL import Image
 
-    from pipeline.composite import render_rgb, stretch_rgb
+    from pipeline.geo.rgb import stretch_rgb
+    from pipeline.stages.composite import render_rgb
 
     table = pq.read_table(shard_path, columns=["pixels", "bands", "status"])
     names = tuple(table.column("bands")[0].as_py())
@@ -389,10 +390,10 @@ def child_main(mode: str, config_path: Path, first_shards: int, result_path: Pat
     """
     import itertools
 
-    from pipeline.build import build_shard
-    from pipeline.config import load_config
-    from pipeline.run import plan_run
-    from pipeline.sampling import plan_shards, write_manifest
+    from pipeline.core.config import load_config
+    from pipeline.runner.build import build_shard
+    from pipeline.runner.plan import plan_run
+    from pipeline.stages.sampling import plan_shards, write_manifest
 
     config = load_config(config_path, env={})
     out: dict[str, Any] = {}
@@ -469,8 +470,8 @@ def main(argv: list[str] | None = None) -> None:
         child_main(args.child, args.config, args.first_shards, args.child_result)
         return
 
-    from pipeline.demo_region import load_items
-    from pipeline.servers import serve_demo
+    from pipeline.demo.region import load_items
+    from pipeline.demo.servers import serve_demo
 
     region = demo_region(args.data_dir)
     args.work_dir.mkdir(parents=True, exist_ok=True)

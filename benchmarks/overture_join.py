@@ -1,7 +1,7 @@
-"""Overture join throughput: ``pipeline.context.map_context`` in chips/s on a >= 1M-feature extract.
+"""Overture join throughput: ``pipeline.stages.context.map_context`` in chips/s, >= 1M features.
 
 The extract is synthetic but laid out like an Overture release and like the demo's extract
-(``pipeline.demo_region``: same per-type schemas, GeoParquet 1.1 ``geo`` metadata with a
+(``pipeline.demo.region``: same per-type schemas, GeoParquet 1.1 ``geo`` metadata with a
 ``bbox`` covering, float32 bboxes rounded outward): a hive tree ``theme=*/type=*/part-*.parquet``
 over a 1 x 1 degree area (default lon 10-11, lat 47-48, ~8,300 km2), rows of each type sorted
 along a Z-order curve and written in row groups of 65,536 rows, so the constant bbox predicate
@@ -12,8 +12,8 @@ water, places, infrastructure and land points. It is generated once into ``/tmp`
 The chips are the pipeline's own plan for a run over that area (``plan_shards``: default
 spacing 1950 m, four seasons, 64 samples per shard, Z-ordered; 16 distinct grids per shard).
 
-Variants (``ours`` = ``pipeline.context.map_context``; the baseline ``v0`` =
-``pipeline/context.py`` at 85e58ef, imported from git history by ``module_at``: one DuckDB
+Variants (``ours`` = ``pipeline.stages.context.map_context``; the baseline ``v0`` =
+``pipeline/stages/context.py`` at 85e58ef, imported from git history by ``module_at``: one DuckDB
 spatial query per type per shard, clipping every (feature, chip) pair in lon/lat, DuckDB
 connect + LOAD per shard):
 
@@ -135,7 +135,7 @@ def _pick(rng: np.random.Generator, n: int, weights: dict[str, float]) -> pa.Arr
 
 def _names(rng: np.random.Generator, prefix: str, n: int, share: float) -> pa.Array:
     """The Overture ``names`` struct with ``primary`` set on a share of rows (others null)."""
-    from pipeline.demo_region import _NAMES_TYPE
+    from pipeline.demo.region import _NAMES_TYPE
 
     named = rng.random(n) < share
     primary = pa.array(
@@ -317,7 +317,7 @@ def _write_type(
     root: Path, theme: str, type_: str, geoms: np.ndarray, cols: dict[str, pa.Array], seed: int
 ) -> dict[str, Any]:
     """Sort spatially and write one type's GeoParquet, demo-style; return its stats."""
-    from pipeline.demo_region import _COMMON_FIELDS, _TYPE_FIELDS, _f32_outward, _morton
+    from pipeline.demo.region import _COMMON_FIELDS, _TYPE_FIELDS, _f32_outward, _morton
 
     n = len(geoms)
     bounds = shapely.bounds(geoms)
@@ -424,11 +424,11 @@ def plan_chip_shards(
 ) -> tuple[list[list[Any]], int]:
     """``n_shards`` shards of the pipeline's plan over ``bbox`` (evenly spread), as ChipAreas."""
     from benchmarks._common import demo_config
-    from pipeline.context import ChipArea
-    from pipeline.geometry import chip_grid, utm_crs
+    from pipeline.core.types import ChipArea
+    from pipeline.geo.grid import chip_grid, utm_crs
 
     config = demo_config(**{"region.bbox": list(bbox)})
-    from pipeline.sampling import plan_shards
+    from pipeline.stages.sampling import plan_shards
 
     shards = [s for s in plan_shards(config) if len(s.samples) == config.output.shard_size]
     step = max(1, len(shards) // n_shards)
@@ -452,7 +452,8 @@ def _grid_key(grid: Any) -> tuple[Any, ...]:
 
 def row_groups_touched(root: Path, chips_by_shard: list[list[Any]]) -> dict[str, Any]:
     """Per type: row groups whose bbox statistics overlap a shard's extent (mean), of all."""
-    from pipeline.context import OVERTURE_TYPES, _type_glob
+    from pipeline.io.overture import OVERTURE_TYPES
+    from pipeline.stages.context import _type_glob
 
     out: dict[str, Any] = {}
     for type_name in OVERTURE_TYPES:
@@ -485,8 +486,8 @@ def row_groups_touched(root: Path, chips_by_shard: list[list[Any]]) -> dict[str,
 
 def shifted(chips: list[Any], dlon: float) -> list[Any]:
     """The same chips moved ``dlon`` degrees east (same UTM zone), e.g. off the extract."""
-    from pipeline.context import ChipArea
-    from pipeline.geometry import transformer
+    from pipeline.core.types import ChipArea
+    from pipeline.geo.grid import transformer
 
     out = []
     for c in chips:
@@ -501,7 +502,7 @@ def shifted(chips: list[Any], dlon: float) -> list[Any]:
 def _v0() -> Any:
     from benchmarks._common import module_at
 
-    return module_at("85e58ef", "pipeline/context.py")
+    return module_at("85e58ef", "pipeline/stages/context.py")
 
 
 _SHARED: dict[str, Any] = {}
@@ -530,14 +531,14 @@ def patched(module: Any, name: str, value: Any) -> Iterator[None]:
 
 
 def run_ours(chips: list[Any], root: Path) -> dict[str, Any]:
-    from pipeline.context import map_context
+    from pipeline.stages.context import map_context
 
     return map_context(chips, root)
 
 
 def run_ours_cold(chips: list[Any], root: Path) -> dict[str, Any]:
     """``map_context`` with the row-group cache emptied first (every row group read again)."""
-    from pipeline import context
+    from pipeline.stages import context as context
 
     context._CACHE.clear()
     context._CACHE_BYTES[0] = 0
@@ -586,7 +587,7 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 def profile_ours(shards: list[list[Any]], root: Path) -> dict[str, Any]:
     """Where a shard's time goes in ``map_context``, over consecutive shards (cache as in a run)."""
-    from pipeline import context
+    from pipeline.stages import context as context
 
     t: dict[str, float] = {"read_decode_row_groups": 0.0, "fetch_filter_project": 0.0}
     t.update(clip=0.0, accumulate=0.0)
@@ -778,7 +779,7 @@ def main(argv: list[str] | None = None) -> None:
                 float(np.mean([len({_grid_key(c.grid) for c in s}) for s in series])), 1
             ),
             "planned_shards_over_area": planned,
-            "baseline": "pipeline/context.py at 85e58ef (git show)",
+            "baseline": "pipeline/stages/context.py at 85e58ef (git show)",
         },
         "variants": res,
         "ratios": {

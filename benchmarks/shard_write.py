@@ -1,7 +1,8 @@
-"""Shard writing throughput: ``pipeline.shards.write_shard`` in MB/s against plain baselines.
+"""Shard writing throughput: ``pipeline.dataset.shards.write_shard`` in MB/s against baselines.
 
 The records are real: the first shards of the demo config (default 2 x 64 samples) built by the
-pipeline's own stages up to the write (``pipeline.build._build_records``: STAC search against the
+pipeline's own stages up to the write (``pipeline.runner.build._build_records``: STAC search
+against the
 demo STAC API, 12-band 264 x 264 uint16 cubes + SCL cut from the demo COGs over HTTP, the
 true-colour PNG, the Overture context, template captions and caption checks). Each variant
 writes the same shards to ``/tmp`` (page cache, no fsync), interleaved and repeated; medians:
@@ -55,8 +56,8 @@ from benchmarks._common import (
 
 def build_records(config: Any, n_shards: int) -> list[list[Any]]:
     """The records of the first ``n_shards`` shards, built by the pipeline's own stages."""
-    from pipeline.build import _build_records, _Timer
-    from pipeline.sampling import plan_shards
+    from pipeline.runner.build import _build_records, _Timer
+    from pipeline.stages.sampling import plan_shards
 
     out = []
     for shard in plan_shards(config)[:n_shards]:
@@ -98,8 +99,8 @@ class _PlainParquet:
 
 
 def write_plain(table: pa.Table, path: Path, meta: dict[str, Any]) -> None:
-    """``pipeline.shards.write_table`` as before dc61245: pixel leaves without delta encoding."""
-    from pipeline import shards
+    """``write_table`` as before dc61245: pixel leaves without delta encoding."""
+    from pipeline.dataset import shards as shards
 
     original = shards.pq
     shards.pq = _PlainParquet()  # type: ignore[assignment]
@@ -127,9 +128,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="write results JSON here")
     args = parser.parse_args(argv)
 
-    from pipeline.demo_region import load_items
-    from pipeline.servers import serve_demo
-    from pipeline.shards import records_table, write_shard, write_table
+    from pipeline.dataset.shards import records_table, write_shard, write_table
+    from pipeline.demo.region import load_items
+    from pipeline.demo.servers import serve_demo
 
     info_machine = machine()  # before the work: load average at start
     region = demo_region(args.data_dir)

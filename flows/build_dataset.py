@@ -23,13 +23,14 @@ from prefect.exceptions import ObjectAlreadyExists
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from pipeline.build import build_shard
-from pipeline.caption_stage import caption_shard, shards_pending_caption
-from pipeline.config import RunConfig, load_config
-from pipeline.progress import StageRates
-from pipeline.run import RunPlan, RunReport, failed_samples, plan_run, preflight, summarize
-from pipeline.sampling import ShardPlan
-from pipeline.shards import ShardStats
+from pipeline.core.config import RunConfig, load_config
+from pipeline.dataset.shards import ShardStats
+from pipeline.runner.build import build_shard
+from pipeline.runner.caption import caption_shard, shards_pending_caption
+from pipeline.runner.plan import RunPlan, failed_samples, plan_run, preflight
+from pipeline.runner.progress import StageRates
+from pipeline.runner.report import RunReport, summarize
+from pipeline.stages.sampling import ShardPlan
 
 CAPTION_LIMIT = "eocap-caption"
 """Prefect global concurrency limit held by each caption-stage shard task."""
@@ -76,7 +77,7 @@ def build_dataset(
     Args:
         config: The run config.
         on_shard: Called with (stats, done, total) after each shard, for progress display
-            (``pipeline.progress.StageProgress.on_shard`` draws bars per stage).
+            (``pipeline.runner.progress.StageProgress.on_shard`` draws bars per stage).
         retry_failed: Also rebuild the failed samples of finished shards, keeping their other
             rows as they are.
     """

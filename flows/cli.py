@@ -20,11 +20,12 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.config import RunConfig, load_config
-from pipeline.errors import ConfigError
-from pipeline.progress import StageProgress
-from pipeline.run import RunReport, preflight
-from pipeline.sampling import plan_locations
+from pipeline.core.config import RunConfig, load_config
+from pipeline.core.errors import ConfigError
+from pipeline.runner.plan import preflight
+from pipeline.runner.progress import StageProgress
+from pipeline.runner.report import RunReport
+from pipeline.stages.sampling import plan_locations
 from validation.cli import add_review_parser, normalize_argv
 
 console = Console(stderr=True)
@@ -127,9 +128,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     `transformers serve` (the protocol of `vllm serve`); with --captioner transformers the
     same model runs in-process. Their text is random; the mechanics are the production ones.
     """
-    from pipeline.demo_region import ensure_demo_region, load_items
-    from pipeline.servers import serve_demo, start_transformers_server
-    from pipeline.tiny_llava import ensure_tiny_llava_next
+    from pipeline.demo.region import ensure_demo_region, load_items
+    from pipeline.demo.servers import serve_demo, start_transformers_server
+    from pipeline.demo.tiny_llava import ensure_tiny_llava_next
 
     t0 = time.perf_counter()
     console.print(f"Demo region in {args.data_dir} (generated once, then reused)...")
@@ -166,8 +167,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_serve_demo(args: argparse.Namespace) -> int:
     """Serve the demo STAC API and COGs until interrupted."""
-    from pipeline.demo_region import ensure_demo_region, load_items
-    from pipeline.servers import serve_demo
+    from pipeline.demo.region import ensure_demo_region, load_items
+    from pipeline.demo.servers import serve_demo
 
     region = ensure_demo_region(args.data_dir)
     with serve_demo(
@@ -184,7 +185,7 @@ def cmd_serve_demo(args: argparse.Namespace) -> int:
 
 def cmd_generate_demo(args: argparse.Namespace) -> int:
     """Generate (or reuse) the demo region's COGs, STAC items and Overture extract."""
-    from pipeline.demo_region import ensure_demo_region
+    from pipeline.demo.region import ensure_demo_region
 
     t0 = time.perf_counter()
     region = ensure_demo_region(args.data_dir)
@@ -208,7 +209,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Show where a run stands: shards done, partial and pending; failures; throughput."""
-    from pipeline.run import run_status
+    from pipeline.runner.report import run_status
 
     st = run_status(args.output)
     table = Table(title=f"eocap status: {st.output_dir}", show_header=False)

@@ -1,10 +1,10 @@
 """eocap's pipeline library: one module per stage, plain typed functions the flows call.
 
-Stages, in order: :mod:`~pipeline.sampling` (places x periods -> samples and shards),
-:mod:`~pipeline.scenes` (STAC search), :mod:`~pipeline.chips` (COG windows),
-:mod:`~pipeline.composite` (RGB PNG), :mod:`~pipeline.context` (Overture join),
-:mod:`~pipeline.captioner` (captions), :mod:`~pipeline.shards` (Parquet writer);
-:mod:`~pipeline.build` runs them on one shard.
+Stages, in order: :mod:`~pipeline.stages.sampling` (places x periods -> samples and shards),
+:mod:`~pipeline.stages.scenes` (STAC search), :mod:`~pipeline.stages.chips` (COG windows),
+:mod:`~pipeline.stages.composite` (RGB PNG), :mod:`~pipeline.stages.context` (Overture join),
+:mod:`~pipeline.caption.template` (captions), :mod:`~pipeline.dataset.shards` (Parquet writer);
+:mod:`~pipeline.runner.build` runs them on one shard.
 """
 
 __version__ = "0.1.0"

@@ -34,18 +34,18 @@ from typing import Any
 
 import pytest
 
-from pipeline.config import Period, RunConfig, load_config
-from pipeline.demo_region import (
+from pipeline.core.config import Period, RunConfig, load_config
+from pipeline.demo.region import (
     Acquisition,
     DemoRegion,
     ItemFlavor,
     generate_demo_region,
     load_items,
 )
-from pipeline.sampling import SampleSpec, plan_shards
-from pipeline.scenes import search_scenes
-from pipeline.servers import DemoServers, ServerHandle, serve_demo, start_transformers_server
-from pipeline.tiny_llava import ensure_tiny_llava_next
+from pipeline.demo.servers import DemoServers, ServerHandle, serve_demo, start_transformers_server
+from pipeline.demo.tiny_llava import ensure_tiny_llava_next
+from pipeline.stages.sampling import SampleSpec, plan_shards
+from pipeline.stages.scenes import search_scenes
 
 SMALL_BBOX = (10.86, 47.55, 10.94, 47.60)
 UTC = dt.UTC
@@ -195,8 +195,8 @@ def review_dataset(
     region: DemoRegion, servers: DemoServers, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """A finished small dataset (template captions) for the review app, built once."""
-    from pipeline.build import build_shard
-    from pipeline.run import plan_run
+    from pipeline.runner.build import build_shard
+    from pipeline.runner.plan import plan_run
 
     out = tmp_path_factory.mktemp("review") / "dataset"
     plan = plan_run(make_config(region, servers, out, **{"output.shard_size": 8}))

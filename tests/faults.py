@@ -19,7 +19,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI, Request, Response
 
-from pipeline.servers import free_port
+from pipeline.demo.servers import free_port
 
 
 @dataclass

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.caption_checks import check_caption, clip_token_count
+from pipeline.caption.checks import check_caption, clip_token_count
 
 from .test_captioner import CLEAR, LAKE_TOWN
 

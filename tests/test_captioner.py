@@ -3,9 +3,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from pipeline.captioner import CLASS_PHRASES, CaptionInput, TemplateCaptioner
-from pipeline.chips import ChipStats
-from pipeline.context import MapContext, NamedFeature, ShareItem
+from pipeline.caption.interface import CaptionInput
+from pipeline.caption.template import CLASS_PHRASES, TemplateCaptioner
+from pipeline.core.types import ChipStats, MapContext, NamedFeature, ShareItem
 
 CLEAR = ChipStats(0.0, 0.0, 0.0, 0.0, 0.1, 0.5, -0.2, 0.08)
 

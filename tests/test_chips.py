@@ -6,10 +6,10 @@ import numpy as np
 import rasterio
 from rasterio.windows import from_bounds
 
-from pipeline.bands import L2A_BANDS
-from pipeline.chips import Chip, ChipRequest, read_chips
-from pipeline.errors import SampleFailure
-from pipeline.scenes import SceneChoice
+from pipeline.core.errors import SampleFailure
+from pipeline.geo.bands import L2A_BANDS
+from pipeline.stages.chips import Chip, ChipRequest, read_chips
+from pipeline.stages.scenes import SceneChoice
 
 from .conftest import make_config, search_all
 
@@ -65,8 +65,8 @@ def test_clouds_show_in_stats(region, servers, tmp_path):
 
 
 def test_missing_and_corrupt_cogs_fail_only_their_samples(region_copy, tmp_path):
-    from pipeline.demo_region import load_items
-    from pipeline.servers import serve_demo
+    from pipeline.demo.region import load_items
+    from pipeline.demo.servers import serve_demo
 
     with serve_demo(region_copy.root, load_items(region_copy)) as srv:
         config = make_config(region_copy, srv, tmp_path)
@@ -100,7 +100,7 @@ def test_missing_and_corrupt_cogs_fail_only_their_samples(region_copy, tmp_path)
 def test_default_read_threads_follow_the_href_scheme():
     import os
 
-    from pipeline.chips import REMOTE_READ_THREADS, default_read_threads
+    from pipeline.stages.chips import REMOTE_READ_THREADS, default_read_threads
 
     local = ["/data/B02.tif", "file:///data/B03.tif"]
     assert default_read_threads(local) == os.cpu_count()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.caption_checks import clip_token_count
-from pipeline.clip_tokenizer import clip_token_ids, clip_tokenizer
+from pipeline.caption.checks import clip_token_count
+from pipeline.caption.clip_tokenizer import clip_token_ids, clip_tokenizer
 
 # Counts made once by instant-clip-tokenizer 0.1.1 (a Rust port of CLIP's SimpleTokenizer), on
 # captions, unicode, whitespace and control characters, punctuation, numbers and long texts.

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.composite import render_rgb, stretch_rgb
+from pipeline.geo.rgb import stretch_rgb
+from pipeline.stages.composite import render_rgb
 
 BANDS = ("B02", "B03", "B04", "B08")
 
@@ -51,7 +52,7 @@ def test_missing_rgb_band():
 
 
 def test_png_compress_level_changes_size_not_pixels():
-    from pipeline.composite import PNG_COMPRESS_LEVEL
+    from pipeline.stages.composite import PNG_COMPRESS_LEVEL
 
     rng = np.random.default_rng(0)
     pixels = cube({b: rng.integers(500, 3000, (64, 64)) // 50 * 50 for b in BANDS})

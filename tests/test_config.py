@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from flows.cli import default_config_yaml, main
-from pipeline.config import RunConfig, load_config
-from pipeline.errors import ConfigError, PreflightError
-from pipeline.run import preflight
+from pipeline.core.config import RunConfig, load_config
+from pipeline.core.errors import ConfigError, PreflightError
+from pipeline.runner.plan import preflight
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -115,7 +115,7 @@ def test_missing_overture_path_fails_preflight(tmp_path: Path):
 
 
 def test_unreachable_stac_fails_preflight(region, tmp_path: Path):
-    from pipeline.servers import free_port
+    from pipeline.demo.servers import free_port
 
     config = load_config(env={}).with_updates(
         {
@@ -166,7 +166,7 @@ def test_cli_run_with_bad_overture_stops_before_work(tmp_path: Path, capsys):
 
 
 def test_caption_transport_does_not_change_the_config_hash():
-    from pipeline.build import config_hash
+    from pipeline.core.config_hash import config_hash
 
     config = load_config(env={})
     moved = config.with_updates(
@@ -185,7 +185,7 @@ def test_caption_transport_does_not_change_the_config_hash():
 
 
 def test_a_separate_caption_stage_does_not_need_the_caption_server_to_build(config):
-    from pipeline.servers import free_port
+    from pipeline.demo.servers import free_port
 
     dead = {
         "captioner.backend": "openai",

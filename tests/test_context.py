@@ -10,19 +10,13 @@ import pytest
 import shapely
 from shapely.ops import transform
 
-from pipeline.config import OvertureConfig
-from pipeline.context import (
-    OVERTURE_TYPES,
-    ChipArea,
-    NamedFeature,
-    check_overture,
-    map_context,
-    position_name,
-    prepare_overture,
-)
-from pipeline.demo_region import DemoRegion, generate_demo_region
-from pipeline.errors import PreflightError
-from pipeline.geometry import chip_grid, transformer
+from pipeline.core.config import OvertureConfig
+from pipeline.core.errors import PreflightError
+from pipeline.core.types import ChipArea, NamedFeature
+from pipeline.demo.region import DemoRegion, generate_demo_region
+from pipeline.geo.grid import chip_grid, transformer
+from pipeline.io.overture import OVERTURE_TYPES
+from pipeline.stages.context import check_overture, map_context, position_name, prepare_overture
 
 from .conftest import SMALL_BBOX
 
@@ -164,7 +158,7 @@ def test_chips_sharing_a_grid_are_described_once(region):
 
 
 def test_merged_feature_position_does_not_depend_on_row_order():
-    from pipeline.context import _merge_named
+    from pipeline.stages.context import _merge_named
 
     pieces = [
         NamedFeature("Emmer", "river", "water", "north", length_km=0.4),
@@ -203,7 +197,7 @@ def test_building_count_and_share_match_shapely(region):
 def test_cold_warm_and_threaded_calls_agree(region):
     from concurrent.futures import ThreadPoolExecutor
 
-    from pipeline import context
+    from pipeline.stages import context as context
 
     chips = chips_over(region)
     context._CACHE.clear()

@@ -18,9 +18,9 @@ import rasterio.features
 import shapely
 from pyproj import Transformer
 
-from pipeline import demo_region as demo
-from pipeline.bands import L2A_BANDS, SCL
-from pipeline.demo_region import Acquisition, DemoRegion
+from pipeline.demo import region as demo
+from pipeline.demo.region import Acquisition, DemoRegion
+from pipeline.geo.bands import L2A_BANDS, SCL
 
 SMALL_BBOX = (10.90, 47.55, 10.95, 47.59)
 JULY = dt.datetime(2024, 7, 6, 10, 20, 31, tzinfo=dt.UTC)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.build import CAPTION_TRANSPORT_HASHED_AS
+from pipeline.core.config_hash import CAPTION_TRANSPORT_HASHED_AS
 
 COMPOSE_FILE = Path(__file__).resolve().parents[1] / "docker" / "compose.yaml"
 PROFILES = ["server", "build", "gpu", "review", "review-admin"]
@@ -157,7 +157,7 @@ def test_the_wheel_ships_prompts_vocabulary_and_templates(tmp_path: Path) -> Non
             for p in (root / "prompts").iterdir()
             if p.suffix in (".yaml", ".j2")
         ),
-        "pipeline/data/clip_bpe_vocab_16e6.txt.gz",
+        "pipeline/caption/data/clip_bpe_vocab_16e6.txt.gz",
         "validation/templates/review.html",
         "validation/static/review.js",
     ]

@@ -15,11 +15,11 @@ import shapely
 from PIL import Image
 
 from flows.build_dataset import run_build
-from pipeline.captioner import CLASS_PHRASES
-from pipeline.demo_region import load_items
-from pipeline.errors import ConfigError
-from pipeline.run import chip_within_region
-from pipeline.servers import serve_demo
+from pipeline.caption.template import CLASS_PHRASES
+from pipeline.core.errors import ConfigError
+from pipeline.demo.region import load_items
+from pipeline.demo.servers import serve_demo
+from pipeline.runner.plan import chip_within_region
 
 from .conftest import make_config
 
@@ -200,7 +200,7 @@ def test_flow_with_model_captioners(backend, region, servers, caption_server, ti
 
 
 def test_retry_failed_rebuilds_only_failed_samples(region_copy, tmp_path):
-    from pipeline.run import run_status
+    from pipeline.runner.report import run_status
 
     items = load_items(region_copy)
     july = next(i for i in items if i["properties"]["datetime"].startswith("2024-07"))
@@ -346,7 +346,7 @@ def test_deployed_flow_builds_from_a_config_file(region, servers, tmp_path):
 
 def test_separate_caption_stage_gives_the_inline_captions(built, region, servers, tmp_path):
     from flows.build_dataset import run_captions
-    from pipeline.run import run_status
+    from pipeline.runner.report import run_status
 
     config, _ = built
     separate = make_config(

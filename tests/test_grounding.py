@@ -6,9 +6,8 @@ them. Each case: (caption, context, stats, the unsupported claims a careful read
 
 from __future__ import annotations
 
-from pipeline.chips import ChipStats
-from pipeline.context import MapContext, NamedFeature, ShareItem
-from pipeline.grounding import extract_claims, unsupported_claims
+from pipeline.caption.grounding import extract_claims, unsupported_claims
+from pipeline.core.types import ChipStats, MapContext, NamedFeature, ShareItem
 
 from .test_captioner import CLEAR, LAKE_TOWN
 

@@ -1,6 +1,7 @@
 """Model backends against a real OpenAI-compatible server (`transformers serve`) and in-process.
 
-The model is a tiny random-weight LLaVA-Next with the real architecture (pipeline/tiny_llava.py):
+The model is a tiny random-weight LLaVA-Next with the real architecture
+(pipeline/demo/tiny_llava.py):
 its text is random, its mechanics are real.
 """
 
@@ -18,10 +19,10 @@ import pytest
 from fastapi import FastAPI, Response
 from PIL import Image
 
-from pipeline.errors import PreflightError
-from pipeline.hf_captioner import TransformersCaptioner
-from pipeline.openai_captioner import OpenAICaptioner
-from pipeline.servers import free_port, start_transformers_server
+from pipeline.caption.backends.openai import OpenAICaptioner
+from pipeline.caption.backends.transformers import TransformersCaptioner
+from pipeline.core.errors import PreflightError
+from pipeline.demo.servers import free_port, start_transformers_server
 
 from .faults import serve_in_thread
 from .test_captioner import LAKE_TOWN, make_input
@@ -136,7 +137,7 @@ def garbage_server() -> Iterator[str]:
 
 
 def test_garbage_answers_are_failures_or_flagged(garbage_server):
-    from pipeline.caption_checks import check_caption
+    from pipeline.caption.checks import check_caption
 
     results = client(garbage_server, max_concurrency=1, max_retries=0).caption_batch(inputs(4))
     reasons = [r.error_reason for r in results]
@@ -154,7 +155,7 @@ def test_garbage_answers_are_failures_or_flagged(garbage_server):
 
 
 def test_vllm_backend_explains_how_to_get_it():
-    from pipeline.vllm_captioner import VllmCaptioner
+    from pipeline.caption.backends.vllm import VllmCaptioner
 
     with pytest.raises(ImportError, match="separate environment"):
         VllmCaptioner("llava-hf/llama3-llava-next-8b-hf", "grounded-v1")

@@ -19,13 +19,14 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
 from flows.cli import main
-from pipeline.build import build_shard, config_hash
-from pipeline.config import OvertureConfig, load_config
-from pipeline.errors import ConfigError, PreflightError
-from pipeline.overture_release import read_catalog, release_key
-from pipeline.run import plan_run, preflight
-from pipeline.servers import free_port
-from pipeline.shards import shard_paths
+from pipeline.core.config import OvertureConfig, load_config
+from pipeline.core.config_hash import config_hash
+from pipeline.core.errors import ConfigError, PreflightError
+from pipeline.dataset.shards import shard_paths
+from pipeline.demo.servers import free_port
+from pipeline.io.overture import read_catalog, release_key
+from pipeline.runner.build import build_shard
+from pipeline.runner.plan import plan_run, preflight
 
 from .conftest import make_config
 from .faults import serve_in_thread

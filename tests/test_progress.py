@@ -4,8 +4,8 @@ import io
 
 from rich.console import Console
 
-from pipeline.progress import StageProgress, StageRates
-from pipeline.shards import ShardStats
+from pipeline.dataset.shards import ShardStats
+from pipeline.runner.progress import StageProgress, StageRates
 
 
 def stats(index: int, count: int, **seconds: float) -> ShardStats:

@@ -4,8 +4,8 @@ import shutil
 
 import pytest
 
-from pipeline.errors import ConfigError
-from pipeline.prompts import PROMPTS_DIR, load_prompt, prompt_facts
+from pipeline.caption.prompts import PROMPTS_DIR, load_prompt, prompt_facts
+from pipeline.core.errors import ConfigError
 
 from .test_captioner import LAKE_TOWN, make_input
 

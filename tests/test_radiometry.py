@@ -11,22 +11,17 @@ import pyarrow.parquet as pq
 import pytest
 import rasterio
 
-from pipeline import demo_region as demo
-from pipeline.bands import L2A_BANDS
-from pipeline.build import build_shard
-from pipeline.chips import Chip, ChipRequest, read_chips
-from pipeline.demo_region import Acquisition, DemoRegion
-from pipeline.geometry import chip_grid
-from pipeline.radiometry import (
-    OffsetDecision,
-    check_pixels,
-    decide_offset,
-    harmonise,
-)
-from pipeline.run import plan_run
-from pipeline.scenes import SceneAssets, resolve_scene
-from pipeline.servers import serve_demo
-from pipeline.shards import ShardStats
+from pipeline.dataset.shards import ShardStats
+from pipeline.demo import region as demo
+from pipeline.demo.region import Acquisition, DemoRegion
+from pipeline.demo.servers import serve_demo
+from pipeline.geo.bands import L2A_BANDS
+from pipeline.geo.grid import chip_grid
+from pipeline.geo.radiometry import OffsetDecision, check_pixels, decide_offset, harmonise
+from pipeline.runner.build import build_shard
+from pipeline.runner.plan import plan_run
+from pipeline.stages.chips import Chip, ChipRequest, read_chips
+from pipeline.stages.scenes import SceneAssets, resolve_scene
 
 from .conftest import make_config
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from pipeline.servers import spawn_server
+from pipeline.demo.servers import spawn_server
 from validation.auth import create_user
 from validation.campaigns import CampaignSettings, create_campaign
 from validation.dataset import Dataset

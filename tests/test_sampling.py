@@ -7,10 +7,10 @@ import pytest
 import shapely
 from shapely.geometry import box
 
-from pipeline.config import load_config
-from pipeline.errors import ConfigError
-from pipeline.geometry import chip_grid, utm_crs
-from pipeline.sampling import plan_locations, plan_shards, read_manifest, write_manifest
+from pipeline.core.config import load_config
+from pipeline.core.errors import ConfigError
+from pipeline.geo.grid import chip_grid, utm_crs
+from pipeline.stages.sampling import plan_locations, plan_shards, read_manifest, write_manifest
 
 
 def test_plan_is_deterministic_and_unique():

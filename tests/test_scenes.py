@@ -5,13 +5,14 @@ from collections.abc import Iterator
 import pytest
 from fastapi import FastAPI
 
-from pipeline.bands import L2A_BANDS, band_by_name
-from pipeline.config import load_config
-from pipeline.demo_region import load_items
-from pipeline.errors import AssetError, SampleFailure
-from pipeline.sampling import plan_shards
-from pipeline.scenes import PlanetaryComputerSigner, SceneChoice, resolve_scene, search_scenes
-from pipeline.servers import free_port
+from pipeline.core.config import load_config
+from pipeline.core.errors import AssetError, SampleFailure
+from pipeline.demo.region import load_items
+from pipeline.demo.servers import free_port
+from pipeline.geo.bands import L2A_BANDS, band_by_name
+from pipeline.io.stac import PlanetaryComputerSigner
+from pipeline.stages.sampling import plan_shards
+from pipeline.stages.scenes import SceneChoice, resolve_scene, search_scenes
 
 from .conftest import make_config, search_all
 from .faults import serve_in_thread

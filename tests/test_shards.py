@@ -7,7 +7,7 @@ import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.shards import (
+from pipeline.dataset.shards import (
     SampleRecord,
     ShardStats,
     read_stats,

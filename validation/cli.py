@@ -39,7 +39,7 @@ def _engine_and_dataset(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the review app for a dataset until Ctrl-C."""
-    from pipeline.servers import serve_app
+    from pipeline.io.serve import serve_app
 
     from .app import create_app
     from .db import database_url

@@ -22,9 +22,10 @@ import pyarrow.parquet as pq
 from PIL import Image
 from pyproj import Transformer
 
-from pipeline.composite import stretch_rgb
-from pipeline.config import OvertureConfig
-from pipeline.context import OVERTURE_COLUMNS, OVERTURE_TYPES, connect_duckdb
+from pipeline.core.config import OvertureConfig
+from pipeline.geo.rgb import stretch_rgb
+from pipeline.io.duckdb import connect_duckdb
+from pipeline.io.overture import OVERTURE_COLUMNS, OVERTURE_TYPES
 
 __all__ = [
     "SUMMARY_COLUMNS",

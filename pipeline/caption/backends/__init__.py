@@ -1,0 +1,1 @@
+"""Model-backed captioners: OpenAI-compatible server, transformers in-process, vLLM in-process."""

@@ -1,0 +1,1 @@
+"""The dataset contract: columns, Arrow schema, record type, layout, writer, stats, reader."""

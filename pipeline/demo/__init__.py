@@ -1,0 +1,1 @@
+"""The offline demo: region generator, local servers, the tiny LLaVA-Next."""

@@ -1,0 +1,123 @@
+"""The separate caption stage: caption the ``pending_caption`` rows of finished shards.
+
+With ``captioner.stage: separate`` the CPU build writes every good chip as
+``pending_caption`` (pixels, composite, context, no caption). This stage reads a shard's small
+columns (never its pixel cube), rebuilds each pending chip's caption input from them, captions
+the chips with the configured backend, and rewrites only the caption columns of those rows,
+atomically, with new stats. GPU workers run it as its own flow (``eocap caption``), so CPU
+workers building shards and GPU workers captioning them never wait for each other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.caption.interface import Captioner
+from pipeline.core.config import RunConfig
+from pipeline.core.types import ChipStats, MapContext
+from pipeline.dataset.shards import SampleRecord, ShardStats, read_stats, shard_paths
+from pipeline.runner.build import caption_records, finish_shard
+
+__all__ = ["CAPTION_COLUMNS", "caption_shard", "shards_pending_caption"]
+
+CAPTION_COLUMNS = (
+    "status",
+    "error_reason",
+    "error_message",
+    "caption",
+    "caption_mentions",
+    "captioner",
+    "prompt_version",
+    "generation_params",
+    "qa",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "caption_latency_s",
+    "caption_flags",
+    "unsupported_claims",
+    "clip_tokens",
+    "caption_words",
+    "caption_language",
+)
+"""The columns the caption stage writes; every other column of a shard is left as it is."""
+
+_STATS_FIELDS = tuple(f.name for f in dataclasses.fields(ChipStats))
+
+
+def shards_pending_caption(output_dir: Path, n_shards: int) -> list[int]:
+    """Indices of finished shards that have rows waiting for a caption."""
+    out = []
+    for index in range(n_shards):
+        stats_path = shard_paths(output_dir / "shards", index)[1]
+        if stats_path.exists() and read_stats(stats_path).pending_caption > 0:
+            out.append(index)
+    return out
+
+
+def caption_shard(
+    index: int, config: RunConfig, *, captioner: Captioner | None = None
+) -> ShardStats:
+    """Caption the pending rows of shard ``index`` and rewrite its caption columns.
+
+    Args:
+        index: Shard index.
+        config: The run config (its ``captioner`` section chooses the backend).
+        captioner: A captioner to use instead of the configured one.
+
+    Returns:
+        The shard's new stats.
+    """
+    t0 = time.perf_counter()
+    parquet, stats_path = shard_paths(config.output.dir / "shards", index)
+    table = pq.read_table(parquet)
+    small = [c for c in table.column_names if c not in ("pixels", "scl")]
+    rows: list[dict[str, Any]] = table.select(small).to_pylist()
+    pending = [r for r in rows if r["status"] == "pending_caption"]
+    records = {
+        r["sample_id"]: SampleRecord(
+            sample_id=r["sample_id"],
+            status="ok",
+            location_id=r["location_id"],
+            lon=r["lon"],
+            lat=r["lat"],
+            period=r["period"],
+            period_start=r["period_start"],
+            period_end=r["period_end"],
+            datetime=r["datetime"],
+            rgb=r["rgb"],
+        )
+        for r in pending
+    }
+    stats = {r["sample_id"]: ChipStats(**{f: r[f] for f in _STATS_FIELDS}) for r in pending}
+    contexts = {
+        r["sample_id"]: MapContext.from_row(r["context"], r["classes"], r["tags"], r["names"])
+        for r in pending
+    }
+    alive: dict[str, Any] = dict.fromkeys(records)
+    caption_records(records, alive, stats, contexts, config, captioner)
+    for name in CAPTION_COLUMNS:
+        values = [
+            getattr(records[r["sample_id"]], name) if r["sample_id"] in records else r[name]
+            for r in rows
+        ]
+        field = table.schema.field(name)
+        table = table.set_column(
+            table.schema.get_field_index(name), field, pa.array(values, type=field.type)
+        )
+    old_stats = read_stats(stats_path)
+    seconds = dict(old_stats.stage_seconds)
+    seconds["caption"] = seconds.get("caption", 0.0) + time.perf_counter() - t0
+    return finish_shard(
+        table,
+        index,
+        config,
+        stage_seconds=seconds,
+        duration_s=old_stats.duration_s + time.perf_counter() - t0,
+    )

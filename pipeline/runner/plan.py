@@ -1,0 +1,207 @@
+"""A run: preflight, planning, the shard list, and the report at the end.
+
+The flow in ``flows/`` strings these together; they are plain functions so the CLI, the tests
+and the benchmarks call the same code.
+
+Output layout (``output.dir``)::
+
+    run.json                 config (overture.release resolved: the run's pinned release),
+                             config hash, eocap version
+    manifest.parquet         every planned sample (id, shard, location, period)
+    shards/00000.parquet     samples (see docs/dataset-schema.md)
+    shards/_stats/00000_stats.json  the shard is done iff this exists
+    report.json              the last run's summary
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import shapely
+
+from pipeline import __version__
+from pipeline.caption.prompts import load_prompt
+from pipeline.core.config import LATEST_RELEASE, RunConfig
+from pipeline.core.config_hash import config_hash
+from pipeline.core.errors import ConfigError
+from pipeline.dataset.shards import read_stats, shard_paths
+from pipeline.io.overture import read_catalog
+from pipeline.stages.context import check_overture, prepare_overture
+from pipeline.stages.sampling import (
+    Location,
+    ShardPlan,
+    iter_shards,
+    plan_locations,
+    region_geometry,
+    write_manifest,
+)
+from pipeline.stages.scenes import check_stac
+
+__all__ = [
+    "RunPlan",
+    "failed_samples",
+    "plan_run",
+    "preflight",
+    "resolve_release",
+]
+
+
+def resolve_release(config: RunConfig) -> RunConfig:
+    """The config with ``overture.release: latest`` replaced by the run's release.
+
+    That is the release pinned in ``output.dir/run.json`` if the output dir holds a run (a
+    resumed run never changes release), else the newest in Overture's catalog
+    (``overture.catalog_url``). Any other release is returned as it is.
+
+    Raises:
+        PreflightError: naming ``overture.catalog_url`` if the catalog cannot be read.
+    """
+    if config.overture.release != LATEST_RELEASE:
+        return config
+    run_json = config.output.dir / "run.json"
+    pinned: object = None
+    if run_json.exists():
+        stored = json.loads(run_json.read_text()).get("config", {})
+        pinned = stored.get("overture", {}).get("release")
+    if isinstance(pinned, str) and pinned != LATEST_RELEASE:
+        return config.with_updates({"overture.release": pinned})
+    return config.with_updates(
+        {"overture.release": read_catalog(config.overture.catalog_url).latest}
+    )
+
+
+def preflight(config: RunConfig, *, captioning: bool | None = None) -> RunConfig:
+    """Check everything a run needs before any work: region, Overture, STAC API, captioner.
+
+    Args:
+        config: The run config.
+        captioning: Whether this process captions, so the caption server must answer now.
+            Default: unless ``captioner.stage`` is ``separate`` (then the caption flow, on
+            the GPU hosts, checks it: a build host need not wait for them).
+
+    Returns:
+        The config with its Overture release resolved (:func:`resolve_release`).
+
+    Raises:
+        ConfigError: naming the field at fault (``PreflightError`` for unusable values).
+    """
+    region_geometry(config.region)
+    config = resolve_release(config)
+    check_overture(config.overture)
+    check_stac(config.stac)
+    load_prompt(config.captioner.prompt)
+    if captioning is None:
+        captioning = config.captioner.stage == "inline"
+    if captioning and config.captioner.backend == "openai":
+        from pipeline.caption.backends.openai import OpenAICaptioner
+
+        OpenAICaptioner.from_config(config.captioner).check()
+    return config
+
+
+@dataclass
+class RunPlan:
+    """What a run will do, without holding its samples (they are made per shard).
+
+    Attributes:
+        config: The run config, its Overture release resolved (pinned in ``run.json``): the
+            config to build shards with.
+        locations: Every chip centre of the run, in shard order (compact: the samples of a
+            million-sample run are never all in memory).
+        n_shards: Number of shards.
+        n_samples: Number of planned samples.
+        overture_root: Local Overture tree to join against.
+        output_dir: The run's output folder.
+    """
+
+    config: RunConfig
+    locations: list[Location]
+    n_shards: int
+    n_samples: int
+    overture_root: Path
+    output_dir: Path
+
+    def iter_shards(self) -> Iterator[ShardPlan]:
+        """Every shard, made on demand."""
+        return iter_shards(self.config, self.locations)
+
+    def is_done(self, index: int) -> bool:
+        """Whether shard ``index`` has its stats file."""
+        return shard_paths(self.output_dir / "shards", index)[1].exists()
+
+    def iter_pending(self) -> Iterator[ShardPlan]:
+        """The shards without a stats file, made on demand."""
+        return (s for s in self.iter_shards() if not self.is_done(s.index))
+
+
+def _check_output(config: RunConfig, chash: str) -> None:
+    run_json = config.output.dir / "run.json"
+    if run_json.exists():
+        previous = json.loads(run_json.read_text()).get("config_hash")
+        if previous != chash:
+            raise ConfigError(
+                "output.dir",
+                f"{config.output.dir} holds a dataset built with another config (hash "
+                f"{previous}, now {chash}); choose a new output.dir or delete the old one",
+            )
+
+
+def plan_run(config: RunConfig) -> RunPlan:
+    """Plan the run, write ``run.json`` and the manifest, and list the shards still to build.
+
+    ``overture.release: latest`` is resolved (:func:`resolve_release`) and the resolved id is
+    written to ``run.json``, so later plans of the same output dir keep it.
+
+    Raises:
+        ConfigError: if ``output.dir`` holds a dataset made with a different config.
+    """
+    config = resolve_release(config)
+    chash = config_hash(config)
+    _check_output(config, chash)
+    locations = plan_locations(config.region, config.chips.size_m, seed=config.seed)
+    out = config.output.dir
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "run.json").write_text(
+        json.dumps(
+            {
+                "config_hash": chash,
+                "eocap_version": __version__,
+                "config": config.model_dump(mode="json"),
+            },
+            indent=2,
+        )
+    )
+    n_shards, n_samples = write_manifest(iter_shards(config, locations), out / "manifest.parquet")
+    # Temp files of writers killed mid-write are garbage: their shards have no stats, so
+    # they are pending and will be written again.
+    for stale in (out / "shards").glob(".*.tmp-*"):
+        stale.unlink(missing_ok=True)
+    for stale in (out / "shards" / "_stats").glob(".*.tmp-*"):
+        stale.unlink(missing_ok=True)
+    bounds = region_geometry(config.region).bounds
+    overture_root = prepare_overture(config.overture, bounds, out)
+    return RunPlan(config, locations, n_shards, n_samples, overture_root, out)
+
+
+def chip_within_region(config: RunConfig, geometry_wkb: bytes, tolerance_deg: float = 1e-4) -> bool:
+    """Whether a sample's footprint lies in the configured region (points: always true)."""
+    if config.region.points is not None:
+        return True
+    region = region_geometry(config.region).buffer(tolerance_deg)
+    return bool(region.covers(shapely.from_wkb(geometry_wkb)))
+
+
+def failed_samples(plan: RunPlan) -> Iterator[tuple[ShardPlan, set[str]]]:
+    """Each finished shard that has failed samples, with their ids (``--retry-failed``)."""
+    for shard in plan.iter_shards():
+        parquet, stats_path = shard_paths(plan.output_dir / "shards", shard.index)
+        if not stats_path.exists() or read_stats(stats_path).failed == 0:
+            continue
+        table = pq.read_table(parquet, columns=["sample_id", "status"])
+        failed = table.filter(pc.not_equal(table.column("status"), "ok"))
+        yield shard, set(failed.column("sample_id").to_pylist())

@@ -1,0 +1,158 @@
+"""What a run did: the end-of-run report and ``eocap status`` of a dataset folder."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.core.errors import ConfigError
+from pipeline.dataset.shards import ShardStats, read_stats, shard_paths
+from pipeline.runner.build import STAGES
+from pipeline.runner.plan import RunPlan
+
+
+@dataclass
+class RunReport:
+    """The summary printed and saved at the end of a run."""
+
+    output_dir: str
+    shards: int
+    shards_built_now: int
+    samples: int
+    ok: int
+    failed: int
+    failures_by_reason: dict[str, int]
+    stage_seconds: dict[str, float]
+    wall_seconds: float
+    bytes: int
+    caption_flags: dict[str, int] = field(default_factory=dict)
+    pending_caption: int = 0
+    radiometry_overruled: dict[str, int] = field(default_factory=dict)
+    shard_files: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as a JSON-able dict."""
+        return asdict(self)
+
+
+def _sum_counts(
+    stats: list[ShardStats],
+) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """Failures per reason, captions per flag and radiometry overrules, summed, sorted."""
+    reasons: Counter[str] = Counter()
+    flags: Counter[str] = Counter()
+    overruled: Counter[str] = Counter()
+    for st in stats:
+        reasons.update(st.failures_by_reason)
+        flags.update(st.caption_flags)
+        overruled.update(st.radiometry_overruled)
+    return (
+        dict(sorted(reasons.items())),
+        dict(sorted(flags.items())),
+        dict(sorted(overruled.items())),
+    )
+
+
+def summarize(plan: RunPlan, built: list[ShardStats], wall_seconds: float) -> RunReport:
+    """Sum the stats of every finished shard of the run (not only those built now)."""
+    stats = []
+    for index in range(plan.n_shards):
+        path = shard_paths(plan.output_dir / "shards", index)[1]
+        if path.exists():
+            stats.append(read_stats(path))
+    reasons, flags, overruled = _sum_counts(stats)
+    stages: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+    for s in built:
+        for stage, secs in s.stage_seconds.items():
+            stages[stage] = round(stages.get(stage, 0.0) + secs, 3)
+    report = RunReport(
+        output_dir=str(plan.output_dir),
+        shards=plan.n_shards,
+        shards_built_now=len(built),
+        samples=sum(s.count for s in stats),
+        ok=sum(s.ok for s in stats),
+        failed=sum(s.failed for s in stats),
+        failures_by_reason=reasons,
+        stage_seconds=stages,
+        wall_seconds=round(wall_seconds, 2),
+        bytes=sum(s.bytes for s in stats),
+        caption_flags=flags,
+        pending_caption=sum(s.pending_caption for s in stats),
+        radiometry_overruled=overruled,
+        shard_files=[str(plan.output_dir / "shards" / s.path) for s in stats],
+    )
+    (plan.output_dir / "report.json").write_text(json.dumps(report.to_json(), indent=2))
+    return report
+
+
+@dataclass
+class RunStatus:
+    """Where a run's output stands (``eocap status``)."""
+
+    output_dir: str
+    shards: int
+    done: int
+    partial: int
+    pending: int
+    samples_planned: int
+    samples_written: int
+    ok: int
+    failed: int
+    pending_caption: int
+    failures_by_reason: dict[str, int]
+    caption_flags: dict[str, int]
+    radiometry_overruled: dict[str, int]
+    shard_seconds: float
+    samples_per_shard_second: float
+
+
+def run_status(output_dir: Path) -> RunStatus:
+    """Read a run's manifest and shard stats; touches nothing.
+
+    A shard is *done* when its stats file exists, *partial* when its Parquet file (or a temp
+    file of it) exists without stats (the run stopped while writing it), else *pending*.
+
+    Raises:
+        ConfigError: if ``output_dir`` holds no run.
+    """
+    manifest = output_dir / "manifest.parquet"
+    if not manifest.exists():
+        raise ConfigError("output.dir", f"{output_dir} holds no eocap run (no manifest.parquet)")
+    shard_ids = pc.unique(pq.read_table(manifest, columns=["shard"]).column("shard")).to_pylist()
+    planned = pq.ParquetFile(manifest).metadata.num_rows
+    shards_dir = output_dir / "shards"
+    done = partial = 0
+    stats = []
+    for index in shard_ids:
+        parquet, stats_path = shard_paths(shards_dir, index)
+        if stats_path.exists():
+            done += 1
+            stats.append(read_stats(stats_path))
+        elif parquet.exists() or any(shards_dir.glob(f".{parquet.name}.tmp*")):
+            partial += 1
+    reasons, flags, overruled = _sum_counts(stats)
+    seconds = sum(st.duration_s for st in stats)
+    written = sum(st.count for st in stats)
+    return RunStatus(
+        output_dir=str(output_dir),
+        shards=len(shard_ids),
+        done=done,
+        partial=partial,
+        pending=len(shard_ids) - done - partial,
+        samples_planned=planned,
+        samples_written=written,
+        ok=sum(st.ok for st in stats),
+        failed=sum(st.failed for st in stats),
+        pending_caption=sum(st.pending_caption for st in stats),
+        failures_by_reason=reasons,
+        caption_flags=flags,
+        radiometry_overruled=overruled,
+        shard_seconds=round(seconds, 2),
+        samples_per_shard_second=round(written / seconds, 2) if seconds else 0.0,
+    )

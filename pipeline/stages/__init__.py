@@ -1,0 +1,1 @@
+"""Pipeline stages: sampling, scenes, chips, composite, context. Independent of caption/."""

@@ -1,0 +1,310 @@
+"""Sampling: a region and its periods become deterministic samples, grouped into shards.
+
+A *location* is a chip centre; a *sample* is a location in one period. Sample ids hash the
+location (to 1e-6 degrees) and the period, so the same config always yields the same ids, and
+ids never collide between runs that share locations. Locations are ordered along a Z-order
+curve, so a shard's chips are spatially close and share scenes and map features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import shapely
+from shapely.geometry import box, shape
+from shapely.geometry.base import BaseGeometry
+from shapely.ops import transform as transform_geometry
+
+from pipeline.core.config import Period, RegionConfig, RunConfig
+from pipeline.core.errors import ConfigError
+from pipeline.geo.grid import transformer, utm_crs
+
+__all__ = [
+    "MANIFEST_SCHEMA",
+    "Location",
+    "SampleSpec",
+    "ShardPlan",
+    "iter_shards",
+    "plan_locations",
+    "plan_shards",
+    "read_manifest",
+    "region_geometry",
+    "sample_id",
+    "write_manifest",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """A chip centre.
+
+    Attributes:
+        location_id: Deterministic id (hash of the rounded coordinates).
+        lon: Longitude in degrees.
+        lat: Latitude in degrees.
+        name: Optional label from the config.
+    """
+
+    location_id: str
+    lon: float
+    lat: float
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SampleSpec:
+    """One sample to build: a location in a period.
+
+    Attributes:
+        sample_id: Deterministic id of (location, period).
+        location: The chip centre.
+        period: The date range to search scenes in.
+        shard: Index of the shard the sample is written to.
+    """
+
+    sample_id: str
+    location: Location
+    period: Period
+    shard: int
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """The samples of one shard, in write order."""
+
+    index: int
+    samples: tuple[SampleSpec, ...]
+
+    @property
+    def name(self) -> str:
+        """Zero-padded shard name used for file names (``00003``)."""
+        return f"{self.index:05d}"
+
+
+def _location_id(lon: float, lat: float) -> str:
+    key = f"{lon:.6f},{lat:.6f}"
+    return "loc_" + hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
+def sample_id(location: Location, period: Period) -> str:
+    """Deterministic id of a location in a period."""
+    key = f"{location.lon:.6f},{location.lat:.6f}|{period.name}|{period.start}|{period.end}"
+    return "s_" + hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def region_geometry(region: RegionConfig) -> BaseGeometry:
+    """The region as a lon/lat geometry (a MultiPoint for point regions).
+
+    Raises:
+        ConfigError: if the GeoJSON file is missing or holds no polygon.
+    """
+    if region.bbox is not None:
+        return box(*region.bbox)
+    if region.points is not None:
+        return shapely.MultiPoint([(p.lon, p.lat) for p in region.points])
+    assert region.geojson is not None
+    if not region.geojson.is_file():
+        raise ConfigError("region.geojson", f"file {region.geojson} does not exist")
+    try:
+        doc: dict[str, Any] = json.loads(region.geojson.read_text())
+        feats = doc.get("features", [doc]) if doc.get("type") == "FeatureCollection" else [doc]
+        geoms = [shape(f.get("geometry", f)) for f in feats]
+    except (ValueError, KeyError, AttributeError, TypeError) as exc:
+        raise ConfigError(
+            "region.geojson", f"{region.geojson} is not valid GeoJSON: {exc}"
+        ) from None
+    polys = [g for g in geoms if g.geom_type in ("Polygon", "MultiPolygon")]
+    if not polys:
+        raise ConfigError("region.geojson", f"{region.geojson} holds no Polygon or MultiPolygon")
+    merged = shapely.union_all(polys)
+    minx, miny, maxx, maxy = merged.bounds
+    if not (-180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90):
+        raise ConfigError("region.geojson", f"coordinates out of lon/lat range: {merged.bounds}")
+    return merged
+
+
+def _grid_locations(area: BaseGeometry, spacing_m: float, chip_size_m: float) -> list[Location]:
+    minx, miny, maxx, maxy = area.bounds
+    crs = utm_crs((minx + maxx) / 2, (miny + maxy) / 2)
+    to_utm = transformer("EPSG:4326", crs)
+    to_ll = transformer(crs, "EPSG:4326")
+    # Densify first: a straight edge in lon/lat is curved in UTM.
+    area_utm = transform_geometry(to_utm.transform, shapely.segmentize(area, 0.002))
+    # A chip is kept only if it lies wholly in the region: shrink the region by half a chip,
+    # plus a margin for snapping the chip to the scene's pixel grid.
+    inner = area_utm.buffer(-(chip_size_m / 2 + 30.0), join_style="mitre")
+    if inner.is_empty:
+        return []
+    ux0, uy0, ux1, uy1 = inner.bounds
+    nx = int(np.floor((ux1 - ux0) / spacing_m)) + 1
+    ny = int(np.floor((uy1 - uy0) / spacing_m)) + 1
+    # Centre the grid in the shrunk region so margins are even on all sides.
+    xs = ux0 + ((ux1 - ux0) - (nx - 1) * spacing_m) / 2 + np.arange(nx) * spacing_m
+    ys = uy1 - ((uy1 - uy0) - (ny - 1) * spacing_m) / 2 - np.arange(ny) * spacing_m
+    # Row by row (not one meshgrid) so memory stays flat for grids of millions of points.
+    # The eroded region holds every centre whose chip fits, and some whose corners stick out
+    # across slanted edges: keep candidates, then test each chip square exactly.
+    inner_ok = inner.buffer(1e-6)
+    shapely.prepare(inner_ok)
+    shapely.prepare(area_utm)
+    half = chip_size_m / 2 + 30.0
+    out: list[Location] = []
+    for y in ys:
+        cand = xs[shapely.contains_xy(inner_ok, xs, np.full_like(xs, y))]
+        if not cand.size:
+            continue
+        squares = shapely.box(cand - half, y - half, cand + half, y + half)
+        keep = cand[shapely.covers(area_utm, squares)]
+        lons, lats = to_ll.transform(keep, np.full_like(keep, y))
+        out.extend(
+            Location(_location_id(float(lo), float(la)), round(float(lo), 6), round(float(la), 6))
+            for lo, la in zip(np.atleast_1d(lons), np.atleast_1d(lats), strict=True)
+        )
+    return out
+
+
+def _zorder(lon: float, lat: float) -> int:
+    x = int((lon + 180.0) / 360.0 * 65535)
+    y = int((lat + 90.0) / 180.0 * 65535)
+    key = 0
+    for bit in range(16):
+        key |= ((x >> bit) & 1) << (2 * bit) | ((y >> bit) & 1) << (2 * bit + 1)
+    return key
+
+
+def plan_locations(region: RegionConfig, chip_size_m: float, *, seed: int = 0) -> list[Location]:
+    """Lay out the chip centres of a region, in Z-order.
+
+    Args:
+        region: The region config.
+        chip_size_m: Chip edge in metres (chips must fit inside bbox/GeoJSON regions).
+        seed: Seed for the subset drawn when ``region.max_locations`` is set.
+
+    Raises:
+        ConfigError: if the region yields no location.
+    """
+    if region.points is not None:
+        locs = [
+            Location(_location_id(p.lon, p.lat), round(p.lon, 6), round(p.lat, 6), p.name)
+            for p in region.points
+        ]
+        locs = list({loc.location_id: loc for loc in locs}.values())  # drop exact duplicates
+    else:
+        locs = _grid_locations(region_geometry(region), region.spacing_m, chip_size_m)
+    if not locs:
+        field = "region.bbox" if region.bbox is not None else "region.geojson"
+        raise ConfigError(field, f"region is smaller than one chip ({chip_size_m:.0f} m)")
+    if region.max_locations is not None and len(locs) > region.max_locations:
+        rank = {
+            loc.location_id: hashlib.sha1(f"{seed}|{loc.location_id}".encode()).hexdigest()
+            for loc in locs
+        }
+        locs = sorted(locs, key=lambda loc: rank[loc.location_id])[: region.max_locations]
+    return sorted(locs, key=lambda loc: (_zorder(loc.lon, loc.lat), loc.location_id))
+
+
+def iter_shards(config: RunConfig, locations: list[Location] | None = None) -> Iterator[ShardPlan]:
+    """Yield the run's shards one at a time, ``output.shard_size`` samples each.
+
+    Only the compact location list is held; samples are made per shard, so planning a
+    million-sample run costs the memory of its locations, not of its samples. A location's
+    periods stay next to each other so that a shard reuses scene searches.
+
+    Args:
+        config: The run config.
+        locations: The run's locations, if already computed (:func:`plan_locations`).
+    """
+    if locations is None:
+        locations = plan_locations(config.region, config.chips.size_m, seed=config.seed)
+    size = config.output.shard_size
+    periods = config.periods
+    total = len(locations) * len(periods)
+    for index in range((total + size - 1) // size):
+        samples = []
+        for k in range(index * size, min((index + 1) * size, total)):
+            loc, period = locations[k // len(periods)], periods[k % len(periods)]
+            samples.append(SampleSpec(sample_id(loc, period), loc, period, index))
+        yield ShardPlan(index=index, samples=tuple(samples))
+
+
+def plan_shards(config: RunConfig) -> list[ShardPlan]:
+    """Every shard of the run as a list (small runs, tests; long runs use :func:`iter_shards`)."""
+    return list(iter_shards(config))
+
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("shard", pa.int32()),
+        ("location_id", pa.string()),
+        ("location_name", pa.string()),
+        ("lon", pa.float64()),
+        ("lat", pa.float64()),
+        ("period", pa.string()),
+        ("start", pa.date32()),
+        ("end", pa.date32()),
+    ]
+)
+"""The manifest: one row per planned sample, written before any work starts."""
+
+
+def write_manifest(shards: Iterable[ShardPlan], path: Path) -> tuple[int, int]:
+    """Stream the planned samples to Parquet, a row group per ~8k samples, atomically.
+
+    Returns:
+        (number of shards, number of samples) written.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    n_shards = n_samples = 0
+    rows: list[SampleSpec] = []
+    with pq.ParquetWriter(tmp, MANIFEST_SCHEMA) as writer:
+        for shard in shards:
+            n_shards += 1
+            n_samples += len(shard.samples)
+            rows.extend(shard.samples)
+            if len(rows) >= 8_192:
+                writer.write_table(_manifest_table(rows))
+                rows = []
+        if rows or n_samples == 0:
+            writer.write_table(_manifest_table(rows))
+    tmp.replace(path)
+    return n_shards, n_samples
+
+
+def _manifest_table(rows: list[SampleSpec]) -> pa.Table:
+    return pa.table(
+        {
+            "sample_id": [s.sample_id for s in rows],
+            "shard": [s.shard for s in rows],
+            "location_id": [s.location.location_id for s in rows],
+            "location_name": [s.location.name for s in rows],
+            "lon": [s.location.lon for s in rows],
+            "lat": [s.location.lat for s in rows],
+            "period": [s.period.name for s in rows],
+            "start": [s.period.start for s in rows],
+            "end": [s.period.end for s in rows],
+        },
+        schema=MANIFEST_SCHEMA,
+    )
+
+
+def read_manifest(path: Path) -> list[ShardPlan]:
+    """Read a manifest written by :func:`write_manifest` back into shard plans."""
+    table = pq.read_table(path, schema=MANIFEST_SCHEMA)
+    by_shard: dict[int, list[SampleSpec]] = {}
+    for row in table.to_pylist():
+        loc = Location(row["location_id"], row["lon"], row["lat"], row["location_name"])
+        period = Period(name=row["period"], start=row["start"], end=row["end"])
+        by_shard.setdefault(row["shard"], []).append(
+            SampleSpec(row["sample_id"], loc, period, row["shard"])
+        )
+    return [ShardPlan(k, tuple(v)) for k, v in sorted(by_shard.items())]
