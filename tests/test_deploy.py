@@ -135,30 +135,3 @@ def test_review_state_is_a_volume_and_the_dataset_read_only(services):
     # Only `review apply` writes into the dataset (shards/_review/).
     assert admin["/data"][1] is False and admin["/data/review"] == ("review-state", False)
 
-
-def test_the_wheel_ships_prompts_vocabulary_and_templates(tmp_path: Path) -> None:
-    """A user who never clones gets everything that is read at run time as a file."""
-    import sys
-    import zipfile
-
-    root = Path(__file__).resolve().parent.parent
-    pip_wheel = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
-    subprocess.run(
-        [*pip_wheel, str(root), "-w", str(tmp_path)],
-        check=True,
-        cwd=tmp_path,
-        capture_output=True,
-    )
-    (wheel,) = tmp_path.glob("eocap-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
-    expected = [
-        *(
-            f"prompts/{p.name}"
-            for p in (root / "prompts").iterdir()
-            if p.suffix in (".yaml", ".j2")
-        ),
-        "pipeline/data/clip_bpe_vocab_16e6.txt.gz",
-        "validation/templates/review.html",
-        "validation/static/review.js",
-    ]
-    assert len(expected) > 5 and not set(expected) - names
