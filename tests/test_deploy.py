@@ -14,14 +14,16 @@ import yaml
 
 from pipeline.build import CAPTION_TRANSPORT_HASHED_AS
 
+from .conftest import require_service
+
 COMPOSE_FILE = Path(__file__).resolve().parents[1] / "docker" / "compose.yaml"
 PROFILES = ["server", "build", "gpu", "review", "review-admin"]
 DOCKER_COMPOSE = shutil.which("docker-compose")
 
-if DOCKER_COMPOSE is None:
-    if os.environ.get("CI"):
-        pytest.fail("CI must have docker-compose (.ci/services.sh installs it)", pytrace=False)
-    pytest.skip("docker-compose not installed (.ci/services.sh)", allow_module_level=True)
+
+@pytest.fixture(scope="module", autouse=True)
+def _docker_compose():
+    require_service("docker-compose", DOCKER_COMPOSE is not None)
 
 
 def compose_config(*profiles: str, **env: str) -> dict:
@@ -134,4 +136,3 @@ def test_review_state_is_a_volume_and_the_dataset_read_only(services):
     assert review["/data/review"] == ("review-state", False)
     # Only `review apply` writes into the dataset (shards/_review/).
     assert admin["/data"][1] is False and admin["/data/review"] == ("review-state", False)
-
