@@ -14,14 +14,16 @@ import yaml
 
 from pipeline.core.config_hash import CAPTION_TRANSPORT_HASHED_AS
 
+from .conftest import require_service
+
 COMPOSE_FILE = Path(__file__).resolve().parents[1] / "docker" / "compose.yaml"
 PROFILES = ["server", "build", "gpu", "review", "review-admin"]
 DOCKER_COMPOSE = shutil.which("docker-compose")
 
-if DOCKER_COMPOSE is None:
-    if os.environ.get("CI"):
-        pytest.fail("CI must have docker-compose (.ci/services.sh installs it)", pytrace=False)
-    pytest.skip("docker-compose not installed (.ci/services.sh)", allow_module_level=True)
+
+@pytest.fixture(scope="module", autouse=True)
+def _docker_compose():
+    require_service("docker-compose", DOCKER_COMPOSE is not None)
 
 
 def compose_config(*profiles: str, **env: str) -> dict:
@@ -134,31 +136,3 @@ def test_review_state_is_a_volume_and_the_dataset_read_only(services):
     assert review["/data/review"] == ("review-state", False)
     # Only `review apply` writes into the dataset (shards/_review/).
     assert admin["/data"][1] is False and admin["/data/review"] == ("review-state", False)
-
-
-def test_the_wheel_ships_prompts_vocabulary_and_templates(tmp_path: Path) -> None:
-    """A user who never clones gets everything that is read at run time as a file."""
-    import sys
-    import zipfile
-
-    root = Path(__file__).resolve().parent.parent
-    pip_wheel = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
-    subprocess.run(
-        [*pip_wheel, str(root), "-w", str(tmp_path)],
-        check=True,
-        cwd=tmp_path,
-        capture_output=True,
-    )
-    (wheel,) = tmp_path.glob("eocap-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
-    expected = [
-        *(
-            f"prompts/{p.name}"
-            for p in (root / "prompts").iterdir()
-            if p.suffix in (".yaml", ".j2")
-        ),
-        "pipeline/caption/data/clip_bpe_vocab_16e6.txt.gz",
-        "validation/templates/review.html",
-        "validation/static/review.js",
-    ]
-    assert len(expected) > 5 and not set(expected) - names

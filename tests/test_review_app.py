@@ -27,10 +27,7 @@ PASSWORD = "correct-horse"
 def db_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'reviews.db'}"
-    url = review_postgres_url()
-    if url is None:
-        pytest.skip("no PostgreSQL (set EOCAP_TEST_POSTGRES_URL; .ci/run does)")
-    url = database_url(url, None)
+    url = database_url(review_postgres_url(), None)
     engine = sa.create_engine(url)
     metadata.drop_all(engine)  # a fresh schema per test
     engine.dispose()

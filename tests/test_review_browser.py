@@ -19,6 +19,8 @@ from validation.dataset import Dataset
 from validation.db import connect, items, reviews
 from validation.results import campaign_results
 
+from .conftest import require_service
+
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
     "--headless",
@@ -32,8 +34,10 @@ ARGS = [
 ]
 PASSWORD = "correct-horse"
 
-if not CHROMIUM.exists() and not os.environ.get("CI"):
-    pytest.skip("Debian chromium not installed (.ci/run installs it)", allow_module_level=True)
+
+@pytest.fixture(scope="module", autouse=True)
+def _chromium():
+    require_service(f"Debian chromium ({CHROMIUM})", CHROMIUM.exists())
 
 
 @pytest.fixture
