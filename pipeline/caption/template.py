@@ -1,4 +1,4 @@
-"""Captioners: one interface, several backends; this module holds it and the template backend.
+"""The template captioner: fluent captions written from facts only, grounded by construction.
 
 The template captioner writes a fluent caption from facts only: the map context (land cover,
 land use, water, buildings, roads, named features with positions) and the chip's SCL/spectral
@@ -9,95 +9,18 @@ phrasing varies per sample, deterministically (seeded by the sample id), for n-g
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import random
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
 
-from pipeline.core.config import CaptionerConfig
+from pipeline.caption.interface import CaptionInput, CaptionResult
 from pipeline.core.types import ChipStats, MapContext, NamedFeature
 
 __all__ = [
     "CLASS_PHRASES",
     "TemplateCaptioner",
 ]
-
-
-@dataclass(frozen=True)
-class CaptionInput:
-    """What a captioner knows about one chip.
-
-    Attributes:
-        sample_id: The sample.
-        period: Period name (e.g. ``summer``).
-        datetime: Acquisition time of the scene.
-        lon: Chip centre longitude.
-        lat: Chip centre latitude.
-        context: The chip's map context.
-        stats: The chip's SCL fractions and spectral indices.
-        rgb_png: The true-colour composite (for vision-language backends).
-    """
-
-    sample_id: str
-    period: str
-    datetime: dt.datetime
-    lon: float
-    lat: float
-    context: MapContext
-    stats: ChipStats
-    rgb_png: bytes = b""
-
-
-@dataclass(frozen=True)
-class CaptionResult:
-    """A caption, or why there is none.
-
-    Attributes:
-        sample_id: The sample.
-        caption: The caption text, ``None`` when captioning failed.
-        mentions: Context classes the caption names (``water:lake``, ``land_cover:forest``,
-            ``scl:cloud``...), for grounding checks.
-        error_reason: Failure reason when ``caption`` is ``None``.
-        error_message: Failure details.
-        finish_reason: Why generation stopped (``stop``, ``length``...) for model backends.
-        prompt_tokens: Prompt tokens over all turns (image tokens included), if known.
-        completion_tokens: Generated tokens over all turns, if known.
-        latency_s: Model time over all turns.
-        qa: (question, answer) pairs of a multi-turn prompt.
-    """
-
-    sample_id: str
-    caption: str | None
-    mentions: tuple[str, ...] = field(default=())
-    error_reason: str | None = None
-    error_message: str | None = None
-    finish_reason: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    latency_s: float | None = None
-    qa: tuple[tuple[str, str], ...] = field(default=())
-
-
-class Captioner(Protocol):
-    """A captioning backend: captions a batch of chips at a time."""
-
-    name: str
-    """Backend and model id, recorded on every sample (e.g. ``template``)."""
-    prompt_version: str
-    """Version and content hash of the prompt/template, recorded on every sample."""
-
-    @property
-    def generation_params(self) -> str:
-        """Generation settings as JSON, recorded on every sample."""
-        ...
-
-    def caption_batch(self, inputs: Sequence[CaptionInput]) -> list[CaptionResult]:
-        """Caption ``inputs``; one result per input, in order, failures included."""
-        ...
 
 
 CLASS_PHRASES: dict[str, dict[str, str]] = {
@@ -323,36 +246,3 @@ def _round_count(n: int) -> int:
         return n
     step = 10 if n < 200 else 50
     return int(round(n / step) * step)
-
-
-_MODEL_CAPTIONERS: dict[str, Captioner] = {}
-_MODEL_LOCK = threading.Lock()
-
-
-def make_captioner(config: CaptionerConfig, *, seed: int = 0) -> Captioner:
-    """The captioner a config's ``captioner`` section asks for.
-
-    Model backends are imported lazily and built once per process: shard tasks running in
-    threads share one loaded model (or one server client configuration).
-    """
-    if config.backend == "template":
-        return TemplateCaptioner(seed=seed, cloudy_threshold=config.cloudy_threshold)
-    key = config.model_dump_json()
-    with _MODEL_LOCK:
-        if key not in _MODEL_CAPTIONERS:
-            _MODEL_CAPTIONERS[key] = _build_model_captioner(config)
-        return _MODEL_CAPTIONERS[key]
-
-
-def _build_model_captioner(config: CaptionerConfig) -> Captioner:
-    if config.backend == "openai":
-        from pipeline.caption.backends.openai import OpenAICaptioner
-
-        return OpenAICaptioner.from_config(config)
-    if config.backend == "transformers":
-        from pipeline.caption.backends.transformers import TransformersCaptioner
-
-        return TransformersCaptioner.from_config(config)
-    from pipeline.caption.backends.vllm import VllmCaptioner
-
-    return VllmCaptioner.from_config(config)
