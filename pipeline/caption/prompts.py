@@ -22,6 +22,7 @@ import jinja2
 import jinja2.meta
 import yaml
 
+from pipeline.caption.interface import CaptionInput
 from pipeline.core.errors import ConfigError
 
 __all__ = ["PROMPTS_DIR", "ChatMessage", "PromptTemplate", "load_prompt", "prompt_facts"]
@@ -151,8 +152,8 @@ def _pct(share: float) -> int:
     return max(1, round(100 * share)) if share > 0 else 0
 
 
-def prompt_facts(x: Any) -> dict[str, Any]:
-    """The template variables of one chip, from a :class:`~.interface.CaptionInput`."""
+def prompt_facts(x: CaptionInput) -> dict[str, Any]:
+    """The template variables of one chip."""
     ctx, stats = x.context, x.stats
     water = [
         {
