@@ -270,6 +270,37 @@ def test_stac_errors_and_timeouts_for_a_while_lose_nothing(built, region, server
             assert r[column] == undisturbed[sid][column], (sid, column)
 
 
+# `eocap run` in a process that stops itself mid-run: the first shard is finished, the second
+# has its Parquet file written but not yet its stats (the shard is not done), and the run then
+# waits forever after writing argv[1]. The test kills it there: no race with a fast run.
+PAUSED_RUN = """
+import sys
+import threading
+from pathlib import Path
+
+import pipeline.build
+from flows.cli import main
+
+marker = Path(sys.argv[1])
+write_stats = pipeline.build.write_stats
+finished = []
+
+
+def write_stats_then_pause(stats, path):
+    if finished:
+        ready = marker.with_name(marker.name + ".tmp")
+        ready.write_text(str(stats.shard))
+        ready.replace(marker)  # whole when it appears
+        threading.Event().wait()
+    write_stats(stats, path)
+    finished.append(stats.shard)
+
+
+pipeline.build.write_stats = write_stats_then_pause
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 def test_sigkill_mid_run_then_restart_loses_and_duplicates_nothing(
     built, region, servers, tmp_path
 ):
@@ -288,22 +319,29 @@ def test_sigkill_mid_run_then_restart_loses_and_duplicates_nothing(
     path.write_text(yaml.safe_dump(run_config.model_dump(mode="json")))
     cmd = [sys.executable, "-m", "flows.cli", "run", str(path)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    paused = tmp_path / "paused"
     # A session of its own, so SIGKILL takes the run and its children (Prefect's server) at
     # once, like a machine that dies.
     proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        [sys.executable, "-c", PAUSED_RUN, str(paused), "run", str(path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
-    first = out / "shards" / "_stats" / "00000_stats.json"
+    # The run cannot go on once the marker exists; the deadline only bounds a broken run.
     deadline = time.monotonic() + 240
-    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+    while not paused.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert first.exists(), "the first shard never finished"
-    os.killpg(proc.pid, signal.SIGKILL)  # mid-run: later shards are pending or half-written
+    assert paused.exists(), f"the run never paused (exit code {proc.poll()})"
+    os.killpg(proc.pid, signal.SIGKILL)  # mid-run: one shard done, one half-written
     proc.wait()
     assert proc.stderr is not None
     proc.stderr.close()
-    done_before = len(list((out / "shards" / "_stats").glob("*_stats.json")))
-    assert done_before < 4
+    stats_files = list((out / "shards" / "_stats").glob("*_stats.json"))
+    half = int(paused.read_text())
+    assert len(stats_files) == 1 and stats_files[0].name != f"{half:05d}_stats.json"
+    assert (out / "shards" / f"{half:05d}.parquet").exists()  # written, but not done
     again = subprocess.run(cmd, env=env, capture_output=True, timeout=300)
     assert again.returncode == 0, again.stderr.decode()[-3000:]
     ours = rows(run_config)
