@@ -278,11 +278,11 @@ import sys
 import threading
 from pathlib import Path
 
-import pipeline.build
+import pipeline.runner.build
 from flows.cli import main
 
 marker = Path(sys.argv[1])
-write_stats = pipeline.build.write_stats
+write_stats = pipeline.runner.build.write_stats
 finished = []
 
 
@@ -296,7 +296,7 @@ def write_stats_then_pause(stats, path):
     finished.append(stats.shard)
 
 
-pipeline.build.write_stats = write_stats_then_pause
+pipeline.runner.build.write_stats = write_stats_then_pause
 sys.exit(main(sys.argv[2:]))
 """
 

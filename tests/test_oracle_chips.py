@@ -1,6 +1,6 @@
 """Oracle for the chip reader: every band of a chip against the source COG read directly.
 
-The chips come from :func:`pipeline.chips.read_chips` over HTTP (the build's reader); the
+The chips come from :func:`pipeline.stages.chips.read_chips` over HTTP (the build's reader); the
 oracle opens the same COG files from disk with rasterio, cuts the chip's window by its bounds
 and applies the dataset's pixel convention by hand: the region's Collection-1 items carry the
 baseline-04.00 offset of 1000 DN in every band, and a source 0 (nodata) stays 0.
@@ -17,10 +17,10 @@ import shapely
 from rasterio.enums import Resampling
 from rasterio.windows import from_bounds
 
-from pipeline.bands import L2A_BANDS
-from pipeline.chips import Chip, ChipRequest, read_chips
-from pipeline.geometry import ChipGrid, chip_grid
-from pipeline.scenes import SceneAssets, SceneChoice
+from pipeline.geo.bands import L2A_BANDS
+from pipeline.geo.grid import ChipGrid, chip_grid
+from pipeline.stages.chips import Chip, ChipRequest, read_chips
+from pipeline.stages.scenes import SceneAssets, SceneChoice
 
 from .conftest import make_config, search_all
 

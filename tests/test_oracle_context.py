@@ -15,8 +15,9 @@ import pytest
 import shapely
 from shapely.ops import transform
 
-from pipeline.context import POSITIONS, ChipArea, map_context
-from pipeline.geometry import ChipGrid, chip_grid, transformer
+from pipeline.core.types import ChipArea
+from pipeline.geo.grid import ChipGrid, chip_grid, transformer
+from pipeline.stages.context import POSITIONS, map_context
 
 from .conftest import SMALL_BBOX
 

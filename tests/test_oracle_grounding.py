@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.chips import ChipStats
-from pipeline.context import MapContext, NamedFeature, ShareItem
-from pipeline.grounding import unsupported_claims
+from pipeline.caption.grounding import unsupported_claims
+from pipeline.core.types import ChipStats, MapContext, NamedFeature, ShareItem
 
 CLEAR = ChipStats(0.0, 0.0, 0.0, 0.0, 0.0, 0.5, -0.2, 0.08)  # no water, snow or cloud seen
 SNOWY = ChipStats(0.0, 0.0, 0.0, 0.6, 0.0, 0.0, 0.1, 0.6)

@@ -17,8 +17,8 @@ import rasterio
 import shapely
 from shapely.ops import transform as reproject
 
-from pipeline.geometry import chip_grid, transformer
-from pipeline.shards import SampleRecord, write_shard
+from pipeline.dataset.shards import SampleRecord, write_shard
+from pipeline.geo.grid import chip_grid, transformer
 
 BOX_KEYS = ("xmin", "ymin", "xmax", "ymax")
 
