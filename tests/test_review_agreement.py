@@ -41,6 +41,29 @@ def test_alpha_ordinal_by_hand():
     assert krippendorff_alpha(units, "ordinal", bootstrap=0).value == pytest.approx(1 - 4 / 18)
 
 
+def test_alpha_interval_by_hand():
+    # Two coders, units (1,2) (2,2) (3,5); interval delta^2 = (c - k)^2.
+    # Coincidences: o_12 = o_21 = 1, o_22 = 2, o_35 = o_53 = 1; n_1=1, n_2=3, n_3=1, n_5=1, n=6.
+    # Do = (o_12 + o_21) * 1 + (o_35 + o_53) * 4 = 2 + 8 = 10, / n = 10/6.
+    # De = sum_{c != k} n_c n_k (c-k)^2 / (n (n-1)); unordered pairs, each counted twice:
+    #   (1,2) 1*3*1 = 3, (1,3) 1*1*4 = 4, (1,5) 1*1*16 = 16, (2,3) 3*1*1 = 3, (2,5) 3*1*9 = 27,
+    #   (3,5) 1*1*4 = 4; sum 57, twice 114, / 30 = 3.8.
+    # alpha = 1 - (10/6) / 3.8 = 1 - 100/228 = 32/57 = 0.5614.
+    units = [(1, 2), (2, 2), (3, 5)]
+    est = krippendorff_alpha(units, "interval", bootstrap=0)
+    assert est.value == pytest.approx(32 / 57)
+    assert est.n == 3
+
+
+def test_alpha_three_coders_on_a_unit_by_hand():
+    # Unit 1 has three values (a, a, b): ordered pairs of different coders a-a: 2, a-b: 2,
+    # b-a: 2, each weighted 1/(m - 1) = 1/2 -> o_aa = 1, o_ab = o_ba = 1. Unit 2 (b, b): o_bb = 2.
+    # n_a = 2, n_b = 3, n = 5. Do = (o_ab + o_ba)/n = 2/5; De = 2 n_a n_b / (n (n-1)) = 12/20.
+    # alpha = 1 - (2/5)/(12/20) = 1/3.
+    units = [("a", "a", "b"), {"x": "b", "y": "b", "z": None}]
+    assert krippendorff_alpha(units, "nominal", bootstrap=0).value == pytest.approx(1 / 3)
+
+
 def test_alpha_undefined_without_variation_or_pairs():
     assert krippendorff_alpha([(1, 1), (1, 1)], "nominal").value is None
     assert krippendorff_alpha([(1, None), (None, 2)], "nominal").value is None
@@ -62,6 +85,46 @@ def test_cohen_kappa_by_hand():
     assert est.value == pytest.approx(0.4)
     assert est.low == pytest.approx(0.14596, abs=1e-4)
     assert est.high == pytest.approx(0.65404, abs=1e-4)
+
+
+# Two raters whose marginals differ (A mostly 1, B mostly 3). Items 0-9, rows A, columns B:
+#
+#            B=1  B=2  B=3 | A's
+#     A=1     2    1    2  |  5
+#     A=2     0    2    2  |  4
+#     A=3     0    0    1  |  1
+#     B's     2    3    5  | 10
+#
+# po = (2 + 2 + 1)/10 = 0.5
+# pe = sum_c pA(c) pB(c) = (5*2 + 4*3 + 1*5)/100 = 27/100 = 0.27
+#   (A's marginals twice would give (25+16+1)/100 = 0.42; B's twice (4+9+25)/100 = 0.38)
+# kappa = (0.5 - 0.27)/(1 - 0.27) = 0.23/0.73 = 0.315068
+# se = sqrt(po (1-po) / (n (1-pe)^2)) = sqrt(0.25 / (10 * 0.5329)) = sqrt(0.046913) = 0.216594
+# 95 % CI = 0.315068 -+ 1.96 * 0.216594 = [-0.109456, 0.739593]
+ASYM_A = [1, 1, 1, 1, 1, 2, 2, 2, 2, 3]
+ASYM_B = [1, 1, 2, 3, 3, 2, 2, 3, 3, 3]
+
+
+def test_cohen_kappa_with_asymmetric_marginals_by_hand():
+    assert sorted(ASYM_A) != sorted(ASYM_B)  # the marginals differ
+    for a, b in ((ASYM_A, ASYM_B), (ASYM_B, ASYM_A)):  # kappa is symmetric in the raters
+        est = cohen_kappa(a, b)
+        assert est.value == pytest.approx(0.23 / 0.73)
+        assert est.low == pytest.approx(-0.109456, abs=1e-5)
+        assert est.high == pytest.approx(0.739593, abs=1e-5)
+        assert est.n == 10
+
+
+def test_pairwise_kappa_with_asymmetric_marginals_by_hand():
+    # The same table through pairwise_kappa, with items only one rater answered (left out).
+    ratings = {
+        "bob": {f"i{k}": v for k, v in enumerate(ASYM_B)} | {"only-bob": 1},
+        "ann": {f"i{k}": v for k, v in enumerate(ASYM_A)} | {"only-ann-1": 3, "only-ann-2": 3},
+    }
+    out = pairwise_kappa(ratings)
+    assert set(out) == {("ann", "bob")}
+    assert out[("ann", "bob")].value == pytest.approx(0.23 / 0.73)
+    assert out[("ann", "bob")].n == 10
 
 
 def test_pairwise_kappa_uses_shared_items_only():

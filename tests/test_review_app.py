@@ -4,11 +4,15 @@ Runs on SQLite and on the real PostgreSQL server that `.ci/run` starts.
 """
 
 import re
+import secrets
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
+from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 
 from validation.app import create_app
@@ -238,6 +242,141 @@ def test_reviewer_sees_only_own_answers_and_no_admin(app_env):
     assert r.status_code == 403
     admin = client_for(app, "admin")
     assert "secret edit" in admin.get(f"/admin/c/{c1}/reviews").text
+
+
+# -- CSRF: every state-changing route refuses a forged, missing or borrowed token ---------------
+
+UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def state_changing_routes(app):
+    """(method, path template) of every route that can change state, read from the app itself.
+
+    FastAPI 0.143 keeps included routers as one entry each in ``app.routes``;
+    ``iter_route_contexts`` (what its OpenAPI generator walks) flattens them to the real routes.
+    """
+    return {
+        (method, route.path)
+        for route in iter_route_contexts(app.routes)
+        for method in route.methods or ()
+        if method in UNSAFE_METHODS
+    }
+
+
+@dataclass(frozen=True)
+class PostCase:
+    """A valid request to one route: who sends it, where, and the form without its token."""
+
+    actor: str | None  # the signed-in user; None: the login form (double-submit cookie token)
+    url: Callable[[object, int, int], str]  # (engine, campaign 1, campaign 2) -> URL
+    form: dict[str, str]
+    refusal: str  # the text of the 400 page
+
+
+TOKEN_REFUSED = "security token is wrong or missing"
+
+POST_CASES = {
+    ("POST", "/login"): PostCase(
+        None,
+        lambda engine, c1, c2: "/login",
+        {"username": "ann", "password": PASSWORD},
+        "login form expired",
+    ),
+    ("POST", "/logout"): PostCase("ann", lambda engine, c1, c2: "/logout", {}, TOKEN_REFUSED),
+    ("POST", "/c/{campaign_id}/i/{item_id}"): PostCase(
+        "ann",
+        lambda engine, c1, c2: f"/c/{c1}/i/{item_ids(engine, c1)[0]}",
+        {"completeness": "2", "hallucinations": "0", "flags": "[]", "comment": "forged?"},
+        TOKEN_REFUSED,
+    ),
+    ("POST", "/admin/users"): PostCase(
+        "admin",
+        lambda engine, c1, c2: "/admin/users",
+        {"username": "mallory", "password": "mallory-password", "role": "admin"},
+        TOKEN_REFUSED,
+    ),
+    ("POST", "/admin/campaigns"): PostCase(
+        "admin",
+        lambda engine, c1, c2: "/admin/campaigns",
+        {"name": "three", "size": "2", "seed": "9", "gold_share": "0"},
+        TOKEN_REFUSED,
+    ),
+    ("POST", "/admin/c/{campaign_id}/grow"): PostCase(
+        "admin", lambda engine, c1, c2: f"/admin/c/{c2}/grow", {"size": "3"}, TOKEN_REFUSED
+    ),
+}
+
+
+def db_snapshot(engine):
+    """Every row of every table (sessions and the audit trail included)."""
+    with engine.connect() as con:
+        return {
+            table.name: sorted(repr(tuple(row)) for row in con.execute(sa.select(table)))
+            for table in metadata.sorted_tables
+        }
+
+
+def login_token(client):
+    """The login form's hidden token (its twin is the cookie the GET set on ``client``)."""
+    return re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+
+
+def test_every_state_changing_route_has_a_forgery_case(app_env):
+    # A new POST (PUT, DELETE...) route fails here until POST_CASES covers it.
+    app, *_ = app_env
+    assert state_changing_routes(app) == set(POST_CASES)
+
+
+@pytest.mark.parametrize("route", sorted(POST_CASES), ids=lambda r: f"{r[0]} {r[1]}")
+def test_forged_csrf_token_is_refused_and_changes_nothing(app_env, route):
+    app, engine, _, c1, c2 = app_env
+    case = POST_CASES[route]
+    url = case.url(engine, c1, c2)
+    if case.actor is None:
+        victim = TestClient(app, follow_redirects=False)
+        own = login_token(victim)
+        other = login_token(TestClient(app))  # another browser's login form
+        cookieless = TestClient(app, follow_redirects=False)  # never opened the login form
+        attempts = [
+            ("missing", victim, None),
+            ("empty", victim, ""),
+            ("forged", victim, secrets.token_urlsafe(24)),
+            ("other browser's token", victim, other),
+            ("own token truncated", victim, own[:-1]),
+            ("own token extended", victim, own + "A"),
+            ("no cookie, missing", cookieless, None),
+            ("no cookie, empty", cookieless, ""),
+            ("no cookie, someone's token", cookieless, other),
+        ]
+    else:
+        victim = client_for(app, case.actor)
+        own = csrf_of(victim, "/")
+        # The same user's other session, and another user's session: tokens an attacker who
+        # has an account (or an old session) could know, but not this session's.
+        other_session = csrf_of(client_for(app, case.actor), "/")
+        other_user = csrf_of(client_for(app, "bob"), "/")
+        assert len({own, other_session, other_user}) == 3
+        attempts = [
+            ("missing", victim, None),
+            ("empty", victim, ""),
+            ("forged", victim, secrets.token_urlsafe(32)),
+            ("other session of the same user", victim, other_session),
+            ("other user's session", victim, other_user),
+            ("own token truncated", victim, own[:-1]),
+            ("own token extended", victim, own + "A"),
+        ]
+    before = db_snapshot(engine)
+    for name, client, token in attempts:
+        data = case.form if token is None else {**case.form, "csrf": token}
+        r = client.post(url, data=data)
+        assert r.status_code == 400, (name, r.status_code, r.text[:300])
+        assert case.refusal in r.text, name
+        assert db_snapshot(engine) == before, name
+    # Control: the same request with the session's own token goes through and changes the
+    # database, so each refusal above was the token's doing and not a bad form.
+    r = victim.post(url, data={**case.form, "csrf": own})
+    assert r.status_code == 303, r.text[:300]
+    assert db_snapshot(engine) != before
 
 
 def test_expired_session_and_logout(app_env):

@@ -16,7 +16,7 @@ from pipeline.demo.servers import spawn_server
 from validation.auth import create_user
 from validation.campaigns import CampaignSettings, create_campaign
 from validation.dataset import Dataset
-from validation.db import connect, items, reviews
+from validation.db import connect, items, reviews, users
 from validation.results import campaign_results
 
 from .conftest import require_service
@@ -161,3 +161,51 @@ def test_two_reviewers_and_admin(site, browser):
     shoot(admin, "dashboard.png")
     admin.goto(f"{base}/admin/c/{cid}/reviews")
     assert "A corrected caption from ann." in admin.inner_text("#all-reviews")
+
+
+def submit_with_token(page, form, token):
+    """Overwrite a real form's hidden CSRF field in the page, submit it, return the response."""
+    page.eval_on_selector(f"{form} input[name=csrf]", "(el, t) => { el.value = t; }", token)
+    assert page.input_value(f"{form} input[name=csrf]") == token
+    with page.expect_navigation() as nav:
+        page.eval_on_selector(form, "f => f.requestSubmit()")
+    return nav.value
+
+
+def test_forged_csrf_token_in_a_real_form_is_refused(site, browser):
+    base, engine, cid = site
+    bob = log_in(browser, base, "bob")
+    bobs_token = bob.input_value("header form input[name=csrf]")  # a token an attacker knows
+    ann = log_in(browser, base, "ann")
+    ann.goto(f"{base}/c/{cid}/next")
+    item_url = ann.url
+    for token in ("forged-token", bobs_token, ""):
+        ann.goto(item_url)
+        ann.wait_for_selector("#sentences")
+        ann.keyboard.press("2")  # a complete, valid answer: only the token is wrong
+        response = submit_with_token(ann, "#review-form", token)
+        assert response.status == 400, token
+        assert "security token is wrong or missing" in ann.inner_text("#error")
+    with engine.connect() as con:
+        assert con.execute(sa.select(sa.func.count()).select_from(reviews)).scalar_one() == 0
+    # Control: the same form with the page's own token is saved.
+    ann.goto(item_url)
+    ann.wait_for_selector("#sentences")
+    ann.keyboard.press("2")
+    with ann.expect_navigation():
+        ann.keyboard.press("Enter")
+    with engine.connect() as con:
+        assert con.execute(sa.select(sa.func.count()).select_from(reviews)).scalar_one() == 1
+
+    # An admin form: a new admin account posted with a reviewer's token is not created.
+    admin = log_in(browser, base, "admin")
+    admin.goto(f"{base}/admin")
+    admin.fill("#new-user input[name=username]", "mallory")
+    admin.fill("#new-user input[name=password]", "mallory-password")
+    admin.select_option("#new-user select[name=role]", "admin")
+    response = submit_with_token(admin, "#new-user", bobs_token)
+    assert response.status == 400
+    assert "security token is wrong or missing" in admin.inner_text("#error")
+    with engine.connect() as con:
+        names = con.execute(sa.select(users.c.username)).scalars().all()
+    assert "mallory" not in names
