@@ -1,7 +1,7 @@
 """Overture join throughput: ``pipeline.stages.context.map_context`` in chips/s, >= 1M features.
 
 The extract is synthetic but laid out like an Overture release and like the demo's extract
-(``pipeline.demo.region``: same per-type schemas, GeoParquet 1.1 ``geo`` metadata with a
+(``pipeline.demo.overture``: same per-type schemas, GeoParquet 1.1 ``geo`` metadata with a
 ``bbox`` covering, float32 bboxes rounded outward): a hive tree ``theme=*/type=*/part-*.parquet``
 over a 1 x 1 degree area (default lon 10-11, lat 47-48, ~8,300 km2), rows of each type sorted
 along a Z-order curve and written in row groups of 65,536 rows, so the constant bbox predicate
@@ -135,7 +135,7 @@ def _pick(rng: np.random.Generator, n: int, weights: dict[str, float]) -> pa.Arr
 
 def _names(rng: np.random.Generator, prefix: str, n: int, share: float) -> pa.Array:
     """The Overture ``names`` struct with ``primary`` set on a share of rows (others null)."""
-    from pipeline.demo.region import _NAMES_TYPE
+    from pipeline.demo.overture import _NAMES_TYPE
 
     named = rng.random(n) < share
     primary = pa.array(
@@ -317,12 +317,13 @@ def _write_type(
     root: Path, theme: str, type_: str, geoms: np.ndarray, cols: dict[str, pa.Array], seed: int
 ) -> dict[str, Any]:
     """Sort spatially and write one type's GeoParquet, demo-style; return its stats."""
-    from pipeline.demo.region import _COMMON_FIELDS, _TYPE_FIELDS, _f32_outward, _morton
+    from pipeline.demo.overture import _COMMON_FIELDS, _TYPE_FIELDS, _f32_outward
+    from pipeline.geo.zorder import extent_zorder
 
     n = len(geoms)
     bounds = shapely.bounds(geoms)
     order = np.argsort(
-        _morton((bounds[:, 0] + bounds[:, 2]) / 2, (bounds[:, 1] + bounds[:, 3]) / 2),
+        extent_zorder((bounds[:, 0] + bounds[:, 2]) / 2, (bounds[:, 1] + bounds[:, 3]) / 2),
         kind="stable",
     )
     bounds = bounds[order]

@@ -36,13 +36,9 @@ from typing import Any
 import pytest
 
 from pipeline.core.config import Period, RunConfig, load_config
-from pipeline.demo.region import (
-    Acquisition,
-    DemoRegion,
-    ItemFlavor,
-    generate_demo_region,
-    load_items,
-)
+from pipeline.demo.flavors import ItemFlavor
+from pipeline.demo.region import DemoRegion, generate_demo_region, load_items
+from pipeline.demo.scene import Acquisition
 from pipeline.demo.servers import DemoServers, ServerHandle, serve_demo, start_transformers_server
 from pipeline.demo.tiny_llava import ensure_tiny_llava_next
 from pipeline.stages.sampling import SampleSpec, plan_shards

@@ -18,7 +18,10 @@ import shapely
 from pyproj import Transformer
 
 from pipeline.demo import region as demo
-from pipeline.demo.region import Acquisition, DemoRegion
+from pipeline.demo.flavors import FLAVOR_COLLECTIONS
+from pipeline.demo.land_cover import BUILT_UP, CROPLAND, FOREST, GRASSLAND, WATER
+from pipeline.demo.region import DemoRegion
+from pipeline.demo.scene import DEMO_ACQUISITIONS, Acquisition
 from pipeline.geo.bands import L2A_BANDS, SCL
 
 SMALL_BBOX = (10.90, 47.55, 10.95, 47.59)
@@ -156,7 +159,7 @@ def test_boa_offset_by_flavor_and_processing_baseline(
     )
     items = _items(region)
     new, old = (items[i] for i in region.item_ids)
-    assert new["collection"] == demo.FLAVOR_COLLECTIONS[flavor]
+    assert new["collection"] == FLAVOR_COLLECTIONS[flavor]
     red_key, nir_key, scl_key = (
         ("B04", "B08", "SCL") if "B04" in new["assets"] else ("red", "nir", "scl")
     )
@@ -165,7 +168,7 @@ def test_boa_offset_by_flavor_and_processing_baseline(
     scl_old, _ = _read(region, old, scl_key)
     clear = np.isin(scl_new, (4, 5, 6)) & np.isin(scl_old, (4, 5, 6))
     clear10 = np.kron(clear, np.ones((2, 2), bool))  # 20 m -> 10 m
-    forest = clear10 & (truth == demo.FOREST)
+    forest = clear10 & (truth == FOREST)
     assert forest.sum() > 1000
     nir_new = _read(region, new, nir_key)[0][forest].astype(int)
     nir_old = _read(region, old, nir_key)[0][forest].astype(int)
@@ -175,7 +178,7 @@ def test_boa_offset_by_flavor_and_processing_baseline(
         raster = item["assets"][nir_key].get("raster:bands")
         assert (raster[0]["offset"] if raster else None) == offset
         assert item["properties"].get("earthsearch:boa_offset_applied") == applied
-    water = clear10 & (truth == demo.WATER)
+    water = clear10 & (truth == WATER)
     red = _read(region, new, red_key)[0][water].astype(int)
     assert pixel_offset < np.median(red) < pixel_offset + 600  # dark water
 
@@ -350,7 +353,7 @@ def test_overture_agrees_with_rasters(es_region: DemoRegion) -> None:
     water_polys = [w for w in water_wkb if "Polygon" in shapely.from_wkb(w).geom_type]
     assert len(water_polys) >= 3
     water = _utm_mask(es_region, water_polys, truth.shape)
-    raster_water = truth == demo.WATER
+    raster_water = truth == WATER
     iou = (water & raster_water).sum() / (water | raster_water).sum()
     assert iou > 0.85
     # The clear scene's SCL sees water where the map has it.
@@ -360,9 +363,9 @@ def test_overture_agrees_with_rasters(es_region: DemoRegion) -> None:
     assert water[scl_water].mean() > 0.85
     # Land-cover polygons (30 m, generalised) mostly cover their own class.
     for subtype, code in (
-        ("forest", demo.FOREST),
-        ("crop", demo.CROPLAND),
-        ("urban", demo.BUILT_UP),
+        ("forest", FOREST),
+        ("crop", CROPLAND),
+        ("urban", BUILT_UP),
     ):
         sql = f"SELECT geometry FROM o WHERE type = 'land_cover' AND subtype = '{subtype}'"
         polys = [r[0] for r in _overture(es_region, sql)]
@@ -423,16 +426,16 @@ def test_default_acquisitions_cover_the_seasons() -> None:
         "winter": (12, 1, 2),
     }
     for months in seasons.values():
-        acqs = [a for a in demo.DEMO_ACQUISITIONS if a.date.month in months]
+        acqs = [a for a in DEMO_ACQUISITIONS if a.date.month in months]
         assert len(acqs) == 2
         clear, cloudy = sorted(acqs, key=lambda a: a.cloud_fraction)
         assert clear.cloud_fraction < cloudy.cloud_fraction
     autumn = sorted(
-        (a for a in demo.DEMO_ACQUISITIONS if a.date.month in (9, 10, 11)),
+        (a for a in DEMO_ACQUISITIONS if a.date.month in (9, 10, 11)),
         key=lambda a: a.cloud_fraction,
     )
     assert autumn[0].footprint == "east" and autumn[1].footprint == "full"
-    assert all(a.date.tzinfo is not None for a in demo.DEMO_ACQUISITIONS)
+    assert all(a.date.tzinfo is not None for a in DEMO_ACQUISITIONS)
 
 
 def test_winter_snow_and_summer_green(tmp_path: Path) -> None:
@@ -448,8 +451,8 @@ def test_winter_snow_and_summer_green(tmp_path: Path) -> None:
     red = _read(region, summer_item, "red")[0].astype(float) - 1000
     nir = _read(region, summer_item, "nir")[0].astype(float) - 1000
     ndvi = (nir - red) / (nir + red)
-    assert np.median(ndvi[truth == demo.FOREST]) > 0.6
-    assert np.median(ndvi[truth == demo.GRASSLAND]) > 0.4
+    assert np.median(ndvi[truth == FOREST]) > 0.6
+    assert np.median(ndvi[truth == GRASSLAND]) > 0.4
     scl, _ = _read(region, winter_item, "scl")
     snow = np.kron(scl == 11, np.ones((2, 2), bool))
     swir = _read(region, winter_item, "swir16")[0]

@@ -13,7 +13,9 @@ import rasterio
 
 from pipeline.dataset.shards import ShardStats
 from pipeline.demo import region as demo
-from pipeline.demo.region import Acquisition, DemoRegion
+from pipeline.demo.flavors import FLAVOR_COLLECTIONS
+from pipeline.demo.region import DemoRegion
+from pipeline.demo.scene import Acquisition
 from pipeline.demo.servers import serve_demo
 from pipeline.geo.bands import L2A_BANDS
 from pipeline.geo.grid import chip_grid
@@ -53,7 +55,7 @@ def regions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, DemoRegion]:
         flavor: demo.generate_demo_region(
             root / flavor, bbox=BBOX, acquisitions=ACQS, item_flavor=flavor
         )
-        for flavor in demo.FLAVOR_COLLECTIONS
+        for flavor in FLAVOR_COLLECTIONS
     }
 
 

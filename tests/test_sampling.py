@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import shapely
 from shapely.geometry import box
@@ -10,6 +11,7 @@ from shapely.geometry import box
 from pipeline.core.config import load_config
 from pipeline.core.errors import ConfigError
 from pipeline.geo.grid import chip_grid, utm_crs
+from pipeline.geo.zorder import extent_zorder, interleave, lonlat_zorder
 from pipeline.stages.sampling import plan_locations, plan_shards, read_manifest, write_manifest
 
 
@@ -107,3 +109,30 @@ def test_chip_grid_snaps_to_pixels():
     x0, y0, x1, y1 = grid.bounds
     assert x0 % 10 == 0 and y1 % 10 == 0
     assert x1 - x0 == 2640 and y1 - y0 == 2640
+
+
+def test_zorder_interleaves_x_into_even_and_y_into_odd_bits():
+    assert interleave(0b11, 0b01).tolist() == 0b0111
+    assert interleave([0xFFFF, 0, 5], [0, 0xFFFF, 0]).tolist() == [0x55555555, 0xAAAAAAAA, 17]
+    # Only the low 16 bits count, negative cells by their two's complement.
+    assert interleave([0x10005, -1], [0, 0]).tolist() == [17, 0x55555555]
+
+
+def test_lonlat_zorder_floors_onto_a_fixed_global_grid():
+    # (0, 0): cells int(32767.5) = 0x7FFF on both axes; (-90, 0): x = int(16383.75) = 0x3FFF.
+    lon, lat = [-180.0, 180.0, 0.0, -90.0], [-90.0, 90.0, 0.0, 0.0]
+    assert lonlat_zorder(lon, lat).tolist() == [0, 0xFFFFFFFF, 0x3FFFFFFF, 0x2FFFFFFF]
+
+
+def test_extent_zorder_rounds_onto_the_points_own_extent():
+    # x cells 0, round(32767.5) = 32768, 65535, round(16383.75) = 16384; y cells 0, 32768, 65535.
+    x, y = np.array([0.0, 0.5, 1.0, 0.25]), np.array([0.0, 1.0, 2.0, 2.0])
+    assert extent_zorder(x, y).tolist() == [0, 0xC0000000, 0xFFFFFFFF, 0xBAAAAAAA]
+    assert extent_zorder(np.array([3.0]), np.array([4.0])).tolist() == [0]
+
+
+def test_locations_are_in_zorder():
+    config = load_config(env={})
+    locs = plan_locations(config.region, config.chips.size_m)
+    keys = lonlat_zorder([loc.lon for loc in locs], [loc.lat for loc in locs]).tolist()
+    assert keys == sorted(keys)

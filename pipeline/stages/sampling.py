@@ -26,6 +26,7 @@ from shapely.ops import transform as transform_geometry
 from pipeline.core.config import Period, RegionConfig, RunConfig
 from pipeline.core.errors import ConfigError
 from pipeline.geo.grid import transformer, utm_crs
+from pipeline.geo.zorder import lonlat_zorder
 
 __all__ = [
     "MANIFEST_SCHEMA",
@@ -171,15 +172,6 @@ def _grid_locations(area: BaseGeometry, spacing_m: float, chip_size_m: float) ->
     return out
 
 
-def _zorder(lon: float, lat: float) -> int:
-    x = int((lon + 180.0) / 360.0 * 65535)
-    y = int((lat + 90.0) / 180.0 * 65535)
-    key = 0
-    for bit in range(16):
-        key |= ((x >> bit) & 1) << (2 * bit) | ((y >> bit) & 1) << (2 * bit + 1)
-    return key
-
-
 def plan_locations(region: RegionConfig, chip_size_m: float, *, seed: int = 0) -> list[Location]:
     """Lay out the chip centres of a region, in Z-order.
 
@@ -208,7 +200,9 @@ def plan_locations(region: RegionConfig, chip_size_m: float, *, seed: int = 0) -
             for loc in locs
         }
         locs = sorted(locs, key=lambda loc: rank[loc.location_id])[: region.max_locations]
-    return sorted(locs, key=lambda loc: (_zorder(loc.lon, loc.lat), loc.location_id))
+    keys = lonlat_zorder([loc.lon for loc in locs], [loc.lat for loc in locs]).tolist()
+    order = sorted(range(len(locs)), key=lambda i: (keys[i], locs[i].location_id))
+    return [locs[i] for i in order]
 
 
 def iter_shards(config: RunConfig, locations: list[Location] | None = None) -> Iterator[ShardPlan]:
