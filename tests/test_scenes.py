@@ -1,21 +1,24 @@
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import pytest
 from fastapi import FastAPI
+from pystac_client.stac_api_io import StacApiIO
 
 from pipeline.core.config import load_config
 from pipeline.core.errors import AssetError, SampleFailure
 from pipeline.demo.region import load_items
-from pipeline.demo.servers import free_port
+from pipeline.demo.servers import free_port, start_stac_server
 from pipeline.geo.bands import L2A_BANDS, band_by_name
 from pipeline.io.stac import PlanetaryComputerSigner
 from pipeline.stages.sampling import plan_shards
 from pipeline.stages.scenes import SceneChoice, resolve_scene, search_scenes
 
 from .conftest import make_config, search_all
-from .faults import serve_in_thread
+from .faults import FaultPlan, fault_proxy, serve_in_thread
 
 
 @pytest.mark.parametrize(
@@ -98,6 +101,7 @@ def test_stac_server_down_is_a_sample_failure(region, tmp_path):
     config = load_config(env={}).with_updates(
         {
             "stac.api_url": f"http://127.0.0.1:{free_port()}/",
+            "stac.backoff_s": 0.01,
             "region.points": [{"lon": 10.9, "lat": 47.57}],
             "region.bbox": None,
         }
@@ -147,26 +151,145 @@ def test_old_processing_baseline_has_no_offset(pc_region):
     assert resolve_scene(item, L2A_BANDS).radiometry.offset_dn["B04"] == 0
 
 
+BLOB_ROOT = "https://sentinel2l2a01.blob.core.windows.net/sentinel2-l2"
+
+
+@dataclass
+class TokenEndpoint:
+    """A real SAS token endpoint shaped like Planetary Computer's; tokens expire at ``expiry``."""
+
+    url: str
+    calls: list[str] = field(default_factory=list)
+    expiry: dt.datetime = dt.datetime(2099, 1, 1, tzinfo=dt.UTC)
+
+
 @pytest.fixture
-def token_server() -> Iterator[tuple[str, list[str]]]:
-    """A real SAS token endpoint shaped like Planetary Computer's, on 127.0.0.1."""
+def token_endpoint() -> Iterator[TokenEndpoint]:
     app = FastAPI()
-    calls: list[str] = []
+    endpoint = TokenEndpoint(url="")
 
     @app.get("/api/sas/v1/token/{account}/{container}")
     def token(account: str, container: str) -> dict[str, str]:
-        calls.append(f"{account}/{container}")
-        return {"msft:expiry": "2099-01-01T00:00:00Z", "token": f"sv=1&sig={account}"}
+        endpoint.calls.append(f"{account}/{container}")
+        n = len(endpoint.calls)
+        expiry = endpoint.expiry.isoformat().replace("+00:00", "Z")
+        return {"msft:expiry": expiry, "token": f"sv=1&sig={account}{n}"}
 
     with serve_in_thread(app) as base:
-        yield f"{base}/api/sas/v1/token", calls
+        endpoint.url = f"{base}/api/sas/v1/token"
+        yield endpoint
 
 
-def test_planetary_computer_signing(token_server):
-    url, calls = token_server
-    sign = PlanetaryComputerSigner(url)
-    href = "https://sentinel2l2a01.blob.core.windows.net/sentinel2-l2/32/T/PT/B04.tif"
-    assert sign(href) == href + "?sv=1&sig=sentinel2l2a01"
-    sign(href.replace("B04", "B03"))
-    assert calls == ["sentinel2l2a01/sentinel2-l2"]  # cached per container
+@pytest.fixture(scope="module")
+def blob_stac_url(pc_region) -> Iterator[str]:
+    """A real STAC API serving the Planetary Computer items with Azure Blob hrefs."""
+    items = load_items(pc_region)
+    for item in items:
+        for asset in item["assets"].values():
+            asset["href"] = f"{BLOB_ROOT}/{asset['href']}"
+    with start_stac_server(items) as stac:
+        yield stac.url
+
+
+def _pc_config(pc_region, pc_servers, tmp_path, stac_url: str, token_url: str):
+    return make_config(
+        pc_region,
+        pc_servers,
+        tmp_path,
+        **{
+            "stac.api_url": stac_url,
+            "stac.signing": "planetary-computer",
+            "stac.signing_token_url": token_url,
+            "stac.backoff_s": 0.01,
+        },
+    )
+
+
+def test_planetary_computer_search_results_come_signed(
+    pc_region, pc_servers, blob_stac_url, token_endpoint, tmp_path
+):
+    config = _pc_config(pc_region, pc_servers, tmp_path, blob_stac_url, token_endpoint.url)
+    samples, result = search_all(config)
+    assert len(result) == len(samples) == 8
+    for choice in result.values():
+        assert isinstance(choice, SceneChoice), choice
+        for href in [*choice.scene.band_hrefs.values(), choice.scene.scl_href]:
+            assert href.startswith(BLOB_ROOT) and href.endswith(".tif?sv=1&sig=sentinel2l2a011")
+    # One token for the container, cached across every item and search of the run.
+    assert token_endpoint.calls == ["sentinel2l2a01/sentinel2-l2"]
+
+
+def test_planetary_computer_token_endpoint_errors_are_retried(
+    pc_region, pc_servers, blob_stac_url, token_endpoint, tmp_path
+):
+    plan = FaultPlan(errors=2)
+    with fault_proxy(token_endpoint.url, plan) as token_url:
+        config = _pc_config(pc_region, pc_servers, tmp_path, blob_stac_url, token_url)
+        _, result = search_all(config)
+    assert all(isinstance(c, SceneChoice) for c in result.values())
+    assert len(plan.seen) == 3 and len(token_endpoint.calls) == 1
+
+
+def test_planetary_computer_token_endpoint_down_is_a_stac_error(
+    pc_region, pc_servers, blob_stac_url, tmp_path
+):
+    token_url = f"http://127.0.0.1:{free_port()}/api/sas/v1/token"
+    config = _pc_config(pc_region, pc_servers, tmp_path, blob_stac_url, token_url)
+    _, result = search_all(config.with_updates({"stac.max_retries": 1}))
+    for failure in result.values():
+        assert isinstance(failure, SampleFailure) and failure.reason == "stac_error"
+        assert "no SAS token for sentinel2l2a01/sentinel2-l2" in failure.message
+
+
+def test_planetary_computer_signing(token_endpoint):
+    sign = PlanetaryComputerSigner(token_endpoint.url, StacApiIO(timeout=5)).sign
+    href = f"{BLOB_ROOT}/32/T/PT/B04.tif"
+    assert sign(href) == href + "?sv=1&sig=sentinel2l2a011"
+    assert sign(href + "?a=1") == href + "?a=1&sv=1&sig=sentinel2l2a011"
+    assert token_endpoint.calls == ["sentinel2l2a01/sentinel2-l2"]  # cached per container
+    signed = sign(href)
+    assert sign(signed) == signed  # already signed
     assert sign("http://127.0.0.1/x.tif") == "http://127.0.0.1/x.tif"
+
+
+def test_planetary_computer_token_is_renewed_before_it_expires(token_endpoint):
+    sign = PlanetaryComputerSigner(token_endpoint.url, StacApiIO(timeout=5)).sign
+    href = f"{BLOB_ROOT}/32/T/PT/B04.tif"
+    # Two minutes left: too little for hrefs that the chips stage reads later.
+    token_endpoint.expiry = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2)
+    assert sign(href).endswith("sig=sentinel2l2a011")
+    assert sign(href).endswith("sig=sentinel2l2a012")
+    token_endpoint.expiry = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=45)
+    assert sign(href).endswith("sig=sentinel2l2a013")
+    assert sign(href).endswith("sig=sentinel2l2a013")
+    assert len(token_endpoint.calls) == 3
+
+
+def test_stac_errors_and_stalls_are_retried(region, servers, tmp_path):
+    plan = FaultPlan(errors=2, stalls=1, stall_s=2.0)
+    with fault_proxy(servers.stac_url, plan) as url:
+        config = make_config(
+            region,
+            servers,
+            tmp_path,
+            **{"stac.api_url": url, "stac.timeout_s": 0.5, "stac.backoff_s": 0.01},
+        )
+        _, result = search_all(config)
+    assert all(isinstance(c, SceneChoice) for c in result.values())
+    assert plan.seen[:4] == ["GET /"] * 4  # 500, 500, timeout, then the landing page
+
+
+def test_stac_errors_past_max_retries_are_a_sample_failure(region, servers, tmp_path):
+    plan = FaultPlan(errors=100)
+    with fault_proxy(servers.stac_url, plan) as url:
+        config = make_config(
+            region,
+            servers,
+            tmp_path,
+            **{"stac.api_url": url, "stac.max_retries": 2, "stac.backoff_s": 0.01},
+        )
+        _, result = search_all(config)
+    assert len(plan.seen) == 3  # the first try and two retries
+    for failure in result.values():
+        assert isinstance(failure, SampleFailure) and failure.reason == "stac_error"
+        assert "cannot open STAC API" in failure.message

@@ -200,13 +200,22 @@ class StacConfig(_Section):
         default=60.0, ge=0, le=100, description="Skip scenes with eo:cloud_cover above this (%)."
     )
     signing: Literal["none", "planetary-computer"] = Field(
-        default="none", description="How to sign asset hrefs before reading them."
+        default="none",
+        description="How search results' asset hrefs are signed: planetary-computer appends a "
+        "SAS token to every Azure Blob Storage href.",
     )
     signing_token_url: str = Field(
         default="https://planetarycomputer.microsoft.com/api/sas/v1/token",
-        description="SAS token endpoint used when signing is planetary-computer.",
+        description="SAS token endpoint used when signing is planetary-computer: GET "
+        "{signing_token_url}/{account}/{container} answers a token and its msft:expiry. "
+        "Fetched with the STAC timeout and retries.",
     )
-    timeout_s: float = Field(default=30.0, gt=0, description="Per-request timeout in seconds.")
+    timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Per-request timeout in seconds (STAC API and SAS token requests); a "
+        "request that times out is retried.",
+    )
     max_retries: int = Field(
         default=5,
         ge=0,
@@ -215,7 +224,11 @@ class StacConfig(_Section):
         "connection errors, timeouts), with exponential backoff and jitter.",
     )
     backoff_s: float = Field(
-        default=0.5, ge=0, description="First STAC retry delay; doubles per retry (max 30 s)."
+        default=0.5,
+        ge=0,
+        description="STAC retry backoff: the first retry is immediate, retry n waits "
+        "backoff_s * 2^(n-1) s plus up to backoff_s of jitter, at most 30 s; a server's "
+        "Retry-After wins.",
     )
     max_items: int = Field(
         default=500,

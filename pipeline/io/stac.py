@@ -1,59 +1,130 @@
-"""STAC API transport: opening a catalog with pystac-client, retries, Planetary Computer signing."""
+"""STAC API transport: pystac-client with timeouts and retries, and Planetary Computer signing.
+
+Retries are urllib3's ``Retry`` mounted by pystac-client's ``StacApiIO`` on its requests
+session: connection errors, timeouts, 429 and 5xx answers are retried with exponential backoff
+and jitter (``stac.max_retries``, ``stac.backoff_s``), POST searches included, a server's
+``Retry-After`` honoured.
+
+Planetary Computer keeps its COGs in Azure Blob Storage containers that need a SAS token, one
+per storage account and container, from its token endpoint (``GET
+{stac.signing_token_url}/{account}/{container}`` answering ``{"token": ..., "msft:expiry":
+...}``). Signing is pystac-client's ``modifier`` hook: each page of search results is signed as
+it arrives, so the stages only ever see readable hrefs.
+
+The modifier is :class:`PlanetaryComputerSigner`, not the ``planetary-computer`` package's
+``sign_inplace`` (1.0.0), because that package
+
+* reads its token endpoint only from ``PC_SDK_SAS_URL`` or ``~/.planetarycomputer/settings.env``
+  (which it loads into ``os.environ``), once per process, into a cached global ``Settings``:
+  following ``stac.signing_token_url`` per run would mean overwriting that global;
+* requests tokens without a timeout: a token endpoint that accepts the connection and never
+  answers blocks the shard for good (checked: ``sign_url`` was still waiting after 20 s),
+  where every other request here gives up after ``stac.timeout_s`` and is retried;
+* renews a token only with under 60 s left, but hrefs signed during the search are read
+  afterwards, in the chips stage.
+
+The signer fetches tokens through the catalog's own ``StacApiIO``: the same timeout and
+retries as the searches.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import threading
+import json
 import time
+from typing import Any
 from urllib.parse import urlparse
 
-import httpx
+import pystac
 import pystac_client
+from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
 from urllib3 import Retry
 
 from pipeline.core.config import StacConfig
 
+__all__ = ["PlanetaryComputerSigner", "open_catalog"]
+
+BLOB_HOST_SUFFIX = ".blob.core.windows.net"
+# A cached token is renewed this long before it expires: hrefs signed during the search must
+# still be valid when the chips stage reads them.
+TOKEN_RENEWAL_S = 300.0
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+MAX_BACKOFF_S = 30.0
+
 
 class PlanetaryComputerSigner:
-    """Appends Planetary Computer SAS tokens to Azure Blob hrefs (tokens cached until expiry).
+    """A pystac-client ``modifier`` that appends Planetary Computer SAS tokens to Blob hrefs.
+
+    Tokens are cached per storage account and container until :data:`TOKEN_RENEWAL_S` before
+    they expire. One signer serves one catalog (one thread).
 
     Args:
-        token_url: The SAS token endpoint; the account and container are appended.
-        timeout_s: HTTP timeout.
+        token_url: The SAS token endpoint; ``/{account}/{container}`` is appended.
+        io: The transport that fetches tokens (its timeout and retries apply).
     """
 
-    def __init__(self, token_url: str, timeout_s: float = 30.0) -> None:
+    def __init__(self, token_url: str, io: StacApiIO) -> None:
         self.token_url = token_url.rstrip("/")
-        self.timeout_s = timeout_s
+        self.io = io
         self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
-        self._lock = threading.Lock()
 
-    def __call__(self, href: str) -> str:
-        """Return ``href`` with a SAS token, or unchanged if it is not an Azure Blob URL."""
+    def __call__(
+        self, obj: pystac.Collection | pystac.Item | pystac.ItemCollection | dict[Any, Any]
+    ) -> None:
+        """Sign, in place, the asset hrefs of a page of search results or of an item.
+
+        Collections are left as they are: their own assets (thumbnails, item tables) are never
+        read here, and some sit in public accounts the token endpoint does not serve.
+
+        Raises:
+            APIError: if a token cannot be had.
+        """
+        if isinstance(obj, pystac.Item):
+            for asset in obj.assets.values():
+                asset.href = self.sign(asset.href)
+        elif isinstance(obj, pystac.ItemCollection):
+            for item in obj:
+                self(item)
+        elif isinstance(obj, dict) and obj.get("type") in ("Feature", "FeatureCollection"):
+            for feature in obj.get("features", [obj]):
+                for asset in feature.get("assets", {}).values():
+                    asset["href"] = self.sign(str(asset["href"]))
+
+    def sign(self, href: str) -> str:
+        """Return ``href`` with a SAS token, or unchanged if it is no Blob URL or is signed.
+
+        Raises:
+            APIError: if a token cannot be had.
+        """
         url = urlparse(href)
-        if not url.netloc.endswith(".blob.core.windows.net") or "sig=" in url.query:
+        if not url.netloc.endswith(BLOB_HOST_SUFFIX) or "sig=" in url.query:
             return href
         account = url.netloc.split(".")[0]
         container = url.path.lstrip("/").split("/")[0]
         return f"{href}{'&' if url.query else '?'}{self._token(account, container)}"
 
     def _token(self, account: str, container: str) -> str:
-        with self._lock:
-            cached = self._tokens.get((account, container))
-            if cached and cached[1] > time.time() + 300:
-                return cached[0]
-            resp = httpx.get(f"{self.token_url}/{account}/{container}", timeout=self.timeout_s)
-            resp.raise_for_status()
-            body = resp.json()
-            expiry = dt.datetime.fromisoformat(str(body["msft:expiry"]).replace("Z", "+00:00"))
+        cached = self._tokens.get((account, container))
+        if cached and cached[1] - time.time() > TOKEN_RENEWAL_S:
+            return cached[0]
+        url = f"{self.token_url}/{account}/{container}"
+        try:
+            body = json.loads(self.io.request(url))
             token = str(body["token"])
-            self._tokens[(account, container)] = (token, expiry.timestamp())
-            return token
+            expiry = dt.datetime.fromisoformat(str(body["msft:expiry"])).timestamp()
+        except (APIError, KeyError, ValueError) as exc:
+            raise APIError(f"no SAS token for {account}/{container} from {url}: {exc}") from exc
+        self._tokens[(account, container)] = (token, expiry)
+        return token
 
 
 def open_catalog(stac: StacConfig, *, timeout_s: float | None = None) -> pystac_client.Client:
-    """Open the STAC API with retries (429/5xx/timeouts, POST included) and a timeout.
+    """Open the STAC API with a timeout and retries; search results come signed if configured.
+
+    Args:
+        stac: STAC settings.
+        timeout_s: Per-request timeout instead of ``stac.timeout_s``.
 
     Raises:
         APIError: if the catalog cannot be opened after the retries.
@@ -62,11 +133,20 @@ def open_catalog(stac: StacConfig, *, timeout_s: float | None = None) -> pystac_
         total=stac.max_retries,
         backoff_factor=stac.backoff_s,
         backoff_jitter=stac.backoff_s,
-        backoff_max=30.0,
-        status_forcelist=(429, 500, 502, 503, 504),
+        backoff_max=MAX_BACKOFF_S,
+        status_forcelist=RETRY_STATUSES,
         allowed_methods=None,  # searches are POSTs: safe to repeat, they change nothing
         respect_retry_after_header=True,
         raise_on_status=False,
     )
-    io = StacApiIO(max_retries=retry, timeout=timeout_s or stac.timeout_s)
-    return pystac_client.Client.open(stac.api_url, stac_io=io)
+    io = StacApiIO(max_retries=retry)
+    signer = (
+        PlanetaryComputerSigner(stac.signing_token_url, io)
+        if stac.signing == "planetary-computer"
+        else None
+    )
+    # The timeout goes to open(), not StacApiIO(): open() sets the io's timeout to its own
+    # argument, None (no timeout at all) when left out (pystac-client issue #791).
+    return pystac_client.Client.open(
+        stac.api_url, stac_io=io, modifier=signer, timeout=timeout_s or stac.timeout_s
+    )

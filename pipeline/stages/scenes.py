@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-import httpx
 import pystac_client
 import shapely
 from pystac_client.exceptions import APIError
@@ -33,15 +32,13 @@ from pipeline.core.errors import AssetError, PreflightError, SampleFailure
 from pipeline.geo.bands import SCL, Band
 from pipeline.geo.grid import ChipGrid, chip_grid
 from pipeline.geo.radiometry import OffsetDecision, decide_offset
-from pipeline.io.stac import PlanetaryComputerSigner, open_catalog
+from pipeline.io.stac import open_catalog
 from pipeline.stages.sampling import SampleSpec
 
 __all__ = [
-    "PlanetaryComputerSigner",
     "SceneAssets",
     "SceneChoice",
     "check_stac",
-    "open_catalog",
     "resolve_scene",
     "search_scenes",
 ]
@@ -180,7 +177,8 @@ def resolve_scene(
     Args:
         item: A STAC item as a dict (Earth Search v1 or Planetary Computer shape).
         bands: Bands the run reads.
-        sign: Optional href signer (Planetary Computer).
+        sign: Optional rewriter of the band and SCL hrefs (search results arrive signed for
+            Planetary Computer already, see :mod:`pipeline.io.stac`).
 
     Raises:
         AssetError: if a band, the SCL layer or the CRS cannot be found.
@@ -289,11 +287,6 @@ def search_scenes(
         For each sample id, its :class:`SceneChoice` or a :class:`SampleFailure` (reasons
         ``stac_error``, ``no_scene``, ``missing_band``).
     """
-    sign = (
-        PlanetaryComputerSigner(stac.signing_token_url, stac.timeout_s)
-        if stac.signing == "planetary-computer"
-        else None
-    )
     groups: dict[tuple[str, int, int], list[SampleSpec]] = {}
     for s in samples:
         key = (s.period.name, math.floor(s.location.lon), math.floor(s.location.lat))
@@ -301,7 +294,7 @@ def search_scenes(
     out: dict[str, SceneChoice | SampleFailure] = {}
     try:
         client = open_catalog(stac)
-    except (APIError, httpx.HTTPError, OSError, ValueError) as exc:
+    except (APIError, OSError, ValueError) as exc:
         failure = SampleFailure("stac_error", f"cannot open STAC API {stac.api_url}: {exc}")
         return {s.sample_id: failure for group in groups.values() for s in group}
     resolved: dict[str, SceneAssets | AssetError] = {}
@@ -319,12 +312,12 @@ def search_scenes(
         )
         try:
             items = _search(client, stac, bbox, group[0].period.stac_datetime)
-        except (APIError, httpx.HTTPError, OSError) as exc:
+        except (APIError, OSError) as exc:
             for s in group:
                 out[s.sample_id] = SampleFailure("stac_error", f"scene search failed: {exc}")
             continue
         for s in group:
-            out[s.sample_id] = _choose(s, items, bands, resolved, sign, chip_size, resolution, stac)
+            out[s.sample_id] = _choose(s, items, bands, resolved, chip_size, resolution, stac)
     return out
 
 
@@ -333,7 +326,6 @@ def _choose(
     items: list[dict[str, Any]],
     bands: tuple[Band, ...],
     resolved: dict[str, SceneAssets | AssetError],
-    sign: Callable[[str], str] | None,
     chip_size: int,
     resolution: float,
     stac: StacConfig,
@@ -344,7 +336,7 @@ def _choose(
         scene = resolved.get(item["id"])
         if scene is None:
             try:
-                scene = resolve_scene(item, bands, sign)
+                scene = resolve_scene(item, bands)
             except AssetError as exc:
                 scene = exc
             resolved[item["id"]] = scene
