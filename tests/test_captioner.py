@@ -85,6 +85,19 @@ def test_cloudy_chip_says_so_and_names_no_ground_class():
     assert result.mentions == ("scl:cloud",)
 
 
+def test_chip_hidden_by_missing_data_is_not_called_cloudy():
+    # The runner captions every hidden chip with cloudy_threshold=0: clouds are named only
+    # where they, not missing data, hide the ground.
+    obscured = TemplateCaptioner(cloudy_threshold=0.0)
+    nodata = ChipStats(0.95, 0.01, 0.0, 0.0, 0.0, None, None, None)
+    result = obscured.caption_batch([make_input(LAKE_TOWN, nodata)])[0]
+    assert "no valid data" in result.caption and "cloud" not in result.caption
+    assert result.mentions == ()
+    cloudy = ChipStats(0.05, 0.93, 0.0, 0.0, 0.0, None, None, None)
+    result = obscured.caption_batch([make_input(LAKE_TOWN, cloudy)])[0]
+    assert "covered by clouds" in result.caption and result.mentions == ("scl:cloud",)
+
+
 def test_snow_and_partial_clouds_from_scl():
     stats = ChipStats(0.0, 0.35, 0.02, 0.6, 0.0, 0.1, 0.0, 0.4)
     caption = TemplateCaptioner().caption_batch([make_input(LAKE_TOWN, stats)])[0].caption

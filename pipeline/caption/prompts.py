@@ -22,6 +22,7 @@ import jinja2
 import jinja2.meta
 import yaml
 
+from pipeline.caption.claims import CLASS_PHRASES
 from pipeline.caption.interface import CaptionInput
 from pipeline.core.errors import ConfigError
 
@@ -32,15 +33,8 @@ PROMPTS_DIR = Path(str(importlib.resources.files("prompts")))
 
 ChatMessage = dict[str, Any]
 
-_WORDS = {
-    "crop": "cropland",
-    "grass": "grassland",
-    "urban": "built-up land",
-    "barren": "bare ground",
-    "snow": "permanent snow and ice",
-    "shrub": "shrubland",
-    "moss": "moss and lichen",
-}
+_LAND_COVER_WORDS = CLASS_PHRASES["land_cover"]
+"""The facts name land cover in the words the template captioner and the grounding check use."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +167,8 @@ def prompt_facts(x: CaptionInput) -> dict[str, Any]:
         "season": x.period,
         "date": x.datetime.date().isoformat(),
         "land_cover": [
-            {"name": _WORDS.get(i.cls, i.cls), "percent": _pct(i.share)} for i in ctx.land_cover
+            {"name": _LAND_COVER_WORDS.get(i.cls, i.cls), "percent": _pct(i.share)}
+            for i in ctx.land_cover
         ],
         "land_use": [{"name": i.cls, "percent": _pct(i.share)} for i in ctx.land_use[:4]],
         "water": water,
