@@ -257,7 +257,13 @@ def test_stac_errors_and_timeouts_for_a_while_lose_nothing(built, region, server
             region,
             servers,
             tmp_path / "faulty",
-            **{"stac.api_url": url, "stac.timeout_s": 1.0, "stac.backoff_s": 0.05},
+            # 5 faults in a row; 8 retries leave room beyond the last one.
+            **{
+                "stac.api_url": url,
+                "stac.timeout_s": 1.0,
+                "stac.backoff_s": 0.05,
+                "stac.max_retries": 8,
+            },
         )
         report = run_build(faulty)
     assert len(plan.seen) > 5  # the faults were hit, then requests went through

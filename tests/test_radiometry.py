@@ -67,7 +67,10 @@ def _item(region: DemoRegion, baseline: str) -> dict:
 
 
 def _scene(region: DemoRegion, item: dict) -> SceneAssets:
-    return resolve_scene(item, L2A_BANDS, sign=lambda href: str(region.root / href))
+    local = copy.deepcopy(item)  # the region's items hold hrefs relative to its root
+    for asset in local["assets"].values():
+        asset["href"] = str(region.root / asset["href"])
+    return resolve_scene(local, L2A_BANDS)
 
 
 def _chip(scene: SceneAssets) -> Chip:

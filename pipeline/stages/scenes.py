@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -169,16 +169,12 @@ def _item_crs(item: dict[str, Any], asset: dict[str, Any]) -> str:
     raise AssetError("item has no proj:code or proj:epsg")
 
 
-def resolve_scene(
-    item: dict[str, Any], bands: Iterable[Band], sign: Callable[[str], str] | None = None
-) -> SceneAssets:
+def resolve_scene(item: dict[str, Any], bands: Iterable[Band]) -> SceneAssets:
     """Find every band's COG, the SCL layer, the CRS and the radiometry of one STAC item.
 
     Args:
         item: A STAC item as a dict (Earth Search v1 or Planetary Computer shape).
         bands: Bands the run reads.
-        sign: Optional rewriter of the band and SCL hrefs (search results arrive signed for
-            Planetary Computer already, see :mod:`pipeline.io.stac`).
 
     Raises:
         AssetError: if a band, the SCL layer or the CRS cannot be found.
@@ -195,7 +191,6 @@ def resolve_scene(
         crs = crs or _item_crs(item, asset)
     scl = _find_scl(assets)
     crs = crs or _item_crs(item, scl)
-    signer = sign or (lambda h: h)
     collection = str(item.get("collection", ""))
     return SceneAssets(
         item_id=str(item["id"]),
@@ -204,8 +199,8 @@ def resolve_scene(
         cloud_cover=float(props.get("eo:cloud_cover", math.nan)),
         crs=crs,
         footprint=shape(item["geometry"]),
-        band_hrefs={k: signer(str(a["href"])) for k, a in band_assets.items()},
-        scl_href=signer(str(scl["href"])),
+        band_hrefs={k: str(a["href"]) for k, a in band_assets.items()},
+        scl_href=str(scl["href"]),
         radiometry=decide_offset(collection, props, band_assets),
         processing_baseline=baseline,
         platform=props.get("platform"),
