@@ -175,13 +175,26 @@ def localize_scene(scene: Any, base_url: str, root: Path) -> Any:
     )
 
 
+# Where the modules of the flat ``pipeline/`` (before the layered packages, issue 10) live now,
+# so that a baseline from before then resolves its relative imports (``from .config import``).
+FLAT_LAYOUT = {
+    "errors": "core.errors",
+    "config": "core.config",
+    "bands": "geo.bands",
+    "geometry": "geo.grid",
+    "radiometry": "geo.radiometry",
+}
+
+
 def module_at(commit: str, path: str) -> Any:
     """Import ``path`` (a module of ``pipeline/``) as it was at ``commit``, for same-run baselines.
 
     The old source comes from git history (``git show``), so a baseline is never a copy in the
-    tree; it is imported inside the ``pipeline`` package so its relative imports resolve.
+    tree; it is imported inside the ``pipeline`` package, and relative imports of modules that
+    have since moved (:data:`FLAT_LAYOUT`) are pointed at their new homes.
     """
     import importlib.util
+    import re
     import subprocess
     import sys
     import tempfile
@@ -189,6 +202,12 @@ def module_at(commit: str, path: str) -> Any:
     source = subprocess.run(
         ["git", "show", f"{commit}:{path}"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout
+    source = re.sub(
+        r"^from \.(\w+) import",
+        lambda m: f"from pipeline.{FLAT_LAYOUT.get(m[1], m[1])} import",
+        source,
+        flags=re.M,
+    )
     name = f"pipeline._at_{commit}_{Path(path).stem}"
     if name in sys.modules:
         return sys.modules[name]

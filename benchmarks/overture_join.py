@@ -13,7 +13,7 @@ The chips are the pipeline's own plan for a run over that area (``plan_shards``:
 spacing 1950 m, four seasons, 64 samples per shard, Z-ordered; 16 distinct grids per shard).
 
 Variants (``ours`` = ``pipeline.stages.context.map_context``; the baseline ``v0`` =
-``pipeline/stages/context.py`` at 85e58ef, imported from git history by ``module_at``: one DuckDB
+``pipeline/context.py`` at 85e58ef, imported from git history by ``module_at``: one DuckDB
 spatial query per type per shard, clipping every (feature, chip) pair in lon/lat, DuckDB
 connect + LOAD per shard):
 
@@ -503,7 +503,7 @@ def shifted(chips: list[Any], dlon: float) -> list[Any]:
 def _v0() -> Any:
     from benchmarks._common import module_at
 
-    return module_at("85e58ef", "pipeline/stages/context.py")
+    return module_at("85e58ef", "pipeline/context.py")
 
 
 _SHARED: dict[str, Any] = {}
