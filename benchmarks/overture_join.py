@@ -780,7 +780,7 @@ def main(argv: list[str] | None = None) -> None:
                 float(np.mean([len({_grid_key(c.grid) for c in s}) for s in series])), 1
             ),
             "planned_shards_over_area": planned,
-            "baseline": "pipeline/stages/context.py at 85e58ef (git show)",
+            "baseline": "pipeline/context.py at 85e58ef (git show)",
         },
         "variants": res,
         "ratios": {
