@@ -15,22 +15,15 @@ One process measures, in this order:
 3. plain ``model.generate`` (bf16, sdpa, batch 64, 128 forced new tokens);
 4. the fast path at each requested batch size.
 
-The fast path:
+The fast path is the engine :class:`pipeline.caption.engines.fast_llava.FastCaptioner` (split
+prefill, CUDA-graph decode, GQA-folded decode attention, autotuned attention variants; its module
+says how). This file is only the harness: the random-weight model and inputs, the plain baseline,
+the correctness check, the timing and the JSON report. It needs the ``models`` extra; the Triton
+decode kernel needs the ``gpu`` extra.
 
-* prefill in chunks of rows: the vision tower, projector and anyres packing are the model's own
-  (``get_image_features``), the Llama layers run as hand-written functions over the model's own
-  weights (q/k/v and gate/up fused into single GEMMs, RMSNorm/RoPE/SiLU fused by
-  ``torch.compile``), writing K/V straight into one preallocated cache for the whole batch;
-* decode of the whole batch with one static KV cache; each step (embedding, 32 layers, head,
-  greedy argmax with EOS masked, cache/position/mask updates) is captured in a CUDA graph, one
-  graph per KV-length bucket, so a step attends only over the filled part of the cache;
-* q_len=1 decode attention with the GQA fold: each KV head's query heads are folded into the
-  query-length axis (exact), so K/V are read once per KV head; the SDPA backend for prefill and
-  decode is chosen by timing the candidates on the real shapes (after checking them against the
-  math backend).
-
-Run ``python benchmarks/caption_gpu.py --out results.json`` on the GPU machine;
-``python benchmarks/caption_gpu.py --check --device cpu --tiny`` runs the check on a CPU.
+Run ``python -m benchmarks.caption_gpu --out results.json`` from the repository root on the GPU
+machine (torch and transformers are all it needs there, not the rest of eocap's dependencies);
+``python -m benchmarks.caption_gpu --check --device cpu --tiny`` runs the check on a CPU.
 """
 
 from __future__ import annotations
@@ -38,38 +31,49 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import itertools
+import importlib.metadata
 import json
-import math
+import logging
 import platform
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-try:  # the GPU machine has Triton; a CPU-only install need not
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - CPU-only environments
-    triton = None
+from pipeline.caption.engines.autotune import triton_decode_kernel
+from pipeline.caption.engines.fast_llava import (
+    FastCaptioner,
+    Geometry,
+    Inputs,
+    eos_ids,
+    fuse_projections,
+    image_geometry,
+)
+from pipeline.caption.engines.timing import sync, time_ms
 
-_T0 = time.perf_counter()
-Attn = Callable[..., Tensor]
+_T0 = time.time()
+LOG = logging.getLogger("caption_gpu")
 
 
-def log(msg: str) -> None:
-    """Print a progress line with the seconds since start.
+class _SinceStart(logging.Formatter):
+    """``[   12.3s] message``: seconds since the benchmark started."""
 
-    Args:
-        msg: The message.
-    """
-    print(f"[{time.perf_counter() - _T0:7.1f}s] {msg}", flush=True)
+    def format(self, record: logging.LogRecord) -> str:
+        return f"[{record.created - _T0:7.1f}s] {record.getMessage()}"
+
+
+def log_to_stdout() -> None:
+    """Print the harness's and the engine's progress lines on stdout (once per process)."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_SinceStart())
+    for logger in (LOG, logging.getLogger("pipeline.caption.engines")):
+        if not logger.handlers:
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,30 +81,6 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 PINPOINTS_8B = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
-
-
-@dataclass
-class Geometry:
-    """Token geometry of one caption request.
-
-    Attributes:
-        image_px: Side of the square input chip in pixels.
-        image_tokens: Image placeholder tokens after anyres packing (base tile + unpadded grid).
-        n_tiles: Vision tiles per image (base tile + grid tiles).
-        prompt_tokens: Text tokens of the prompt (without the image tokens).
-        new_tokens: Generated tokens per caption (all forced, EOS masked).
-    """
-
-    image_px: int
-    image_tokens: int
-    n_tiles: int
-    prompt_tokens: int
-    new_tokens: int
-
-    @property
-    def prefill_len(self) -> int:
-        """Prefill sequence length: text prompt plus image tokens."""
-        return self.prompt_tokens + self.image_tokens
 
 
 def build_config(tiny: bool) -> Any:
@@ -182,54 +162,6 @@ def build_config(tiny: bool) -> Any:
     )
 
 
-def eos_ids(config: Any) -> list[int]:
-    """EOS ids masked during forced decoding (Llama-3 has two).
-
-    Args:
-        config: The LLaVA-Next config.
-
-    Returns:
-        The EOS token ids.
-    """
-    eos = config.text_config.eos_token_id
-    ids = list(eos) if isinstance(eos, (list, tuple)) else [int(eos)]
-    if config.text_config.vocab_size > 128001 and 128001 not in ids:
-        ids.insert(0, 128001)  # <|end_of_text|> next to <|eot_id|>
-    return ids
-
-
-def image_geometry(config: Any, image_px: int, prompt_tokens: int, new_tokens: int) -> Geometry:
-    """Count image tokens for a square chip the way LLaVA-Next's anyres packing does.
-
-    Uses the model's own helpers (best grid, unpadding, one newline per row), so the count is the
-    one the model accepts.
-
-    Args:
-        config: The LLaVA-Next config.
-        image_px: Side of the square chip in pixels.
-        prompt_tokens: Text prompt tokens.
-        new_tokens: New tokens per caption.
-
-    Returns:
-        The geometry.
-    """
-    from transformers.models.llava_next.modeling_llava_next import (
-        get_anyres_image_grid_shape,
-        image_size_to_num_patches,
-        unpad_image,
-    )
-
-    vc = config.vision_config
-    side = vc.image_size // vc.patch_size
-    size = (image_px, image_px)
-    gh, gw = get_anyres_image_grid_shape(size, config.image_grid_pinpoints, vc.image_size)
-    unpadded = unpad_image(torch.empty(1, gh * side, gw * side, device="meta"), size)
-    h, w = unpadded.shape[1:]
-    tokens = side * side + h * (w + 1)
-    tiles = image_size_to_num_patches(size, config.image_grid_pinpoints, vc.image_size)
-    return Geometry(image_px, int(tokens), int(tiles), prompt_tokens, new_tokens)
-
-
 def build_model(config: Any, device: torch.device, dtype: torch.dtype, std: float) -> nn.Module:
     """Build ``LlavaNextForConditionalGeneration`` on the device with random weights.
 
@@ -263,7 +195,7 @@ def build_model(config: Any, device: torch.device, dtype: torch.dtype, std: floa
     finally:
         torch.set_default_dtype(prev)
     # No model.to(dtype): it would also cast the fp32 RoPE inverse frequencies.
-    _fuse_projections(model)
+    fuse_projections(model)
     gen = torch.Generator(device=device).manual_seed(1234)
     with torch.no_grad():
         for module in model.modules():
@@ -276,70 +208,6 @@ def build_model(config: Any, device: torch.device, dtype: torch.dtype, std: floa
     model.eval()
     model.requires_grad_(False)
     return model
-
-
-def _fuse_projections(model: nn.Module) -> None:
-    """Re-point q/k/v and gate/up weights of every decoder layer to views of fused buffers."""
-    for layer in model.model.language_model.layers:
-        attn, mlp = layer.self_attn, layer.mlp
-        qkv = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
-        gu = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])
-        row = 0
-        for lin in (attn.q_proj, attn.k_proj, attn.v_proj):
-            n = lin.weight.shape[0]
-            lin.weight = nn.Parameter(qkv[row : row + n], requires_grad=False)
-            row += n
-        n = mlp.gate_proj.weight.shape[0]
-        mlp.gate_proj.weight = nn.Parameter(gu[:n], requires_grad=False)
-        mlp.up_proj.weight = nn.Parameter(gu[n:], requires_grad=False)
-        layer._fused_qkv = qkv
-        layer._fused_gate_up = gu
-    for layer in model.model.vision_tower.encoder.layers:
-        attn = layer.self_attn
-        lins = (attn.q_proj, attn.k_proj, attn.v_proj)
-        w = torch.cat([lin.weight for lin in lins])
-        b = torch.cat([lin.bias for lin in lins])
-        n = attn.q_proj.weight.shape[0]
-        for i, lin in enumerate(lins):
-            lin.weight = nn.Parameter(w[i * n : (i + 1) * n], requires_grad=False)
-            lin.bias = nn.Parameter(b[i * n : (i + 1) * n], requires_grad=False)
-        layer._fused_qkv = w
-        layer._fused_qkv_bias = b
-
-
-@dataclass
-class Inputs:
-    """A batch of captioning requests.
-
-    Attributes:
-        input_ids: ``(B, S)`` prompt ids with the image placeholders.
-        attention_mask: ``(B, S)`` ones.
-        pixel_values: ``(B, tiles, 3, H, W)`` anyres tiles.
-        image_sizes: ``(B, 2)`` original image sizes (H, W).
-    """
-
-    input_ids: Tensor
-    attention_mask: Tensor
-    pixel_values: Tensor
-    image_sizes: Tensor
-
-    def rows(self, start: int, stop: int) -> Inputs:
-        """Return a slice of rows."""
-        return Inputs(
-            self.input_ids[start:stop],
-            self.attention_mask[start:stop],
-            self.pixel_values[start:stop],
-            self.image_sizes[start:stop],
-        )
-
-    def kwargs(self) -> dict[str, Tensor]:
-        """Keyword arguments for the HF model."""
-        return {
-            "input_ids": self.input_ids,
-            "attention_mask": self.attention_mask,
-            "pixel_values": self.pixel_values,
-            "image_sizes": self.image_sizes,
-        }
 
 
 def make_inputs(
@@ -464,63 +332,8 @@ def decode_bytes_per_caption(config: Any, geo: Geometry, batch: int, dtype_bytes
 
 
 # --------------------------------------------------------------------------------------------
-# Timing helpers and ceilings
+# Ceilings
 # --------------------------------------------------------------------------------------------
-
-
-def sync(device: torch.device) -> None:
-    """Wait for the device."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class Stamp:
-    """A point in time on the device stream (CUDA event) or on the host clock (CPU)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.event: torch.cuda.Event | None = None
-        self.host = 0.0
-        if device.type == "cuda":
-            self.event = torch.cuda.Event(enable_timing=True)
-            self.event.record()
-        else:
-            self.host = time.perf_counter()
-
-    def ms_to(self, other: Stamp) -> float:
-        """Milliseconds from this stamp to a later one (synchronize first on CUDA)."""
-        if self.event is not None and other.event is not None:
-            return float(self.event.elapsed_time(other.event))
-        return (other.host - self.host) * 1e3
-
-
-def time_ms(
-    fn: Callable[[], Any], device: torch.device, iters: int, warmup: int, inner: int = 1
-) -> float:
-    """Median milliseconds per call of ``fn``.
-
-    Args:
-        fn: The work.
-        device: Its device.
-        iters: Timed samples.
-        warmup: Untimed calls first.
-        inner: Back-to-back calls per sample (keeps the launch queue full for short kernels).
-
-    Returns:
-        Median milliseconds per call.
-    """
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(iters):
-        a = Stamp(device)
-        for _ in range(inner):
-            fn()
-        b = Stamp(device)
-        sync(device)
-        times.append(a.ms_to(b) / inner)
-    times.sort()
-    return times[len(times) // 2]
 
 
 def measure_ceilings(device: torch.device) -> dict[str, float]:
@@ -547,836 +360,6 @@ def measure_ceilings(device: torch.device) -> dict[str, float]:
     ms_copy = time_ms(lambda: y.copy_(x), device, iters=20 if cuda else 3, warmup=3)
     gbps = 2 * x.numel() * x.element_size() / (ms_copy * 1e-3) / 1e9
     return {"matmul_tflops": tflops, "matmul_n": float(n), "copy_gbps": gbps}
-
-
-# --------------------------------------------------------------------------------------------
-# The fast path
-# --------------------------------------------------------------------------------------------
-
-
-def _rms(x: Tensor, w: Tensor, eps: float) -> Tensor:
-    """Llama RMSNorm, exactly as transformers computes it."""
-    dtype = x.dtype
-    h = x.to(torch.float32)
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    return w * h.to(dtype)
-
-
-def _rotate_half(x: Tensor) -> Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def make_layer_fns(
-    eps: float, n_heads: int, n_kv: int, hd: int, inter: int
-) -> tuple[Callable[..., tuple[Tensor, Tensor, Tensor]], Callable[..., Tensor]]:
-    """Build the two halves of a Llama decoder layer around attention.
-
-    ``pre(x, ln1, w_qkv, cos, sin) -> q, k, v``: RMSNorm, one fused q/k/v GEMM, RoPE; shapes
-    ``(..., H, hd)``, ``(..., KV, hd)``, ``(..., KV, hd)``.
-    ``post(x, attn, w_o, ln2, w_gu, w_down) -> x``: o_proj + residual, RMSNorm, one fused
-    gate/up GEMM, SiLU * up, down + residual. ``attn`` is reshaped to ``x.shape``.
-
-    Args:
-        eps: RMSNorm epsilon.
-        n_heads: Query heads.
-        n_kv: KV heads.
-        hd: Head dim.
-        inter: MLP intermediate size.
-
-    Returns:
-        ``(pre, post)``.
-    """
-    split = [n_heads * hd, n_kv * hd, n_kv * hd]
-
-    def pre(
-        x: Tensor, ln1: Tensor, w_qkv: Tensor, cos: Tensor, sin: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        h = _rms(x, ln1, eps)
-        q, k, v = F.linear(h, w_qkv).split(split, dim=-1)
-        q = q.unflatten(-1, (n_heads, hd))
-        k = k.unflatten(-1, (n_kv, hd))
-        v = v.unflatten(-1, (n_kv, hd))
-        q = (q * cos) + (_rotate_half(q) * sin)
-        k = (k * cos) + (_rotate_half(k) * sin)
-        return q, k, v
-
-    def post(
-        x: Tensor, attn: Tensor, w_o: Tensor, ln2: Tensor, w_gu: Tensor, w_down: Tensor
-    ) -> Tensor:
-        x = x + F.linear(attn.reshape(x.shape), w_o)
-        h = _rms(x, ln2, eps)
-        gate, up = F.linear(h, w_gu).split(inter, dim=-1)
-        return x + F.linear(F.silu(gate) * up, w_down)
-
-    return pre, post
-
-
-def make_vision_fns(
-    eps: float, n_heads: int, hd: int, act: str, proj_act: str
-) -> tuple[
-    Callable[..., tuple[Tensor, Tensor, Tensor]], Callable[..., Tensor], Callable[..., Tensor]
-]:
-    """Build the halves of a CLIP encoder layer around attention, and the projector.
-
-    ``vpre(x, ln1_w, ln1_b, w_qkv, b_qkv) -> q, k, v`` (``(..., heads, hd)`` each);
-    ``vpost(x, attn, w_o, b_o, ln2_w, ln2_b, w1, b1, w2, b2) -> x``;
-    ``proj(x, w1, b1, w2, b2) -> features`` (the LLaVA multimodal projector).
-
-    Args:
-        eps: LayerNorm epsilon.
-        n_heads: Attention heads.
-        hd: Head dim.
-        act: CLIP MLP activation (``quick_gelu`` or ``gelu``).
-        proj_act: Projector activation (``gelu`` or ``quick_gelu``).
-
-    Returns:
-        ``(vpre, vpost, proj)``.
-    """
-
-    def activation(x: Tensor, name: str) -> Tensor:
-        if name == "quick_gelu":
-            return x * torch.sigmoid(1.702 * x)
-        return F.gelu(x)
-
-    def vpre(
-        x: Tensor, lw: Tensor, lb: Tensor, w: Tensor, b: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        h = F.layer_norm(x, (x.shape[-1],), lw, lb, eps)
-        q, k, v = F.linear(h, w, b).unflatten(-1, (3, n_heads, hd)).unbind(-3)
-        return q, k, v
-
-    def vpost(
-        x: Tensor,
-        attn: Tensor,
-        w_o: Tensor,
-        b_o: Tensor,
-        lw: Tensor,
-        lb: Tensor,
-        w1: Tensor,
-        b1: Tensor,
-        w2: Tensor,
-        b2: Tensor,
-    ) -> Tensor:
-        x = x + F.linear(attn.reshape(x.shape), w_o, b_o)
-        h = F.layer_norm(x, (x.shape[-1],), lw, lb, eps)
-        return x + F.linear(activation(F.linear(h, w1, b1), act), w2, b2)
-
-    def proj(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
-        return F.linear(activation(F.linear(x, w1, b1), proj_act), w2, b2)
-
-    return vpre, vpost, proj
-
-
-class MaybeCompiled:
-    """``torch.compile`` a function; on a compile error fall back to eager for good."""
-
-    def __init__(self, fn: Callable[..., Any], name: str, enabled: bool) -> None:
-        self.fn = fn
-        self.name = name
-        self.compiled: Callable[..., Any] | None = None
-        self.error = ""
-        if enabled:
-            self.compiled = torch.compile(fn, dynamic=False, fullgraph=True)
-
-    def __call__(self, *args: Any) -> Any:
-        """Call the compiled function (or the eager one)."""
-        if self.compiled is not None:
-            try:
-                return self.compiled(*args)
-            except Exception as exc:  # compile failures only happen on first use of a shape
-                self.error = f"{type(exc).__name__}: {str(exc)[:300]}"
-                log(f"torch.compile of {self.name} failed, eager from now on: {self.error}")
-                self.compiled = None
-        return self.fn(*args)
-
-
-def _sdpa_ctx(backend: Any) -> contextlib.AbstractContextManager[Any]:
-    from torch.nn.attention import sdpa_kernel
-
-    return sdpa_kernel([backend]) if backend is not None else contextlib.nullcontext()
-
-
-def _backends() -> dict[str, Any]:
-    from torch.nn.attention import SDPBackend
-
-    return {
-        "cudnn": SDPBackend.CUDNN_ATTENTION,
-        "flash": SDPBackend.FLASH_ATTENTION,
-        "efficient": SDPBackend.EFFICIENT_ATTENTION,
-        "math": SDPBackend.MATH,
-    }
-
-
-def prefill_attention_candidates(group: int) -> dict[str, Attn]:
-    """Causal prefill attention variants: native GQA or K/V expanded, per SDPA backend."""
-    cands: dict[str, Attn] = {}
-    for name, backend in _backends().items():
-
-        def gqa(q: Tensor, k: Tensor, v: Tensor, _b: Any = backend) -> Tensor:
-            with _sdpa_ctx(_b):
-                return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-
-        def expand(q: Tensor, k: Tensor, v: Tensor, _b: Any = backend) -> Tensor:
-            k = k.repeat_interleave(group, dim=1)
-            v = v.repeat_interleave(group, dim=1)
-            with _sdpa_ctx(_b):
-                return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-
-        if name != "math":
-            cands[f"gqa-{name}"] = gqa
-        cands[f"expand-{name}"] = expand
-    return cands
-
-
-if triton is not None:
-
-    @triton.jit
-    def _decode_attention_kernel(
-        q_ptr,  # noqa: ANN001
-        k_ptr,  # noqa: ANN001
-        v_ptr,  # noqa: ANN001
-        o_ptr,  # noqa: ANN001
-        pos_ptr,  # noqa: ANN001
-        scale,  # noqa: ANN001
-        sqb,  # noqa: ANN001
-        sqh,  # noqa: ANN001
-        sqg,  # noqa: ANN001
-        skb,  # noqa: ANN001
-        skh,  # noqa: ANN001
-        skn,  # noqa: ANN001
-        svb,  # noqa: ANN001
-        svh,  # noqa: ANN001
-        svn,  # noqa: ANN001
-        sob,  # noqa: ANN001
-        soh,  # noqa: ANN001
-        sog,  # noqa: ANN001
-        n_kv,  # noqa: ANN001
-        GROUP: tl.constexpr,
-        BLOCK_G: tl.constexpr,
-        HEAD_DIM: tl.constexpr,
-        BLOCK_N: tl.constexpr,
-        PREC: tl.constexpr,
-    ) -> None:
-        """GQA-folded q_len=1 attention: one program per (row, KV head), keys 0..pos."""
-        pid = tl.program_id(0)
-        b = pid // n_kv
-        h = pid % n_kv
-        kv_len = tl.max(tl.load(pos_ptr + tl.arange(0, 1)), 0) + 1  # keys 0..pos
-        offs_g = tl.arange(0, BLOCK_G)
-        offs_d = tl.arange(0, HEAD_DIM)
-        offs_n = tl.arange(0, BLOCK_N)
-        g_mask = offs_g[:, None] < GROUP
-        q_off = b * sqb + h * sqh + offs_g[:, None] * sqg + offs_d[None, :]
-        q = tl.load(q_ptr + q_off, mask=g_mask, other=0.0)
-        k_base = k_ptr + b * skb + h * skh
-        v_base = v_ptr + b * svb + h * svh
-        m_i = tl.full([BLOCK_G], float("-inf"), tl.float32)
-        l_i = tl.zeros([BLOCK_G], tl.float32)
-        acc = tl.zeros([BLOCK_G, HEAD_DIM], tl.float32)
-        qk_scale = scale * 1.4426950408889634
-        for start in range(0, kv_len, BLOCK_N):
-            n = start + offs_n
-            n_mask = n < kv_len
-            k = tl.load(
-                k_base + n[:, None] * skn + offs_d[None, :], mask=n_mask[:, None], other=0.0
-            )
-            s = tl.dot(q, tl.trans(k), input_precision=PREC)
-            s = tl.where(n_mask[None, :], s * qk_scale, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            alpha = tl.exp2(m_i - m_new)
-            p = tl.exp2(s - m_new[:, None])
-            l_i = l_i * alpha + tl.sum(p, 1)
-            v = tl.load(
-                v_base + n[:, None] * svn + offs_d[None, :], mask=n_mask[:, None], other=0.0
-            )
-            pv = tl.dot(p.to(v.dtype), v, input_precision=PREC)
-            acc = acc * alpha[:, None] + pv
-            m_i = m_new
-        out = acc / l_i[:, None]
-        o_off = b * sob + h * soh + offs_g[:, None] * sog + offs_d[None, :]
-        tl.store(o_ptr + o_off, out.to(o_ptr.dtype.element_ty), mask=g_mask)
-
-
-def triton_decode_attention(
-    q: Tensor, k: Tensor, v: Tensor, pos: Tensor, block_n: int, warps: int, stages: int
-) -> Tensor:
-    """Decode attention over keys ``0..pos`` (read on the device, so graphs stay valid).
-
-    Args:
-        q: ``(B, KV, G, D)`` folded queries.
-        k: ``(B, KV, L, D)`` key cache (``L > pos``).
-        v: ``(B, KV, L, D)`` value cache.
-        pos: ``(1,)`` current position (its key/value already written).
-        block_n: Keys per iteration.
-        warps: Warps per program.
-        stages: Software-pipelining depth.
-
-    Returns:
-        ``(B, KV, G, D)`` attention output.
-    """
-    b, n_kv, g, d = q.shape
-    out = torch.empty((b, n_kv, g, d), device=q.device, dtype=q.dtype)
-    _decode_attention_kernel[(b * n_kv,)](
-        q,
-        k,
-        v,
-        out,
-        pos,
-        d**-0.5,
-        *q.stride()[:3],
-        *k.stride()[:3],
-        *v.stride()[:3],
-        *out.stride()[:3],
-        n_kv,
-        GROUP=g,
-        BLOCK_G=max(16, triton.next_power_of_2(g)),
-        HEAD_DIM=d,
-        BLOCK_N=block_n,
-        PREC="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=warps,
-        num_stages=stages,
-    )
-    return out
-
-
-TRITON_CONFIGS = [(64, 4, 3), (128, 4, 3), (64, 4, 4), (128, 8, 3), (32, 4, 4)]
-
-
-def decode_attention_candidates(use_triton: bool) -> dict[str, Attn]:
-    """q_len=1 decode attention with the GQA fold (query heads in the length axis).
-
-    Every candidate takes ``(q, k, v, mask, pos)``: the SDPA ones use the additive mask, the
-    Triton kernel the position.
-
-    Args:
-        use_triton: Include the Triton kernel configurations.
-
-    Returns:
-        Candidates by name.
-    """
-    cands: dict[str, Attn] = {}
-    for name, backend in _backends().items():
-        if name == "flash":
-            continue  # no attention mask support
-
-        def fold(
-            q: Tensor, k: Tensor, v: Tensor, mask: Tensor, pos: Tensor, _b: Any = backend
-        ) -> Tensor:
-            with _sdpa_ctx(_b):
-                return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-
-        cands[f"fold-{name}"] = fold
-    if use_triton and triton is not None:
-        for bn, nw, ns in TRITON_CONFIGS:
-
-            def tri(
-                q: Tensor,
-                k: Tensor,
-                v: Tensor,
-                mask: Tensor,
-                pos: Tensor,
-                _c: tuple[int, int, int] = (bn, nw, ns),
-            ) -> Tensor:
-                return triton_decode_attention(q, k, v, pos, *_c)
-
-            cands[f"triton-{bn}-{nw}-{ns}"] = tri
-    return cands
-
-
-def pick_fastest(
-    label: str,
-    cands: dict[str, Attn],
-    args: Sequence[Tensor],
-    small_args: Sequence[Tensor],
-    reference: Attn,
-    device: torch.device,
-) -> tuple[str, Attn, dict[str, Any]]:
-    """Check each candidate against ``reference`` on small inputs, then time it on real ones.
-
-    Args:
-        label: Name for the log.
-        cands: Candidate callables.
-        args: Real-size arguments for timing.
-        small_args: Small arguments for the numerical check.
-        reference: Reference callable (math backend).
-        device: The device.
-
-    Returns:
-        Name and callable of the fastest correct candidate, and every candidate's result.
-    """
-    ref = reference(*small_args).float()
-    scale = ref.abs().max().clamp_min(1e-6)
-    report: dict[str, Any] = {}
-    best: tuple[float, str] | None = None
-    for name, fn in cands.items():
-        try:
-            err = float(((fn(*small_args).float() - ref).abs().max() / scale).item())
-            if not math.isfinite(err) or err > 3e-2:
-                report[name] = f"wrong (rel err {err:.2e})"
-                continue
-            ms = time_ms(lambda f=fn: f(*args), device, iters=5, warmup=2)
-        except Exception as exc:
-            report[name] = f"unavailable ({type(exc).__name__})"
-            continue
-        report[name] = round(ms, 4)
-        if best is None or ms < best[0]:
-            best = (ms, name)
-    if best is None:  # only the math backend left
-        log(f"{label} attention: no fused kernel works, math backend; all: {report}")
-        return "math", reference, report
-    log(f"{label} attention: {best[1]} ({best[0]:.3f} ms); all: {report}")
-    return best[1], cands[best[1]], report
-
-
-@dataclass
-class LayerW:
-    """One decoder layer's weights (fused views shared with the HF modules)."""
-
-    ln1: Tensor
-    qkv: Tensor
-    o: Tensor
-    ln2: Tensor
-    gu: Tensor
-    down: Tensor
-
-
-class FastCaptioner:
-    """Split prefill / CUDA-graph decode captioner over a LLaVA-Next model's own weights.
-
-    Args:
-        model: The LLaVA-Next model (from :func:`build_model`).
-        geo: Token geometry (all rows share it).
-        batch: Rows decoded together (one static KV cache for all of them).
-        chunk: Rows per prefill chunk.
-        buckets: Decode KV-length buckets (one CUDA graph each).
-        use_compile: Fuse the elementwise work with ``torch.compile``.
-        use_graphs: Capture decode steps in CUDA graphs (CUDA only).
-        decode_attention: Force this decode attention candidate (default: fastest correct one).
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        geo: Geometry,
-        batch: int,
-        chunk: int,
-        buckets: int,
-        use_compile: bool,
-        use_graphs: bool,
-        decode_attention: str | None = None,
-    ) -> None:
-        cfg = model.config
-        tc = cfg.text_config
-        lm = model.model.language_model
-        self.model = model
-        self.cfg = cfg
-        self.geo = geo
-        self.batch = batch
-        self.chunk = min(chunk, batch)
-        self.device = lm.embed_tokens.weight.device
-        self.dtype = lm.embed_tokens.weight.dtype
-        self.n_heads = tc.num_attention_heads
-        self.n_kv = tc.num_key_value_heads
-        self.hd = getattr(tc, "head_dim", None) or tc.hidden_size // self.n_heads
-        self.group = self.n_heads // self.n_kv
-        self.eps = tc.rms_norm_eps
-        self.use_graphs = use_graphs and self.device.type == "cuda"
-        self.w_emb = lm.embed_tokens.weight
-        self.w_norm = lm.norm.weight
-        self.w_lm = model.lm_head.weight
-        self.layers = [
-            LayerW(
-                layer.input_layernorm.weight,
-                layer._fused_qkv,
-                layer.self_attn.o_proj.weight,
-                layer.post_attention_layernorm.weight,
-                layer._fused_gate_up,
-                layer.mlp.down_proj.weight,
-            )
-            for layer in lm.layers
-        ]
-        pre, post = make_layer_fns(self.eps, self.n_heads, self.n_kv, self.hd, tc.intermediate_size)
-        self.pre = MaybeCompiled(pre, "pre", use_compile)
-        self.post = MaybeCompiled(post, "post", use_compile)
-
-        p, n = geo.prefill_len, geo.new_tokens
-        self.max_len = -(-(p + n) // 16) * 16
-        pos = torch.arange(self.max_len, device=self.device)[None]
-        cos, sin = lm.rotary_emb(self.w_emb[:1][None], pos)
-        self.cos, self.sin = cos[0].contiguous(), sin[0].contiguous()
-        shape = (batch, self.n_kv, self.max_len, self.hd)
-        z = torch.zeros  # zeros: masked slots must hold finite values (0 * NaN is NaN)
-        self.k_cache = [z(shape, device=self.device, dtype=self.dtype) for _ in self.layers]
-        self.v_cache = [z(shape, device=self.device, dtype=self.dtype) for _ in self.layers]
-        self.neg = torch.finfo(self.dtype).min
-        self.mask = torch.full(
-            (1, 1, 1, self.max_len), self.neg, device=self.device, dtype=self.dtype
-        )
-        self.tok = torch.zeros(batch, dtype=torch.long, device=self.device)
-        self.pos = torch.zeros(1, dtype=torch.long, device=self.device)
-        self.out = torch.zeros((batch, n), dtype=torch.long, device=self.device)
-        self.eos = torch.tensor(eos_ids(cfg), device=self.device)
-
-        # Decode KV-length buckets: step s writes position p + s and needs p + s + 1 keys.
-        steps = n - 1
-        lens = sorted(
-            {
-                min(self.max_len, -(-(p + math.ceil(steps * (i + 1) / buckets)) // 16) * 16)
-                for i in range(max(1, buckets))
-            }
-        )
-        self.bucket_lens = lens
-        self.step_bucket = [next(kv for kv in lens if kv > p + s) for s in range(steps)]
-        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        default = F.scaled_dot_product_attention
-        self.prefill_attn: Attn = lambda q, k, v: default(q, k, v, is_causal=True, enable_gqa=True)
-        self.decode_attn: Attn = lambda q, k, v, m, pos: default(q, k, v, attn_mask=m)
-        self.force_decode_attention = decode_attention
-        self._init_vision(use_compile)
-        self.attn_report: dict[str, Any] = {}
-        self.graph_error = ""
-        self.setup_s = 0.0
-
-    # ----------------------------------------------------------------------------- building
-    def _init_vision(self, use_compile: bool) -> None:
-        """Set up the hand-written CLIP path (HF's own ``get_image_features`` as fallback)."""
-        cfg, core = self.cfg, self.model.model
-        vc = cfg.vision_config
-        n_layers = vc.num_hidden_layers
-        layer_idx = cfg.vision_feature_layer
-        self.own_vision = (
-            isinstance(layer_idx, int)
-            and vc.hidden_act in ("quick_gelu", "gelu")
-            and cfg.projector_hidden_act in ("quick_gelu", "gelu")
-            and cfg.vision_feature_select_strategy in ("default", "full")
-        )
-        if not self.own_vision:
-            return
-        # hidden_states[i] is the input of encoder layer i: only the first `needed` layers count.
-        self.v_needed = layer_idx if layer_idx >= 0 else n_layers + 1 + layer_idx
-        vpre, vpost, proj = make_vision_fns(
-            vc.layer_norm_eps,
-            vc.num_attention_heads,
-            vc.hidden_size // vc.num_attention_heads,
-            vc.hidden_act,
-            cfg.projector_hidden_act,
-        )
-        self.vpre = MaybeCompiled(vpre, "vision pre", use_compile)
-        self.vpost = MaybeCompiled(vpost, "vision post", use_compile)
-        self.proj = MaybeCompiled(proj, "projector", use_compile)
-        self.vlayers = [
-            (
-                layer.layer_norm1.weight,
-                layer.layer_norm1.bias,
-                layer._fused_qkv,
-                layer._fused_qkv_bias,
-                layer.self_attn.out_proj.weight,
-                layer.self_attn.out_proj.bias,
-                layer.layer_norm2.weight,
-                layer.layer_norm2.bias,
-                layer.mlp.fc1.weight,
-                layer.mlp.fc1.bias,
-                layer.mlp.fc2.weight,
-                layer.mlp.fc2.bias,
-            )
-            for layer in core.vision_tower.encoder.layers[: self.v_needed]
-        ]
-
-    def _image_features(self, inp: Inputs) -> Tensor:
-        """Vision tower (only the layers the selected feature needs), projector, anyres packing."""
-        cfg, core = self.cfg, self.model.model
-        if not self.own_vision:
-            feats = core.get_image_features(
-                pixel_values=inp.pixel_values,
-                image_sizes=inp.image_sizes,
-                vision_feature_layer=cfg.vision_feature_layer,
-                vision_feature_select_strategy=cfg.vision_feature_select_strategy,
-            ).pooler_output
-            return torch.cat(list(feats), dim=0)
-        vt = core.vision_tower
-        tiles = self.geo.n_tiles
-        x = vt.embeddings(inp.pixel_values[:, :tiles].flatten(0, 1))
-        x = vt.pre_layrnorm(x)
-        for ln1w, ln1b, wqkv, bqkv, wo, bo, ln2w, ln2b, w1, b1, w2, b2 in self.vlayers:
-            q, k, v = self.vpre(x, ln1w, ln1b, wqkv, bqkv)
-            a = F.scaled_dot_product_attention(
-                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-            )
-            x = self.vpost(x, a.transpose(1, 2), wo, bo, ln2w, ln2b, w1, b1, w2, b2)
-        if cfg.vision_feature_select_strategy == "default":
-            x = x[:, 1:]
-        mmp = core.multi_modal_projector
-        feats = self.proj(
-            x, mmp.linear_1.weight, mmp.linear_1.bias, mmp.linear_2.weight, mmp.linear_2.bias
-        )
-        packed, _ = core.pack_image_features(
-            list(feats.split(tiles)),
-            inp.image_sizes,
-            vision_feature_select_strategy=cfg.vision_feature_select_strategy,
-            image_newline=core.image_newline,
-        )
-        return torch.cat(packed, dim=0)
-
-    def _embed(self, inp: Inputs) -> Tensor:
-        """Text embeddings with the image features scattered in."""
-        emb = F.embedding(inp.input_ids, self.w_emb)
-        feats = self._image_features(inp).to(emb.dtype)
-        mask = (inp.input_ids == self.cfg.image_token_index).unsqueeze(-1)
-        return emb.masked_scatter(mask, feats)
-
-    def _head(self, x: Tensor) -> Tensor:
-        """Final norm, LM head, EOS masked (forced length), greedy argmax."""
-        logits = F.linear(_rms(x, self.w_norm, self.eps), self.w_lm)
-        logits = logits.index_fill(-1, self.eos, float("-inf"))
-        return logits.argmax(-1)
-
-    def _prefill_chunk(self, inp: Inputs, r0: int, marks: list[Stamp] | None) -> None:
-        """Prefill rows ``r0 : r0 + len(inp)``: fill their KV cache rows and first tokens."""
-        c, s = inp.input_ids.shape
-        if marks is not None:
-            marks.append(Stamp(self.device))
-        x = self._embed(inp)
-        if marks is not None:
-            marks.append(Stamp(self.device))
-        cos, sin = self.cos[:s].unsqueeze(1), self.sin[:s].unsqueeze(1)
-        for li, w in enumerate(self.layers):
-            q, k, v = self.pre(x, w.ln1, w.qkv, cos, sin)
-            kc = self.k_cache[li][r0 : r0 + c, :, :s]
-            vc = self.v_cache[li][r0 : r0 + c, :, :s]
-            kc.copy_(k.transpose(1, 2))
-            vc.copy_(v.transpose(1, 2))
-            a = self.prefill_attn(q.transpose(1, 2), kc, vc)
-            x = self.post(x, a.transpose(1, 2), w.o, w.ln2, w.gu, w.down)
-        nxt = self._head(x[:, -1])
-        self.tok[r0 : r0 + c] = nxt
-        self.out[r0 : r0 + c, 0] = nxt
-        if marks is not None:
-            marks.append(Stamp(self.device))
-
-    def _reset_decode(self) -> None:
-        p = self.geo.prefill_len
-        self.pos.fill_(p)
-        self.mask.fill_(self.neg)
-        self.mask[..., :p] = 0
-
-    def _step(self, kv: int) -> None:
-        """One decode step for the whole batch; all state lives in static buffers."""
-        b = self.batch
-        x = F.embedding(self.tok, self.w_emb)
-        cos = self.cos.index_select(0, self.pos).unsqueeze(0)
-        sin = self.sin.index_select(0, self.pos).unsqueeze(0)
-        self.mask.index_fill_(3, self.pos, 0.0)
-        mask = self.mask[..., :kv]
-        for li, w in enumerate(self.layers):
-            q, k, v = self.pre(x, w.ln1, w.qkv, cos, sin)
-            self.k_cache[li].index_copy_(2, self.pos, k.unsqueeze(2))
-            self.v_cache[li].index_copy_(2, self.pos, v.unsqueeze(2))
-            qf = q.view(b, self.n_kv, self.group, self.hd)  # GQA fold: exact
-            kc, vc = self.k_cache[li][:, :, :kv], self.v_cache[li][:, :, :kv]
-            a = self.decode_attn(qf, kc, vc, mask, self.pos)
-            x = self.post(x, a.reshape(b, -1), w.o, w.ln2, w.gu, w.down)
-        nxt = self._head(x)
-        self.tok.copy_(nxt)
-        self.out.index_copy_(1, self.pos - (self.geo.prefill_len - 1), nxt.unsqueeze(1))
-        self.pos.add_(1)
-
-    def _rnd(self, *shape: int) -> Tensor:
-        return torch.randn(shape, device=self.device).to(self.dtype)
-
-    def _pick_attention(self) -> None:
-        """Choose prefill and decode SDPA variants on the real shapes and layouts (CUDA)."""
-        c, s = self.chunk, self.geo.prefill_len
-        q = self._rnd(c, s, self.n_heads, self.hd).transpose(1, 2)  # as `pre` returns it
-        k, v = self.k_cache[0][:c, :, :s], self.v_cache[0][:c, :, :s]
-        k.normal_()
-        v.normal_()
-        cands = prefill_attention_candidates(self.group)
-        ref = cands.pop("expand-math")
-        small = (q[:1], k[:1], v[:1])
-        name, fn, rep = pick_fastest("prefill", cands, (q, k, v), small, ref, self.device)
-        self.prefill_attn = fn
-        self.attn_report["prefill"] = {"chosen": name, "ms_per_layer_chunk": rep}
-        del q
-        b, kv = self.batch, self.max_len
-        q = self._rnd(b, self.n_kv, self.group, self.hd)
-        kc, vc = self.k_cache[0].normal_(), self.v_cache[0].normal_()
-        # Checked with half the keys hidden (mask and position agree); timed on the full cache.
-        half = torch.zeros((1, 1, 1, kv), device=self.device, dtype=self.dtype)
-        half[..., kv // 2 :] = self.neg
-        pos_half = torch.tensor([kv // 2 - 1], device=self.device)
-        full = torch.zeros((1, 1, 1, kv), device=self.device, dtype=self.dtype)
-        pos_full = torch.tensor([kv - 1], device=self.device)
-        dcands = decode_attention_candidates(use_triton=True)
-        ref = dcands.pop("fold-math")
-        if self.force_decode_attention:
-            dcands = {self.force_decode_attention: dcands[self.force_decode_attention]}
-        small = (q[:4], kc[:4], vc[:4], half, pos_half)
-        args = (q, kc, vc, full, pos_full)
-        name, fn, rep = pick_fastest("decode", dcands, args, small, ref, self.device)
-        self.decode_attn = fn
-        self.attn_report["decode"] = {"chosen": name, "ms_per_layer_full_cache": rep}
-        if name.startswith("triton"):  # reads keys 0..pos itself: no KV-length buckets needed
-            self.bucket_lens = [self.max_len]
-            self.step_bucket = [self.max_len] * len(self.step_bucket)
-        kc.zero_()
-        vc.zero_()
-
-    def _time_layer(self, tag: str, x: Tensor, cos: Tensor, sin: Tensor) -> dict[str, float]:
-        """Time ``pre``, ``post`` and the bare GEMMs of layer 0 on input ``x``."""
-        w = self.layers[0]
-        inner = 1 if x.dim() == 3 else 16  # decode-size kernels are short: time them in a row
-        q, _, _ = self.pre(x, w.ln1, w.qkv, cos, sin)
-        att = torch.zeros_like(q).flatten(-2)
-        h = self._rnd(*x.shape[:-1], w.down.shape[1])
-        out = {
-            f"{tag}_pre_ms": time_ms(
-                lambda: self.pre(x, w.ln1, w.qkv, cos, sin), self.device, 10, 2, inner
-            ),
-            f"{tag}_post_ms": time_ms(
-                lambda: self.post(x, att, w.o, w.ln2, w.gu, w.down), self.device, 10, 2, inner
-            ),
-        }
-        gemms = {"qkv": (x, "qkv"), "o": (x, "o"), "gate_up": (x, "gu"), "down": (h, "down")}
-        total = 0.0
-        for name, (a, attr) in gemms.items():
-            # cycle through all layers' weights so that L2 does not hold them between calls
-            ws = itertools.cycle([getattr(layer, attr) for layer in self.layers])
-            ms = time_ms(lambda a=a, ws=ws: F.linear(a, next(ws)), self.device, 10, 2, inner)
-            out[f"{tag}_gemm_{name}_ms"] = ms
-            total += ms
-        out[f"{tag}_gemm_total_ms"] = total
-        return out
-
-    def profile(self) -> dict[str, float]:
-        """Time one layer's parts at the prefill-chunk and decode shapes (CUDA).
-
-        Returns:
-            Milliseconds per layer call: ``pre``/``attention``/``post`` and the bare GEMMs
-            (cuBLAS through ``F.linear``) for one prefill chunk and one decode step.
-        """
-        c, s, b = self.chunk, self.geo.prefill_len, self.batch
-        d = self.w_emb.shape[1]
-        cos, sin = self.cos[:s].unsqueeze(1), self.sin[:s].unsqueeze(1)
-        out = self._time_layer("prefill_chunk", self._rnd(c, s, d), cos, sin)
-        cos, sin = self.cos[:1].unsqueeze(1), self.sin[:1].unsqueeze(1)
-        out.update(self._time_layer("decode_step", self._rnd(b, d), cos, sin))
-        kc, vc = self.k_cache[0][:c, :, :s], self.v_cache[0][:c, :, :s]
-        qp = self._rnd(c, s, self.n_heads, self.hd).transpose(1, 2)
-        out["prefill_chunk_attention_ms"] = time_ms(
-            lambda: self.prefill_attn(qp, kc, vc), self.device, 10, 2
-        )
-        xl = self._rnd(b, d)
-        out["decode_step_lm_head_ms"] = time_ms(
-            lambda: F.linear(xl, self.w_lm), self.device, 10, 2, inner=8
-        )
-        return out
-
-    def setup(self, sample: Inputs) -> None:
-        """Pick attention, compile, warm the prefill shapes and capture the decode graphs.
-
-        Args:
-            sample: At least ``chunk`` rows of inputs (used for the warm-up prefill).
-        """
-        t0 = time.perf_counter()
-        if self.device.type == "cuda":
-            self._pick_attention()
-        log(f"warm-up prefill chunk ({self.chunk} rows)")
-        self._prefill_chunk(sample.rows(0, self.chunk), 0, None)
-        sync(self.device)
-        if self.use_graphs:
-            try:
-                self._capture_graphs()
-            except Exception as exc:
-                self.graph_error = f"{type(exc).__name__}: {str(exc)[:300]}"
-                log(f"decode graph capture failed ({self.graph_error})")
-                self.graphs.clear()
-                torch.cuda.synchronize()
-                if self.attn_report.get("decode", {}).get("chosen") != "fold-efficient":
-                    log("retrying the capture with the efficient SDPA backend")
-                    self.decode_attn = decode_attention_candidates(False)["fold-efficient"]
-                    self.attn_report.setdefault("decode", {})["chosen"] = "fold-efficient"
-                    try:
-                        self._capture_graphs()
-                    except Exception as exc2:
-                        self.graph_error += f"; retry: {type(exc2).__name__}: {str(exc2)[:300]}"
-                        self.graphs.clear()
-                        self.use_graphs = False
-                else:
-                    self.use_graphs = False
-                if not self.use_graphs:
-                    log("decode without CUDA graphs (eager steps)")
-        else:
-            self._reset_decode()
-            self._step(self.bucket_lens[0])
-        sync(self.device)
-        self.setup_s = time.perf_counter() - t0
-
-    def _capture_graphs(self) -> None:
-        """Warm up (side stream) and capture one decode-step graph per KV-length bucket."""
-        pool = torch.cuda.graph_pool_handle()
-        side = torch.cuda.Stream()
-        for kv in self.bucket_lens:
-            self._reset_decode()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(2):
-                    self._step(kv)
-            torch.cuda.current_stream().wait_stream(side)
-            self._reset_decode()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool):
-                self._step(kv)
-            self.graphs[kv] = graph
-        log(f"captured {len(self.graphs)} decode graphs (KV lengths {self.bucket_lens})")
-
-    # ---------------------------------------------------------------------------- running
-    def generate(self, inp: Inputs) -> tuple[Tensor, dict[str, float]]:
-        """Caption ``batch`` rows: chunked prefill, then graph-replayed decode.
-
-        Args:
-            inp: ``batch`` rows of inputs.
-
-        Returns:
-            ``(B, new_tokens)`` token ids, and a timing breakdown in milliseconds.
-        """
-        if inp.input_ids.shape[0] != self.batch:
-            raise ValueError("inputs must have exactly `batch` rows")
-        t_start = Stamp(self.device)
-        marks: list[Stamp] = []
-        for r0 in range(0, self.batch, self.chunk):
-            self._prefill_chunk(inp.rows(r0, r0 + self.chunk), r0, marks)
-        self._reset_decode()
-        t_dec = Stamp(self.device)
-        bucket_marks = [t_dec]
-        for s, kv in enumerate(self.step_bucket):
-            if self.use_graphs:
-                self.graphs[kv].replay()
-            else:
-                self._step(kv)
-            if s + 1 == len(self.step_bucket) or self.step_bucket[s + 1] != kv:
-                bucket_marks.append(Stamp(self.device))
-        t_end = Stamp(self.device)
-        sync(self.device)
-        vision = sum(marks[i].ms_to(marks[i + 1]) for i in range(0, len(marks), 3))
-        lm = sum(marks[i + 1].ms_to(marks[i + 2]) for i in range(0, len(marks), 3))
-        timing = {
-            "total_ms": t_start.ms_to(t_end),
-            "prefill_ms": t_start.ms_to(t_dec),
-            "prefill_vision_ms": vision,
-            "prefill_lm_ms": lm,
-            "decode_ms": t_dec.ms_to(t_end),
-            "decode_bucket_ms": [
-                bucket_marks[i].ms_to(bucket_marks[i + 1]) for i in range(len(bucket_marks) - 1)
-            ],
-        }
-        return self.out.clone(), timing
-
-    def free(self) -> None:
-        """Drop graphs and caches."""
-        self.graphs.clear()
-        self.k_cache.clear()
-        self.v_cache.clear()
 
 
 # --------------------------------------------------------------------------------------------
@@ -1455,7 +438,8 @@ def run_check(
         model = build_model(cfg, device, torch.float32, std=0.15)
         inp = make_inputs(cfg, geo, batch, device, torch.float32, seed=11)
         ref = plain_generate(model, inp, new_tokens)
-        forced = "triton-64-4-3" if device.type == "cuda" and triton is not None else None
+        use_triton = device.type == "cuda" and triton_decode_kernel() is not None
+        forced = "triton-64-4-3" if use_triton else None
         fast = FastCaptioner(model, geo, batch, 4, 3, use_compile, use_graphs, forced)
         fast.setup(inp)
         got, _ = fast.generate(inp)
@@ -1491,7 +475,7 @@ def run_check(
     if device.type == "cuda":
         torch.cuda.empty_cache()
     verdict = "PASSED" if report["passed"] else "FAILED"
-    log(
+    LOG.info(
         f"check {verdict}: {report['tokens_identical']}/{report['tokens_total']} tokens, "
         f"{report['rows_identical']}/{batch} rows identical, "
         f"{report['distinct_tokens_in_reference']} distinct tokens"
@@ -1513,7 +497,7 @@ def env_info(device: torch.device) -> dict[str, Any]:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "device": str(device),
-        "triton": getattr(triton, "__version__", None),
+        "triton": importlib.metadata.version("triton") if triton_decode_kernel() else None,
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -1565,7 +549,7 @@ def bench_plain(
         The report and the last run's tokens.
     """
     b = inp.input_ids.shape[0]
-    log(f"plain generate: warm-up at batch {b}")
+    LOG.info(f"plain generate: warm-up at batch {b}")
     plain_generate(model, inp, geo.new_tokens)
     reset_peak(device)
     times = []
@@ -1576,7 +560,7 @@ def bench_plain(
         out = plain_generate(model, inp, geo.new_tokens)
         sync(device)
         times.append(time.perf_counter() - t0)
-        log(f"plain generate run {r + 1}: {times[-1]:.2f} s = {b / times[-1]:.2f} captions/s")
+        LOG.info(f"plain generate run {r + 1}: {times[-1]:.2f} s = {b / times[-1]:.2f} captions/s")
     sync(device)
     t0 = time.perf_counter()
     model(**inp.kwargs(), use_cache=True, logits_to_keep=1)
@@ -1627,12 +611,12 @@ def bench_fast(
     fast = FastCaptioner(
         model, geo, b, args.chunk, args.decode_buckets, not args.no_compile, not args.no_graphs
     )
-    log(f"fast path: setup at batch {b} (chunk {fast.chunk}, KV buckets {fast.bucket_lens})")
+    LOG.info(f"fast path: setup at batch {b} (chunk {fast.chunk}, KV buckets {fast.bucket_lens})")
     fast.setup(inp)
-    log(f"fast path: setup took {fast.setup_s:.1f} s")
+    LOG.info(f"fast path: setup took {fast.setup_s:.1f} s")
     prof = fast.profile() if device.type == "cuda" else {}
     if prof:
-        log(f"layer profile (ms): { {k: round(v, 3) for k, v in prof.items()} }")
+        LOG.info(f"layer profile (ms): { {k: round(v, 3) for k, v in prof.items()} }")
     timings = []
     out = None
     for r in range(runs):
@@ -1641,7 +625,7 @@ def bench_fast(
         out, tm = fast.generate(inp)
         tm["wall_s"] = time.perf_counter() - t0
         timings.append(tm)
-        log(
+        LOG.info(
             f"fast run {r + 1}: {tm['wall_s']:.2f} s = {b / tm['wall_s']:.2f} captions/s "
             f"(prefill {tm['prefill_ms'] / b:.2f} ms/caption, vision "
             f"{tm['prefill_vision_ms'] / b:.2f}, decode {tm['decode_ms'] / b:.2f} ms/caption)"
@@ -1713,14 +697,14 @@ def run_benchmark(args: argparse.Namespace, device: torch.device) -> dict[str, A
     """
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     report: dict[str, Any] = {"env": env_info(device), "args": vars(args)}
-    log(f"env: {report['env']}")
+    LOG.info(f"env: {report['env']}")
 
     def save() -> None:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2, default=str))
 
     report["ceilings_start"] = measure_ceilings(device)
-    log(f"ceilings: {report['ceilings_start']}")
+    LOG.info(f"ceilings: {report['ceilings_start']}")
     if not args.skip_check:
         report["check"] = run_check(device, not args.no_compile, not args.no_graphs)
         save()
@@ -1734,14 +718,14 @@ def run_benchmark(args: argparse.Namespace, device: torch.device) -> dict[str, A
             f"({geo.image_tokens}); the model only accepts the packed count"
         )
     batches = [int(b) for b in str(args.batch).split(",")]
-    log(
+    LOG.info(
         f"geometry: {geo.image_tokens} image tokens ({geo.n_tiles} tiles) + "
         f"{geo.prompt_tokens} text = prefill {geo.prefill_len}, {geo.new_tokens} new tokens"
     )
     t0 = time.perf_counter()
     model = build_model(cfg, device, dtype, std=0.02)
     sync(device)
-    log(f"model built in {time.perf_counter() - t0:.1f} s")
+    LOG.info(f"model built in {time.perf_counter() - t0:.1f} s")
     flops = flops_per_caption(cfg, geo)
     report["model"] = {
         "architecture": "llava-hf/llama3-llava-next-8b-hf (random weights)"
@@ -1780,7 +764,7 @@ def run_benchmark(args: argparse.Namespace, device: torch.device) -> dict[str, A
             rep, out = bench_fast(model, all_inp.rows(0, b), geo, args, args.runs, device)
         except torch.OutOfMemoryError as exc:
             report["fast"].append({"batch": b, "error": f"OOM: {str(exc)[:300]}"})
-            log(f"fast path at batch {b}: out of memory")
+            LOG.info(f"fast path at batch {b}: out of memory")
             free_memory(device)
             continue
         if plain_out is not None:
@@ -1797,7 +781,7 @@ def run_benchmark(args: argparse.Namespace, device: torch.device) -> dict[str, A
         save()
 
     report["ceilings_end"] = measure_ceilings(device)
-    log(f"ceilings at the end: {report['ceilings_end']}")
+    LOG.info(f"ceilings at the end: {report['ceilings_end']}")
     summarize(report, flops, tflops, geo, cfg, dtype)
     save()
     return report
@@ -1945,6 +929,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         Exit status: 0, or 1 when the correctness check fails.
     """
     args = parse_args(argv)
+    log_to_stdout()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dyn = torch._dynamo.config
     for name in ("recompile_limit", "cache_size_limit"):

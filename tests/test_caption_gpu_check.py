@@ -1,8 +1,9 @@
 """The GPU benchmark's fast captioning path, checked token for token on CPU (tiny fp32 model).
 
-The speed figures need an H100 (docs/benchmarks.md); correctness does not: the split prefill,
-static KV cache, GQA-folded decode attention and the graph-free decode loop must reproduce
-plain `model.generate` exactly on a tiny LLaVA-Next.
+The speed figures need an H100 (docs/benchmarks.md); correctness does not: the engine's split
+prefill, static KV cache, GQA-folded decode attention and graph-free decode loop
+(pipeline/caption/engines/fast_llava.py) must reproduce plain `model.generate` exactly on a tiny
+LLaVA-Next. Run as a module from the repository root, so it imports this checkout's `pipeline`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ def test_fast_path_matches_generate_on_cpu():
     out = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "benchmarks" / "caption_gpu.py"),
+            "-m",
+            "benchmarks.caption_gpu",
             "--check",
             "--device",
             "cpu",

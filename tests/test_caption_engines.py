@@ -1,0 +1,120 @@
+"""The GPU engine (pipeline/caption/engines) on a CPU-only machine, and its benchmark harness.
+
+Each test runs a fresh interpreter from the repository root: what some of them check is which
+modules a process imports, and the harness (benchmarks/, not an installed package) is imported
+from the checkout. The token-for-token check of the engine is in test_caption_gpu_check.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _python(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python ARGS`` in the repository root without CUDA devices; fail on a non-zero exit."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    out = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+def test_engine_imports_and_chooses_attention_without_triton():
+    code = """
+        import sys
+
+        sys.modules["triton"] = None  # `import triton` raises ImportError, as on a CPU-only install
+        import pipeline.caption.engines
+
+        assert "torch" not in sys.modules, "the package itself must stay light"
+        from pipeline.caption.engines import autotune, fast_llava, layers, timing
+
+        assert autotune.triton_decode_kernel() is None
+        names = set(autotune.decode_attention_candidates(use_triton=True))
+        assert names == {"fold-cudnn", "fold-efficient", "fold-math"}, names
+        try:
+            import pipeline.caption.engines.kernels
+        except ImportError:
+            pass
+        else:
+            raise AssertionError("the kernel module needs Triton")
+    """
+    _python("-c", textwrap.dedent(code))
+
+
+def test_default_captioning_path_does_not_import_the_engine():
+    code = """
+        import sys
+
+        import pipeline.caption.backends.openai
+        import pipeline.caption.backends.transformers
+        import pipeline.caption.registry
+        import pipeline.runner.build
+        import pipeline.runner.caption
+
+        loaded = [m for m in sys.modules if m.startswith("pipeline.caption.engines")]
+        assert not loaded, loaded
+    """
+    _python("-c", textwrap.dedent(code))
+
+
+def test_harness_geometry_and_flops_of_the_8b_model():
+    code = """
+        from benchmarks.caption_gpu import build_config, flops_per_caption
+        from pipeline.caption.engines.fast_llava import image_geometry
+
+        cfg = build_config(tiny=False)  # a config only: no weights are built
+        geo = image_geometry(cfg, 264, 250, 128)
+        assert (geo.image_tokens, geo.n_tiles, geo.prefill_len) == (1176, 3, 1426), geo
+        assert round(flops_per_caption(cfg, geo)["total"] / 1e12, 2) == 23.66  # docs/benchmarks.md
+    """
+    _python("-c", textwrap.dedent(code))
+
+
+def test_harness_runs_the_tiny_benchmark_on_cpu(tmp_path):
+    report_path = tmp_path / "caption_gpu.json"
+    out = _python(
+        "-m",
+        "benchmarks.caption_gpu",
+        "--tiny",
+        "--device",
+        "cpu",
+        "--batch",
+        "4,6",
+        "--plain-batch",
+        "4",
+        "--runs",
+        "1",
+        "--new-tokens",
+        "8",
+        "--prompt-tokens",
+        "20",
+        "--chunk",
+        "2",
+        "--skip-check",
+        "--out",
+        str(report_path),
+    )
+    report = json.loads(report_path.read_text())
+    assert report["model"]["architecture"] == "tiny LLaVA-Next"
+    assert report["geometry"]["prefill_len"] == 20 + report["geometry"]["image_tokens"]
+    assert report["plain"]["batch"] == 4 and report["plain"]["captions_per_s"] > 0
+    fast = {f["batch"]: f for f in report["fast"]}
+    assert set(fast) == {4, 6}
+    for f in fast.values():
+        assert f["captions_per_s"] > 0 and f["cuda_graphs"] is False and f["compile"] is False
+        assert f["agreement_with_plain_bf16"]["rows"] == 4
+    assert fast[6]["chunk"] == 2 and fast[6]["decode_kv_buckets"]
+    assert report["summary"]["fast_batch"] in (4, 6) and report["summary"]["check_passed"] is None
+    # progress lines of the harness and of the engine (its logger) reach stdout
+    assert "fast path: setup at batch 6" in out.stdout
+    assert "warm-up prefill chunk (2 rows)" in out.stdout
+    assert "| fast path b6 |" in out.stdout
