@@ -37,6 +37,7 @@ __all__ = [
     "ScenePick",
     "StageFailure",
     "sample_record",
+    "scene_options",
     "status_columns",
 ]
 
