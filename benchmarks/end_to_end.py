@@ -264,7 +264,7 @@ def stage_cpu_profile(config: Any, n_shards: int, server_pids: tuple[int, ...]) 
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    original = build._Timer.stage
+    original = build.StageTimer.stage
 
     @contextmanager
     def stage(self: Any, name: str) -> Any:
@@ -279,12 +279,12 @@ def stage_cpu_profile(config: Any, n_shards: int, server_pids: tuple[int, ...]) 
         top = max(peak[0], me.memory_info().rss)
         rise[name] = max(rise.get(name, 0.0), (top - r0) / 1e6)
 
-    build._Timer.stage = stage  # type: ignore[method-assign]
+    build.StageTimer.stage = stage  # type: ignore[method-assign]
     original_finish = build.finish_shard
 
     def finish(*a: Any, **kw: Any) -> Any:
         # finish_shard (write_table, stats) runs after the stage timer; it is the write stage.
-        with stage(build._Timer(), "write"):
+        with stage(build.StageTimer(), "write"):
             return original_finish(*a, **kw)
 
     build.finish_shard = finish  # type: ignore[assignment]
@@ -299,7 +299,7 @@ def stage_cpu_profile(config: Any, n_shards: int, server_pids: tuple[int, ...]) 
         total_wall, total_cpu = time.perf_counter() - t0, time.process_time() - c0
         total_srv = sum(proc_cpu_seconds(p) for p in server_pids) - s0
     finally:
-        build._Timer.stage = original  # type: ignore[method-assign]
+        build.StageTimer.stage = original  # type: ignore[method-assign]
         build.finish_shard = original_finish  # type: ignore[assignment]
         done.set()
     n = sum(s.count for s in built)

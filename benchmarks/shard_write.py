@@ -1,10 +1,9 @@
 """Shard writing throughput: ``pipeline.dataset.shards.write_shard`` in MB/s against baselines.
 
 The records are real: the first shards of the demo config (default 2 x 64 samples) built by the
-pipeline's own stages up to the write (``pipeline.runner.build._build_records``: STAC search
-against the
-demo STAC API, 12-band 264 x 264 uint16 cubes + SCL cut from the demo COGs over HTTP, the
-true-colour PNG, the Overture context, template captions and caption checks). Each variant
+pipeline's own stages up to the write (``pipeline.runner.build.build_records``: STAC search
+against the demo STAC API, 12-band 264 x 264 uint16 cubes + SCL cut from the demo COGs over
+HTTP, the true-colour PNG, the Overture context, template captions and caption checks). Each variant
 writes the same shards to ``/tmp`` (page cache, no fsync), interleaved and repeated; medians:
 
 * ``ours``: ``write_shard`` = ``records_table`` (records -> Arrow) + ``write_table`` (zstd 3,
@@ -56,14 +55,16 @@ from benchmarks._common import (
 
 def build_records(config: Any, n_shards: int) -> list[list[Any]]:
     """The records of the first ``n_shards`` shards, built by the pipeline's own stages."""
-    from pipeline.runner.build import _build_records, _Timer
+    from pipeline.runner.build import StageTimer, build_records
     from pipeline.stages.sampling import plan_shards
 
     out = []
     for shard in plan_shards(config)[:n_shards]:
-        timer = _Timer()
-        records = _build_records(
-            list(shard.samples), config, Path(config.overture.source), None, timer
+        records = build_records(
+            shard.samples,
+            config,
+            overture_root=Path(config.overture.source),
+            timer=StageTimer(),
         )
         ok = sum(r.status == "ok" for r in records)
         log(f"shard {shard.index}: {len(records)} records ({ok} ok) built")

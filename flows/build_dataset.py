@@ -6,6 +6,10 @@ swamp a Prefect server and its UI). Shards run in parallel on Prefect's thread-p
 
 By default Prefect starts a temporary local server for the run; set ``PREFECT_API_URL`` to use
 a long-running server and see runs in its UI.
+
+The flows take a :data:`~pipeline.runner.plan.CheckedConfig`: whoever starts a run checks it
+once, outside the flow (``eocap run`` and ``eocap caption`` before any Prefect work, so a bad
+config prints one plain line; the deployable ``*_from_file`` flows when they load their file).
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ from pipeline.core.config import RunConfig, load_config
 from pipeline.dataset.shards import ShardStats
 from pipeline.runner.build import build_shard
 from pipeline.runner.caption import caption_shard, shards_pending_caption
-from pipeline.runner.plan import RunPlan, failed_samples, plan_run, preflight
+from pipeline.runner.plan import CheckedConfig, RunPlan, plan_run, planned_shards, preflight
 from pipeline.runner.progress import StageRates
 from pipeline.runner.report import RunReport, summarize
+from pipeline.runner.retry import failed_samples
 from pipeline.stages.sampling import ShardPlan
 
 CAPTION_LIMIT = "eocap-caption"
@@ -49,12 +54,9 @@ __all__ = [
 
 
 @task(name="plan-run", cache_policy=NO_CACHE)
-def plan_run_task(config: RunConfig) -> RunPlan:
-    """Preflight checks, manifest, Overture extract, list of pending shards.
-
-    The plan's config has the Overture release resolved; shards are built with it.
-    """
-    return plan_run(preflight(config))
+def plan_run_task(config: CheckedConfig) -> RunPlan:
+    """Manifest, ``run.json``, Overture extract, list of pending shards."""
+    return plan_run(config)
 
 
 @task(name="build-shard", cache_policy=NO_CACHE, task_run_name="build-shard-{shard.index:05d}")
@@ -70,12 +72,12 @@ ShardCallback = Callable[[ShardStats, int, int], None]
 
 @flow(name="eocap-build-dataset", validate_parameters=False)
 def build_dataset(
-    config: RunConfig, on_shard: ShardCallback | None = None, retry_failed: bool = False
+    config: CheckedConfig, on_shard: ShardCallback | None = None, retry_failed: bool = False
 ) -> RunReport:
     """Build (or resume) the dataset a config describes.
 
     Args:
-        config: The run config.
+        config: The run config, checked (:func:`~pipeline.runner.plan.preflight`).
         on_shard: Called with (stats, done, total) after each shard, for progress display
             (``pipeline.runner.progress.StageProgress.on_shard`` draws bars per stage).
         retry_failed: Also rebuild the failed samples of finished shards, keeping their other
@@ -88,7 +90,6 @@ def build_dataset(
         work = itertools.chain(work, failed_samples(plan))
     # A bounded window of submitted shards: memory stays flat however many shards a run has,
     # and a freed worker gets the next shard at once.
-    config = plan.config  # `overture.release: latest` resolved and pinned
     window = 2 * config.runtime.workers
     in_flight: list[Any] = []
     built: list[ShardStats] = []
@@ -108,10 +109,11 @@ def build_dataset(
                 on_shard(stats, len(built), total)
 
     for shard, only in work:
-        in_flight.append(build_shard_task.submit(shard, config, plan.overture_root, only))
+        in_flight.append(build_shard_task.submit(shard, plan.config, plan.overture_root, only))
         collect(window - 1)
     collect(0)
-    return summarize(plan, sorted(built, key=lambda s: s.shard), time.perf_counter() - t0)
+    built.sort(key=lambda s: s.shard)
+    return summarize(plan.output_dir, plan.n_shards, built, time.perf_counter() - t0)
 
 
 def task_runner(config: RunConfig) -> Any:
@@ -134,7 +136,7 @@ def task_runner(config: RunConfig) -> Any:
     return ThreadPoolTaskRunner(max_workers=rt.workers)
 
 
-def run_build(config: RunConfig, on_shard: ShardCallback | None = None, **kw: Any) -> RunReport:
+def run_build(config: CheckedConfig, on_shard: ShardCallback | None = None, **kw: Any) -> RunReport:
     """Run :func:`build_dataset` on the task runner ``runtime`` asks for."""
     result = build_dataset.with_options(task_runner=task_runner(config))(config, on_shard, **kw)
     assert isinstance(result, RunReport)
@@ -158,26 +160,30 @@ def _ensure_caption_limit(slots: int) -> None:
 
 
 @flow(name="eocap-caption-dataset", validate_parameters=False)
-def caption_dataset(config: RunConfig) -> RunReport:
+def caption_dataset(config: CheckedConfig) -> RunReport:
     """Caption every ``pending_caption`` row of a run built with ``captioner.stage: separate``.
 
     Its own flow (and deployment), for GPU workers: each shard task holds one slot of the
     Prefect global concurrency limit ``eocap-caption`` (``captioner.gpu_workers`` slots), so
-    however many workers run this flow, each GPU server gets one shard at a time.
+    however many workers run this flow, each GPU server gets one shard at a time. It plans
+    nothing: the shards are those the build planned (read from its manifest).
+
+    Args:
+        config: The run config, checked with ``captioning=True``
+            (:func:`~pipeline.runner.plan.preflight`).
     """
     t0 = time.perf_counter()
-    config = preflight(config, captioning=True)
+    n_shards = planned_shards(config)
     _ensure_caption_limit(config.captioner.gpu_workers)
-    plan = plan_run(config)
     futures = [
-        caption_shard_task.submit(index, plan.config)
-        for index in shards_pending_caption(plan.output_dir, plan.n_shards)
+        caption_shard_task.submit(index, config)
+        for index in shards_pending_caption(config.output.dir, range(n_shards))
     ]
-    built = [f.result() for f in futures]
-    return summarize(plan, sorted(built, key=lambda s: s.shard), time.perf_counter() - t0)
+    built = sorted((f.result() for f in futures), key=lambda s: s.shard)
+    return summarize(config.output.dir, n_shards, built, time.perf_counter() - t0)
 
 
-def run_captions(config: RunConfig) -> RunReport:
+def run_captions(config: CheckedConfig) -> RunReport:
     """Run :func:`caption_dataset` with ``captioner.gpu_workers`` shard threads."""
     runner: Any = ThreadPoolTaskRunner(max_workers=config.captioner.gpu_workers)
     result = caption_dataset.with_options(task_runner=runner)(config)
@@ -193,18 +199,14 @@ def build_dataset_from_file(config_path: str, retry_failed: bool = False) -> dic
     that extends a dataset picks up new regions or periods edited into the config. A run
     resumes the previous one: finished shards are skipped.
     """
-    config = load_config(config_path)
-    report = build_dataset.with_options(task_runner=task_runner(config))(
-        config, retry_failed=retry_failed
-    )
-    assert isinstance(report, RunReport)
-    return report.to_json()
+    config = preflight(load_config(config_path))
+    return run_build(config, retry_failed=retry_failed).to_json()
 
 
 @flow(name="eocap-caption-dataset-from-file")
 def caption_dataset_from_file(config_path: str) -> dict[str, Any]:
     """Deployable entry point of the caption flow (GPU workers): caption pending rows."""
-    return run_captions(load_config(config_path)).to_json()
+    return run_captions(preflight(load_config(config_path), captioning=True)).to_json()
 
 
 def make_deployment(

@@ -106,11 +106,12 @@ def _run(config: RunConfig, *, retry_failed: bool = False) -> RunReport:
     from flows.build_dataset import run_build
 
     console.print(f"Checking config, STAC API {config.stac.api_url} and Overture data...")
-    config = preflight(config)  # the build then uses the release this check resolved
+    # The run's one check, before Prefect starts: a bad config prints one plain line.
+    checked = preflight(config)
     # One bar for shards and one per stage (search, chips, composite, context, caption,
     # write) with its rate and ETA; they update as each shard's stats come back.
-    with StageProgress(console, workers=config.runtime.workers) as progress:
-        report = run_build(config, progress.on_shard, retry_failed=retry_failed)
+    with StageProgress(console, workers=checked.runtime.workers) as progress:
+        report = run_build(checked, progress.on_shard, retry_failed=retry_failed)
     _print_report(report)
     return report
 
@@ -202,7 +203,8 @@ def cmd_caption(args: argparse.Namespace) -> int:
     _setup_prefect()
     from flows.build_dataset import run_captions
 
-    config = _load(args.config, args.set)
+    # The run's one check, before Prefect starts; the caption server must answer now.
+    config = preflight(_load(args.config, args.set), captioning=True)
     _print_report(run_captions(config))
     return 0
 

@@ -16,19 +16,26 @@ from PIL import Image
 
 from flows.build_dataset import run_build
 from pipeline.caption.template import CLASS_PHRASES
+from pipeline.core.config import RunConfig
 from pipeline.core.errors import ConfigError
 from pipeline.demo.region import load_items
 from pipeline.demo.servers import serve_demo
-from pipeline.runner.plan import chip_within_region
+from pipeline.runner.plan import chip_within_region, preflight
+from pipeline.runner.report import RunReport
 
 from .conftest import make_config
+
+
+def build(config: RunConfig, **kw: object) -> RunReport:
+    """What `eocap run` does: check the config once, then run the build flow."""
+    return run_build(preflight(config), **kw)
 
 
 @pytest.fixture(scope="module")
 def built(region, servers, tmp_path_factory):
     out = tmp_path_factory.mktemp("flow") / "out"
     config = make_config(region, servers, out)
-    report = run_build(config)
+    report = build(config)
     return config, report
 
 
@@ -137,14 +144,45 @@ def test_shards_open_without_eocap(built):
 def test_resume_skips_done_shards_and_refuses_other_configs(built):
     config, _ = built
     before = (config.output.dir / "shards" / "00000.parquet").stat().st_mtime_ns
-    report = run_build(config)
+    report = build(config)
     assert report.shards_built_now == 0 and report.samples == 8
     assert (config.output.dir / "shards" / "00000.parquet").stat().st_mtime_ns == before
     # A partial shard (no stats file) is redone.
     (config.output.dir / "shards" / "_stats" / "00001_stats.json").unlink()
-    assert run_build(config).shards_built_now == 1
+    assert build(config).shards_built_now == 1
     with pytest.raises(ConfigError, match=r"output\.dir"):
-        run_build(config.with_updates({"chips.bands": "llama3-ms-clip-10"}))
+        build(config.with_updates({"chips.bands": "llama3-ms-clip-10"}))
+
+
+def test_eocap_run_checks_once_and_a_bad_config_prints_one_line(
+    built, tmp_path, monkeypatch, capsys
+):
+    import yaml
+
+    from flows import build_dataset, cli
+    from pipeline.runner import plan
+
+    config, _ = built
+    checked = []
+
+    def counted(c: RunConfig, **kw: object) -> RunConfig:
+        checked.append(c)
+        return preflight(c, **kw)
+
+    for module in (cli, build_dataset, plan):
+        monkeypatch.setattr(module, "preflight", counted)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    assert cli.main(["run", str(path)]) == 0  # resumes: every shard is done
+    assert len(checked) == 1
+    broken = config.with_updates({"overture.source": str(tmp_path / "nowhere")})
+    path.write_text(yaml.safe_dump(broken.model_dump(mode="json")))
+    capsys.readouterr()
+    assert cli.main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    # The check's line, then the error (rich may wrap it), no traceback, no progress bars.
+    assert err.startswith("Checking config") and err.count("error:") == 1
+    assert "Traceback" not in err and "shards" not in err
 
 
 @pytest.mark.parametrize("fallbacks", [0, 2])
@@ -157,7 +195,7 @@ def test_corrupt_cog_falls_back_or_fails_only_its_samples(region_copy, tmp_path,
         config = make_config(
             region_copy, srv, tmp_path / "out", **{"chips.max_scene_fallbacks": fallbacks}
         )
-        report = run_build(config)
+        report = build(config)
     data = rows(config)
     summer = [r for r in data if r["period"] == "summer"]
     autumn = [r for r in data if r["period"] == "autumn"]
@@ -186,7 +224,7 @@ def test_flow_with_model_captioners(backend, region, servers, caption_server, ti
         "captioner.base_url": caption_server.url.rstrip("/"),
     }
     config = make_config(region, servers, tmp_path / "out", **updates)
-    report = run_build(config)
+    report = build(config)
     assert report.ok == report.samples == 8
     assert report.caption_flags["not_english"] == 8  # the run report shows the garbage
     for r in rows(config):
@@ -209,13 +247,13 @@ def test_retry_failed_rebuilds_only_failed_samples(region_copy, tmp_path):
     nir.write_bytes(b"broken")
     with serve_demo(region_copy.root, items) as srv:
         config = make_config(region_copy, srv, tmp_path / "out", **{"chips.max_scene_fallbacks": 0})
-        first = run_build(config)
+        first = build(config)
         assert first.failed > 0
         before = {r["sample_id"]: r for r in rows(config)}
         status = run_status(config.output.dir)
         assert (status.done, status.pending, status.failed) == (2, 0, first.failed)
         nir.write_bytes(good)  # the COG is repaired
-        again = run_build(config, retry_failed=True)
+        again = build(config, retry_failed=True)
     assert again.failed == 0 and again.samples == 8
     after = rows(config)
     assert [r["sample_id"] for r in after] == sorted(before, key=list(before).index)
@@ -237,7 +275,7 @@ def test_dask_runner_writes_the_same_dataset(built, region, servers, tmp_path):
         tmp_path / "dask",
         **{"runtime.task_runner": "dask", "runtime.workers": 2},
     )
-    report = run_build(dask_config)
+    report = build(dask_config)
     assert report.shards_built_now == 2 and report.samples == 8
     ours = {r["sample_id"]: r for r in rows(dask_config)}
     theirs = {r["sample_id"]: r for r in rows(config)}
@@ -265,7 +303,7 @@ def test_stac_errors_and_timeouts_for_a_while_lose_nothing(built, region, server
                 "stac.max_retries": 8,
             },
         )
-        report = run_build(faulty)
+        report = build(faulty)
     assert len(plan.seen) > 5  # the faults were hit, then requests went through
     assert report.failed == 0 and report.samples == 8
     ours = {r["sample_id"]: r for r in rows(faulty)}
@@ -399,7 +437,7 @@ def test_separate_caption_stage_gives_the_inline_captions(built, region, servers
         tmp_path / "sep",
         **{"captioner.stage": "separate", "captioner.gpu_workers": 2},
     )
-    first = run_build(separate)
+    first = build(separate)
     assert first.pending_caption == first.samples - first.failed > 0
     assert all(
         r["caption"] is None and r["pixels"] is not None
@@ -407,7 +445,11 @@ def test_separate_caption_stage_gives_the_inline_captions(built, region, servers
         if r["status"] == "pending_caption"
     )
     assert run_status(separate.output.dir).pending_caption == first.pending_caption
-    report = run_captions(separate)
+    run_files = [separate.output.dir / name for name in ("run.json", "manifest.parquet")]
+    written = [(p.stat().st_mtime_ns, p.read_bytes()) for p in run_files]
+    report = run_captions(preflight(separate, captioning=True))
+    # The caption stage reads the build's plan; it never plans the run again.
+    assert [(p.stat().st_mtime_ns, p.read_bytes()) for p in run_files] == written
     assert report.pending_caption == 0 and report.ok == first.pending_caption
     inline = {r["sample_id"]: r for r in rows(config)}
     for r in rows(separate):

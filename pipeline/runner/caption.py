@@ -12,53 +12,51 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.caption.interface import Captioner
+from pipeline.caption.interface import Captioner, CaptionInput
 from pipeline.core.config import RunConfig
 from pipeline.core.types import ChipStats, MapContext
-from pipeline.dataset.shards import SampleRecord, ShardStats, read_stats, shard_paths
-from pipeline.runner.build import caption_records, finish_shard
+from pipeline.dataset.shards import ShardStats, read_stats, shard_paths
+from pipeline.runner.captioning import CAPTION_RESULT_COLUMNS, caption_samples
+from pipeline.runner.finish import finish_shard
+from pipeline.runner.samples import STATUS_COLUMNS, StageFailure, status_columns
 
 __all__ = ["CAPTION_COLUMNS", "caption_shard", "shards_pending_caption"]
 
-CAPTION_COLUMNS = (
-    "status",
-    "error_reason",
-    "error_message",
-    "caption",
-    "caption_mentions",
-    "captioner",
-    "prompt_version",
-    "generation_params",
-    "qa",
-    "finish_reason",
-    "prompt_tokens",
-    "completion_tokens",
-    "caption_latency_s",
-    "caption_flags",
-    "unsupported_claims",
-    "clip_tokens",
-    "caption_words",
-    "caption_language",
-)
+CAPTION_COLUMNS = (*STATUS_COLUMNS, *CAPTION_RESULT_COLUMNS)
 """The columns the caption stage writes; every other column of a shard is left as it is."""
 
 _STATS_FIELDS = tuple(f.name for f in dataclasses.fields(ChipStats))
 
 
-def shards_pending_caption(output_dir: Path, n_shards: int) -> list[int]:
-    """Indices of finished shards that have rows waiting for a caption."""
+def shards_pending_caption(output_dir: Path, shards: Iterable[int]) -> list[int]:
+    """The finished shards among ``shards`` that have rows waiting for a caption."""
     out = []
-    for index in range(n_shards):
+    for index in shards:
         stats_path = shard_paths(output_dir / "shards", index)[1]
         if stats_path.exists() and read_stats(stats_path).pending_caption > 0:
             out.append(index)
     return out
+
+
+def _caption_input(row: dict[str, Any]) -> CaptionInput:
+    """A pending row's caption input, rebuilt from its small columns."""
+    return CaptionInput(
+        row["sample_id"],
+        row["period"],
+        row["datetime"],
+        row["lon"],
+        row["lat"],
+        MapContext.from_row(row["context"], row["classes"], row["tags"], row["names"]),
+        ChipStats(**{f: row[f] for f in _STATS_FIELDS}),
+        row["rgb"]["bytes"],
+    )
 
 
 def caption_shard(
@@ -79,32 +77,20 @@ def caption_shard(
     table = pq.read_table(parquet)
     small = [c for c in table.column_names if c not in ("pixels", "scl")]
     rows: list[dict[str, Any]] = table.select(small).to_pylist()
-    pending = [r for r in rows if r["status"] == "pending_caption"]
-    records = {
-        r["sample_id"]: SampleRecord(
-            sample_id=r["sample_id"],
-            status="ok",
-            location_id=r["location_id"],
-            lon=r["lon"],
-            lat=r["lat"],
-            period=r["period"],
-            period_start=r["period_start"],
-            period_end=r["period_end"],
-            datetime=r["datetime"],
-            rgb=r["rgb"],
-        )
-        for r in pending
+    inputs = [_caption_input(r) for r in rows if r["status"] == "pending_caption"]
+    captioned = {
+        sid: {
+            **status_columns(
+                None if outcome.failure is None else StageFailure("caption", outcome.failure),
+                captioned=True,
+            ),
+            **outcome.columns(),
+        }
+        for sid, outcome in caption_samples(inputs, config, captioner).items()
     }
-    stats = {r["sample_id"]: ChipStats(**{f: r[f] for f in _STATS_FIELDS}) for r in pending}
-    contexts = {
-        r["sample_id"]: MapContext.from_row(r["context"], r["classes"], r["tags"], r["names"])
-        for r in pending
-    }
-    alive: dict[str, Any] = dict.fromkeys(records)
-    caption_records(records, alive, stats, contexts, config, captioner)
     for name in CAPTION_COLUMNS:
         values = [
-            getattr(records[r["sample_id"]], name) if r["sample_id"] in records else r[name]
+            captioned[r["sample_id"]][name] if r["sample_id"] in captioned else r[name]
             for r in rows
         ]
         field = table.schema.field(name)

@@ -1,7 +1,10 @@
 """A run: preflight, planning, the shard list, and the report at the end.
 
 The flow in ``flows/`` strings these together; they are plain functions so the CLI, the tests
-and the benchmarks call the same code.
+and the benchmarks call the same code. Each run is checked once, before any work
+(:func:`preflight`, by whoever starts the run: the CLI or a deployment's entry flow); the build
+flow then plans it (:func:`plan_run`, the only writer of ``run.json`` and the manifest), and the
+caption stage only reads what the build planned (:func:`planned_shards`).
 
 Output layout (``output.dir``)::
 
@@ -19,6 +22,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NewType
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -29,7 +33,7 @@ from pipeline.caption.prompts import load_prompt
 from pipeline.core.config import LATEST_RELEASE, RunConfig
 from pipeline.core.config_hash import config_hash
 from pipeline.core.errors import ConfigError
-from pipeline.dataset.shards import read_stats, shard_paths
+from pipeline.dataset.shards import shard_paths
 from pipeline.io.overture import read_catalog
 from pipeline.stages.context import check_overture, prepare_overture
 from pipeline.stages.sampling import (
@@ -43,12 +47,17 @@ from pipeline.stages.sampling import (
 from pipeline.stages.scenes import check_stac
 
 __all__ = [
+    "CheckedConfig",
     "RunPlan",
-    "failed_samples",
     "plan_run",
+    "planned_shards",
     "preflight",
     "resolve_release",
 ]
+
+CheckedConfig = NewType("CheckedConfig", RunConfig)
+"""A run config that passed :func:`preflight` (its Overture release resolved): what the build
+and caption flows take, so that a run is checked once, by whoever starts it."""
 
 
 def resolve_release(config: RunConfig) -> RunConfig:
@@ -75,7 +84,7 @@ def resolve_release(config: RunConfig) -> RunConfig:
     )
 
 
-def preflight(config: RunConfig, *, captioning: bool | None = None) -> RunConfig:
+def preflight(config: RunConfig, *, captioning: bool | None = None) -> CheckedConfig:
     """Check everything a run needs before any work: region, Overture, STAC API, captioner.
 
     Args:
@@ -101,7 +110,7 @@ def preflight(config: RunConfig, *, captioning: bool | None = None) -> RunConfig
         from pipeline.caption.backends.openai import OpenAICaptioner
 
         OpenAICaptioner.from_config(config.captioner).check()
-    return config
+    return CheckedConfig(config)
 
 
 @dataclass
@@ -196,12 +205,24 @@ def chip_within_region(config: RunConfig, geometry_wkb: bytes, tolerance_deg: fl
     return bool(region.covers(shapely.from_wkb(geometry_wkb)))
 
 
-def failed_samples(plan: RunPlan) -> Iterator[tuple[ShardPlan, set[str]]]:
-    """Each finished shard that has failed samples, with their ids (``--retry-failed``)."""
-    for shard in plan.iter_shards():
-        parquet, stats_path = shard_paths(plan.output_dir / "shards", shard.index)
-        if not stats_path.exists() or read_stats(stats_path).failed == 0:
-            continue
-        table = pq.read_table(parquet, columns=["sample_id", "status"])
-        failed = table.filter(pc.not_equal(table.column("status"), "ok"))
-        yield shard, set(failed.column("sample_id").to_pylist())
+def planned_shards(config: RunConfig) -> int:
+    """How many shards the run in ``output.dir`` was planned with; reads, writes nothing.
+
+    Raises:
+        ConfigError: if ``output.dir`` holds no planned run, or one of another config.
+    """
+    _check_output(config, config_hash(config))
+    return manifest_shards(config.output.dir)
+
+
+def manifest_shards(output_dir: Path) -> int:
+    """The number of shards in the manifest of the run in ``output_dir``.
+
+    Raises:
+        ConfigError: if ``output_dir`` holds no run (no manifest).
+    """
+    manifest = output_dir / "manifest.parquet"
+    if not manifest.exists():
+        raise ConfigError("output.dir", f"{output_dir} holds no eocap run (no manifest.parquet)")
+    shards = pq.read_table(manifest, columns=["shard"]).column("shard")
+    return len(pc.unique(shards))

@@ -8,13 +8,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.core.errors import ConfigError
 from pipeline.dataset.shards import ShardStats, read_stats, shard_paths
 from pipeline.runner.build import STAGES
-from pipeline.runner.plan import RunPlan
+from pipeline.runner.plan import manifest_shards
 
 
 @dataclass
@@ -59,11 +57,20 @@ def _sum_counts(
     )
 
 
-def summarize(plan: RunPlan, built: list[ShardStats], wall_seconds: float) -> RunReport:
-    """Sum the stats of every finished shard of the run (not only those built now)."""
+def summarize(
+    output_dir: Path, n_shards: int, built: list[ShardStats], wall_seconds: float
+) -> RunReport:
+    """Sum the stats of every finished shard of the run (not only those built now).
+
+    Args:
+        output_dir: The run's output folder; ``report.json`` is written there.
+        n_shards: The run's number of shards.
+        built: The stats of the shards built (or captioned) now.
+        wall_seconds: Wall time of the run.
+    """
     stats = []
-    for index in range(plan.n_shards):
-        path = shard_paths(plan.output_dir / "shards", index)[1]
+    for index in range(n_shards):
+        path = shard_paths(output_dir / "shards", index)[1]
         if path.exists():
             stats.append(read_stats(path))
     reasons, flags, overruled = _sum_counts(stats)
@@ -72,8 +79,8 @@ def summarize(plan: RunPlan, built: list[ShardStats], wall_seconds: float) -> Ru
         for stage, secs in s.stage_seconds.items():
             stages[stage] = round(stages.get(stage, 0.0) + secs, 3)
     report = RunReport(
-        output_dir=str(plan.output_dir),
-        shards=plan.n_shards,
+        output_dir=str(output_dir),
+        shards=n_shards,
         shards_built_now=len(built),
         samples=sum(s.count for s in stats),
         ok=sum(s.ok for s in stats),
@@ -85,9 +92,9 @@ def summarize(plan: RunPlan, built: list[ShardStats], wall_seconds: float) -> Ru
         caption_flags=flags,
         pending_caption=sum(s.pending_caption for s in stats),
         radiometry_overruled=overruled,
-        shard_files=[str(plan.output_dir / "shards" / s.path) for s in stats],
+        shard_files=[str(output_dir / "shards" / s.path) for s in stats],
     )
-    (plan.output_dir / "report.json").write_text(json.dumps(report.to_json(), indent=2))
+    (output_dir / "report.json").write_text(json.dumps(report.to_json(), indent=2))
     return report
 
 
@@ -121,15 +128,12 @@ def run_status(output_dir: Path) -> RunStatus:
     Raises:
         ConfigError: if ``output_dir`` holds no run.
     """
-    manifest = output_dir / "manifest.parquet"
-    if not manifest.exists():
-        raise ConfigError("output.dir", f"{output_dir} holds no eocap run (no manifest.parquet)")
-    shard_ids = pc.unique(pq.read_table(manifest, columns=["shard"]).column("shard")).to_pylist()
-    planned = pq.ParquetFile(manifest).metadata.num_rows
+    n_shards = manifest_shards(output_dir)
+    planned = pq.ParquetFile(output_dir / "manifest.parquet").metadata.num_rows
     shards_dir = output_dir / "shards"
     done = partial = 0
     stats = []
-    for index in shard_ids:
+    for index in range(n_shards):
         parquet, stats_path = shard_paths(shards_dir, index)
         if stats_path.exists():
             done += 1
@@ -141,10 +145,10 @@ def run_status(output_dir: Path) -> RunStatus:
     written = sum(st.count for st in stats)
     return RunStatus(
         output_dir=str(output_dir),
-        shards=len(shard_ids),
+        shards=n_shards,
         done=done,
         partial=partial,
-        pending=len(shard_ids) - done - partial,
+        pending=n_shards - done - partial,
         samples_planned=planned,
         samples_written=written,
         ok=sum(st.ok for st in stats),
