@@ -322,11 +322,11 @@ import sys
 import threading
 from pathlib import Path
 
-import pipeline.runner.build
+import pipeline.runner.finish
 from flows.cli import main
 
 marker = Path(sys.argv[1])
-write_stats = pipeline.runner.build.write_stats
+write_stats = pipeline.runner.finish.write_stats
 finished = []
 
 
@@ -340,7 +340,7 @@ def write_stats_then_pause(stats, path):
     finished.append(stats.shard)
 
 
-pipeline.runner.build.write_stats = write_stats_then_pause
+pipeline.runner.finish.write_stats = write_stats_then_pause
 sys.exit(main(sys.argv[2:]))
 """
 
