@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import rasterio
 
-from pipeline.dataset.shards import ShardStats
+from pipeline.dataset.stats import ShardStats
 from pipeline.demo import region as demo
 from pipeline.demo.region import Acquisition, DemoRegion
 from pipeline.demo.servers import serve_demo

@@ -52,6 +52,7 @@ from rasterio.transform import Affine
 from shapely.geometry import LineString, Point, Polygon, box, mapping
 from shapely.ops import substring, unary_union
 
+from pipeline.dataset.geoparquet import geo_metadata
 from pipeline.geo.bands import L2A_BANDS, SCL, Band
 from pipeline.geo.radiometry import BASELINE_OFFSET_DN, baseline_offset
 
@@ -2189,31 +2190,7 @@ def _write_overture(
         schema = pa.schema(_COMMON_FIELDS[:3] + fields + _COMMON_FIELDS[3:])
         table = pa.Table.from_pylist(rows, schema=schema)
         types = sorted({g.geom_type for g in ll})
-        total = (
-            [float(xmin.min()), float(ymin.min()), float(xmax.max()), float(ymax.max())]
-            if len(ll)
-            else []
-        )
-        geo = {
-            "version": "1.1.0",
-            "primary_column": "geometry",
-            "columns": {
-                "geometry": {
-                    "encoding": "WKB",
-                    "geometry_types": types,
-                    "bbox": total,
-                    "covering": {
-                        "bbox": {
-                            "xmin": ["bbox", "xmin"],
-                            "ymin": ["bbox", "ymin"],
-                            "xmax": ["bbox", "xmax"],
-                            "ymax": ["bbox", "ymax"],
-                        }
-                    },
-                }
-            },
-        }
-        table = table.replace_schema_metadata({"geo": json.dumps(geo)})
+        table = table.replace_schema_metadata({"geo": geo_metadata(table, types)})
         out = root / f"theme={theme}" / f"type={type_}" / "part-00000.parquet"
         out.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, out, compression="zstd", row_group_size=50_000)

@@ -29,16 +29,10 @@ from pipeline.core.config import RunConfig
 from pipeline.core.config_hash import config_hash
 from pipeline.core.errors import SampleFailure
 from pipeline.core.types import ChipArea, ChipStats, MapContext
-from pipeline.dataset.shards import (
-    SampleRecord,
-    ShardStats,
-    radiometry_overruled,
-    records_table,
-    shard_paths,
-    table_counts,
-    write_stats,
-    write_table,
-)
+from pipeline.dataset.columns import SampleRecord
+from pipeline.dataset.layout import DatasetLayout
+from pipeline.dataset.stats import ShardStats, radiometry_overruled, table_counts, write_stats
+from pipeline.dataset.writer import records_table, write_table
 from pipeline.geo.grid import ChipGrid
 from pipeline.io.cog import clear_http_cache
 from pipeline.stages.chips import Chip, ChipRequest, read_chips
@@ -344,7 +338,7 @@ def build_shard(
         clear_http_cache()  # a retry must not see what GDAL cached of the failed COGs
     rows = _build_records(samples, config, overture_root, captioner, timer)
     n_bands, size = len(config.chips.band_list), config.chips.size_px
-    parquet_path = shard_paths(config.output.dir / "shards", shard.index)[0]
+    parquet_path = DatasetLayout(config.output.dir).shard_path(shard.index)
     with timer.stage("write"):
         table = records_table(rows, n_bands=n_bands, size=size)
         if only is not None:
@@ -380,7 +374,7 @@ def finish_shard(
     separate caption stage. The time of the write itself is added to ``stage_seconds["write"]``
     and to ``duration_s``.
     """
-    parquet_path, stats_path = shard_paths(config.output.dir / "shards", index)
+    parquet_path, stats_path = DatasetLayout(config.output.dir).shard_paths(index)
     chash = config_hash(config)
     t0 = time.perf_counter()
     nbytes = write_table(

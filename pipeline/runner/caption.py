@@ -16,37 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.caption.interface import Captioner
 from pipeline.core.config import RunConfig
 from pipeline.core.types import ChipStats, MapContext
-from pipeline.dataset.shards import SampleRecord, ShardStats, read_stats, shard_paths
+from pipeline.dataset.columns import CAPTION_OUTPUT_COLUMNS, CUBE_COLUMNS, SampleRecord
+from pipeline.dataset.layout import DatasetLayout
+from pipeline.dataset.reader import read_shard
+from pipeline.dataset.stats import ShardStats, read_stats
 from pipeline.runner.build import caption_records, finish_shard
 
-__all__ = ["CAPTION_COLUMNS", "caption_shard", "shards_pending_caption"]
-
-CAPTION_COLUMNS = (
-    "status",
-    "error_reason",
-    "error_message",
-    "caption",
-    "caption_mentions",
-    "captioner",
-    "prompt_version",
-    "generation_params",
-    "qa",
-    "finish_reason",
-    "prompt_tokens",
-    "completion_tokens",
-    "caption_latency_s",
-    "caption_flags",
-    "unsupported_claims",
-    "clip_tokens",
-    "caption_words",
-    "caption_language",
-)
-"""The columns the caption stage writes; every other column of a shard is left as it is."""
+__all__ = ["caption_shard", "shards_pending_caption"]
 
 _STATS_FIELDS = tuple(f.name for f in dataclasses.fields(ChipStats))
 
@@ -54,8 +34,9 @@ _STATS_FIELDS = tuple(f.name for f in dataclasses.fields(ChipStats))
 def shards_pending_caption(output_dir: Path, n_shards: int) -> list[int]:
     """Indices of finished shards that have rows waiting for a caption."""
     out = []
+    layout = DatasetLayout(output_dir)
     for index in range(n_shards):
-        stats_path = shard_paths(output_dir / "shards", index)[1]
+        stats_path = layout.stats_path(index)
         if stats_path.exists() and read_stats(stats_path).pending_caption > 0:
             out.append(index)
     return out
@@ -75,10 +56,9 @@ def caption_shard(
         The shard's new stats.
     """
     t0 = time.perf_counter()
-    parquet, stats_path = shard_paths(config.output.dir / "shards", index)
-    table = pq.read_table(parquet)
-    small = [c for c in table.column_names if c not in ("pixels", "scl")]
-    rows: list[dict[str, Any]] = table.select(small).to_pylist()
+    parquet, stats_path = DatasetLayout(config.output.dir).shard_paths(index)
+    table = read_shard(parquet)
+    rows: list[dict[str, Any]] = table.drop_columns(list(CUBE_COLUMNS)).to_pylist()
     pending = [r for r in rows if r["status"] == "pending_caption"]
     records = {
         r["sample_id"]: SampleRecord(
@@ -102,7 +82,7 @@ def caption_shard(
     }
     alive: dict[str, Any] = dict.fromkeys(records)
     caption_records(records, alive, stats, contexts, config, captioner)
-    for name in CAPTION_COLUMNS:
+    for name in CAPTION_OUTPUT_COLUMNS:
         values = [
             getattr(records[r["sample_id"]], name) if r["sample_id"] in records else r[name]
             for r in rows

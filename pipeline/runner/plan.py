@@ -1,16 +1,8 @@
 """A run: preflight, planning, the shard list, and the report at the end.
 
 The flow in ``flows/`` strings these together; they are plain functions so the CLI, the tests
-and the benchmarks call the same code.
-
-Output layout (``output.dir``)::
-
-    run.json                 config (overture.release resolved: the run's pinned release),
-                             config hash, eocap version
-    manifest.parquet         every planned sample (id, shard, location, period)
-    shards/00000.parquet     samples (see docs/dataset-schema.md)
-    shards/_stats/00000_stats.json  the shard is done iff this exists
-    report.json              the last run's summary
+and the benchmarks call the same code. What a run writes where (``output.dir``) is
+:class:`~pipeline.dataset.layout.DatasetLayout`.
 """
 
 from __future__ import annotations
@@ -21,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import shapely
 
 from pipeline import __version__
@@ -29,7 +20,9 @@ from pipeline.caption.prompts import load_prompt
 from pipeline.core.config import LATEST_RELEASE, RunConfig
 from pipeline.core.config_hash import config_hash
 from pipeline.core.errors import ConfigError
-from pipeline.dataset.shards import read_stats, shard_paths
+from pipeline.dataset.layout import DatasetLayout
+from pipeline.dataset.reader import read_shard
+from pipeline.dataset.stats import read_stats
 from pipeline.io.overture import read_catalog
 from pipeline.stages.context import check_overture, prepare_overture
 from pipeline.stages.sampling import (
@@ -63,7 +56,7 @@ def resolve_release(config: RunConfig) -> RunConfig:
     """
     if config.overture.release != LATEST_RELEASE:
         return config
-    run_json = config.output.dir / "run.json"
+    run_json = DatasetLayout(config.output.dir).run_json
     pinned: object = None
     if run_json.exists():
         stored = json.loads(run_json.read_text()).get("config", {})
@@ -132,7 +125,7 @@ class RunPlan:
 
     def is_done(self, index: int) -> bool:
         """Whether shard ``index`` has its stats file."""
-        return shard_paths(self.output_dir / "shards", index)[1].exists()
+        return DatasetLayout(self.output_dir).stats_path(index).exists()
 
     def iter_pending(self) -> Iterator[ShardPlan]:
         """The shards without a stats file, made on demand."""
@@ -140,7 +133,7 @@ class RunPlan:
 
 
 def _check_output(config: RunConfig, chash: str) -> None:
-    run_json = config.output.dir / "run.json"
+    run_json = DatasetLayout(config.output.dir).run_json
     if run_json.exists():
         previous = json.loads(run_json.read_text()).get("config_hash")
         if previous != chash:
@@ -165,8 +158,9 @@ def plan_run(config: RunConfig) -> RunPlan:
     _check_output(config, chash)
     locations = plan_locations(config.region, config.chips.size_m, seed=config.seed)
     out = config.output.dir
+    layout = DatasetLayout(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "run.json").write_text(
+    layout.run_json.write_text(
         json.dumps(
             {
                 "config_hash": chash,
@@ -176,15 +170,14 @@ def plan_run(config: RunConfig) -> RunPlan:
             indent=2,
         )
     )
-    n_shards, n_samples = write_manifest(iter_shards(config, locations), out / "manifest.parquet")
+    n_shards, n_samples = write_manifest(iter_shards(config, locations), layout.manifest)
     # Temp files of writers killed mid-write are garbage: their shards have no stats, so
     # they are pending and will be written again.
-    for stale in (out / "shards").glob(".*.tmp-*"):
-        stale.unlink(missing_ok=True)
-    for stale in (out / "shards" / "_stats").glob(".*.tmp-*"):
+    for stale in layout.temp_files():
         stale.unlink(missing_ok=True)
     bounds = region_geometry(config.region).bounds
-    overture_root = prepare_overture(config.overture, bounds, out)
+    extract = layout.overture_extract(config.overture.release)
+    overture_root = prepare_overture(config.overture, bounds, extract)
     return RunPlan(config, locations, n_shards, n_samples, overture_root, out)
 
 
@@ -199,9 +192,9 @@ def chip_within_region(config: RunConfig, geometry_wkb: bytes, tolerance_deg: fl
 def failed_samples(plan: RunPlan) -> Iterator[tuple[ShardPlan, set[str]]]:
     """Each finished shard that has failed samples, with their ids (``--retry-failed``)."""
     for shard in plan.iter_shards():
-        parquet, stats_path = shard_paths(plan.output_dir / "shards", shard.index)
+        parquet, stats_path = DatasetLayout(plan.output_dir).shard_paths(shard.index)
         if not stats_path.exists() or read_stats(stats_path).failed == 0:
             continue
-        table = pq.read_table(parquet, columns=["sample_id", "status"])
+        table = read_shard(parquet, ["sample_id", "status"])
         failed = table.filter(pc.not_equal(table.column("status"), "ok"))
         yield shard, set(failed.column("sample_id").to_pylist())

@@ -12,7 +12,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.core.errors import ConfigError
-from pipeline.dataset.shards import ShardStats, read_stats, shard_paths
+from pipeline.dataset.layout import DatasetLayout
+from pipeline.dataset.stats import ShardStats, read_stats
 from pipeline.runner.build import STAGES
 from pipeline.runner.plan import RunPlan
 
@@ -61,9 +62,10 @@ def _sum_counts(
 
 def summarize(plan: RunPlan, built: list[ShardStats], wall_seconds: float) -> RunReport:
     """Sum the stats of every finished shard of the run (not only those built now)."""
+    layout = DatasetLayout(plan.output_dir)
     stats = []
     for index in range(plan.n_shards):
-        path = shard_paths(plan.output_dir / "shards", index)[1]
+        path = layout.stats_path(index)
         if path.exists():
             stats.append(read_stats(path))
     reasons, flags, overruled = _sum_counts(stats)
@@ -85,9 +87,9 @@ def summarize(plan: RunPlan, built: list[ShardStats], wall_seconds: float) -> Ru
         caption_flags=flags,
         pending_caption=sum(s.pending_caption for s in stats),
         radiometry_overruled=overruled,
-        shard_files=[str(plan.output_dir / "shards" / s.path) for s in stats],
+        shard_files=[str(layout.shards_dir / s.path) for s in stats],
     )
-    (plan.output_dir / "report.json").write_text(json.dumps(report.to_json(), indent=2))
+    layout.report.write_text(json.dumps(report.to_json(), indent=2))
     return report
 
 
@@ -121,20 +123,20 @@ def run_status(output_dir: Path) -> RunStatus:
     Raises:
         ConfigError: if ``output_dir`` holds no run.
     """
-    manifest = output_dir / "manifest.parquet"
+    layout = DatasetLayout(output_dir)
+    manifest = layout.manifest
     if not manifest.exists():
-        raise ConfigError("output.dir", f"{output_dir} holds no eocap run (no manifest.parquet)")
+        raise ConfigError("output.dir", f"{output_dir} holds no eocap run (no {manifest.name})")
     shard_ids = pc.unique(pq.read_table(manifest, columns=["shard"]).column("shard")).to_pylist()
     planned = pq.ParquetFile(manifest).metadata.num_rows
-    shards_dir = output_dir / "shards"
     done = partial = 0
     stats = []
     for index in shard_ids:
-        parquet, stats_path = shard_paths(shards_dir, index)
+        stats_path = layout.stats_path(index)
         if stats_path.exists():
             done += 1
             stats.append(read_stats(stats_path))
-        elif parquet.exists() or any(shards_dir.glob(f".{parquet.name}.tmp*")):
+        elif layout.is_partial(index):
             partial += 1
     reasons, flags, overruled = _sum_counts(stats)
     seconds = sum(st.duration_s for st in stats)
