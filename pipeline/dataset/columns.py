@@ -51,7 +51,8 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = "1.2"
-"""Version of the shard schema; bump on any column change."""
+"""Version of the shard schema; bump on any column change (and commit the new column list,
+tests/data/shard_schema_v<version>.txt)."""
 
 
 class ColumnGroup(StrEnum):
