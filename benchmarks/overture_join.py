@@ -317,6 +317,7 @@ def _write_type(
     root: Path, theme: str, type_: str, geoms: np.ndarray, cols: dict[str, pa.Array], seed: int
 ) -> dict[str, Any]:
     """Sort spatially and write one type's GeoParquet, demo-style; return its stats."""
+    from pipeline.dataset.geoparquet import geo_metadata
     from pipeline.demo.overture import _COMMON_FIELDS, _TYPE_FIELDS, _f32_outward
     from pipeline.geo.zorder import extent_zorder
 
@@ -350,26 +351,8 @@ def _write_type(
     arrays = [values.get(f.name, pa.nulls(n, f.type)).cast(f.type) for f in schema]
     table = pa.Table.from_arrays(arrays, schema=schema)
     type_names = {0: "Point", 1: "LineString", 3: "Polygon"}
-    geo = {
-        "version": "1.1.0",
-        "primary_column": "geometry",
-        "columns": {
-            "geometry": {
-                "encoding": "WKB",
-                "geometry_types": sorted(
-                    {type_names[int(t)] for t in np.unique(shapely.get_type_id(geoms))}
-                ),
-                "bbox": [
-                    float(bounds[:, 0].min()),
-                    float(bounds[:, 1].min()),
-                    float(bounds[:, 2].max()),
-                    float(bounds[:, 3].max()),
-                ],
-                "covering": {"bbox": {k: ["bbox", k] for k in ("xmin", "ymin", "xmax", "ymax")}},
-            }
-        },
-    }
-    table = table.replace_schema_metadata({"geo": json.dumps(geo)})
+    types = sorted({type_names[int(t)] for t in np.unique(shapely.get_type_id(geoms))})
+    table = table.replace_schema_metadata({"geo": geo_metadata(table, types)})
     out = root / f"theme={theme}" / f"type={type_}" / "part-00000.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out, compression="zstd", row_group_size=ROW_GROUP)

@@ -1,4 +1,4 @@
-"""Shard writing throughput: ``pipeline.dataset.shards.write_shard`` in MB/s against baselines.
+"""Shard writing throughput: ``pipeline.dataset.writer.write_shard`` in MB/s against baselines.
 
 The records are real: the first shards of the demo config (default 2 x 64 samples) built by the
 pipeline's own stages up to the write (``pipeline.runner.build.build_records``: STAC search
@@ -101,14 +101,14 @@ class _PlainParquet:
 
 def write_plain(table: pa.Table, path: Path, meta: dict[str, Any]) -> None:
     """``write_table`` as before dc61245: pixel leaves without delta encoding."""
-    from pipeline.dataset import shards as shards
+    from pipeline.dataset import writer
 
-    original = shards.pq
-    shards.pq = _PlainParquet()  # type: ignore[assignment]
+    original = writer.pq
+    writer.pq = _PlainParquet()  # type: ignore[assignment]
     try:
-        shards.write_table(table, path, extra_metadata=meta)
+        writer.write_table(table, path, extra_metadata=meta)
     finally:
-        shards.pq = original
+        writer.pq = original
 
 
 def _read_seconds(path: Path, repeats: int) -> float:
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="write results JSON here")
     args = parser.parse_args(argv)
 
-    from pipeline.dataset.shards import records_table, write_shard, write_table
+    from pipeline.dataset.writer import records_table, write_shard, write_table
     from pipeline.demo.region import load_items
     from pipeline.demo.servers import serve_demo
 

@@ -28,7 +28,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipeline.core.config import RunConfig, load_config
-from pipeline.dataset.shards import ShardStats
+from pipeline.dataset.stats import ShardStats
 from pipeline.runner.build import build_shard
 from pipeline.runner.caption import caption_shard, shards_pending_caption
 from pipeline.runner.plan import CheckedConfig, RunPlan, plan_run, planned_shards, preflight

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from pipeline.core.config import RunConfig, load_config
 from pipeline.core.errors import ConfigError
+from pipeline.dataset.layout import DatasetLayout
 from pipeline.runner.plan import preflight
 from pipeline.runner.progress import StageProgress
 from pipeline.runner.report import RunReport
@@ -94,10 +95,11 @@ def _print_report(report: RunReport) -> None:
     for stage, secs in report.stage_seconds.items():
         table.add_row(f"  {stage}", f"{secs:.1f} s ({100 * secs / total:.0f}% of shard time)")
     Console().print(table)
+    layout = DatasetLayout(Path(report.output_dir))
     Console().print(
-        f"Shards are in [bold]{report.output_dir}/shards[/bold]. Open them with pyarrow, DuckDB "
-        f"(SELECT caption FROM '{report.output_dir}/shards/*.parquet') or "
-        f"datasets.load_dataset('parquet', data_files='{report.output_dir}/shards/*.parquet')."
+        f"Shards are in [bold]{layout.shards_dir}[/bold]. Open them with pyarrow, DuckDB "
+        f"(SELECT caption FROM '{layout.shards_glob}') or "
+        f"datasets.load_dataset('parquet', data_files='{layout.shards_glob}')."
     )
 
 

@@ -3,7 +3,7 @@
 Stages, in order: :mod:`~pipeline.stages.sampling` (places x periods -> samples and shards),
 :mod:`~pipeline.stages.scenes` (STAC search), :mod:`~pipeline.stages.chips` (COG windows),
 :mod:`~pipeline.stages.composite` (RGB PNG), :mod:`~pipeline.stages.context` (Overture join),
-:mod:`~pipeline.caption.template` (captions), :mod:`~pipeline.dataset.shards` (Parquet writer);
+:mod:`~pipeline.caption.template` (captions), :mod:`~pipeline.dataset.writer` (Parquet writer);
 :mod:`~pipeline.runner.build` runs them on one shard.
 """
 

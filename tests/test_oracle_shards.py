@@ -17,7 +17,8 @@ import rasterio
 import shapely
 from shapely.ops import transform as reproject
 
-from pipeline.dataset.shards import SampleRecord, write_shard
+from pipeline.dataset.columns import SampleRecord
+from pipeline.dataset.writer import write_shard
 from pipeline.geo.grid import chip_grid, transformer
 
 BOX_KEYS = ("xmin", "ymin", "xmax", "ymax")

@@ -22,7 +22,7 @@ from flows.cli import main
 from pipeline.core.config import OvertureConfig, load_config
 from pipeline.core.config_hash import config_hash
 from pipeline.core.errors import ConfigError, PreflightError
-from pipeline.dataset.shards import shard_paths
+from pipeline.dataset.layout import DatasetLayout
 from pipeline.demo.servers import free_port
 from pipeline.io.overture import read_catalog, release_key
 from pipeline.runner.build import build_shard
@@ -151,7 +151,7 @@ def test_latest_resolves_to_newest_and_stays_pinned_on_resume(region, servers, t
         assert run["config"]["overture"]["release"] == PINNED
         first = next(plan.iter_shards())
         build_shard(first, plan.config, overture_root=plan.overture_root)
-        shard = pq.read_table(shard_paths(tmp_path / "out" / "shards", 0)[0])
+        shard = pq.read_table(DatasetLayout(tmp_path / "out").shard_path(0))
         assert set(shard.column("overture_release").to_pylist()) == {PINNED}
         assert "ok" in shard.column("status").to_pylist()
 

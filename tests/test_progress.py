@@ -4,7 +4,7 @@ import io
 
 from rich.console import Console
 
-from pipeline.dataset.shards import ShardStats
+from pipeline.dataset.stats import ShardStats
 from pipeline.runner.progress import StageProgress, StageRates
 
 

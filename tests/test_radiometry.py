@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import rasterio
 
-from pipeline.dataset.shards import ShardStats
+from pipeline.dataset.stats import ShardStats
 from pipeline.demo import region as demo
 from pipeline.demo.flavors import FLAVOR_COLLECTIONS
 from pipeline.demo.region import DemoRegion

@@ -8,7 +8,7 @@ from pipeline.caption.interface import CaptionInput
 from pipeline.core.config import Period, RunConfig
 from pipeline.core.errors import SampleFailure
 from pipeline.core.types import ChipStats, MapContext, ShareItem
-from pipeline.dataset.shards import SampleRecord
+from pipeline.dataset.columns import SampleRecord
 from pipeline.runner.captioning import CAPTION_RESULT_COLUMNS, caption_samples
 from pipeline.runner.samples import (
     SampleWork,

@@ -7,14 +7,9 @@ import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.dataset.shards import (
-    SampleRecord,
-    ShardStats,
-    read_stats,
-    shard_schema,
-    write_shard,
-    write_stats,
-)
+from pipeline.dataset.columns import SampleRecord, shard_schema
+from pipeline.dataset.stats import ShardStats, read_stats, write_stats
+from pipeline.dataset.writer import write_shard
 
 
 def record(sid: str, ok: bool) -> SampleRecord:

@@ -18,17 +18,18 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image
 from pyproj import Transformer
 
 from pipeline.core.config import OvertureConfig
+from pipeline.dataset.columns import SUMMARY_COLUMNS
+from pipeline.dataset.layout import DatasetLayout
+from pipeline.dataset.reader import read_rows, read_shard
 from pipeline.geo.rgb import stretch_rgb
 from pipeline.io.duckdb import connect_duckdb
 from pipeline.io.overture import OVERTURE_COLUMNS, OVERTURE_TYPES
 
 __all__ = [
-    "SUMMARY_COLUMNS",
     "ChipFeature",
     "Dataset",
     "DatasetError",
@@ -38,20 +39,6 @@ __all__ = [
 ]
 
 SAMPLE_ID = re.compile(r"^s_[0-9a-f]{16}$")
-SUMMARY_COLUMNS = [
-    "sample_id",
-    "status",
-    "lat",
-    "lon",
-    "period",
-    "datetime",
-    "cloud_fraction",
-    "nodata_fraction",
-    "captioner",
-    "prompt_version",
-    "context",
-]
-"""The small columns campaigns stratify on (no pixels, no captions)."""
 
 _FEATURE_TYPES = ("water", "building", "segment", "place", "land_use", "infrastructure")
 
@@ -94,20 +81,16 @@ class Dataset:
 
     def __init__(self, root: Path, overture: Path | None = None) -> None:
         self.root = Path(root)
+        self.layout = DatasetLayout(self.root)
         self._overture = overture
-        shards_dir = self.root / "shards"
-        done = sorted(shards_dir.glob("_stats/*_stats.json")) if shards_dir.is_dir() else []
-        self.shards: dict[int, Path] = {}
-        for stats in done:
-            index = int(stats.name.split("_")[0])
-            path = shards_dir / f"{index:05d}.parquet"
-            if path.exists():
-                self.shards[index] = path
+        self.shards: dict[int, Path] = self.layout.finished_shards()
         if not self.shards:
-            raise DatasetError(f"{self.root} has no finished shards (shards/_stats/*_stats.json)")
-        run = self.root / "run.json"
+            raise DatasetError(
+                f"{self.root} has no finished shards (no stats in {self.layout.stats_dir})"
+            )
+        run = self.layout.run_json
         self.run: dict[str, Any] = json.loads(run.read_text()) if run.exists() else {}
-        self.chips_dir = self.root / "review" / "chips"
+        self.chips_dir = self.layout.review_chips_dir
 
     @property
     def overture_root(self) -> Path | None:
@@ -118,13 +101,13 @@ class Dataset:
         if not stored:
             return None
         cfg = OvertureConfig.model_validate(stored)  # run.json's release is resolved
-        path = self.root / "overture" / cfg.release if cfg.is_remote else Path(cfg.root)
+        path = self.layout.overture_extract(cfg.release) if cfg.is_remote else Path(cfg.root)
         return path if path.is_dir() else None
 
     def summaries(self) -> Iterator[tuple[int, pa.Table]]:
-        """Each shard's :data:`SUMMARY_COLUMNS`, one shard at a time."""
+        """Each shard's summary columns (:data:`pipeline.dataset.columns.SUMMARY_COLUMNS`)."""
         for index, path in self.shards.items():
-            yield index, pq.read_table(path, columns=SUMMARY_COLUMNS)
+            yield index, read_shard(path, SUMMARY_COLUMNS)
 
     def rows(
         self, shard: int, sample_ids: Iterable[str], columns: list[str]
@@ -138,15 +121,7 @@ class Dataset:
         path = self.shards.get(shard)
         if path is None:
             raise DatasetError(f"shard {shard} is not in {self.root}")
-        out: dict[str, dict[str, Any]] = {}
-        cols = ["sample_id", *[c for c in columns if c != "sample_id"]]
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=16, columns=cols):
-            ids = batch.column("sample_id").to_pylist()
-            for i, sid in enumerate(ids):
-                if sid in wanted:
-                    out[sid] = batch.slice(i, 1).to_pylist()[0]
-            if len(out) == len(wanted):
-                break
+        out = read_rows(path, wanted, columns)
         missing = wanted - set(out)
         if missing:
             raise DatasetError(f"samples {sorted(missing)[:3]} are not in shard {shard}")

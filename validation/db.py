@@ -14,6 +14,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from pipeline.dataset.layout import DatasetLayout
+
 __all__ = [
     "as_utc",
     "audit",
@@ -143,7 +145,7 @@ def database_url(value: str | None, dataset: Path | None) -> str:
     if value is None:
         if dataset is None:
             raise ValueError("give a database URL (--db) or a dataset directory")
-        path = dataset / "review" / "reviews.db"
+        path = DatasetLayout(dataset).review_db
         path.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{path.resolve()}"
     if value.startswith(("postgresql://", "postgres://")):

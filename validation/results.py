@@ -21,6 +21,8 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from pipeline.dataset.layout import temp_path
+
 from .agreement import Estimate, krippendorff_alpha, pairwise_kappa
 from .campaigns import COMPLETENESS, FLAG_TYPES, HALLUCINATIONS, STRATA
 from .dataset import Dataset
@@ -124,7 +126,7 @@ REVIEW_SCHEMA = pa.schema(
 def _write_atomic(table: pa.Table, path: Path) -> None:
     # Readers never see a half-written file: write beside it, then rename over it.
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temp_path(path)
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, path)
 
@@ -367,11 +369,11 @@ def apply_reviews(engine: Engine, dataset: Dataset) -> dict[str, int]:
         if r["is_gold"] or str(Path(r["dataset"]).resolve()) != root:
             continue
         by_shard[r["shard"]][r["sample_id"]].append(r)
-    out_dir = dataset.root / "shards" / "_review"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    layout = dataset.layout
+    layout.review_results_dir.mkdir(parents=True, exist_ok=True)
     counts: Counter[str] = Counter()
-    for stale in out_dir.glob("*_review.parquet"):
-        if int(stale.name.split("_")[0]) not in by_shard:
+    for index, stale in layout.review_results().items():
+        if index not in by_shard:
             stale.unlink()
     for shard, samples in sorted(by_shard.items()):
         rows = [{"sample_id": sid, **_consensus(rs)} for sid, rs in sorted(samples.items())]
@@ -380,6 +382,6 @@ def apply_reviews(engine: Engine, dataset: Dataset) -> dict[str, int]:
         table = table.replace_schema_metadata(
             {"eocap_review": json.dumps({"applied_at": now().isoformat(), "shard": shard})}
         )
-        _write_atomic(table, out_dir / f"{shard:05d}_review.parquet")
+        _write_atomic(table, layout.review_results_path(shard))
     counts["shards"] = len(by_shard)
     return dict(counts)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ import pyarrow.parquet as pq
 import shapely
 from pyproj import Transformer
 
+from pipeline.dataset.geoparquet import geo_metadata
 from pipeline.demo.features import MapFeature
 from pipeline.demo.noise import seeded_rng
 from pipeline.demo.scene import SceneGrid
@@ -326,31 +326,7 @@ def write_overture(
         schema = pa.schema(_COMMON_FIELDS[:3] + fields + _COMMON_FIELDS[3:])
         table = pa.Table.from_pylist(rows, schema=schema)
         types = sorted({g.geom_type for g in ll})
-        total = (
-            [float(xmin.min()), float(ymin.min()), float(xmax.max()), float(ymax.max())]
-            if len(ll)
-            else []
-        )
-        geo = {
-            "version": "1.1.0",
-            "primary_column": "geometry",
-            "columns": {
-                "geometry": {
-                    "encoding": "WKB",
-                    "geometry_types": types,
-                    "bbox": total,
-                    "covering": {
-                        "bbox": {
-                            "xmin": ["bbox", "xmin"],
-                            "ymin": ["bbox", "ymin"],
-                            "xmax": ["bbox", "xmax"],
-                            "ymax": ["bbox", "ymax"],
-                        }
-                    },
-                }
-            },
-        }
-        table = table.replace_schema_metadata({"geo": json.dumps(geo)})
+        table = table.replace_schema_metadata({"geo": geo_metadata(table, types)})
         out = root / f"theme={theme}" / f"type={type_}" / "part-00000.parquet"
         out.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, out, compression="zstd", row_group_size=50_000)

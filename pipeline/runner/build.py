@@ -24,7 +24,10 @@ from pipeline.caption.interface import Captioner
 from pipeline.core.config import RunConfig
 from pipeline.core.errors import SampleFailure
 from pipeline.core.types import ChipArea
-from pipeline.dataset.shards import SampleRecord, ShardStats, records_table, shard_paths
+from pipeline.dataset.columns import SampleRecord
+from pipeline.dataset.layout import DatasetLayout
+from pipeline.dataset.stats import ShardStats
+from pipeline.dataset.writer import records_table
 from pipeline.io.cog import clear_http_cache
 from pipeline.runner.captioning import caption_samples
 from pipeline.runner.finish import finish_shard
@@ -217,7 +220,7 @@ def build_shard(
     with timer.stage("write"):
         table = records_table(rows, n_bands=len(config.chips.band_list), size=config.chips.size_px)
         if only is not None:
-            old = shard_paths(config.output.dir / "shards", shard.index)[0]
+            old = DatasetLayout(config.output.dir).shard_path(shard.index)
             table = merge_retried(table, old, shard)
     return finish_shard(
         table,

@@ -17,20 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.caption.interface import Captioner, CaptionInput
 from pipeline.core.config import RunConfig
 from pipeline.core.types import ChipStats, MapContext
-from pipeline.dataset.shards import ShardStats, read_stats, shard_paths
-from pipeline.runner.captioning import CAPTION_RESULT_COLUMNS, caption_samples
+from pipeline.dataset.columns import CAPTION_OUTPUT_COLUMNS, CUBE_COLUMNS
+from pipeline.dataset.layout import DatasetLayout
+from pipeline.dataset.reader import read_shard
+from pipeline.dataset.stats import ShardStats, read_stats
+from pipeline.runner.captioning import caption_samples
 from pipeline.runner.finish import finish_shard
-from pipeline.runner.samples import STATUS_COLUMNS, StageFailure, status_columns
+from pipeline.runner.samples import StageFailure, status_columns
 
-__all__ = ["CAPTION_COLUMNS", "caption_shard", "shards_pending_caption"]
-
-CAPTION_COLUMNS = (*STATUS_COLUMNS, *CAPTION_RESULT_COLUMNS)
-"""The columns the caption stage writes; every other column of a shard is left as it is."""
+__all__ = ["caption_shard", "shards_pending_caption"]
 
 _STATS_FIELDS = tuple(f.name for f in dataclasses.fields(ChipStats))
 
@@ -38,8 +37,9 @@ _STATS_FIELDS = tuple(f.name for f in dataclasses.fields(ChipStats))
 def shards_pending_caption(output_dir: Path, shards: Iterable[int]) -> list[int]:
     """The finished shards among ``shards`` that have rows waiting for a caption."""
     out = []
+    layout = DatasetLayout(output_dir)
     for index in shards:
-        stats_path = shard_paths(output_dir / "shards", index)[1]
+        stats_path = layout.stats_path(index)
         if stats_path.exists() and read_stats(stats_path).pending_caption > 0:
             out.append(index)
     return out
@@ -73,10 +73,9 @@ def caption_shard(
         The shard's new stats.
     """
     t0 = time.perf_counter()
-    parquet, stats_path = shard_paths(config.output.dir / "shards", index)
-    table = pq.read_table(parquet)
-    small = [c for c in table.column_names if c not in ("pixels", "scl")]
-    rows: list[dict[str, Any]] = table.select(small).to_pylist()
+    parquet, stats_path = DatasetLayout(config.output.dir).shard_paths(index)
+    table = read_shard(parquet)
+    rows: list[dict[str, Any]] = table.drop_columns(list(CUBE_COLUMNS)).to_pylist()
     inputs = [_caption_input(r) for r in rows if r["status"] == "pending_caption"]
     captioned = {
         sid: {
@@ -88,7 +87,7 @@ def caption_shard(
         }
         for sid, outcome in caption_samples(inputs, config, captioner).items()
     }
-    for name in CAPTION_COLUMNS:
+    for name in CAPTION_OUTPUT_COLUMNS:
         values = [
             captioned[r["sample_id"]][name] if r["sample_id"] in captioned else r[name]
             for r in rows

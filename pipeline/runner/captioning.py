@@ -22,26 +22,11 @@ from pipeline.caption.registry import make_captioner
 from pipeline.caption.template import TemplateCaptioner
 from pipeline.core.config import RunConfig
 from pipeline.core.errors import SampleFailure
+from pipeline.dataset.columns import ColumnGroup, columns_in
 
 __all__ = ["CAPTION_RESULT_COLUMNS", "CaptionOutcome", "caption_samples"]
 
-CAPTION_RESULT_COLUMNS = (
-    "caption",
-    "caption_mentions",
-    "captioner",
-    "prompt_version",
-    "generation_params",
-    "qa",
-    "finish_reason",
-    "prompt_tokens",
-    "completion_tokens",
-    "caption_latency_s",
-    "caption_flags",
-    "unsupported_claims",
-    "clip_tokens",
-    "caption_words",
-    "caption_language",
-)
+CAPTION_RESULT_COLUMNS = columns_in(ColumnGroup.CAPTION)
 """The row columns captioning fills (the row's status aside)."""
 
 OBSCURED_CAPTIONER = "rule:obscured"

@@ -16,14 +16,9 @@ import pyarrow as pa
 from pipeline import __version__
 from pipeline.core.config import RunConfig
 from pipeline.core.config_hash import config_hash
-from pipeline.dataset.shards import (
-    ShardStats,
-    radiometry_overruled,
-    shard_paths,
-    table_counts,
-    write_stats,
-    write_table,
-)
+from pipeline.dataset.layout import DatasetLayout
+from pipeline.dataset.stats import ShardStats, radiometry_overruled, table_counts, write_stats
+from pipeline.dataset.writer import write_table
 
 __all__ = ["finish_shard"]
 
@@ -40,7 +35,7 @@ def finish_shard(
 
     The time of the write itself is added to ``stage_seconds["write"]`` and to ``duration_s``.
     """
-    parquet_path, stats_path = shard_paths(config.output.dir / "shards", index)
+    parquet_path, stats_path = DatasetLayout(config.output.dir).shard_paths(index)
     chash = config_hash(config)
     t0 = time.perf_counter()
     nbytes = write_table(

@@ -4,16 +4,8 @@ The flow in ``flows/`` strings these together; they are plain functions so the C
 and the benchmarks call the same code. Each run is checked once, before any work
 (:func:`preflight`, by whoever starts the run: the CLI or a deployment's entry flow); the build
 flow then plans it (:func:`plan_run`, the only writer of ``run.json`` and the manifest), and the
-caption stage only reads what the build planned (:func:`planned_shards`).
-
-Output layout (``output.dir``)::
-
-    run.json                 config (overture.release resolved: the run's pinned release),
-                             config hash, eocap version
-    manifest.parquet         every planned sample (id, shard, location, period)
-    shards/00000.parquet     samples (see docs/dataset-schema.md)
-    shards/_stats/00000_stats.json  the shard is done iff this exists
-    report.json              the last run's summary
+caption stage only reads what the build planned (:func:`planned_shards`). What a run writes
+where (``output.dir``) is :class:`~pipeline.dataset.layout.DatasetLayout`.
 """
 
 from __future__ import annotations
@@ -33,7 +25,7 @@ from pipeline.caption.prompts import load_prompt
 from pipeline.core.config import LATEST_RELEASE, RunConfig
 from pipeline.core.config_hash import config_hash
 from pipeline.core.errors import ConfigError
-from pipeline.dataset.shards import shard_paths
+from pipeline.dataset.layout import DatasetLayout
 from pipeline.io.overture import read_catalog
 from pipeline.stages.context import check_overture, prepare_overture
 from pipeline.stages.sampling import (
@@ -72,7 +64,7 @@ def resolve_release(config: RunConfig) -> RunConfig:
     """
     if config.overture.release != LATEST_RELEASE:
         return config
-    run_json = config.output.dir / "run.json"
+    run_json = DatasetLayout(config.output.dir).run_json
     pinned: object = None
     if run_json.exists():
         stored = json.loads(run_json.read_text()).get("config", {})
@@ -141,7 +133,7 @@ class RunPlan:
 
     def is_done(self, index: int) -> bool:
         """Whether shard ``index`` has its stats file."""
-        return shard_paths(self.output_dir / "shards", index)[1].exists()
+        return DatasetLayout(self.output_dir).stats_path(index).exists()
 
     def iter_pending(self) -> Iterator[ShardPlan]:
         """The shards without a stats file, made on demand."""
@@ -149,7 +141,7 @@ class RunPlan:
 
 
 def _check_output(config: RunConfig, chash: str) -> None:
-    run_json = config.output.dir / "run.json"
+    run_json = DatasetLayout(config.output.dir).run_json
     if run_json.exists():
         previous = json.loads(run_json.read_text()).get("config_hash")
         if previous != chash:
@@ -174,8 +166,9 @@ def plan_run(config: RunConfig) -> RunPlan:
     _check_output(config, chash)
     locations = plan_locations(config.region, config.chips.size_m, seed=config.seed)
     out = config.output.dir
+    layout = DatasetLayout(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "run.json").write_text(
+    layout.run_json.write_text(
         json.dumps(
             {
                 "config_hash": chash,
@@ -185,15 +178,14 @@ def plan_run(config: RunConfig) -> RunPlan:
             indent=2,
         )
     )
-    n_shards, n_samples = write_manifest(iter_shards(config, locations), out / "manifest.parquet")
+    n_shards, n_samples = write_manifest(iter_shards(config, locations), layout.manifest)
     # Temp files of writers killed mid-write are garbage: their shards have no stats, so
     # they are pending and will be written again.
-    for stale in (out / "shards").glob(".*.tmp-*"):
-        stale.unlink(missing_ok=True)
-    for stale in (out / "shards" / "_stats").glob(".*.tmp-*"):
+    for stale in layout.temp_files():
         stale.unlink(missing_ok=True)
     bounds = region_geometry(config.region).bounds
-    overture_root = prepare_overture(config.overture, bounds, out)
+    extract = layout.overture_extract(config.overture.release)
+    overture_root = prepare_overture(config.overture, bounds, extract)
     return RunPlan(config, locations, n_shards, n_samples, overture_root, out)
 
 
@@ -221,8 +213,8 @@ def manifest_shards(output_dir: Path) -> int:
     Raises:
         ConfigError: if ``output_dir`` holds no run (no manifest).
     """
-    manifest = output_dir / "manifest.parquet"
+    manifest = DatasetLayout(output_dir).manifest
     if not manifest.exists():
-        raise ConfigError("output.dir", f"{output_dir} holds no eocap run (no manifest.parquet)")
+        raise ConfigError("output.dir", f"{output_dir} holds no eocap run (no {manifest.name})")
     shards = pq.read_table(manifest, columns=["shard"]).column("shard")
     return len(pc.unique(shards))

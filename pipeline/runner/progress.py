@@ -1,6 +1,6 @@
 """Progress per stage: samples through each stage, its rate, its share of the time, and an ETA.
 
-Driven only by the :class:`~pipeline.dataset.shards.ShardStats` a shard task returns (count and wall
+Driven only by the :class:`~pipeline.dataset.stats.ShardStats` a shard task returns (count and wall
 seconds per stage), so it works the same whatever runs the shards: Prefect's thread pool in
 this process, or Dask workers in other processes and machines (the stats come back as the
 task's result; nothing has to call back across processes). Updates come once per finished
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from pipeline.dataset.shards import ShardStats
+from pipeline.dataset.stats import ShardStats
 from pipeline.runner.build import STAGES
 
 __all__ = ["StageProgress", "StageRates"]

@@ -10,7 +10,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from pipeline.dataset.shards import ShardStats, read_stats, shard_paths
+from pipeline.dataset.layout import DatasetLayout
+from pipeline.dataset.stats import ShardStats, read_stats
 from pipeline.runner.build import STAGES
 from pipeline.runner.plan import manifest_shards
 
@@ -68,9 +69,10 @@ def summarize(
         built: The stats of the shards built (or captioned) now.
         wall_seconds: Wall time of the run.
     """
+    layout = DatasetLayout(output_dir)
     stats = []
     for index in range(n_shards):
-        path = shard_paths(output_dir / "shards", index)[1]
+        path = layout.stats_path(index)
         if path.exists():
             stats.append(read_stats(path))
     reasons, flags, overruled = _sum_counts(stats)
@@ -92,9 +94,9 @@ def summarize(
         caption_flags=flags,
         pending_caption=sum(s.pending_caption for s in stats),
         radiometry_overruled=overruled,
-        shard_files=[str(output_dir / "shards" / s.path) for s in stats],
+        shard_files=[str(layout.shards_dir / s.path) for s in stats],
     )
-    (output_dir / "report.json").write_text(json.dumps(report.to_json(), indent=2))
+    layout.report.write_text(json.dumps(report.to_json(), indent=2))
     return report
 
 
@@ -128,17 +130,17 @@ def run_status(output_dir: Path) -> RunStatus:
     Raises:
         ConfigError: if ``output_dir`` holds no run.
     """
+    layout = DatasetLayout(output_dir)
     n_shards = manifest_shards(output_dir)
-    planned = pq.ParquetFile(output_dir / "manifest.parquet").metadata.num_rows
-    shards_dir = output_dir / "shards"
+    planned = pq.ParquetFile(layout.manifest).metadata.num_rows
     done = partial = 0
     stats = []
     for index in range(n_shards):
-        parquet, stats_path = shard_paths(shards_dir, index)
+        stats_path = layout.stats_path(index)
         if stats_path.exists():
             done += 1
             stats.append(read_stats(stats_path))
-        elif parquet.exists() or any(shards_dir.glob(f".{parquet.name}.tmp*")):
+        elif layout.is_partial(index):
             partial += 1
     reasons, flags, overruled = _sum_counts(stats)
     seconds = sum(st.duration_s for st in stats)

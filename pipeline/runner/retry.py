@@ -14,7 +14,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.dataset.shards import read_stats, shard_paths
+from pipeline.dataset.layout import DatasetLayout
+from pipeline.dataset.reader import read_shard
+from pipeline.dataset.stats import read_stats
 from pipeline.runner.plan import RunPlan
 from pipeline.stages.sampling import ShardPlan
 
@@ -23,11 +25,12 @@ __all__ = ["failed_samples", "merge_retried"]
 
 def failed_samples(plan: RunPlan) -> Iterator[tuple[ShardPlan, set[str]]]:
     """Each finished shard that has failed samples, with their ids."""
+    layout = DatasetLayout(plan.output_dir)
     for shard in plan.iter_shards():
-        parquet, stats_path = shard_paths(plan.output_dir / "shards", shard.index)
+        parquet, stats_path = layout.shard_paths(shard.index)
         if not stats_path.exists() or read_stats(stats_path).failed == 0:
             continue
-        table = pq.read_table(parquet, columns=["sample_id", "status"])
+        table = read_shard(parquet, ["sample_id", "status"])
         failed = table.filter(pc.not_equal(table.column("status"), "ok"))
         yield shard, set(failed.column("sample_id").to_pylist())
 

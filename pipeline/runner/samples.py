@@ -4,7 +4,7 @@ The shard flow (:mod:`pipeline.runner.build`) keeps a :class:`SampleWork` per sa
 in it what each stage returned for that sample (scene choice, chip, composite, map context,
 caption outcome) or the failure that stopped it. Stages never see or change a row: when they
 are done, :func:`sample_record` turns each :class:`SampleWork` into its
-:class:`~pipeline.dataset.shards.SampleRecord`, once.
+:class:`~pipeline.dataset.columns.SampleRecord`, once.
 
 A row's status follows from what its sample reached (:func:`status_columns`): ``failed`` with
 the stage and reason of its failure, ``pending_caption`` when the build leaves captions to the
@@ -23,7 +23,7 @@ from pipeline.caption.interface import CaptionInput
 from pipeline.core.config import RunConfig
 from pipeline.core.errors import SampleFailure
 from pipeline.core.types import MapContext
-from pipeline.dataset.shards import SampleRecord
+from pipeline.dataset.columns import ColumnGroup, SampleRecord, columns_in
 from pipeline.geo.grid import ChipGrid
 from pipeline.runner.captioning import CaptionOutcome
 from pipeline.stages.chips import Chip
@@ -41,7 +41,7 @@ __all__ = [
     "status_columns",
 ]
 
-STATUS_COLUMNS = ("status", "error_reason", "error_message")
+STATUS_COLUMNS = columns_in(ColumnGroup.OUTCOME)
 """The row columns that say whether a sample made it, and if not, where and why."""
 
 

@@ -160,22 +160,23 @@ def _check_remote(root: str) -> None:
 
 
 def prepare_overture(
-    cfg: OvertureConfig, bbox: tuple[float, float, float, float], work_dir: Path
+    cfg: OvertureConfig, bbox: tuple[float, float, float, float], extract_dir: Path
 ) -> Path:
     """The local Overture root to join chips against.
 
     A local source is used in place. A remote release is filtered to ``bbox`` (plus a margin)
-    and copied to ``work_dir/overture/<release>`` once; a finished extract is reused.
+    and copied to ``extract_dir`` once (a run's is
+    :meth:`pipeline.dataset.layout.DatasetLayout.overture_extract`); a finished extract is
+    reused.
     """
     if not cfg.is_remote:
         return Path(cfg.root)
-    out = work_dir / "overture" / cfg.release
-    if (out / "_SUCCESS").exists():
-        return out
+    if (extract_dir / "_SUCCESS").exists():
+        return extract_dir
     con = connect_duckdb(httpfs=cfg.source.startswith(("s3://", "http")))
     x0, y0, x1, y1 = bbox[0] - 0.05, bbox[1] - 0.05, bbox[2] + 0.05, bbox[3] + 0.05
     for type_name in OVERTURE_TYPES:
-        target = out / f"theme={OVERTURE_TYPES[type_name]}" / f"type={type_name}"
+        target = extract_dir / f"theme={OVERTURE_TYPES[type_name]}" / f"type={type_name}"
         target.mkdir(parents=True, exist_ok=True)
         con.execute(
             f"COPY (SELECT * FROM read_parquet('{_type_glob(cfg.root, type_name)}', "
@@ -183,8 +184,8 @@ def prepare_overture(
             f"WHERE bbox.xmin <= {x1} AND bbox.xmax >= {x0} AND bbox.ymin <= {y1} "
             f"AND bbox.ymax >= {y0}) TO '{target / 'part-00000.parquet'}' (FORMAT parquet)"
         )
-    (out / "_SUCCESS").write_text(json.dumps({"source": cfg.root, "bbox": bbox}))
-    return out
+    (extract_dir / "_SUCCESS").write_text(json.dumps({"source": cfg.root, "bbox": bbox}))
+    return extract_dir
 
 
 def position_name(grid: ChipGrid, x: float, y: float) -> str:

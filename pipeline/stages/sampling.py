@@ -84,11 +84,6 @@ class ShardPlan:
     index: int
     samples: tuple[SampleSpec, ...]
 
-    @property
-    def name(self) -> str:
-        """Zero-padded shard name used for file names (``00003``)."""
-        return f"{self.index:05d}"
-
 
 def _location_id(lon: float, lat: float) -> str:
     key = f"{lon:.6f},{lat:.6f}"

@@ -1,0 +1,164 @@
+"""Where everything of a dataset lies: the one definition of an output directory's layout.
+
+::
+
+    run.json                        config (overture.release resolved: the run's pinned
+                                    release), config hash, eocap version
+    manifest.parquet                every planned sample (id, shard, location, period)
+    shards/00000.parquet            samples (see docs/dataset-schema.md)
+    shards/_stats/00000_stats.json  the shard's stats: the shard is done iff this exists
+    shards/_review/00000_review.parquet  ``eocap review apply``: review results per sample_id
+    report.json                     the last run's summary
+    overture/<release>/             the run's extract of a remote Overture release
+    review/reviews.db               the review app's SQLite database (unless it uses PostgreSQL)
+    review/chips/                   chip images, cached when a review campaign is drawn
+    releases/                       published releases of the dataset (nothing writes it yet)
+
+Stats and review results live in ``_``-prefixed folders so that the shards folder reads as one
+Parquet dataset (pyarrow and DuckDB skip ``_``-prefixed paths). Files are written to a temporary
+name beside their target (:func:`temp_path`) and renamed into place, so readers never see half a
+file; a writer killed mid-write leaves a temporary file (:attr:`DatasetLayout.temp_files`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["DatasetLayout", "temp_path"]
+
+_INDEX = re.compile(r"^(\d+)")
+
+
+def temp_path(path: Path) -> Path:
+    """The temporary file a writer in this process and thread writes ``path`` to."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+
+
+def _temp_files_of(path: Path) -> Iterator[Path]:
+    return path.parent.glob(f".{path.name}.tmp-*")
+
+
+def _by_index(paths: Iterator[Path]) -> dict[int, Path]:
+    """Paths by the shard index their names start with, in index order."""
+    found = {}
+    for path in paths:
+        match = _INDEX.match(path.name)
+        if match:
+            found[int(match.group(1))] = path
+    return dict(sorted(found.items()))
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """The paths of one dataset (a run's ``output.dir``).
+
+    Attributes:
+        root: The output directory.
+    """
+
+    root: Path
+
+    @property
+    def run_json(self) -> Path:
+        """The run's config and config hash."""
+        return self.root / "run.json"
+
+    @property
+    def manifest(self) -> Path:
+        """Every planned sample."""
+        return self.root / "manifest.parquet"
+
+    @property
+    def report(self) -> Path:
+        """The last run's summary."""
+        return self.root / "report.json"
+
+    @property
+    def shards_dir(self) -> Path:
+        """The shards: one Parquet dataset."""
+        return self.root / "shards"
+
+    @property
+    def shards_glob(self) -> str:
+        """The shard files as a glob, for DuckDB and ``datasets``."""
+        return str(self.shards_dir / "*.parquet")
+
+    @property
+    def stats_dir(self) -> Path:
+        """The shards' stats sidecars."""
+        return self.shards_dir / "_stats"
+
+    @property
+    def review_results_dir(self) -> Path:
+        """Review results per shard, beside the shards (``eocap review apply``)."""
+        return self.shards_dir / "_review"
+
+    @property
+    def review_dir(self) -> Path:
+        """The review app's own state: its default database and chip image cache."""
+        return self.root / "review"
+
+    @property
+    def review_db(self) -> Path:
+        """The review app's default SQLite database."""
+        return self.review_dir / "reviews.db"
+
+    @property
+    def review_chips_dir(self) -> Path:
+        """Chip images cached for review campaigns."""
+        return self.review_dir / "chips"
+
+    @property
+    def overture_dir(self) -> Path:
+        """Extracts of remote Overture releases, one folder per release."""
+        return self.root / "overture"
+
+    @property
+    def releases_dir(self) -> Path:
+        """Published releases of the dataset (reserved: nothing writes it yet)."""
+        return self.root / "releases"
+
+    def overture_extract(self, release: str) -> Path:
+        """The extract of Overture release ``release`` (a Hive tree)."""
+        return self.overture_dir / release
+
+    def shard_path(self, index: int) -> Path:
+        """The Parquet file of shard ``index``."""
+        return self.shards_dir / f"{index:05d}.parquet"
+
+    def stats_path(self, index: int) -> Path:
+        """The stats sidecar of shard ``index``; the shard is done iff it exists."""
+        return self.stats_dir / f"{index:05d}_stats.json"
+
+    def review_results_path(self, index: int) -> Path:
+        """The review results of shard ``index``."""
+        return self.review_results_dir / f"{index:05d}_review.parquet"
+
+    def shard_paths(self, index: int) -> tuple[Path, Path]:
+        """(Parquet file, stats sidecar) of shard ``index``."""
+        return self.shard_path(index), self.stats_path(index)
+
+    def finished_shards(self) -> dict[int, Path]:
+        """The Parquet file of every done shard (one with stats), by index."""
+        done = _by_index(self.stats_dir.glob("*_stats.json"))
+        return {i: self.shard_path(i) for i in done if self.shard_path(i).exists()}
+
+    def review_results(self) -> dict[int, Path]:
+        """The review results files there are, by shard index."""
+        return _by_index(self.review_results_dir.glob("*_review.parquet"))
+
+    def is_partial(self, index: int) -> bool:
+        """Whether shard ``index`` has a Parquet file or a temporary file but no stats."""
+        parquet = self.shard_path(index)
+        written = parquet.exists() or any(_temp_files_of(parquet))
+        return written and not self.stats_path(index).exists()
+
+    def temp_files(self) -> Iterator[Path]:
+        """Temporary files of shard and stats writers (garbage once the writer is gone)."""
+        for folder in (self.shards_dir, self.stats_dir):
+            yield from folder.glob(".*.tmp-*")

@@ -1,0 +1,86 @@
+"""Shard stats: the ``_stats/NNNNN_stats.json`` sidecar that marks a shard done, and its counts."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.dataset.layout import temp_path
+
+__all__ = ["ShardStats", "radiometry_overruled", "read_stats", "table_counts", "write_stats"]
+
+
+@dataclass
+class ShardStats:
+    """The ``_stats/NNNNN_stats.json`` sidecar of a shard.
+
+    Attributes:
+        shard: Shard index.
+        path: Parquet file name, relative to the shards folder.
+        count: Rows written (= planned samples of the shard).
+        ok: Rows with status ``ok``.
+        failed: Rows with status ``failed``.
+        failures_by_reason: Failed rows per ``error_reason``.
+        stage_seconds: Wall time per stage.
+        duration_s: Wall time of the whole shard.
+        bytes: Size of the Parquet file.
+        finished_at: UTC time the shard was finished (ISO 8601).
+        config_hash: Hash of the data-defining config fields.
+        sample_ids_sha1: sha1 of the shard's sample ids in order (detects mixed outputs).
+        caption_flags: Captions per caption-check flag (``not_english``, ``ungrounded``...).
+        pending_caption: Rows waiting for the caption flow (``captioner.stage: separate``).
+        radiometry_overruled: Samples whose pixels contradicted their scene's radiometry
+            metadata, per ``radiometry_check`` (``offset_absent_in_pixels``...).
+    """
+
+    shard: int
+    path: str
+    count: int
+    ok: int
+    failed: int
+    failures_by_reason: dict[str, int]
+    stage_seconds: dict[str, float]
+    duration_s: float
+    bytes: int
+    finished_at: str
+    config_hash: str
+    sample_ids_sha1: str = field(default="")
+    caption_flags: dict[str, int] = field(default_factory=dict)
+    pending_caption: int = 0
+    radiometry_overruled: dict[str, int] = field(default_factory=dict)
+
+
+def table_counts(table: pa.Table) -> tuple[int, int, int, dict[str, int], dict[str, int]]:
+    """(ok, failed, pending_caption rows, failed rows per reason, captions per flag)."""
+    status = table.column("status")
+    ok = int(pc.sum(pc.equal(status, "ok")).as_py() or 0)
+    pending = int(pc.sum(pc.equal(status, "pending_caption")).as_py() or 0)
+    failed = table.filter(pc.equal(status, "failed"))
+    reasons = Counter(str(r or "unknown") for r in failed.column("error_reason").to_pylist())
+    flags = Counter(str(f) for f in pc.list_flatten(table.column("caption_flags")).to_pylist())
+    return ok, failed.num_rows, pending, dict(reasons), dict(flags)
+
+
+def radiometry_overruled(table: pa.Table) -> dict[str, int]:
+    """Rows whose pixels overruled their metadata's offset, per ``radiometry_check`` value."""
+    checks = table.column("radiometry_check").to_pylist()
+    overruled = Counter(str(c) for c in checks if c and c.startswith("offset_"))
+    return dict(sorted(overruled.items()))
+
+
+def write_stats(stats: ShardStats, path: Path) -> None:
+    """Write a shard's stats sidecar atomically (its existence marks the shard done)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    tmp.write_text(json.dumps(asdict(stats), indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def read_stats(path: Path) -> ShardStats:
+    """Read a stats sidecar."""
+    return ShardStats(**json.loads(path.read_text()))
