@@ -178,3 +178,12 @@ def test_layout_finds_done_partial_and_temporary_files(tmp_path):
     layout.review_results_dir.mkdir()
     layout.review_results_path(12).write_bytes(b"")
     assert layout.review_results() == {12: layout.review_results_path(12)}
+
+
+def test_consumers_name_only_columns_of_the_contract():
+    # The review app picks the columns a review item needs by name; a renamed column must fail
+    # here, not when an expert opens a campaign.
+    from validation.campaigns import _ROW_COLUMNS
+
+    names = {c.name for c in COLUMNS}
+    assert set(_ROW_COLUMNS) <= names, set(_ROW_COLUMNS) - names
