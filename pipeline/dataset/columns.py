@@ -743,7 +743,7 @@ def _cell(text: str) -> str:
 
 
 def markdown_tables() -> dict[str, str]:
-    """The generated tables of docs/dataset-schema.md, by marker name (``columns``, ``context``)."""
+    """The generated tables of docs/dataset-schema.md, by marker (columns, context, stats)."""
     columns = [
         "| column | type | null | unit | groups | meaning |",
         "|---|---|---|---|---|---|",
@@ -757,7 +757,16 @@ def markdown_tables() -> dict[str, str]:
     context = ["| field | type | meaning |", "|---|---|---|"]
     for name, arrow_type, doc in CONTEXT_FIELDS:
         context.append(f"| `{name}` | `{_type_name(arrow_type)}` | {_cell(doc)} |")
-    return {"columns": "\n".join(columns), "context": "\n".join(context)}
+    from pipeline.dataset.stats import ShardStats  # stats reads no column; no cycle
+
+    stats = ["| field | type | meaning |", "|---|---|---|"]
+    for f in fields(ShardStats):
+        stats.append(f"| `{f.name}` | `{f.type}` | {_cell(f.metadata['doc'])} |")
+    return {
+        "columns": "\n".join(columns),
+        "context": "\n".join(context),
+        "stats": "\n".join(stats),
+    }
 
 
 def _marked(name: str) -> re.Pattern[str]:

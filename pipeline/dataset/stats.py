@@ -17,42 +17,46 @@ __all__ = ["ShardStats", "radiometry_overruled", "read_stats", "table_counts", "
 
 @dataclass
 class ShardStats:
-    """The ``_stats/NNNNN_stats.json`` sidecar of a shard.
+    """The ``_stats/NNNNN_stats.json`` sidecar of a shard; each field's meaning is its ``doc``.
 
-    Attributes:
-        shard: Shard index.
-        path: Parquet file name, relative to the shards folder.
-        count: Rows written (= planned samples of the shard).
-        ok: Rows with status ``ok``.
-        failed: Rows with status ``failed``.
-        failures_by_reason: Failed rows per ``error_reason``.
-        stage_seconds: Wall time per stage.
-        duration_s: Wall time of the whole shard.
-        bytes: Size of the Parquet file.
-        finished_at: UTC time the shard was finished (ISO 8601).
-        config_hash: Hash of the data-defining config fields.
-        sample_ids_sha1: sha1 of the shard's sample ids in order (detects mixed outputs).
-        caption_flags: Captions per caption-check flag (``not_english``, ``ungrounded``...).
-        pending_caption: Rows waiting for the caption flow (``captioner.stage: separate``).
-        radiometry_overruled: Samples whose pixels contradicted their scene's radiometry
-            metadata, per ``radiometry_check`` (``offset_absent_in_pixels``...).
+    The schema document's stats table is generated from these fields (see
+    :func:`pipeline.dataset.columns.markdown_tables`).
     """
 
-    shard: int
-    path: str
-    count: int
-    ok: int
-    failed: int
-    failures_by_reason: dict[str, int]
-    stage_seconds: dict[str, float]
-    duration_s: float
-    bytes: int
-    finished_at: str
-    config_hash: str
-    sample_ids_sha1: str = field(default="")
-    caption_flags: dict[str, int] = field(default_factory=dict)
-    pending_caption: int = 0
-    radiometry_overruled: dict[str, int] = field(default_factory=dict)
+    shard: int = field(metadata={"doc": "shard index"})
+    path: str = field(metadata={"doc": "Parquet file name, relative to the shards folder"})
+    count: int = field(metadata={"doc": "rows written (= planned samples of the shard)"})
+    ok: int = field(metadata={"doc": "rows with status `ok`"})
+    failed: int = field(metadata={"doc": "rows with status `failed`"})
+    failures_by_reason: dict[str, int] = field(metadata={"doc": "failed rows per `error_reason`"})
+    stage_seconds: dict[str, float] = field(
+        metadata={
+            "doc": "wall seconds per stage (search, chips, composite, context, caption, write)"
+        }
+    )
+    duration_s: float = field(metadata={"doc": "wall seconds of the whole shard"})
+    bytes: int = field(metadata={"doc": "size of the Parquet file"})
+    finished_at: str = field(metadata={"doc": "UTC time the shard was finished (ISO 8601)"})
+    config_hash: str = field(metadata={"doc": "hash of the data-defining config fields"})
+    sample_ids_sha1: str = field(
+        default="",
+        metadata={"doc": "sha1 of the shard's sample ids in order (detects mixed outputs)"},
+    )
+    caption_flags: dict[str, int] = field(
+        default_factory=dict,
+        metadata={"doc": "captions per caption-check flag (`not_english`, `ungrounded`...)"},
+    )
+    pending_caption: int = field(
+        default=0,
+        metadata={"doc": "rows waiting for the caption flow (`captioner.stage: separate`)"},
+    )
+    radiometry_overruled: dict[str, int] = field(
+        default_factory=dict,
+        metadata={
+            "doc": "samples whose pixels contradicted their scene's radiometry metadata, per "
+            "`radiometry_check`"
+        },
+    )
 
 
 def table_counts(table: pa.Table) -> tuple[int, int, int, dict[str, int], dict[str, int]]:
