@@ -44,6 +44,9 @@ from pipeline.demo.tiny_llava import ensure_tiny_llava_next
 from pipeline.stages.sampling import SampleSpec, plan_shards
 from pipeline.stages.scenes import search_scenes
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+"""The checkout; tests are laid out like the packages, at different depths below it."""
+
 SMALL_BBOX = (10.86, 47.55, 10.94, 47.60)
 UTC = dt.UTC
 

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from .conftest import make_config
+from tests.conftest import make_config
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("pipeline", "flows", "validation", "prompts")

@@ -23,9 +23,8 @@ from pipeline.caption.backends.openai import OpenAICaptioner
 from pipeline.caption.backends.transformers import TransformersCaptioner
 from pipeline.core.errors import PreflightError
 from pipeline.demo.servers import free_port, start_transformers_server
-
-from .faults import serve_in_thread
-from .test_captioner import LAKE_TOWN, make_input
+from tests.faults import serve_in_thread
+from tests.pipeline.caption.test_template import LAKE_TOWN, make_input
 
 
 def inputs(n: int):

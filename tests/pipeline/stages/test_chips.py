@@ -10,8 +10,7 @@ from pipeline.core.errors import SampleFailure
 from pipeline.geo.bands import L2A_BANDS
 from pipeline.stages.chips import Chip, ChipRequest, read_chips
 from pipeline.stages.scenes import SceneChoice
-
-from .conftest import make_config, search_all
+from tests.conftest import make_config, search_all
 
 
 def requests_for(config) -> list[ChipRequest]:

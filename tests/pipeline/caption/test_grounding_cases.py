@@ -1,7 +1,7 @@
 """The grounding check, case by case: each caption's exact set of unsupported claims.
 
-tests/test_grounding.py measures precision and recall over a labelled set, which a wrong rule
-can stay above. Here every case must come out exactly as the module's rules say it should,
+test_grounding.py measures precision and recall over a labelled set, which a wrong rule can
+stay above. Here every case must come out exactly as the module's rules say it should,
 with names that share their first letters with a mapped feature but are other names.
 """
 

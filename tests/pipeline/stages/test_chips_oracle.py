@@ -21,8 +21,7 @@ from pipeline.geo.bands import L2A_BANDS
 from pipeline.geo.grid import ChipGrid, chip_grid
 from pipeline.stages.chips import Chip, ChipRequest, read_chips
 from pipeline.stages.scenes import SceneAssets, SceneChoice
-
-from .conftest import make_config, search_all
+from tests.conftest import make_config, search_all
 
 OFFSET_DN = 1000  # earth-search-c1 flavour, baseline >= 04.00: the offset is in the pixels
 EAST_ONLY = "S2A_T32TPT_20240920T102000_L2A"  # the acquisition whose data covers only the east

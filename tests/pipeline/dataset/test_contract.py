@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -28,10 +27,10 @@ from pipeline.dataset.columns import (
 from pipeline.dataset.geoparquet import geo_metadata
 from pipeline.dataset.layout import DatasetLayout, temp_path
 from pipeline.dataset.writer import write_shard
+from tests.conftest import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-SCHEMA_DOC = ROOT / "docs" / "dataset-schema.md"
-COMMITTED_SCHEMA = Path(__file__).parent / "data" / f"shard_schema_v{SCHEMA_VERSION}.txt"
+SCHEMA_DOC = REPO_ROOT / "docs" / "dataset-schema.md"
+COMMITTED_SCHEMA = REPO_ROOT / "tests" / "data" / f"shard_schema_v{SCHEMA_VERSION}.txt"
 
 
 def test_docs_show_the_generated_column_tables():

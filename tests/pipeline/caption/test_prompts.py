@@ -6,8 +6,7 @@ import pytest
 
 from pipeline.caption.prompts import PROMPTS_DIR, load_prompt, prompt_facts
 from pipeline.core.errors import ConfigError
-
-from .test_captioner import LAKE_TOWN, make_input
+from tests.pipeline.caption.test_template import LAKE_TOWN, make_input
 
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
 

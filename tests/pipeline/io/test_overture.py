@@ -27,9 +27,8 @@ from pipeline.demo.servers import free_port
 from pipeline.io.overture import read_catalog, release_key
 from pipeline.runner.build import build_shard
 from pipeline.runner.plan import plan_run, preflight
-
-from .conftest import make_config
-from .faults import serve_in_thread
+from tests.conftest import make_config
+from tests.faults import serve_in_thread
 
 OLDER, PINNED, NEWER = "2026-09-17.0", "2026-10-22.0", "2026-11-19.0"
 

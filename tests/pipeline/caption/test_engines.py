@@ -2,7 +2,8 @@
 
 Each test runs a fresh interpreter from the repository root: what some of them check is which
 modules a process imports, and the harness (benchmarks/, not an installed package) is imported
-from the checkout. The token-for-token check of the engine is in test_caption_gpu_check.py.
+from the checkout. The token-for-token check of the engine is in
+tests/benchmarks/test_caption_gpu.py.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO_ROOT as ROOT
 
 
 def _python(*args: str) -> subprocess.CompletedProcess[str]:

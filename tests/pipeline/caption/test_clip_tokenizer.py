@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from pipeline.caption.checks import clip_token_count
 from pipeline.caption.clip_tokenizer import clip_token_ids, clip_tokenizer
+from tests.conftest import REPO_ROOT
 
 # Counts made once by instant-clip-tokenizer 0.1.1 (a Rust port of CLIP's SimpleTokenizer), on
 # captions, unicode, whitespace and control characters, punctuation, numbers and long texts.
-EXPECTED = json.loads((Path(__file__).parent / "data" / "clip_token_counts.json").read_text())
+EXPECTED = json.loads((REPO_ROOT / "tests" / "data" / "clip_token_counts.json").read_text())
 START, END = 49406, 49407
 
 

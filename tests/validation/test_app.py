@@ -15,14 +15,13 @@ import sqlalchemy as sa
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 
+from tests.conftest import review_postgres_url
 from validation.app import create_app
 from validation.auth import create_user
 from validation.campaigns import CampaignSettings, create_campaign, grow_campaign
 from validation.dataset import Dataset
 from validation.db import audit, connect, database_url, items, metadata, reviews
 from validation.results import apply_reviews, campaign_results, export_reviews
-
-from .conftest import review_postgres_url
 
 PASSWORD = "correct-horse"
 

@@ -24,8 +24,7 @@ from pipeline.runner.build import build_shard
 from pipeline.runner.plan import plan_run
 from pipeline.stages.chips import Chip, ChipRequest, read_chips
 from pipeline.stages.scenes import SceneAssets, resolve_scene
-
-from .conftest import make_config
+from tests.conftest import make_config
 
 NAMES = tuple(b.name for b in L2A_BANDS)
 JULY = dt.datetime(2024, 7, 6, 10, 20, 31, tzinfo=dt.UTC)

@@ -22,8 +22,7 @@ from pipeline.demo.region import load_items
 from pipeline.demo.servers import serve_demo
 from pipeline.runner.plan import chip_within_region, preflight
 from pipeline.runner.report import RunReport
-
-from .conftest import make_config
+from tests.conftest import make_config
 
 
 def build(config: RunConfig, **kw: object) -> RunReport:
@@ -286,7 +285,7 @@ def test_dask_runner_writes_the_same_dataset(built, region, servers, tmp_path):
 
 
 def test_stac_errors_and_timeouts_for_a_while_lose_nothing(built, region, servers, tmp_path):
-    from .faults import FaultPlan, fault_proxy
+    from tests.faults import FaultPlan, fault_proxy
 
     config, _ = built
     plan = FaultPlan(errors=3, stalls=2, stall_s=3.0)

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO_ROOT
 
 
 def test_fast_path_matches_generate_on_cpu():
@@ -29,7 +28,7 @@ def test_fast_path_matches_generate_on_cpu():
         capture_output=True,
         text=True,
         timeout=600,
-        cwd=ROOT,
+        cwd=REPO_ROOT,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "check PASSED" in out.stdout

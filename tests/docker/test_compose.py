@@ -7,16 +7,14 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 
 from pipeline.core.config_hash import CAPTION_TRANSPORT_HASHED_AS
+from tests.conftest import REPO_ROOT, require_service
 
-from .conftest import require_service
-
-COMPOSE_FILE = Path(__file__).resolve().parents[1] / "docker" / "compose.yaml"
+COMPOSE_FILE = REPO_ROOT / "docker" / "compose.yaml"
 PROFILES = ["server", "build", "gpu", "review", "review-admin"]
 DOCKER_COMPOSE = shutil.which("docker-compose")
 

@@ -16,9 +16,8 @@ from pipeline.geo.bands import L2A_BANDS, band_by_name
 from pipeline.io.stac import PlanetaryComputerSigner
 from pipeline.stages.sampling import plan_shards
 from pipeline.stages.scenes import SceneChoice, resolve_scene, search_scenes
-
-from .conftest import make_config, search_all
-from .faults import FaultPlan, fault_proxy, serve_in_thread
+from tests.conftest import make_config, search_all
+from tests.faults import FaultPlan, fault_proxy, serve_in_thread
 
 
 @pytest.mark.parametrize(

@@ -13,13 +13,12 @@ import pytest
 import sqlalchemy as sa
 
 from pipeline.demo.servers import spawn_server
+from tests.conftest import require_service
 from validation.auth import create_user
 from validation.campaigns import CampaignSettings, create_campaign
 from validation.dataset import Dataset
 from validation.db import connect, items, reviews, users
 from validation.results import campaign_results
-
-from .conftest import require_service
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [

@@ -24,8 +24,7 @@ from pipeline.caption.grounding import extract_claims, unsupported_claims
 from pipeline.caption.interface import CaptionInput
 from pipeline.caption.template import TemplateCaptioner
 from pipeline.core.types import ChipStats, MapContext, NamedFeature, ShareItem
-
-from .test_captioner import CLEAR, LAKE_TOWN
+from tests.pipeline.caption.test_template import CLEAR, LAKE_TOWN
 
 CLOUDY = ChipStats(0.0, 0.4, 0.05, 0.0, 0.0, 0.3, -0.1, 0.3)
 SNOWY = ChipStats(0.0, 0.0, 0.0, 0.6, 0.0, 0.0, 0.1, 0.6)

@@ -3,8 +3,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.caption.checks import check_caption, clip_token_count
-
-from .test_captioner import CLEAR, LAKE_TOWN
+from tests.pipeline.caption.test_template import CLEAR, LAKE_TOWN
 
 
 def flags(caption, finish_reason="stop"):

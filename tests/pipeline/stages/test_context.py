@@ -17,8 +17,7 @@ from pipeline.demo.region import DemoRegion, generate_demo_region
 from pipeline.geo.grid import chip_grid, transformer
 from pipeline.io.overture import OVERTURE_TYPES
 from pipeline.stages.context import check_overture, map_context, position_name, prepare_overture
-
-from .conftest import SMALL_BBOX
+from tests.conftest import SMALL_BBOX
 
 PLACES = Path("theme=places") / "type=place"
 

@@ -18,8 +18,7 @@ from shapely.ops import transform
 from pipeline.core.types import ChipArea
 from pipeline.geo.grid import ChipGrid, chip_grid, transformer
 from pipeline.stages.context import POSITIONS, map_context
-
-from .conftest import SMALL_BBOX
+from tests.conftest import SMALL_BBOX
 
 BUILDINGS = ("theme=buildings", "type=building")
 HALF_SIDE_M = 10.0  # 20 m x 20 m buildings: far from any cell edge and from "throughout"
