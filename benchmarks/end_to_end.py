@@ -149,7 +149,10 @@ def run_child(
 
 
 def _stats_files(out_dir: Path) -> list[Path]:
-    return sorted((out_dir / "shards" / "_stats").glob("*_stats.json"))
+    from pipeline.dataset.layout import DatasetLayout
+
+    layout = DatasetLayout(out_dir)
+    return [layout.stats_path(index) for index in sorted(layout.finished_shards())]
 
 
 def _shard_summary(out_dir: Path) -> dict[str, Any]:
@@ -217,7 +220,9 @@ def cli_run(
         res["samples_per_s_until_stop_signal"] = round(
             at_stop["samples"] / child["stop_signal_at_s"], 2
         )
-    report = out_dir / "report.json"
+    from pipeline.dataset.layout import DatasetLayout
+
+    report = DatasetLayout(out_dir).report
     if report.exists() and not child["stopped_early"]:
         flow_wall = json.loads(report.read_text())["wall_seconds"]
         res["flow_wall_s"] = flow_wall
@@ -391,6 +396,7 @@ def child_main(mode: str, config_path: Path, first_shards: int, result_path: Pat
     import itertools
 
     from pipeline.core.config import load_config
+    from pipeline.dataset.layout import DatasetLayout
     from pipeline.runner.build import build_shard
     from pipeline.runner.plan import plan_run
     from pipeline.stages.sampling import plan_shards, write_manifest
@@ -403,7 +409,7 @@ def child_main(mode: str, config_path: Path, first_shards: int, result_path: Pat
         return
     if mode == "plan_materialized":
         shards = plan_shards(config)
-        write_manifest(shards, config.output.dir / "manifest.parquet")
+        write_manifest(shards, DatasetLayout(config.output.dir).manifest)
         out["planned_samples"] = sum(len(s.samples) for s in shards)
         out["planned_shards"] = len(shards)
         out["plan_s"] = round(time.perf_counter() - t1, 2)
@@ -470,6 +476,7 @@ def main(argv: list[str] | None = None) -> None:
         child_main(args.child, args.config, args.first_shards, args.child_result)
         return
 
+    from pipeline.dataset.layout import DatasetLayout
     from pipeline.demo.region import load_items
     from pipeline.demo.servers import serve_demo
 
@@ -504,7 +511,7 @@ def main(argv: list[str] | None = None) -> None:
             pids,
         )
         result["composite_options"] = composite_options(
-            work / "stage_cpu" / "shards" / "00000.parquet"
+            DatasetLayout(work / "stage_cpu").shard_path(0)
         )
         if not args.skip_cli:
             cli: dict[str, Any] = {}
