@@ -11,8 +11,9 @@ captioning read these definitions:
 * the grounding check (:mod:`pipeline.caption.grounding`) finds claims with a lexicon made of
   the same words and phrases, and tests them with the same rules (:func:`supported`).
 
-So a template caption is never flagged, by construction; tests/pipeline/caption/test_grounding.py checks this on
-many random contexts and keeps the check's hand-labelled precision and recall.
+So a template caption is never flagged, by construction;
+tests/pipeline/caption/test_grounding.py checks this on many random contexts and keeps the
+check's hand-labelled precision and recall.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ supported. Negated mentions ("no clouds", "cloud-free") are not claims. The chec
 deliberately lexical and transparent: every unsupported claim is reported as ``kind:value`` so
 a reviewer can see why.
 
-Precision and recall on hand-labelled captions are measured in tests/pipeline/caption/test_grounding.py and
-reported in docs/captioning.md.
+Precision and recall on hand-labelled captions are measured in
+tests/pipeline/caption/test_grounding.py and reported in docs/captioning.md.
 """
 
 from __future__ import annotations
