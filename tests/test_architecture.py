@@ -39,3 +39,16 @@ def test_prefect_is_forbidden_outside_flows(contracts):
         for p in ROOT.glob("*/__init__.py")
         if p.parent.name not in {"flows", "tests", "benchmarks", "prompts"}
     }
+
+
+def test_tests_mirror_the_packages():
+    tested = {
+        p.name
+        for p in (ROOT / "tests" / "pipeline").iterdir()
+        if p.is_dir() and p.name != "__pycache__"
+    }
+    packages = {p.parent.name for p in (ROOT / "pipeline").glob("*/__init__.py")}
+    assert tested <= packages, tested - packages
+    assert not list((ROOT / "tests").glob("test_*.py")) or {
+        p.name for p in (ROOT / "tests").glob("test_*.py")
+    } <= {"test_architecture.py", "test_wheel.py"}
