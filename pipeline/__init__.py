@@ -1,10 +1,12 @@
-"""eocap's pipeline library: one module per stage, plain typed functions the flows call.
+"""eocap's pipeline library: layered packages of plain, typed functions the flows call.
 
-Stages, in order: :mod:`~pipeline.stages.sampling` (places x periods -> samples and shards),
-:mod:`~pipeline.stages.scenes` (STAC search), :mod:`~pipeline.stages.chips` (COG windows),
-:mod:`~pipeline.stages.composite` (RGB PNG), :mod:`~pipeline.stages.context` (Overture join),
-:mod:`~pipeline.caption.template` (captions), :mod:`~pipeline.dataset.writer` (Parquet writer);
-:mod:`~pipeline.runner.build` runs them on one shard.
+From the bottom (docs/architecture.md; ``make lint`` enforces the order):
+:mod:`~pipeline.geo` (bands, grids, Z-order, radiometry), :mod:`~pipeline.core` (errors, config,
+shared types), :mod:`~pipeline.io` (STAC, COGs, DuckDB, Overture releases, serving); then, beside
+each other, :mod:`~pipeline.stages` (sampling -> scenes -> chips -> composite -> context),
+:mod:`~pipeline.caption` (captioners, prompts, claims, checks) and :mod:`~pipeline.dataset` (the
+dataset contract); on top :mod:`~pipeline.runner` (:func:`pipeline.runner.build.build_shard` runs
+the stages on one shard) and :mod:`~pipeline.demo` (the offline demo region and servers).
 """
 
 __version__ = "0.1.0"
