@@ -8,7 +8,6 @@ beside the pixel shards, which are never rewritten. Join them in DuckDB with
 from __future__ import annotations
 
 import json
-import os
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Hashable
@@ -21,7 +20,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from pipeline.dataset.layout import temp_path
+from pipeline.io.atomic import atomic_write
 
 from .agreement import Estimate, krippendorff_alpha, pairwise_kappa
 from .campaigns import COMPLETENESS, FLAG_TYPES, HALLUCINATIONS, STRATA
@@ -125,10 +124,8 @@ REVIEW_SCHEMA = pa.schema(
 
 def _write_atomic(table: pa.Table, path: Path) -> None:
     # Readers never see a half-written file: write beside it, then rename over it.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
 
 
 def export_reviews(engine: Engine, path: Path, campaign_id: int | None = None) -> int:

@@ -15,32 +15,27 @@
     releases/                       published releases of the dataset (nothing writes it yet)
 
 Stats and review results live in ``_``-prefixed folders so that the shards folder reads as one
-Parquet dataset (pyarrow and DuckDB skip ``_``-prefixed paths). Files are written to a temporary
-name beside their target (:func:`temp_path`) and renamed into place, so readers never see half a
-file; a writer killed mid-write leaves a temporary file (:attr:`DatasetLayout.temp_files`).
+Parquet dataset (pyarrow and DuckDB skip ``_``-prefixed paths). Files are written atomically
+(:mod:`pipeline.io.atomic`), so readers never see half a file; a writer killed mid-write leaves
+a temporary file (:meth:`DatasetLayout.temp_files`).
 """
 
 from __future__ import annotations
 
-import os
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DatasetLayout", "temp_path"]
+from pipeline.io.atomic import TEMP_GLOB
+
+__all__ = ["DatasetLayout"]
 
 _INDEX = re.compile(r"^(\d+)")
 
 
-def temp_path(path: Path) -> Path:
-    """The temporary file a writer in this process and thread writes ``path`` to."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-
-
 def _temp_files_of(path: Path) -> Iterator[Path]:
-    return path.parent.glob(f".{path.name}.tmp-*")
+    return path.parent.glob(f".{path.name}.tmp-*")  # see pipeline.io.atomic.temp_path
 
 
 def _by_index(paths: Iterator[Path]) -> dict[int, Path]:
@@ -159,6 +154,6 @@ class DatasetLayout:
         return written and not self.stats_path(index).exists()
 
     def temp_files(self) -> Iterator[Path]:
-        """Temporary files of shard and stats writers (garbage once the writer is gone)."""
-        for folder in (self.shards_dir, self.stats_dir):
-            yield from folder.glob(".*.tmp-*")
+        """Temporary files of the manifest, shard and stats writers (garbage once they died)."""
+        for folder in (self.root, self.shards_dir, self.stats_dir):
+            yield from folder.glob(TEMP_GLOB)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.dataset.layout import temp_path
+from pipeline.io.atomic import atomic_write
 
 __all__ = ["ShardStats", "radiometry_overruled", "read_stats", "table_counts", "write_stats"]
 
@@ -79,10 +79,8 @@ def radiometry_overruled(table: pa.Table) -> dict[str, int]:
 
 def write_stats(stats: ShardStats, path: Path) -> None:
     """Write a shard's stats sidecar atomically (its existence marks the shard done)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    tmp.write_text(json.dumps(asdict(stats), indent=2, sort_keys=True))
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(asdict(stats), indent=2, sort_keys=True))
 
 
 def read_stats(path: Path) -> ShardStats:

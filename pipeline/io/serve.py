@@ -6,6 +6,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from pipeline.io.atomic import atomic_write
+
 HOST = "127.0.0.1"
 """Every local server binds here: nothing eocap starts listens beyond the machine."""
 
@@ -18,7 +20,6 @@ def serve_app(app: Any, port: int, port_file: Path | None, host: str = HOST) -> 
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     if port_file is not None:
-        tmp = port_file.with_suffix(".tmp")
-        tmp.write_text(f"{sock.getsockname()[1]}\n")
-        tmp.replace(port_file)
+        with atomic_write(port_file) as tmp:
+            tmp.write_text(f"{sock.getsockname()[1]}\n")
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])

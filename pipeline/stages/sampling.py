@@ -27,6 +27,7 @@ from pipeline.core.config import Period, RegionConfig, RunConfig
 from pipeline.core.errors import ConfigError
 from pipeline.geo.grid import transformer, utm_crs
 from pipeline.geo.zorder import lonlat_zorder
+from pipeline.io.atomic import atomic_write
 
 __all__ = [
     "MANIFEST_SCHEMA",
@@ -251,21 +252,19 @@ def write_manifest(shards: Iterable[ShardPlan], path: Path) -> tuple[int, int]:
     Returns:
         (number of shards, number of samples) written.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    n_shards = n_samples = 0
-    rows: list[SampleSpec] = []
-    with pq.ParquetWriter(tmp, MANIFEST_SCHEMA) as writer:
-        for shard in shards:
-            n_shards += 1
-            n_samples += len(shard.samples)
-            rows.extend(shard.samples)
-            if len(rows) >= 8_192:
+    with atomic_write(path) as tmp:
+        n_shards = n_samples = 0
+        rows: list[SampleSpec] = []
+        with pq.ParquetWriter(tmp, MANIFEST_SCHEMA) as writer:
+            for shard in shards:
+                n_shards += 1
+                n_samples += len(shard.samples)
+                rows.extend(shard.samples)
+                if len(rows) >= 8_192:
+                    writer.write_table(_manifest_table(rows))
+                    rows = []
+            if rows or n_samples == 0:
                 writer.write_table(_manifest_table(rows))
-                rows = []
-        if rows or n_samples == 0:
-            writer.write_table(_manifest_table(rows))
-    tmp.replace(path)
     return n_shards, n_samples
 
 

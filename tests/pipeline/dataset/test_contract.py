@@ -25,8 +25,9 @@ from pipeline.dataset.columns import (
     shard_schema,
 )
 from pipeline.dataset.geoparquet import geo_metadata
-from pipeline.dataset.layout import DatasetLayout, temp_path
+from pipeline.dataset.layout import DatasetLayout
 from pipeline.dataset.writer import write_shard
+from pipeline.io.atomic import temp_path
 from tests.conftest import REPO_ROOT
 
 SCHEMA_DOC = REPO_ROOT / "docs" / "dataset-schema.md"
