@@ -211,6 +211,28 @@ def stac_item(
         h, w = grid.shape(res)
         return {"proj:shape": [h, w], "proj:transform": [res, 0, grid.x0, 0, -res, grid.y0]}
 
+    def es_band_asset(b: Band, key: str, href: str, media_type: str) -> dict[str, Any]:
+        # One Earth Search band asset: the COG, and its JPEG2000 twin a band lookup must skip.
+        return {
+            "href": href,
+            "type": media_type,
+            "title": f"{_ES_TITLES[b.name]} - {b.resolution_m}m",
+            "eo:bands": [_eo_band(b, key, _ES_TITLES[b.name])],
+            "gsd": b.resolution_m,
+            **proj(b.resolution_m),
+            "raster:bands": [
+                {
+                    "nodata": 0,
+                    "data_type": "uint16",
+                    "bits_per_sample": 15,
+                    "spatial_resolution": b.resolution_m,
+                    "scale": 0.0001,
+                    "offset": -declared / 10000,
+                }
+            ],
+            "roles": ["data", "reflectance"],
+        }
+
     assets: dict[str, dict[str, Any]] = {}
     if flavor in ("earth-search", "earth-search-c1"):
         c1 = flavor == "earth-search-c1"
@@ -221,25 +243,7 @@ def stac_item(
         )
         for b in L2A_BANDS:
             key = keys[b.name]
-            assets[key] = {
-                "href": f"cogs/{item_id}/{key}.tif",
-                "type": _COG_TYPE,
-                "title": f"{_ES_TITLES[b.name]} - {b.resolution_m}m",
-                "eo:bands": [_eo_band(b, key, _ES_TITLES[b.name])],
-                "gsd": b.resolution_m,
-                **proj(b.resolution_m),
-                "raster:bands": [
-                    {
-                        "nodata": 0,
-                        "data_type": "uint16",
-                        "bits_per_sample": 15,
-                        "spatial_resolution": b.resolution_m,
-                        "scale": 0.0001,
-                        "offset": -declared / 10000,
-                    }
-                ],
-                "roles": ["data", "reflectance"],
-            }
+            assets[key] = es_band_asset(b, key, f"cogs/{item_id}/{key}.tif", _COG_TYPE)
         assets["scl"] = {
             "href": f"cogs/{item_id}/scl.tif",
             "type": _COG_TYPE,
@@ -270,25 +274,8 @@ def stac_item(
             if b.resolution_m != 10:
                 continue
             key = keys[b.name]
-            assets[f"{key}-jp2"] = {
-                "href": f"cogs/{item_id}/jp2/{b.name}.jp2",  # never written
-                "type": "image/jp2",
-                "title": f"{_ES_TITLES[b.name]} - {b.resolution_m}m",
-                "eo:bands": [_eo_band(b, key, _ES_TITLES[b.name])],
-                "gsd": b.resolution_m,
-                **proj(b.resolution_m),
-                "raster:bands": [
-                    {
-                        "nodata": 0,
-                        "data_type": "uint16",
-                        "bits_per_sample": 15,
-                        "spatial_resolution": b.resolution_m,
-                        "scale": 0.0001,
-                        "offset": -declared / 10000,
-                    }
-                ],
-                "roles": ["data", "reflectance"],
-            }
+            jp2 = f"cogs/{item_id}/jp2/{b.name}.jp2"  # never written
+            assets[f"{key}-jp2"] = es_band_asset(b, key, jp2, "image/jp2")
         properties = {
             "created": processed,
             "platform": acq.platform,
