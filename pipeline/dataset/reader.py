@@ -6,10 +6,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["read_rows", "read_shard"]
+__all__ = ["read_cubes", "read_rows", "read_shard"]
 
 
 def read_shard(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
@@ -35,3 +37,29 @@ def read_rows(
         if len(out) == len(wanted):
             break
     return out
+
+
+def read_cubes(table: pa.Table, column: str = "pixels") -> npt.NDArray[Any]:
+    """The fixed-shape array column ``column`` of ``table`` as one numpy array, rows first.
+
+    ``pixels`` comes back as (rows, bands, size, size) uint16 and ``scl`` as (rows, size, size)
+    uint8, in the column's stored band order (the row's ``bands``). Rows where the cube is null
+    (failed samples) are zeros. This is the one place a cube is decoded: readers, the release
+    and the loader call it, whatever the shard schema version stores.
+    """
+    arr = table.column(column).combine_chunks()
+    shape: list[int] = []
+    typ = arr.type
+    while pa.types.is_fixed_size_list(typ):
+        shape.append(typ.list_size)
+        typ = typ.value_type
+    values: pa.Array = arr
+    for _ in shape:
+        values = values.flatten()
+    flat: npt.NDArray[Any] = values.to_numpy(zero_copy_only=False)
+    if arr.null_count:  # null cubes have no child values: place the present ones
+        out = np.zeros((len(arr), *shape), dtype=flat.dtype)
+        valid = np.asarray(arr.is_valid())
+        out[valid] = flat.reshape(int(valid.sum()), *shape)
+        return out
+    return flat.reshape(len(arr), *shape)

@@ -113,3 +113,18 @@ def test_cubes_are_delta_encoded_and_read_back_everywhere(tmp_path):
     assert ds[1]["pixels"] is None
     cube = duckdb.sql(f"SELECT pixels FROM '{path}' WHERE sample_id = 'a'").fetchone()
     assert cube is not None and np.array_equal(np.asarray(cube[0]), expected)
+
+
+def test_read_cubes_matches_rows_and_fills_failed_samples_with_zeros():
+    import numpy as np
+    import pyarrow as pa
+
+    from pipeline.dataset.reader import read_cubes
+
+    cube = pa.list_(pa.list_(pa.list_(pa.uint16(), 2), 2), 3)
+    rows = [np.arange(12, dtype=np.uint16).reshape(3, 2, 2), None, np.full((3, 2, 2), 7, np.uint16)]
+    table = pa.table({"pixels": pa.array([None if r is None else r.tolist() for r in rows], cube)})
+    got = read_cubes(table.slice(0, 3))
+    assert got.shape == (3, 3, 2, 2) and got.dtype == np.uint16
+    assert np.array_equal(got[0], rows[0]) and not got[1].any() and np.array_equal(got[2], rows[2])
+    assert np.array_equal(read_cubes(table.slice(2, 1))[0], rows[2])  # a slice keeps its offset
