@@ -44,15 +44,26 @@ __all__ = [
     "ColumnGroup",
     "Cube",
     "SampleRecord",
+    "SCHEMA_VERSIONS",
     "columns_in",
+    "cube_field_metadata",
     "markdown_tables",
     "render_docs",
     "shard_schema",
 ]
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "2.0"
 """Version of the shard schema; bump on any column change (and commit the new column list,
 tests/data/shard_schema_v<version>.txt)."""
+
+SCHEMA_VERSIONS = ("1.2", "2.0")
+"""The versions eocap writes and reads: 1.2 stores the cubes as nested fixed-size lists, 2.0
+as one byte-planed binary value per sample (:class:`Cube`); every other column is the same."""
+
+CUBE_ENCODING = "byte_planes_le"
+"""How schema 2.0 stores a cube value: the little-endian C-order array split into byte planes
+(every value's byte 0, then every byte 1, ...), compressed by Parquet (docs/dataset-schema.md,
+"Reading the cubes without eocap")."""
 
 
 class ColumnGroup(StrEnum):
@@ -86,6 +97,10 @@ class ColumnGroup(StrEnum):
 class Cube:
     """A fixed-shape array column whose shape depends on the run: ``bands`` and ``size``.
 
+    Schema 2.0 stores one ``large_binary`` value per sample (:data:`CUBE_ENCODING`): decoding
+    it is a memory copy and a shift per byte plane, where 1.2's nested fixed-size lists cost
+    Parquet a repetition/definition level per pixel (benchmarks/loader.py: 5-10x faster reads).
+
     Attributes:
         value_type: Arrow type of one pixel value.
         dims: Dimension names, outermost first: ``bands`` (bands in the cube) or ``size``
@@ -95,12 +110,18 @@ class Cube:
     value_type: pa.DataType
     dims: tuple[str, ...]
 
-    def arrow(self, n_bands: int, size: int) -> pa.DataType:
-        """The Arrow type for ``n_bands`` bands of ``size`` x ``size`` pixels."""
+    def shape(self, n_bands: int, size: int) -> tuple[int, ...]:
+        """The array shape of one sample's cube."""
         lengths = {"bands": n_bands, "size": size}
+        return tuple(lengths[dim] for dim in self.dims)
+
+    def arrow(self, n_bands: int, size: int, version: str = SCHEMA_VERSION) -> pa.DataType:
+        """The Arrow type for ``n_bands`` bands of ``size`` x ``size`` pixels in ``version``."""
+        if version != "1.2":
+            return pa.large_binary()
         arrow_type = self.value_type
-        for dim in reversed(self.dims):
-            arrow_type = pa.list_(arrow_type, lengths[dim])
+        for n in reversed(self.shape(n_bands, size)):
+            arrow_type = pa.list_(arrow_type, n)
         return arrow_type
 
 
@@ -666,9 +687,11 @@ class Column:
     dictionary: bool = False
     statistics: bool = False
 
-    def arrow(self, n_bands: int, size: int) -> pa.DataType:
+    def arrow(self, n_bands: int, size: int, version: str = SCHEMA_VERSION) -> pa.DataType:
         """The Arrow type for chips of ``n_bands`` bands and ``size`` x ``size`` pixels."""
-        return self.type.arrow(n_bands, size) if isinstance(self.type, Cube) else self.type
+        if isinstance(self.type, Cube):
+            return self.type.arrow(n_bands, size, version)
+        return self.type
 
 
 def _table() -> tuple[Column, ...]:
@@ -701,9 +724,32 @@ SUMMARY_COLUMNS = columns_in(ColumnGroup.SUMMARY)
 """The small columns review campaigns stratify on (see :attr:`ColumnGroup.SUMMARY`)."""
 
 
-def shard_schema(n_bands: int, size: int) -> pa.Schema:
-    """The Arrow schema of a shard for ``n_bands`` bands of ``size`` x ``size`` pixels."""
-    return pa.schema([(c.name, c.arrow(n_bands, size)) for c in COLUMNS])
+def cube_field_metadata(name: str, n_bands: int, size: int) -> dict[str, Any]:
+    """What a reader needs to decode cube column ``name`` of a 2.0 shard: dtype, shape, encoding.
+
+    Stored per shard under the ``eocap`` key of the file metadata (``cubes``), together with the
+    band order, scale and offset (:func:`pipeline.dataset.writer.write_table`).
+    """
+    column = next(c for c in COLUMNS if c.name == name)
+    assert isinstance(column.type, Cube), name
+    return {
+        "dtype": np.dtype(column.type.value_type.to_pandas_dtype()).newbyteorder("<").str,
+        "shape": list(column.type.shape(n_bands, size)),
+        "dims": ["band", "y", "x"][-len(column.type.dims) :],
+        "order": "C",
+        "encoding": CUBE_ENCODING,
+    }
+
+
+def shard_schema(n_bands: int, size: int, version: str = SCHEMA_VERSION) -> pa.Schema:
+    """The Arrow schema of a shard for ``n_bands`` bands of ``size`` x ``size`` pixels.
+
+    Raises:
+        ValueError: for a version eocap does not write.
+    """
+    if version not in SCHEMA_VERSIONS:
+        raise ValueError(f"shard schema {version} is unknown; eocap writes {SCHEMA_VERSIONS}")
+    return pa.schema([(c.name, c.arrow(n_bands, size, version)) for c in COLUMNS])
 
 
 # The docs name Arrow's float and double by their widths, as the tables always have.
@@ -714,7 +760,7 @@ def _type_name(arrow_type: pa.DataType | Cube, *, nested: bool = False) -> str:
     """A short name of an Arrow type for the docs; structs inside structs by field names."""
     if isinstance(arrow_type, Cube):
         dims = "".join(f"[{d}]" for d in arrow_type.dims)
-        return f"fixed_size_list<{_type_name(arrow_type.value_type)}>{dims}"
+        return f"large_binary: {_type_name(arrow_type.value_type)}{dims}"
     if pa.types.is_fixed_size_list(arrow_type):
         return f"fixed_size_list<{_type_name(arrow_type.value_type)}>[{arrow_type.list_size}]"
     if pa.types.is_list(arrow_type):

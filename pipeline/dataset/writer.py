@@ -1,5 +1,10 @@
 """Writing shards: records to an Arrow table, and the table to Parquet with its metadata.
 
+Schema 2.0 stores each cube as one byte-planed binary value (:func:`encode_cubes`), compressed by
+Parquet's zstd 1, in row groups of :data:`ROWS_PER_GROUP` samples; the choice and its numbers are
+in docs/benchmarks.md ("Pixel storage (issue 11)"). Schema 1.2 tables (nested fixed-size lists)
+are still written as they are, so a 1.2 output stays 1.2 until ``eocap migrate`` rewrites it.
+
 Every planned sample gets a row, failures included (``status``/``error_reason``/
 ``error_message``), so a shard always accounts for all its samples. A shard is written to a
 temporary file and renamed into place; its stats sidecar (:mod:`pipeline.dataset.stats`) is
@@ -14,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -22,32 +28,71 @@ from pipeline.dataset.columns import (
     CUBE_COLUMNS,
     IMAGE_COLUMNS,
     SCHEMA_VERSION,
+    Cube,
     SampleRecord,
+    cube_field_metadata,
     shard_schema,
 )
 from pipeline.dataset.geoparquet import geo_metadata
+from pipeline.dataset.reader import read_cubes, table_schema_version
 from pipeline.io.atomic import atomic_write
 
-__all__ = ["records_table", "write_shard", "write_table"]
+__all__ = [
+    "ROWS_PER_GROUP",
+    "encode_cubes",
+    "records_table",
+    "with_v2_cubes",
+    "write_shard",
+    "write_table",
+]
+
+ROWS_PER_GROUP = 8
+"""Samples per row group in a 2.0 shard: one sample's cube is one ~1 MB column chunk read of
+at most 8 MB, and the footer stays ~1 % of the file (benchmarks/loader.py, docs/benchmarks.md)."""
 
 
-def _cube_array(records: list[SampleRecord], name: str, arrow_type: pa.DataType) -> pa.Array:
-    """A fixed-shape cube column, built from one flat buffer instead of nested Python lists."""
-    shape: list[int] = []
-    value_type = arrow_type
-    while pa.types.is_fixed_size_list(value_type):
-        shape.append(value_type.list_size)
-        value_type = value_type.value_type
-    n_values = int(np.prod(shape))
-    flat = np.zeros((len(records), n_values), dtype=value_type.to_pandas_dtype())
+def encode_cubes(cubes: npt.NDArray[Any], valid: npt.NDArray[np.bool_]) -> pa.LargeBinaryArray:
+    """Schema 2.0's cube column: one byte-planed little-endian value per valid row, else null.
+
+    Plane ``k`` holds byte ``k`` of every value (C order), so the nearly constant high bytes of
+    12-bit reflectances compress apart from the noisy low bytes.
+    """
+    n = len(cubes)
+    flat = cubes.reshape(n, -1)
+    itemsize = flat.dtype.itemsize
+    planes = np.empty((int(valid.sum()), itemsize, flat.shape[1]), np.uint8)
+    rows = flat[valid]
+    for k in range(itemsize):  # shift, and narrow on assignment: no strided byte transpose
+        planes[:, k] = rows >> (8 * k) if k else rows
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(np.where(valid, itemsize * flat.shape[1], 0), out=offsets[1:])
+    validity = None if valid.all() else pa.array(valid).buffers()[1]
+    return pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(),
+        n,
+        [validity, pa.py_buffer(offsets), pa.py_buffer(planes)],
+        null_count=int(n - valid.sum()),
+    )
+
+
+def _stacked(records: list[SampleRecord], name: str, shape: tuple[int, ...], dtype: Any) -> Any:
+    """One record field's cubes stacked (zeros where null) and which rows hold one."""
+    stack = np.zeros((len(records), *shape), dtype=dtype)
     valid = np.zeros(len(records), dtype=bool)
     for i, r in enumerate(records):
         arr = getattr(r, name)
         if arr is not None:
-            flat[i] = np.asarray(arr).reshape(-1)
+            stack[i] = np.asarray(arr).reshape(shape)
             valid[i] = True
-    array: pa.Array = pa.array(flat.reshape(-1), type=value_type)
-    for n in reversed(shape):
+    return stack, valid
+
+
+def _nested_cube_array(
+    stack: npt.NDArray[Any], valid: npt.NDArray[np.bool_], arrow_type: pa.DataType
+) -> pa.Array:
+    """Schema 1.2's cube column: nested fixed-size lists over one flat buffer."""
+    array: pa.Array = pa.array(stack.reshape(-1))
+    for n in reversed(stack.shape[1:]):
         array = pa.FixedSizeListArray.from_arrays(array, n)
     # Nulls go on the outer list only; the values under a null row are zeros.
     return pa.FixedSizeListArray.from_arrays(
@@ -55,26 +100,99 @@ def _cube_array(records: list[SampleRecord], name: str, arrow_type: pa.DataType)
     )
 
 
-def records_table(records: list[SampleRecord], *, n_bands: int, size: int) -> pa.Table:
-    """The rows of a shard as an Arrow table of :func:`~pipeline.dataset.columns.shard_schema`."""
-    schema = shard_schema(n_bands, size)
-    arrays = [
-        _cube_array(records, f.name, f.type)
-        if f.name in CUBE_COLUMNS
-        else pa.array([getattr(r, f.name) for r in records], type=f.type)
-        for f in schema
-    ]
+def _cube_fields(schema: pa.Schema, n_bands: int, size: int) -> pa.Schema:
+    """``schema`` with each 2.0 cube field carrying its dtype, shape and encoding."""
+    for name in CUBE_COLUMNS:
+        i = schema.get_field_index(name)
+        meta = {b"eocap": json.dumps(cube_field_metadata(name, n_bands, size)).encode()}
+        schema = schema.set(i, schema.field(i).with_metadata(meta))
+    return schema
+
+
+def records_table(
+    records: list[SampleRecord], *, n_bands: int, size: int, version: str = SCHEMA_VERSION
+) -> pa.Table:
+    """The rows of a shard as an Arrow table of :func:`~pipeline.dataset.columns.shard_schema`.
+
+    ``version`` "1.2" builds the old nested cube columns (tests and benchmarks of migration).
+    """
+    schema = shard_schema(n_bands, size, version)
+    if version != "1.2":
+        schema = _cube_fields(schema, n_bands, size)
+    cubes = {c.name: c.type for c in COLUMNS if isinstance(c.type, Cube)}
+    arrays = []
+    for f in schema:
+        if f.name in cubes:
+            cube = cubes[f.name]
+            dtype = cube.value_type.to_pandas_dtype()
+            stack, valid = _stacked(records, f.name, cube.shape(n_bands, size), dtype)
+            arrays.append(
+                _nested_cube_array(stack, valid, f.type)
+                if version == "1.2"
+                else encode_cubes(stack, valid)
+            )
+        else:
+            arrays.append(pa.array([getattr(r, f.name) for r in records], type=f.type))
     return pa.table(arrays, schema=schema)
 
 
-def _leaf(f: pa.Field) -> tuple[str, pa.DataType]:
-    """Parquet leaf path and value type of a (nested) list field, e.g. ``scl.list.element...``."""
-    path: str = f.name
-    t: pa.DataType = f.type
-    while pa.types.is_list(t) or pa.types.is_fixed_size_list(t) or pa.types.is_large_list(t):
-        path += ".list.element"
-        t = t.value_type
-    return path, t
+def with_v2_cubes(
+    table: pa.Table, cubes: dict[str, npt.NDArray[Any]] | None = None
+) -> pa.Table:
+    """A 1.2 shard table with its cube columns re-encoded as 2.0; other columns untouched.
+
+    ``cubes`` are the table's decoded cube columns, when the caller has them already.
+    """
+    if cubes is None:
+        cubes = {name: read_cubes(table, name) for name in CUBE_COLUMNS}
+    n_bands, size = cubes["pixels"].shape[1], cubes["pixels"].shape[2]
+    schema = _cube_fields(shard_schema(n_bands, size), n_bands, size)
+    for name in CUBE_COLUMNS:
+        valid = np.asarray(table.column(name).is_valid())
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, schema.field(name), encode_cubes(cubes[name], valid))
+    return table.replace_schema_metadata(None)
+
+
+def leaf_paths(name: str, arrow_type: pa.DataType) -> list[str]:
+    """The Parquet leaf column paths of an Arrow field (``scl.list.element``, ``bbox.xmin``):
+    what pyarrow's per-column ``compression``, ``compression_level`` and ``column_encoding``
+    are keyed by (a top-level name alone does not reach a nested column's leaves)."""
+    if (
+        pa.types.is_list(arrow_type)
+        or pa.types.is_fixed_size_list(arrow_type)
+        or pa.types.is_large_list(arrow_type)
+    ):
+        return leaf_paths(f"{name}.list.element", arrow_type.value_type)
+    if pa.types.is_struct(arrow_type):
+        return [p for f in arrow_type for p in leaf_paths(f"{name}.{f.name}", f.type)]
+    return [name]
+
+
+CUBE_COMPRESSION = ("zstd", 1)
+"""Parquet codec of every column, and its level for the 2.0 cube columns (3 for the others;
+docs/benchmarks.md, "Pixel storage")."""
+
+
+def _cubes_metadata(table: pa.Table) -> dict[str, Any]:
+    """Per cube column of a 2.0 table: dtype, shape, encoding; for ``pixels`` also the band
+    order, scale and offset of its rows (one band list per shard: the run's)."""
+    out: dict[str, Any] = {}
+    for name in CUBE_COLUMNS:
+        field_meta = table.schema.field(name).metadata or {}
+        if b"eocap" not in field_meta:
+            raise ValueError(f"cube column {name} has no eocap field metadata; build the table "
+                             "with records_table or with_v2_cubes")
+        out[name] = json.loads(field_meta[b"eocap"])
+    radiometry = table.select(["bands", "band_scale", "band_offset"]).drop_null()
+    first = radiometry.slice(0, 1).to_pylist()
+    out["pixels"] |= {
+        "bands": first[0]["bands"] if first else None,
+        # float32 columns: their shortest decimal (1e-4, not 9.999999747378752e-05)
+        "scale": [float(str(np.float32(v))) for v in first[0]["band_scale"]] if first else None,
+        "offset": [float(str(np.float32(v))) for v in first[0]["band_offset"]] if first else None,
+    }
+    return out
 
 
 def write_table(
@@ -82,48 +200,64 @@ def write_table(
     path: Path,
     *,
     row_group_mb: float = 100.0,
+    rows_per_group: int | None = None,
     extra_metadata: dict[str, Any] | None = None,
 ) -> int:
     """Write a shard table to ``path`` atomically (temp file, rename); return its size.
 
+    The table is written in the schema version its cube columns are in (2.0, or a 1.2 table
+    as 1.2): rewriting a 1.2 shard's captions leaves it a complete 1.2 shard.
+
     Args:
         table: Rows of :func:`~pipeline.dataset.columns.shard_schema`.
         path: Target ``NNNNN.parquet``.
-        row_group_mb: Target uncompressed row-group size, so one row read stays cheap.
+        row_group_mb: Upper bound of the uncompressed row-group size.
+        rows_per_group: Samples per row group instead of the version's default
+            (:data:`ROWS_PER_GROUP` for 2.0; benchmarks).
         extra_metadata: JSON-able dict stored under the ``eocap`` key of the file metadata.
     """
+    version = table_schema_version(table)
     hf = {"info": {"features": {name: {"_type": "Image"} for name in IMAGE_COLUMNS}}}
+    eocap: dict[str, Any] = {"schema_version": version}
+    if version != "1.2":
+        eocap["cubes"] = _cubes_metadata(table)
     meta = {
         b"geo": geo_metadata(table, ["Polygon"]),
         b"huggingface": json.dumps(hf).encode(),
-        b"eocap": json.dumps({"schema_version": SCHEMA_VERSION, **(extra_metadata or {})}).encode(),
+        b"eocap": json.dumps({**eocap, **(extra_metadata or {})}).encode(),
     }
     table = table.replace_schema_metadata(meta)
-    pixels = table.schema.field("pixels").type
-    n_values = 1
-    while pa.types.is_fixed_size_list(pixels):
-        n_values *= pixels.list_size
-        pixels = pixels.value_type
+    if version == "1.2":
+        pixels = table.schema.field("pixels").type
+        n_values = 1
+        while pa.types.is_fixed_size_list(pixels):
+            n_values *= pixels.list_size
+            pixels = pixels.value_type
+    else:
+        n_values = int(np.prod(json.loads(table.schema.field("pixels").metadata[b"eocap"])["shape"]))
     bytes_per_row = n_values * 2 + 200_000  # cube, plus SCL, PNG and context
-    rows_per_group = max(1, int(row_group_mb * 1e6 // bytes_per_row))
-    # The integer cubes are most of a shard: delta encoding (then zstd) writes them 1.27x
-    # faster and 13 % smaller than dictionary/plain pages (docs/benchmarks.md); pyarrow,
-    # DuckDB and `datasets` read it back unchanged.
-    delta = {
-        path: "DELTA_BINARY_PACKED"
-        for path, leaf in (_leaf(table.schema.field(c)) for c in CUBE_COLUMNS)
-        if pa.types.is_integer(leaf)
-    }
+    by_size = max(1, int(row_group_mb * 1e6 // bytes_per_row))
+    if rows_per_group is None:
+        rows_per_group = by_size if version == "1.2" else min(ROWS_PER_GROUP, by_size)
+    cube_leaves = {p for c in CUBE_COLUMNS for p in leaf_paths(c, table.schema.field(c).type)}
+    level = {p: 3 for f in table.schema for p in leaf_paths(f.name, f.type)}
+    encoding: dict[str, str] = {}
+    if version == "1.2":
+        # The integer cubes are most of a shard: delta encoding (then zstd) writes them 1.27x
+        # faster and 13 % smaller than dictionary/plain pages (docs/benchmarks.md).
+        encoding = dict.fromkeys(cube_leaves, "DELTA_BINARY_PACKED")
+    else:
+        level |= dict.fromkeys(cube_leaves, CUBE_COMPRESSION[1])
     with atomic_write(path) as tmp:
         pq.write_table(
             table,
             tmp,
             row_group_size=rows_per_group,
-            compression="zstd",
-            compression_level=3,
+            compression=CUBE_COMPRESSION[0],
+            compression_level=level,
             use_dictionary=[c.name for c in COLUMNS if c.dictionary],
             write_statistics=[c.name for c in COLUMNS if c.statistics],
-            column_encoding=delta,
+            column_encoding=encoding or None,
         )
     return path.stat().st_size
 
@@ -136,7 +270,11 @@ def write_shard(
     size: int,
     row_group_mb: float = 100.0,
     extra_metadata: dict[str, Any] | None = None,
+    version: str = SCHEMA_VERSION,
 ) -> int:
-    """Write ``records`` as a shard (see :func:`write_table`); return the file size."""
-    table = records_table(records, n_bands=n_bands, size=size)
+    """Write ``records`` as a shard (see :func:`write_table`); return the file size.
+
+    ``version`` "1.2" writes the old nested cubes (tests of reading and migrating 1.2 shards).
+    """
+    table = records_table(records, n_bands=n_bands, size=size, version=version)
     return write_table(table, path, row_group_mb=row_group_mb, extra_metadata=extra_metadata)
