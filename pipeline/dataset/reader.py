@@ -112,8 +112,10 @@ def _cube_metadata(table: pa.Table | pa.RecordBatch, column: str) -> dict[str, A
     file_meta = table.schema.metadata or {}
     cubes = json.loads(file_meta.get(b"eocap", b"{}")).get("cubes", {})
     if column not in cubes:
-        raise ValueError(f"cube column {column} carries no dtype/shape metadata; read it from a "
-                         "shard file (pq.read_table keeps it)")
+        raise ValueError(
+            f"cube column {column} carries no dtype/shape metadata; read it from a "
+            "shard file (pq.read_table keeps it)"
+        )
     return dict(cubes[column])
 
 

@@ -46,9 +46,11 @@ __all__ = [
     "write_table",
 ]
 
-ROWS_PER_GROUP = 8
-"""Samples per row group in a 2.0 shard: one sample's cube is one ~1 MB column chunk read of
-at most 8 MB, and the footer stays ~1 % of the file (benchmarks/loader.py, docs/benchmarks.md)."""
+ROWS_PER_GROUP = 1
+"""Samples per row group in a 2.0 shard: one sample is one row group, one contiguous byte range
+of ~0.9 MB (a release's sample index fetches it with one HTTP range) whose decode decodes no
+other sample; the cost is a footer of ~6 kB per sample (0.75 % of the file) and slower scans of
+the small columns (benchmarks/loader.py, docs/benchmarks.md)."""
 
 
 def encode_cubes(cubes: npt.NDArray[Any], valid: npt.NDArray[np.bool_]) -> pa.LargeBinaryArray:
@@ -136,9 +138,7 @@ def records_table(
     return pa.table(arrays, schema=schema)
 
 
-def with_v2_cubes(
-    table: pa.Table, cubes: dict[str, npt.NDArray[Any]] | None = None
-) -> pa.Table:
+def with_v2_cubes(table: pa.Table, cubes: dict[str, npt.NDArray[Any]] | None = None) -> pa.Table:
     """A 1.2 shard table with its cube columns re-encoded as 2.0; other columns untouched.
 
     ``cubes`` are the table's decoded cube columns, when the caller has them already.
@@ -181,8 +181,10 @@ def _cubes_metadata(table: pa.Table) -> dict[str, Any]:
     for name in CUBE_COLUMNS:
         field_meta = table.schema.field(name).metadata or {}
         if b"eocap" not in field_meta:
-            raise ValueError(f"cube column {name} has no eocap field metadata; build the table "
-                             "with records_table or with_v2_cubes")
+            raise ValueError(
+                f"cube column {name} has no eocap field metadata; build the table "
+                "with records_table or with_v2_cubes"
+            )
         out[name] = json.loads(field_meta[b"eocap"])
     radiometry = table.select(["bands", "band_scale", "band_offset"]).drop_null()
     first = radiometry.slice(0, 1).to_pylist()
@@ -234,7 +236,9 @@ def write_table(
             n_values *= pixels.list_size
             pixels = pixels.value_type
     else:
-        n_values = int(np.prod(json.loads(table.schema.field("pixels").metadata[b"eocap"])["shape"]))
+        n_values = int(
+            np.prod(json.loads(table.schema.field("pixels").metadata[b"eocap"])["shape"])
+        )
     bytes_per_row = n_values * 2 + 200_000  # cube, plus SCL, PNG and context
     by_size = max(1, int(row_group_mb * 1e6 // bytes_per_row))
     if rows_per_group is None:

@@ -122,7 +122,19 @@ def test_written_metadata(tmp_path):
         b'"ymax": ["bbox", "ymax"]}}, "bbox": [10.8, 47.4, 11.0, 47.6]}}}'
     )
     assert json.loads(meta[b"huggingface"]) == {"info": {"features": {"rgb": {"_type": "Image"}}}}
-    assert json.loads(meta[b"eocap"]) == {"schema_version": "1.2", "shard": 0}
+    eocap = json.loads(meta[b"eocap"])
+    assert eocap == {"schema_version": "2.0", "cubes": eocap["cubes"], "shard": 0}
+    assert eocap["cubes"]["pixels"] == {
+        "dtype": "<u2",
+        "shape": [2, 4, 4],
+        "dims": ["band", "y", "x"],
+        "order": "C",
+        "encoding": "byte_planes_le",
+        "bands": None,  # the one record has no bands
+        "scale": None,
+        "offset": None,
+    }
+    assert eocap["cubes"]["scl"]["dtype"] == "|u1" and eocap["cubes"]["scl"]["shape"] == [4, 4]
 
 
 def test_geo_metadata_leaves_out_the_bounds_of_no_boxes():

@@ -18,6 +18,7 @@ import shapely
 from shapely.ops import transform as reproject
 
 from pipeline.dataset.columns import SampleRecord
+from pipeline.dataset.reader import read_cubes
 from pipeline.dataset.writer import write_shard
 from pipeline.geo.grid import chip_grid, transformer
 
@@ -69,7 +70,12 @@ def test_geo_bbox_of_a_shard_with_two_footprints(tmp_path):
 @pytest.fixture(scope="module")
 def shard_rows(review_dataset):
     table = pq.read_table(review_dataset / "shards" / "00000.parquet")
-    rows = [r for r in table.to_pylist() if r["pixels"] is not None]
+    pixels = read_cubes(table)
+    rows = [
+        {**r, "pixels": pixels[i]}
+        for i, r in enumerate(table.drop_columns(["pixels", "scl"]).to_pylist())
+        if table.column("pixels")[i].is_valid
+    ]
     assert len(rows) >= 2
     return table, rows
 
