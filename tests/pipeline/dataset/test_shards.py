@@ -83,10 +83,15 @@ def test_write_and_read_back(tmp_path):
     assert row is not None and row[0] == 10.9 and len(row[1]) == expected.nbytes
 
 
-def test_row_groups_follow_the_size_target(tmp_path):
+def test_v1_row_groups_follow_the_size_target(tmp_path):
     path = tmp_path / "x.parquet"
     write_shard(
-        [record(str(i), True) for i in range(10)], path, n_bands=2, size=4, row_group_mb=0.81
+        [record(str(i), True) for i in range(10)],
+        path,
+        n_bands=2,
+        size=4,
+        row_group_mb=0.81,
+        version="1.2",
     )  # ~4 rows of ~200 kB budget each
     assert pq.ParquetFile(path).metadata.num_row_groups == 3
 
