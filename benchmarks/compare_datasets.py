@@ -34,6 +34,15 @@ The sets were found by building the demo twice at commit c686d5c (template capti
 shard Parquet files and ``manifest.parquet`` of the two builds were byte-identical, and only
 the JSON fields listed below differed.
 
+Shard schema 2.0 (issue 11) stores ``pixels`` and ``scl`` as one byte-planed binary value per
+sample instead of nested fixed-size lists. Those columns are compared decoded, whatever the
+version, with numpy as docs/dataset-schema.md's recipe does (this script imports no eocap, so
+it also proves the recipe): a 1.2 cube and a 2.0 cube with the same values have the same
+digest. When the two sides' shards are of different schema versions, the differences that
+change brings are expected and reported as ``ignored`` with why (``SCHEMA_CHANGE``): the cube
+columns' type (only if every decoded value is equal), the row groups per shard, the ``eocap``
+metadata's ``schema_version``/``cubes``/``migrated_from``, and the shard files' ``bytes``.
+
 ``--ignore-column COLUMN`` (repeatable) adds a column whose change is intended; it is reported
 as ignored too.
 
@@ -102,6 +111,17 @@ IGNORED_JSON_FIELDS: dict[str, dict[str, str]] = {
 """JSON fields (dotted paths, fnmatch patterns) expected to differ between two builds, per file
 (relative path pattern), with why. Not ignored: ``config_hash``, ``bytes`` (file sizes),
 ``sample_ids_sha1``, counts and caption flags, which were identical in the two builds."""
+
+SCHEMA_CHANGE = {
+    "cube_type": "shard schema 1.2 -> 2.0: the cube is stored as byte planes in one binary "
+    "value per sample (decoded values compared: identical)",
+    "row_groups": "shard schema 2.0 writes one sample per row group",
+    "eocap.schema_version": "the shard schema version",
+    "eocap.cubes.*": "schema 2.0 records each cube's dtype, shape, encoding and band order",
+    "eocap.migrated_from": "written by eocap migrate",
+    "bytes": "the shard file's size changes with the pixel storage",
+}
+"""Differences expected when the two sides' shards are of different schema versions, with why."""
 
 MAX_EXAMPLES = 3
 """Differing rows shown per column."""
@@ -268,8 +288,50 @@ def _tensor_rows(chunk: pa.Array) -> list[Any]:
     return out
 
 
-def _row_values(column: pa.ChunkedArray) -> list[Any]:
-    """Comparable per-row values of a column: digests for arrays/binaries, else Python values."""
+def _cube_meta(path: Path) -> dict[str, dict[str, Any]]:
+    """Schema 2.0 cube columns of a shard: column -> dtype, shape, encoding (else empty)."""
+    raw = (pq.ParquetFile(path).schema_arrow.metadata or {}).get(b"eocap", b"{}")
+    cubes: dict[str, dict[str, Any]] = json.loads(raw).get("cubes", {})
+    return cubes
+
+
+def _schema_version(path: Path) -> str:
+    raw = (pq.ParquetFile(path).schema_arrow.metadata or {}).get(b"eocap", b"{}")
+    return str(json.loads(raw).get("schema_version", ""))
+
+
+def _decode_cube(value: bytes, meta: dict[str, Any]) -> np.ndarray:
+    """One schema 2.0 cube, decoded as docs/dataset-schema.md's numpy recipe does."""
+    if meta["encoding"] != "byte_planes_le":
+        raise ValueError(f"unknown cube encoding {meta['encoding']}")
+    dtype = np.dtype(meta["dtype"])
+    planes = np.frombuffer(value, np.uint8).reshape(dtype.itemsize, -1)
+    cube = planes[-1].astype(dtype)
+    for plane in planes[-2::-1]:  # high byte first: cube = cube * 256 + next byte
+        cube = (cube << 8) | plane
+    # Native byte order: the digest is the one of a 1.2 cube with the same values.
+    return cube.astype(dtype.newbyteorder("=")).reshape(meta["shape"])
+
+
+def _cube_rows(column: pa.ChunkedArray, meta: dict[str, Any]) -> list[Any]:
+    """Per-row digests of a schema 2.0 cube column: the decoded array's bytes."""
+    out: list[Any] = []
+    for value in column.to_pylist():
+        if value is None:
+            out.append(None)
+            continue
+        cube = _decode_cube(value, meta)
+        out.append(Blob(hashlib.sha256(cube.tobytes()).hexdigest(), cube.nbytes))
+    return out
+
+
+def _row_values(column: pa.ChunkedArray, cube: dict[str, Any] | None = None) -> list[Any]:
+    """Comparable per-row values of a column: digests for arrays/binaries, else Python values.
+
+    ``cube``: the column's schema 2.0 cube metadata, if it is one.
+    """
+    if cube is not None:
+        return _cube_rows(column, cube)
     if _tensor_leaf_type(column.type) is not None:
         return [v for chunk in column.chunks for v in _tensor_rows(chunk)]
     return [_normalize(v) for v in column.to_pylist()]
@@ -281,7 +343,8 @@ def _column_values(side: TableSide, column: str) -> dict[str, Any]:
     for name, path in side.files.items():
         pf = pq.ParquetFile(path)
         if column in pf.schema_arrow.names:
-            values = _row_values(pf.read(columns=[column]).column(0))
+            cube = _cube_meta(path).get(column)
+            values = _row_values(pf.read(columns=[column]).column(0), cube)
         else:
             values = [_ABSENT] * len(side.ids[name])
         out.update(zip(side.ids[name], values, strict=True))
@@ -289,12 +352,17 @@ def _column_values(side: TableSide, column: str) -> dict[str, Any]:
 
 
 def _tensor_cell(side: TableSide, column: str, sample_id: str) -> np.ndarray | None:
-    """The array of one row of a nested fixed-size-list column (None if absent or null)."""
+    """The array of one row of a cube column, 1.2 or 2.0 (None if absent or null)."""
     for name, ids in side.ids.items():
         if sample_id in ids:
             column_data = pq.ParquetFile(side.files[name]).read(columns=[column]).column(0)
             cell = column_data.slice(ids.index(sample_id), 1).combine_chunks()
-            return _tensor_numpy(cell)[0][0] if cell.null_count == 0 else None
+            if cell.null_count:
+                return None
+            cube = _cube_meta(side.files[name]).get(column)
+            if cube is not None:
+                return _decode_cube(cell[0].as_py(), cube)
+            return _tensor_numpy(cell)[0][0]
     return None
 
 
@@ -373,6 +441,13 @@ def _shown(value: Any, text: bool) -> Any:
     return shown if len(shown) <= 200 else shown[:197] + "..."
 
 
+def _is_cube(side: TableSide, column: str) -> bool:
+    """Whether ``column`` is a pixel cube on this side (1.2 nested lists or 2.0 byte planes)."""
+    if _tensor_leaf_type(side.types[column]) is not None:
+        return True
+    return any(column in _cube_meta(path) for path in side.files.values())
+
+
 def compare_columns(
     table: str, before: TableSide, after: TableSide, ignored: dict[str, str]
 ) -> list[Finding]:
@@ -447,7 +522,8 @@ def compare_columns(
                     {"sample_id": sample_id, "before": _shown(b, text), "after": _shown(a, text)}
                 )
         del bvals, avals
-        if _tensor_leaf_type(btype) is not None:
+        cube = _is_cube(before, column) and _is_cube(after, column)
+        if cube:
             for ex in examples:
                 ex["values"] = _tensor_note(
                     _tensor_cell(before, column, ex["sample_id"]),
@@ -461,6 +537,8 @@ def compare_columns(
         status = "differs" if details else "equal"
         if reason and status == "differs":
             status = "ignored"
+        if cube and btype != atype and not differing and not reason:
+            status, reason = "ignored", SCHEMA_CHANGE["cube_type"]
         findings.append(
             Finding(
                 section,
@@ -526,9 +604,16 @@ def compare_ids(table: str, before: TableSide, after: TableSide) -> list[Finding
     return findings
 
 
+def _schema_change(before: TableSide, after: TableSide) -> bool:
+    """Whether the two sides' shards are of different schema versions."""
+    versions = [{_schema_version(p) for p in side.files.values()} for side in (before, after)]
+    return versions[0] != versions[1]
+
+
 def compare_shards(before: TableSide, after: TableSide) -> list[Finding]:
     """Shard file names, rows, row groups and the order of their sample ids."""
     findings: list[Finding] = []
+    schema_change = _schema_change(before, after)
     for name in sorted(before.files.keys() | after.files.keys()):
         if name not in after.files or name not in before.files:
             status = "only_before" if name not in after.files else "only_after"
@@ -539,17 +624,22 @@ def compare_shards(before: TableSide, after: TableSide) -> list[Finding]:
         brow = {"rows": bmeta.num_rows, "row_groups": bmeta.num_row_groups}
         arow = {"rows": ameta.num_rows, "row_groups": ameta.num_row_groups}
         details = [f"{k} {brow[k]} -> {arow[k]}" for k in brow if brow[k] != arow[k]]
+        expected = schema_change and details == [
+            f"row_groups {brow['row_groups']} -> {arow['row_groups']}"
+        ]
         bids, aids = before.ids[name], after.ids[name]
         if bids != aids:
             same_set = sorted(bids) == sorted(aids)
             details.append("same sample ids, other order" if same_set else "other sample ids")
+        status = "differs" if details else "equal"
         findings.append(
             Finding(
                 "shards",
                 name,
-                "differs" if details else "equal",
-                bool(details),
+                "ignored" if expected else status,
+                bool(details) and not expected,
                 "; ".join(details),
+                reason=SCHEMA_CHANGE["row_groups"] if expected else "",
                 before=brow,
                 after=arow,
             )
@@ -669,8 +759,13 @@ def _json_ignored(rel: str) -> dict[str, tuple[str, str]]:
     return out
 
 
-def compare_json_files(before_root: Path, after_root: Path) -> list[Finding]:
-    """Every ``*.json`` file present on both sides, field by field."""
+def compare_json_files(
+    before_root: Path, after_root: Path, schema_change: bool = False
+) -> list[Finding]:
+    """Every ``*.json`` file present on both sides, field by field.
+
+    ``schema_change``: the shards are of different schema versions (their ``bytes`` differ).
+    """
     findings: list[Finding] = []
     brel = {p.relative_to(before_root).as_posix() for p in before_root.rglob("*.json")}
     arel = {p.relative_to(after_root).as_posix() for p in after_root.rglob("*.json")}
@@ -679,7 +774,10 @@ def compare_json_files(before_root: Path, after_root: Path) -> list[Finding]:
         for root in (before_root, after_root):
             doc = json.loads((root / rel).read_text())
             docs.append(_flatten(_replace_root(doc, _roots(root))))
-        findings.extend(compare_fields("json", rel, docs[0], docs[1], _json_ignored(rel)))
+        ignored = _json_ignored(rel)
+        if schema_change and fnmatch.fnmatchcase(rel, "shards/_stats/*_stats.json"):
+            ignored["bytes"] = ("schema change: bytes", SCHEMA_CHANGE["bytes"])
+        findings.extend(compare_fields("json", rel, docs[0], docs[1], ignored))
     return findings
 
 
@@ -700,10 +798,15 @@ def _kv_metadata(path: Path) -> dict[str, Any]:
 def compare_metadata(before: TableSide, after: TableSide) -> list[Finding]:
     """The key-value metadata (GeoParquet ``geo``, ``huggingface``, ``eocap``) of each shard."""
     findings: list[Finding] = []
+    ignored: dict[str, tuple[str, str]] = {}
+    if _schema_change(before, after):
+        ignored = {
+            k: (f"schema change: {k}", v) for k, v in SCHEMA_CHANGE.items() if "." in k
+        }
     for name in sorted(before.files.keys() & after.files.keys()):
         bmeta = _kv_metadata(before.files[name])
         ameta = _kv_metadata(after.files[name])
-        findings.extend(compare_fields("metadata", name, bmeta, ameta, {}))
+        findings.extend(compare_fields("metadata", name, bmeta, ameta, ignored))
     return findings
 
 
@@ -751,7 +854,9 @@ def compare_datasets(
         mb, ma = _load_table_side(manifest_before), _load_table_side(manifest_after)
         findings += compare_ids("manifest", mb, ma)
         findings += compare_columns("manifest", mb, ma, ignored_columns)
-    findings += compare_json_files(before_root, after_root)
+    findings += compare_json_files(
+        before_root, after_root, _schema_change(shards_before, shards_after)
+    )
     return findings
 
 

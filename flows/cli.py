@@ -242,6 +242,29 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Rewrite every schema 1.2 shard of an output dir as schema 2.0, shard by shard.
+
+    Each shard is replaced atomically and its stats sidecar updated, so the command can be
+    killed at any moment and run again to finish; shards already 2.0 are skipped. The pixels
+    and every other column stay identical (docs/dataset-schema.md).
+    """
+    from pipeline.dataset.migrate import migrate_output
+
+    try:
+        summary = migrate_output(args.output)
+    except FileNotFoundError as exc:
+        console.print(f"[bold red]error:[/bold red] {exc}")
+        return 2
+    saved = summary.bytes_before - summary.bytes_after
+    console.print(
+        f"migrated {summary.migrated} shards ({saved / 1e6:.1f} MB smaller), "
+        f"{summary.already_current} already current, "
+        f"{summary.stats_corrected} stats sidecars corrected"
+    )
+    return 0
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     """Serve a scheduled Prefect deployment of a config's build until interrupted.
 
@@ -412,6 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config_args(p, required=True)
     p = add("status", cmd_status, "show a run's shards (done/partial/pending) and failures")
+    p.add_argument("output", type=Path, help="the run's output directory")
+    p = add("migrate", cmd_migrate, "rewrite an output's schema 1.2 shards as 2.0 (resumable)")
     p.add_argument("output", type=Path, help="the run's output directory")
     p = add("plan", cmd_plan, "count the samples and shards of a config, without work")
     config_args(p, required=False)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 from PIL import Image
 from pyproj import Transformer
@@ -145,12 +146,16 @@ class Dataset:
         if not true_path.exists() and row.get("rgb") and row["rgb"].get("bytes"):
             true_path.write_bytes(row["rgb"]["bytes"])
         false_path = self.chip_path(sid, "false")
+        # rows() reads through read_rows, which decodes the cube (schema 1.2 or 2.0) to numpy.
         if not false_path.exists() and row.get("pixels") is not None:
             false_path.write_bytes(false_colour_png(row["pixels"], row["bands"]))
 
 
-def false_colour_png(pixels: Any, bands: list[str]) -> bytes:
-    """NIR / red / green as R / G / B (vegetation red), stretched like the true-colour chip."""
+def false_colour_png(pixels: npt.NDArray[np.uint16], bands: list[str]) -> bytes:
+    """NIR / red / green as R / G / B (vegetation red), stretched like the true-colour chip.
+
+    ``pixels`` is one sample's decoded cube (bands, y, x), as :func:`read_rows` returns it.
+    """
     cube = np.asarray(pixels, dtype=np.uint16)
     nir = "B08" if "B08" in bands else "B8A"
     stack = np.stack([cube[bands.index(b)] for b in (nir, "B04", "B03")])
