@@ -800,9 +800,7 @@ def compare_metadata(before: TableSide, after: TableSide) -> list[Finding]:
     findings: list[Finding] = []
     ignored: dict[str, tuple[str, str]] = {}
     if _schema_change(before, after):
-        ignored = {
-            k: (f"schema change: {k}", v) for k, v in SCHEMA_CHANGE.items() if "." in k
-        }
+        ignored = {k: (f"schema change: {k}", v) for k, v in SCHEMA_CHANGE.items() if "." in k}
     for name in sorted(before.files.keys() & after.files.keys()):
         bmeta = _kv_metadata(before.files[name])
         ameta = _kv_metadata(after.files[name])

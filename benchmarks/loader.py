@@ -209,24 +209,30 @@ class CountingFile(io.RawIOBase):
         self.bytes = 0
 
     def readable(self) -> bool:
+        """Yes: it is read."""
         return True
 
     def seekable(self) -> bool:
+        """Yes: pyarrow seeks to column chunks."""
         return True
 
     def seek(self, offset: int, whence: int = 0) -> int:
+        """Move the file position."""
         return self._f.seek(offset, whence)
 
     def tell(self) -> int:
+        """The file position."""
         return self._f.tell()
 
     def readinto(self, b: Any) -> int:
+        """Read into ``b``, counting the read and its bytes."""
         n = self._f.readinto(b)
         self.reads += 1
         self.bytes += n or 0
         return n or 0
 
     def close(self) -> None:
+        """Close the file."""
         self._f.close()
         super().close()
 

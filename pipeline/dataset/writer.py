@@ -155,9 +155,11 @@ def with_v2_cubes(table: pa.Table, cubes: dict[str, npt.NDArray[Any]] | None = N
 
 
 def leaf_paths(name: str, arrow_type: pa.DataType) -> list[str]:
-    """The Parquet leaf column paths of an Arrow field (``scl.list.element``, ``bbox.xmin``):
-    what pyarrow's per-column ``compression``, ``compression_level`` and ``column_encoding``
-    are keyed by (a top-level name alone does not reach a nested column's leaves)."""
+    """The Parquet leaf column paths of an Arrow field (``scl.list.element``, ``bbox.xmin``).
+
+    pyarrow's per-column ``compression``, ``compression_level`` and ``column_encoding`` are
+    keyed by them (a top-level name alone does not reach a nested column's leaves).
+    """
     if (
         pa.types.is_list(arrow_type)
         or pa.types.is_fixed_size_list(arrow_type)
@@ -175,8 +177,11 @@ docs/benchmarks.md, "Pixel storage")."""
 
 
 def _cubes_metadata(table: pa.Table) -> dict[str, Any]:
-    """Per cube column of a 2.0 table: dtype, shape, encoding; for ``pixels`` also the band
-    order, scale and offset of its rows (one band list per shard: the run's)."""
+    """Per cube column of a 2.0 table: dtype, shape, encoding.
+
+    For ``pixels`` also the band order, scale and offset of its rows (one band list per shard:
+    the run's).
+    """
     out: dict[str, Any] = {}
     for name in CUBE_COLUMNS:
         field_meta = table.schema.field(name).metadata or {}

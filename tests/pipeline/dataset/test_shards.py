@@ -6,7 +6,6 @@ import json
 import duckdb
 import numpy as np
 import pyarrow.parquet as pq
-
 import pytest
 
 from pipeline.dataset.columns import SampleRecord, shard_schema
@@ -69,7 +68,7 @@ def test_write_and_read_back(tmp_path):
     assert pixels.dtype == np.uint16 and np.array_equal(pixels[0], expected)
     assert not pixels[1].any()  # the failed sample's cube is null: zeros
     assert np.array_equal(read_cubes(table, "scl")[0], np.full((4, 4), 4))
-    a, b = table.drop_columns(["pixels", "scl"]).to_pylist()
+    b = table.drop_columns(["pixels", "scl"]).to_pylist()[1]
     assert b["status"] == "failed" and b["error_reason"] == "cog_open"
     assert table.column("pixels").null_count == 1
     meta = table.schema.metadata
