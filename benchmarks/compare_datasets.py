@@ -41,7 +41,8 @@ it also proves the recipe): a 1.2 cube and a 2.0 cube with the same values have 
 digest. When the two sides' shards are of different schema versions, the differences that
 change brings are expected and reported as ``ignored`` with why (``SCHEMA_CHANGE``): the cube
 columns' type (only if every decoded value is equal), the row groups per shard, the ``eocap``
-metadata's ``schema_version``/``cubes``/``migrated_from``, and the shard files' ``bytes``.
+metadata's ``schema_version``/``cubes``/``migrated_from``, and the shard files' ``bytes`` (stats
+sidecars and ``report.json``).
 
 ``--ignore-column COLUMN`` (repeatable) adds a column whose change is intended; it is reported
 as ignored too.
@@ -775,7 +776,9 @@ def compare_json_files(
             doc = json.loads((root / rel).read_text())
             docs.append(_flatten(_replace_root(doc, _roots(root))))
         ignored = _json_ignored(rel)
-        if schema_change and fnmatch.fnmatchcase(rel, "shards/_stats/*_stats.json"):
+        if schema_change and (
+            rel == "report.json" or fnmatch.fnmatchcase(rel, "shards/_stats/*_stats.json")
+        ):
             ignored["bytes"] = ("schema change: bytes", SCHEMA_CHANGE["bytes"])
         findings.extend(compare_fields("json", rel, docs[0], docs[1], ignored))
     return findings
