@@ -83,6 +83,7 @@ def write_table(
     *,
     row_group_mb: float = 100.0,
     extra_metadata: dict[str, Any] | None = None,
+    rows_per_group: int | None = None,
 ) -> int:
     """Write a shard table to ``path`` atomically (temp file, rename); return its size.
 
@@ -91,6 +92,8 @@ def write_table(
         path: Target ``NNNNN.parquet``.
         row_group_mb: Target uncompressed row-group size, so one row read stays cheap.
         extra_metadata: JSON-able dict stored under the ``eocap`` key of the file metadata.
+        rows_per_group: Rows per row group, overriding ``row_group_mb`` (releases use a few
+            rows, so that one sample is one small range read).
     """
     hf = {"info": {"features": {name: {"_type": "Image"} for name in IMAGE_COLUMNS}}}
     meta = {
@@ -105,7 +108,8 @@ def write_table(
         n_values *= pixels.list_size
         pixels = pixels.value_type
     bytes_per_row = n_values * 2 + 200_000  # cube, plus SCL, PNG and context
-    rows_per_group = max(1, int(row_group_mb * 1e6 // bytes_per_row))
+    if rows_per_group is None:
+        rows_per_group = max(1, int(row_group_mb * 1e6 // bytes_per_row))
     # The integer cubes are most of a shard: delta encoding (then zstd) writes them 1.27x
     # faster and 13 % smaller than dictionary/plain pages (docs/benchmarks.md); pyarrow,
     # DuckDB and `datasets` read it back unchanged.
