@@ -47,6 +47,8 @@ examples:
   eocap deploy my-run.yaml --cron "0 2 * * *"   a nightly run that extends the dataset
   eocap serve-demo                    serve the demo STAC API and COGs until Ctrl-C
   eocap review output/demo            the review app: experts rate and correct captions
+  eocap release output/demo release/demo   a release: HF layout, sample index, STAC, card
+  eocap export-captions output/demo captions.parquet   the Llama3-MS-CLIP caption table
 
 Config values can also come from the environment: EOCAP_STAC__API_URL=..., EOCAP_OUTPUT__DIR=...
 Docs: docs/architecture.md (stages), docs/dataset-schema.md (columns), docs/production.md.
@@ -323,6 +325,133 @@ def default_config_yaml() -> str:
     return "\n".join(lines) + "\n"
 
 
+# --- release and export-captions (docs/release.md) ---
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    """Write a release of a built output: the files docs/release.md describes.
+
+    RELEASE_DIR gets data/{train,validation,test}-NNNNN-of-NNNNN.parquet (ok samples, review
+    results applied), metadata.parquet (where each sample lies, byte ranges included),
+    band_stats.json, collection.json (STAC), the dataset card README.md, release.json and
+    SHA256SUMS. Splits are spatial: a sample's 0.1 degree cell decides it, by a seeded hash.
+    Releasing the same output twice gives byte-identical files. Upload RELEASE_DIR as a
+    Hugging Face dataset repo as it is (`hf upload --repo-type dataset NAME RELEASE_DIR`).
+    """
+    from rich.progress import Progress
+
+    from pipeline.dataset.release import ReleaseError, ReleaseOptions, make_release
+    from pipeline.dataset.splits import SplitRule
+
+    try:
+        fractions = tuple(float(f) for f in args.fractions.split(","))
+        rule = SplitRule(fractions, args.seed, args.cell_deg)  # type: ignore[arg-type]
+    except ValueError as exc:
+        console.print(f"[bold red]error:[/bold red] --fractions/--cell-deg: {exc}")
+        return 2
+    options = ReleaseOptions(
+        split_rule=rule,
+        samples_per_file=args.samples_per_file,
+        rows_per_group=args.rows_per_group,
+        include_failed=args.include_failed,
+    )
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("reading shards", total=None)
+            summary = make_release(
+                args.output,
+                args.release_dir,
+                options,
+                on_shard=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+    except ReleaseError as exc:
+        console.print(f"[bold red]error:[/bold red] {exc}")
+        return 2
+    counts = ", ".join(f"{split} {n}" for split, n in summary.counts.items())
+    Console().print(
+        f"Release in [bold]{summary.root}[/bold]: {counts} samples, {len(summary.files)} files, "
+        f"{summary.bytes / 1e6:.1f} MB (checksums in SHA256SUMS)."
+    )
+    empty = [split for split, n in summary.counts.items() if n == 0]
+    if empty:
+        Console().print(
+            f"No sample fell into {', '.join(empty)}: the output spans few "
+            f"{args.cell_deg:g} degree cells; try a smaller --cell-deg or another --seed."
+        )
+    return 0
+
+
+def cmd_export_captions(args: argparse.Namespace) -> int:
+    """Write the captions as the Llama3-MS-CLIP caption table, to compare with theirs.
+
+    Columns: caption, question_1..3 (answers of the multi-turn prompt's questions; null for
+    the template captioner), file (the shard), sample_id, time_id (index of the period among
+    the run's periods), classes, tags, names. Parquet, or CSV when FILE ends in .csv (list
+    columns as JSON arrays).
+    """
+    from pipeline.dataset.export import export_captions
+    from pipeline.dataset.release import ReleaseError
+
+    try:
+        n = export_captions(args.output, args.file)
+    except ReleaseError as exc:
+        console.print(f"[bold red]error:[/bold red] {exc}")
+        return 2
+    Console().print(f"{n} captions written to {args.file}")
+    return 0
+
+
+def add_release_parsers(sub: Any) -> None:
+    """The ``release`` and ``export-captions`` subcommands."""
+    p = sub.add_parser(
+        "release",
+        help="write a release (Hugging Face layout, sample index, STAC, card) of an output",
+        description=cmd_release.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.set_defaults(func=cmd_release)
+    p.add_argument("output", type=Path, help="the run's output directory (run.json, shards/)")
+    p.add_argument("release_dir", type=Path, help="a new or empty folder, or a previous release")
+    p.add_argument(
+        "--include-failed",
+        action="store_true",
+        help="keep failed and uncaptioned samples too (default: only status ok)",
+    )
+    p.add_argument(
+        "--fractions",
+        default="0.8,0.1,0.1",
+        help="train,validation,test shares of cells (default: %(default)s)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the split hash (%(default)s)")
+    p.add_argument(
+        "--cell-deg",
+        type=float,
+        default=0.1,
+        help="split cell size in degrees: all samples of a cell share a split (%(default)s)",
+    )
+    p.add_argument(
+        "--samples-per-file", type=int, default=256, help="samples per data file (%(default)s)"
+    )
+    p.add_argument(
+        "--rows-per-group",
+        type=int,
+        default=4,
+        help="rows per Parquet row group: one range read fetches this many (%(default)s)",
+    )
+    p = sub.add_parser(
+        "export-captions",
+        help="write the captions as the Llama3-MS-CLIP caption table (Parquet or CSV)",
+        description=cmd_export_captions.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.set_defaults(func=cmd_export_captions)
+    p.add_argument("output", type=Path, help="the run's output directory")
+    p.add_argument("file", type=Path, help="the table to write: .parquet, or .csv")
+
+
+# --- end of release and export-captions ---
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``eocap``."""
     parser = argparse.ArgumentParser(
@@ -425,6 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("generate-demo", cmd_generate_demo, "generate the demo region's data only")
     p.add_argument("--data-dir", type=Path, default=DEMO_DATA_DIR)
     add_review_parser(sub)
+    add_release_parsers(sub)
     return parser
 
 

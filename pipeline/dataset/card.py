@@ -48,7 +48,13 @@ LICENCES: tuple[tuple[str, str, str], ...] = (
 """(what, licence, where to read it) for every source the release carries."""
 
 # Arrow type names that `datasets` spells differently.
-_DTYPES = {"double": "float64", "float": "float32", "halffloat": "float16"}
+_DTYPES = {
+    "double": "float64",
+    "float": "float32",
+    "halffloat": "float16",
+    "date32[day]": "date32",
+    "date64[ms]": "date64",
+}
 
 
 def _feature(arrow_type: pa.DataType) -> dict[str, Any]:
