@@ -347,7 +347,7 @@ def cmd_release(args: argparse.Namespace) -> int:
         fractions = tuple(float(f) for f in args.fractions.split(","))
         rule = SplitRule(fractions, args.seed, args.cell_deg)  # type: ignore[arg-type]
     except ValueError as exc:
-        console.print(f"[bold red]error:[/bold red] --fractions/--cell-deg: {exc}")
+        console.print(f"[bold red]error:[/bold red] --fractions/--cell-deg: {exc}", soft_wrap=True)
         return 2
     options = ReleaseOptions(
         split_rule=rule,
@@ -365,7 +365,7 @@ def cmd_release(args: argparse.Namespace) -> int:
                 on_shard=lambda done, total: progress.update(task, completed=done, total=total),
             )
     except ReleaseError as exc:
-        console.print(f"[bold red]error:[/bold red] {exc}")
+        console.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
         return 2
     counts = ", ".join(f"{split} {n}" for split, n in summary.counts.items())
     Console().print(
@@ -395,7 +395,7 @@ def cmd_export_captions(args: argparse.Namespace) -> int:
     try:
         n = export_captions(args.output, args.file)
     except ReleaseError as exc:
-        console.print(f"[bold red]error:[/bold red] {exc}")
+        console.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
         return 2
     Console().print(f"{n} captions written to {args.file}")
     return 0
