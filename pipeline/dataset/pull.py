@@ -362,8 +362,11 @@ class _SparseFile(io.RawIOBase):
 
 
 def _writer_options(metadata: pq.FileMetaData) -> dict[str, Any]:
-    """``pq.write_table`` options that reproduce a file's layout: compression, dictionaries,
-    statistics, encodings and rows per row group, read from its footer."""
+    """``pq.write_table`` options that reproduce the layout of the file ``metadata`` describes.
+
+    Compression, dictionary columns, statistics columns, encodings and rows per row group are
+    read from its footer (a pulled file is written as its source was).
+    """
     group = metadata.row_group(0)
     columns = [group.column(c) for c in range(group.num_columns)]
 
@@ -378,7 +381,9 @@ def _writer_options(metadata: pq.FileMetaData) -> dict[str, Any]:
         if "DELTA_BINARY_PACKED" in c.encodings and not c.has_dictionary_page
     }
     return {
-        "row_group_size": max(metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)),
+        "row_group_size": max(
+            metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)
+        ),
         "compression": columns[0].compression.lower(),
         "use_dictionary": dictionary,
         "write_statistics": statistics,
@@ -387,8 +392,10 @@ def _writer_options(metadata: pq.FileMetaData) -> dict[str, Any]:
 
 
 def _write_like(table: pa.Table, target: Path, like: pq.FileMetaData) -> None:
-    """Write ``table`` to ``target`` atomically with the writer settings of the file ``like``;
-    the GeoParquet bounds are recomputed for the rows written."""
+    """Write ``table`` to ``target`` atomically with the writer settings of the file ``like``.
+
+    The GeoParquet bounds are recomputed for the rows written; other file metadata is kept.
+    """
     meta = dict(table.schema.metadata or {})
     if b"geo" in meta and "bbox" in table.column_names:
         types = json.loads(meta[b"geo"])["columns"]["geometry"]["geometry_types"]
@@ -401,8 +408,11 @@ def _write_like(table: pa.Table, target: Path, like: pq.FileMetaData) -> None:
 def _fetch_rows(
     plan: PullPlan, file: SourceFile, on_bytes: Callable[[int], None]
 ) -> tuple[pa.Table, pq.FileMetaData]:
-    """The selected rows of a partly pulled file and its footer, from the footer and the
-    selected row groups only."""
+    """The selected rows of a partly pulled file, and its footer.
+
+    Fetches the file's tail (footer) and the selected row groups, each checked against its
+    ``range_sha256``, and nothing else of the file.
+    """
     source = plan.source
     where = f"{source.location}/{file.path}"
     tail, size = source.read_tail(file.path, FOOTER_READ_BYTES)

@@ -130,7 +130,9 @@ def _check_file(path: Path, rows: list[dict[str, object]]) -> list[str]:
                 f"the row group is at {ranges[group][0]}+{ranges[group][1]}"
             )
         elif row["range_sha256"] != hashes[group]:
-            problems.append(f"{where}: row group bytes hash to {hashes[group]}, not the indexed one")
+            problems.append(
+                f"{where}: row group bytes hash to {hashes[group]}, not the indexed one"
+            )
     problems += [
         f"{path}: row group {g} row {i} ({sid}) is not in {INDEX_FILE}"
         for g, group_ids in enumerate(ids)

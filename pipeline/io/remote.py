@@ -53,10 +53,6 @@ class RemoteError(EocapError):
     """A release file could not be read, or its bytes are not the ones its hash names."""
 
 
-def _sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 class ReleaseSource(ABC):
     """The files under one release root, read by relative path (``data/train-...parquet``).
 
@@ -150,11 +146,13 @@ class LocalSource(ReleaseSource):
                 yield chunk
 
     def read_range(self, path: str, start: int, length: int) -> bytes:
+        """``length`` bytes of ``path`` from byte ``start``."""
         with self._file(path).open("rb") as f:
             f.seek(start)
             return f.read(length)
 
     def read_tail(self, path: str, length: int) -> tuple[bytes, int]:
+        """The last ``length`` bytes of ``path`` and the file's size."""
         file = self._file(path)
         size = file.stat().st_size
         return self.read_range(path, max(0, size - length), length), size
@@ -189,9 +187,7 @@ class HttpSource(ReleaseSource):
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         # The Hub answers resolve URLs with a redirect to its CDN.
-        self.client = httpx.Client(
-            headers=headers or {}, timeout=timeout_s, follow_redirects=True
-        )
+        self.client = httpx.Client(headers=headers or {}, timeout=timeout_s, follow_redirects=True)
 
     def url(self, path: str) -> str:
         """The URL of ``path`` under the base URL."""
@@ -253,6 +249,7 @@ class HttpSource(ReleaseSource):
                     ) from exc
 
     def read_range(self, path: str, start: int, length: int) -> bytes:
+        """``length`` bytes of ``path`` from byte ``start``: one Range request."""
         response = self._get(path, {"Range": f"bytes={start}-{start + length - 1}"})
         if response.status_code == 206:
             body = response.content
@@ -266,6 +263,7 @@ class HttpSource(ReleaseSource):
         return body
 
     def read_tail(self, path: str, length: int) -> tuple[bytes, int]:
+        """The last ``length`` bytes of ``path`` (a suffix Range request) and the file's size."""
         response = self._get(path, {"Range": f"bytes=-{length}"})
         if response.status_code != 206:
             return response.content[-length:], len(response.content)
@@ -278,6 +276,7 @@ class HttpSource(ReleaseSource):
         return response.content, int(total)
 
     def close(self) -> None:
+        """Close the connection pool."""
         self.client.close()
 
 
@@ -296,17 +295,18 @@ class S3Source(ReleaseSource):
         self.location = url.rstrip("/")
         env = dict(os.environ) if env is None else env
         endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
-        config: dict[str, Any] = {}
+        prefix = parsed.path.strip("/") or None
         if endpoint:
-            config["endpoint"] = endpoint
-            # A local server has no virtual-host bucket names.
-            config["virtual_hosted_style_request"] = False
-        self.store = S3Store(
-            parsed.netloc,
-            prefix=parsed.path.strip("/") or None,
-            config=config,
-            client_options={"allow_http": bool(endpoint and endpoint.startswith("http://"))},
-        )
+            # A local server (MinIO, moto) has no virtual-host bucket names, and may be http.
+            self.store = S3Store(
+                parsed.netloc,
+                prefix=prefix,
+                endpoint=endpoint,
+                virtual_hosted_style_request=False,
+                client_options={"allow_http": endpoint.startswith("http://")},
+            )
+        else:
+            self.store = S3Store(parsed.netloc, prefix=prefix)
 
     def _fail(self, path: str, exc: Exception) -> RemoteError:
         return RemoteError(
@@ -325,6 +325,7 @@ class S3Source(ReleaseSource):
             raise self._fail(path, exc) from exc
 
     def read_range(self, path: str, start: int, length: int) -> bytes:
+        """``length`` bytes of ``path`` from byte ``start``: one ranged GET."""
         import obstore
 
         try:
@@ -333,6 +334,7 @@ class S3Source(ReleaseSource):
             raise self._fail(path, exc) from exc
 
     def read_tail(self, path: str, length: int) -> tuple[bytes, int]:
+        """The last ``length`` bytes of ``path`` (a suffix GET) and the object's size."""
         import obstore
 
         try:
