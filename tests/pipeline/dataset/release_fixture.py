@@ -2,16 +2,25 @@
 
 Stands in for ``eocap release`` (pipeline/dataset/release.py) in the pull and verify tests
 until that lands; :func:`make_release` is the one function to swap for the real
-``build_release``. Simplified where the pull does not care: the split is a seeded hash of the
-location (not of the 0.1 degree cell, which the small test region does not span), every third
+``build_release``. Simplified where the pull does not care: the split goes by location in turns
+(not by a seeded hash of the 0.1 degree cell, which the small test region does not span),
+every third
 sample is marked reviewed, and the card, collection and stats are small but well-formed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -27,11 +36,12 @@ from pipeline.dataset.pull import (
 )
 from pipeline.dataset.reader import read_cubes
 from pipeline.dataset.writer import write_table
+from pipeline.io.serve import HOST
 
 SPLITS = ("train", "validation", "test")
-SAMPLES_PER_FILE = 5
-ROW_GROUP_MB = 4.0
-"""Two 12-band 264 px samples per row group (pipeline.dataset.writer's size estimate)."""
+SAMPLES_PER_FILE = 3
+ROW_GROUP_MB = 2.0
+"""One 12-band 264 px sample per row group (pipeline.dataset.writer's size estimate)."""
 
 INDEX_COLUMNS = (
     "sample_id",
@@ -49,9 +59,14 @@ INDEX_COLUMNS = (
 )
 
 
-def _split_of(location_id: str) -> str:
-    draw = int(hashlib.sha256(f"0:{location_id}".encode()).hexdigest(), 16) % 10
-    return "train" if draw < 6 else "validation" if draw < 8 else "test"
+def _splits(location_ids: list[str]) -> list[str]:
+    """Each sample's split: locations in sorted order go train, train, validation, test, ...
+
+    (All three splits, and a location's periods in one, even in a region of 4 locations.)
+    """
+    cycle = ("train", "train", "validation", "test")
+    split_of = {loc: cycle[i % len(cycle)] for i, loc in enumerate(sorted(set(location_ids)))}
+    return [split_of[loc] for loc in location_ids]
 
 
 def _ok_rows(shards_dir: Path) -> pa.Table:
@@ -116,7 +131,7 @@ def _band_stats(table: pa.Table) -> dict[str, object]:
 def make_release(shards_dir: Path, root: Path) -> Path:
     """Write a release of the ok samples in ``shards_dir`` to ``root``; return ``root``."""
     table = _ok_rows(shards_dir)
-    splits = [_split_of(s) for s in table.column("location_id").to_pylist()]
+    splits = _splits(table.column("location_id").to_pylist())
     indexes = []
     names = []
     counts = {}
@@ -150,3 +165,61 @@ def make_release(shards_dir: Path, root: Path) -> Path:
         [*names, INDEX_FILE, "band_stats.json", "README.md", "collection.json", RELEASE_JSON],
     )
     return root
+
+
+@dataclass
+class RecordingServer:
+    """A Range-capable static file server (Starlette) on 127.0.0.1 that records requests.
+
+    Runs in a thread of the test process so a test can count what a pull fetched and hold
+    requests for some paths (``hold``) until ``release`` is set: a pull in a child process
+    can then be killed at a known point.
+
+    Attributes:
+        url: Base URL ending in ``/``.
+        requests: (path, Range header or ``""``) of every request, in arrival order.
+        hold: Paths whose requests wait until ``release`` is set.
+        release: Lets held requests through.
+    """
+
+    url: str
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    hold: set[str] = field(default_factory=set)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def fetched(self, path: str) -> list[str]:
+        """The Range headers of the requests for ``path`` (``""``: the whole file)."""
+        return [r for p, r in self.requests if p == path]
+
+
+@contextlib.contextmanager
+def recording_server(root: Path) -> Iterator[RecordingServer]:
+    """Serve ``root`` with :class:`RecordingServer`; stopped on exit."""
+    import uvicorn
+    from starlette.staticfiles import StaticFiles
+
+    static = StaticFiles(directory=root)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((HOST, 0))
+    recorder = RecordingServer(url=f"http://{HOST}:{sock.getsockname()[1]}/")
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path = scope["path"].lstrip("/")
+            headers = dict(scope["headers"])
+            recorder.requests.append((path, headers.get(b"range", b"").decode()))
+            while path in recorder.hold and not recorder.release.is_set():
+                await asyncio.sleep(0.05)
+        await static(scope, receive, send)
+
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        yield recorder
+    finally:
+        recorder.release.set()
+        server.should_exit = True
+        thread.join(timeout=10)
