@@ -355,10 +355,14 @@ def hf_resolve_url(url: str, *, endpoint: str | None = None) -> str:
             f"{url}: not a Hub dataset URL; write hf://datasets/ORG/NAME[@REVISION][/PATH]"
         )
     name, _, revision = parts[2].partition("@")
+    rest_at = 3
+    if revision == "refs" and len(parts) >= 5:  # refs/pr/N, refs/convert/parquet: 3 segments
+        revision = "/".join(["refs", parts[3], parts[4]])
+        rest_at = 5
     host = (endpoint or os.environ.get("HF_ENDPOINT") or HF_DEFAULT_ENDPOINT).rstrip("/")
     # A revision such as refs/pr/1 is one path segment of the resolve URL.
     rev = urllib.parse.quote(revision or "main", safe="")
-    sub = "/".join(p for p in parts[3:] if p)
+    sub = "/".join(p for p in parts[rest_at:] if p)
     return f"{host}/datasets/{parts[1]}/{name}/resolve/{rev}/{sub}".rstrip("/")
 
 

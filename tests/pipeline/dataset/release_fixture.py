@@ -180,12 +180,14 @@ class RecordingServer:
         requests: (path, Range header or ``""``) of every request, in arrival order.
         hold: Paths whose requests wait until ``release`` is set.
         release: Lets held requests through.
+        failures: The next this many requests are answered 503 (a flaky server).
     """
 
     url: str
     requests: list[tuple[str, str]] = field(default_factory=list)
     hold: set[str] = field(default_factory=set)
     release: threading.Event = field(default_factory=threading.Event)
+    failures: int = 0
 
     def fetched(self, path: str) -> list[str]:
         """The Range headers of the requests for ``path`` (``""``: the whole file)."""
@@ -196,9 +198,12 @@ class RecordingServer:
 def recording_server(root: Path) -> Iterator[RecordingServer]:
     """Serve ``root`` with :class:`RecordingServer`; stopped on exit."""
     import uvicorn
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
     from starlette.staticfiles import StaticFiles
 
-    static = StaticFiles(directory=root)
+    # The app of pipeline.demo.servers' file server (a Starlette app answers 404s itself).
+    static = Starlette(routes=[Mount("/", app=StaticFiles(directory=root))])
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind((HOST, 0))
     recorder = RecordingServer(url=f"http://{HOST}:{sock.getsockname()[1]}/")
@@ -210,6 +215,11 @@ def recording_server(root: Path) -> Iterator[RecordingServer]:
             recorder.requests.append((path, headers.get(b"range", b"").decode()))
             while path in recorder.hold and not recorder.release.is_set():
                 await asyncio.sleep(0.05)
+            if recorder.failures > 0:
+                recorder.failures -= 1
+                await send({"type": "http.response.start", "status": 503, "headers": []})
+                await send({"type": "http.response.body", "body": b"busy"})
+                return
         await static(scope, receive, send)
 
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
