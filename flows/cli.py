@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import os
 import signal
 import sys
@@ -452,6 +453,125 @@ def add_release_parsers(sub: Any) -> None:
 # --- end of release and export-captions ---
 
 
+# --- eocap pull / eocap verify (pipeline/dataset/pull.py, verify.py; docs/release.md) -------
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _bbox(text: str) -> tuple[float, float, float, float]:
+    parts = [float(v) for v in text.split(",")]
+    if len(parts) != 4:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give W,S,E,N in degrees, e.g. 10.8,47.5,11,47.7"
+        )
+    return parts[0], parts[1], parts[2], parts[3]
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a date as YYYY-MM-DD") from exc
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    """Fetch the samples of a release that match the filters into a release folder of its own.
+
+    SOURCE is a release folder, an http(s) URL, s3://bucket/prefix (AWS_* environment
+    variables, AWS_ENDPOINT_URL for S3-compatible servers) or hf://datasets/ORG/NAME[@REV]
+    (HF_TOKEN, HF_ENDPOINT). Whole files are fetched where every sample of a file is selected,
+    else only the selected row groups, each checked against its hash. Rerun to resume.
+    """
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    from pipeline.dataset.pull import PullError, PullFilter, plan_pull, pull_release
+    from pipeline.io.remote import RemoteError, open_release_source
+
+    filters = PullFilter(
+        bbox=args.bbox,
+        start=args.start,
+        end=args.end,
+        classes=args.classes,
+        max_cloud=args.max_cloud,
+        exclude_flags=args.exclude_flags,
+        review_status=args.review_status,
+        split=args.split,
+        max_samples=args.max_samples,
+    )
+    try:
+        with open_release_source(args.source) as source:
+            plan = plan_pull(source, args.dest, filters)
+            whole = sum(f.whole for f in plan.files)
+            console.print(
+                f"{plan.samples} samples in {len(plan.files)} files ({whole} fetched whole, "
+                f"the others by row group) from {source.location} to {args.dest}"
+            )
+            with Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=console,
+            ) as progress:
+                task = progress.add_task("pull", total=plan.total_bytes)
+                fetched = pull_release(plan, lambda n: progress.advance(task, n))
+    except (PullError, RemoteError) as exc:
+        console.print(f"[bold red]error:[/bold red] {exc}")
+        return 1
+    console.print(
+        f"{args.dest}: {plan.samples} samples, {len(fetched)} files fetched now, "
+        f"{len(plan.files) - len(fetched)} kept from before; "
+        f"check it with `eocap verify {args.dest}`"
+    )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Check a release folder: SHA256SUMS, and metadata.parquet against the data files."""
+    from pipeline.dataset.verify import verify_release
+
+    problems = verify_release(args.dir)
+    for line in problems:
+        print(line)
+    if problems:
+        console.print(f"[bold red]{len(problems)} problems[/bold red] in {args.dir}")
+        return 1
+    console.print(f"{args.dir}: ok")
+    return 0
+
+
+def add_pull_parsers(add: Any) -> None:
+    """The ``pull`` and ``verify`` subcommands."""
+    p = add("pull", cmd_pull, "fetch a filtered subset of a release (folder, http, s3, hf)")
+    p.add_argument("source", help="release root: folder, https://..., s3://..., hf://datasets/...")
+    p.add_argument("dest", type=Path, help="folder to write the pulled release to (resumes)")
+    p.add_argument("--bbox", type=_bbox, metavar="W,S,E,N", help="footprints intersecting this")
+    p.add_argument("--start", type=_date, metavar="DATE", help="acquired on or after (YYYY-MM-DD)")
+    p.add_argument("--end", type=_date, metavar="DATE", help="acquired on or before (YYYY-MM-DD)")
+    p.add_argument("--classes", type=_csv, default=(), metavar="a,b", help="any of these classes")
+    p.add_argument("--max-cloud", type=float, metavar="F", help="cloud fraction at most F")
+    p.add_argument(
+        "--exclude-flags", type=_csv, default=(), metavar="f,g", help="no caption flag of these"
+    )
+    p.add_argument("--review-status", metavar="S", help="consensus review status, e.g. approved")
+    p.add_argument("--split", choices=["train", "validation", "test"])
+    p.add_argument("--max-samples", type=int, metavar="N", help="the first N matches, index order")
+    p = add("verify", cmd_verify, "check a release folder's hashes and sample index")
+    p.add_argument("dir", type=Path, help="the release folder")
+
+
+# --- end of eocap pull / eocap verify ---------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``eocap``."""
     parser = argparse.ArgumentParser(
@@ -555,6 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=DEMO_DATA_DIR)
     add_review_parser(sub)
     add_release_parsers(sub)
+    add_pull_parsers(add)
     return parser
 
 
