@@ -26,6 +26,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from pipeline.io.atomic import TEMP_GLOB
 
@@ -186,10 +187,21 @@ class ReleaseLayout:
 
     root: Path
 
+    # Names relative to the root, also for a release read remotely (``eocap pull``).
+    README: ClassVar[str] = "README.md"
+    INDEX: ClassVar[str] = "metadata.parquet"
+    BAND_STATS: ClassVar[str] = "band_stats.json"
+    COLLECTION: ClassVar[str] = "collection.json"
+    RELEASE_JSON: ClassVar[str] = "release.json"
+    SHA256SUMS: ClassVar[str] = "SHA256SUMS"
+    PULL_STATE: ClassVar[str] = ".pull/state.json"
+    DESCRIPTIVE: ClassVar[tuple[str, ...]] = (README, BAND_STATS, COLLECTION)
+    """Files that describe the whole release; a pull copies them unchanged."""
+
     @property
     def readme(self) -> Path:
         """The dataset card."""
-        return self.root / "README.md"
+        return self.root / self.README
 
     @property
     def data_dir(self) -> Path:
@@ -199,32 +211,32 @@ class ReleaseLayout:
     @property
     def metadata(self) -> Path:
         """The sample index (GeoParquet)."""
-        return self.root / "metadata.parquet"
+        return self.root / self.INDEX
 
     @property
     def band_stats(self) -> Path:
         """Per-band statistics over the train split's valid pixels."""
-        return self.root / "band_stats.json"
+        return self.root / self.BAND_STATS
 
     @property
     def collection(self) -> Path:
         """The STAC collection of the release."""
-        return self.root / "collection.json"
+        return self.root / self.COLLECTION
 
     @property
     def release_json(self) -> Path:
         """Version, source config hash, split rule and counts."""
-        return self.root / "release.json"
+        return self.root / self.RELEASE_JSON
 
     @property
     def sha256sums(self) -> Path:
         """Checksums of every file of the release, ``sha256sum`` format."""
-        return self.root / "SHA256SUMS"
+        return self.root / self.SHA256SUMS
 
     @property
     def pull_state(self) -> Path:
         """A pull's progress, so a killed pull resumes."""
-        return self.root / ".pull" / "state.json"
+        return self.root / self.PULL_STATE
 
     def data_file(self, split: str, index: int, count: int) -> Path:
         """Data file ``index`` of the ``count`` files of ``split``."""

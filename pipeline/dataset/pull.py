@@ -19,7 +19,7 @@ import datetime as dt
 import hashlib
 import io
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,82 +32,31 @@ import pyarrow.parquet as pq
 
 from pipeline.core.errors import EocapError
 from pipeline.dataset.geoparquet import geo_metadata
+from pipeline.dataset.integrity import (
+    file_sha256,
+    parse_sha256sums,
+    row_group_ranges,
+    write_sha256sums,
+)
+from pipeline.dataset.layout import ReleaseLayout
 from pipeline.io.atomic import atomic_write
 from pipeline.io.remote import ReleaseSource, RemoteError
 
 __all__ = [
-    "COPIED_FILES",
-    "INDEX_FILE",
-    "RELEASE_JSON",
-    "STATE_FILE",
-    "SUMS_FILE",
     "PullError",
     "PullFilter",
     "PullPlan",
     "SourceFile",
-    "file_sha256",
-    "parse_sha256sums",
     "plan_pull",
     "pull_release",
-    "row_group_ranges",
-    "write_sha256sums",
 ]
 
-INDEX_FILE = "metadata.parquet"
-SUMS_FILE = "SHA256SUMS"
-RELEASE_JSON = "release.json"
-COPIED_FILES = ("README.md", "band_stats.json", "collection.json")
-"""Release files a pull copies unchanged (``release.json`` gets the pull's record added)."""
-STATE_FILE = ".pull/state.json"
 FOOTER_READ_BYTES = 64 * 1024
 """Tail bytes fetched per partly pulled file: pyarrow reads the last 64 KiB for the footer."""
 
 
 class PullError(EocapError):
     """A pull cannot go on: bad filters, a damaged source, a destination of another pull."""
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 of a local file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def parse_sha256sums(text: str) -> dict[str, str]:
-    """``sha256sum`` output as {relative path: hash} (``*`` binary markers accepted)."""
-    sums = {}
-    for line in text.splitlines():
-        if line.strip():
-            digest, _, name = line.partition(" ")
-            sums[name.strip().removeprefix("*")] = digest
-    return sums
-
-
-def write_sha256sums(root: Path, names: Iterable[str]) -> None:
-    """Write ``root/SHA256SUMS`` for ``names`` (relative paths), sorted, ``sha256sum`` format."""
-    lines = [f"{file_sha256(root / name)}  {name}\n" for name in sorted(names)]
-    with atomic_write(root / SUMS_FILE) as tmp:
-        tmp.write_text("".join(lines))
-
-
-def row_group_ranges(metadata: pq.FileMetaData) -> list[tuple[int, int]]:
-    """(first byte, byte length) of each row group's column chunks, in row group order."""
-    ranges = []
-    for g in range(metadata.num_row_groups):
-        group = metadata.row_group(g)
-        start, end = None, 0
-        for c in range(group.num_columns):
-            chunk = group.column(c)
-            first = chunk.data_page_offset
-            if chunk.has_dictionary_page and chunk.dictionary_page_offset:
-                first = min(first, chunk.dictionary_page_offset)
-            start = first if start is None else min(start, first)
-            end = max(end, first + chunk.total_compressed_size)
-        ranges.append((start or 0, end - (start or 0)))
-    return ranges
 
 
 @dataclass(frozen=True)
@@ -271,8 +220,8 @@ def plan_pull(source: ReleaseSource, dest: Path, filters: PullFilter) -> PullPla
     Raises:
         PullError: if the source's index is damaged or nothing matches the filters.
     """
-    sums = parse_sha256sums(source.read(SUMS_FILE).decode())
-    index_file = pq.ParquetFile(io.BytesIO(_checked_read(source, INDEX_FILE, sums)))
+    sums = parse_sha256sums(source.read(ReleaseLayout.SHA256SUMS).decode())
+    index_file = pq.ParquetFile(io.BytesIO(_checked_read(source, ReleaseLayout.INDEX, sums)))
     index = index_file.read()
     selected = filters.select(index)
     if not selected.any():
@@ -450,8 +399,8 @@ def _pull_file(plan: PullPlan, file: SourceFile, on_bytes: Callable[[int], None]
     if file.whole:
         if file.path not in plan.sums:
             raise PullError(
-                f"{plan.source.location}/{SUMS_FILE}: no entry for {file.path}; the release "
-                "is incomplete: tell its publisher"
+                f"{plan.source.location}/{ReleaseLayout.SHA256SUMS}: no entry for {file.path}; "
+                "the release is incomplete: tell its publisher"
             )
         try:
             plan.source.download(file.path, target, sha256=plan.sums[file.path], on_bytes=on_bytes)
@@ -504,7 +453,7 @@ def _dest_index(plan: PullPlan) -> pa.Table:
 
 
 def _load_state(plan: PullPlan) -> dict[str, Any]:
-    path = plan.dest / STATE_FILE
+    path = plan.dest / ReleaseLayout.PULL_STATE
     if not path.exists():
         return {**plan.state(), "done": {}}
     state: dict[str, Any] = json.loads(path.read_text())
@@ -517,7 +466,7 @@ def _load_state(plan: PullPlan) -> dict[str, Any]:
 
 
 def _save_state(plan: PullPlan, state: dict[str, Any]) -> None:
-    with atomic_write(plan.dest / STATE_FILE) as tmp:
+    with atomic_write(plan.dest / ReleaseLayout.PULL_STATE) as tmp:
         tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
 
 
@@ -546,23 +495,23 @@ def pull_release(plan: PullPlan, on_bytes: Callable[[int], None] | None = None) 
         _save_state(plan, state)
         fetched.append(file.target)
     index = _dest_index(plan)
-    _write_like(index, plan.dest / INDEX_FILE, plan.index_metadata)
-    for name in COPIED_FILES:
+    _write_like(index, plan.dest / ReleaseLayout.INDEX, plan.index_metadata)
+    for name in ReleaseLayout.DESCRIPTIVE:
         if name in plan.sums:
             try:
                 plan.source.download(name, plan.dest / name, sha256=plan.sums[name])
             except RemoteError as exc:
                 raise PullError(str(exc)) from exc
-    release = json.loads(_checked_read(plan.source, RELEASE_JSON, plan.sums))
+    release = json.loads(_checked_read(plan.source, ReleaseLayout.RELEASE_JSON, plan.sums))
     splits = index.column("split").to_pylist()
     release["pulled_from"] = {
         "source": plan.source.location,
         "filters": plan.filters.record(),
         "samples": {s: splits.count(s) for s in dict.fromkeys(splits)},
     }
-    with atomic_write(plan.dest / RELEASE_JSON) as tmp:
+    with atomic_write(plan.dest / ReleaseLayout.RELEASE_JSON) as tmp:
         tmp.write_text(json.dumps(release, indent=2, sort_keys=True) + "\n")
-    names = [f.target for f in plan.files] + [INDEX_FILE, RELEASE_JSON]
-    names += [n for n in COPIED_FILES if (plan.dest / n).exists()]
-    write_sha256sums(plan.dest, names)
+    names = [f.target for f in plan.files] + [ReleaseLayout.INDEX, ReleaseLayout.RELEASE_JSON]
+    names += [n for n in ReleaseLayout.DESCRIPTIVE if (plan.dest / n).exists()]
+    write_sha256sums(plan.dest / ReleaseLayout.SHA256SUMS, plan.dest, names)
     return fetched

@@ -33,6 +33,7 @@ from pipeline.core.errors import EocapError
 from pipeline.dataset.band_stats import INVALID_SCL, BandHistograms
 from pipeline.dataset.card import ATTRIBUTION, LICENCES, CardFacts, render_card
 from pipeline.dataset.geoparquet import geo_metadata
+from pipeline.dataset.integrity import byte_range, write_sha256sums
 from pipeline.dataset.layout import SPLITS, DatasetLayout, ReleaseLayout
 from pipeline.dataset.reader import read_cubes
 from pipeline.dataset.splits import SplitRule
@@ -45,7 +46,6 @@ __all__ = [
     "ReleaseError",
     "ReleaseOptions",
     "ReleaseSummary",
-    "byte_range",
     "make_release",
     "read_reviews",
 ]
@@ -132,32 +132,6 @@ def read_reviews(layout: DatasetLayout) -> dict[str, tuple[str | None, str | Non
         ):
             out[sid] = (status, edited)
     return out
-
-
-def byte_range(metadata: pq.FileMetaData, row_group: int) -> tuple[int, int]:
-    """(first byte, length) of a row group's column chunks in its file.
-
-    A chunk starts at its dictionary page when it has one, else at its first data page, and
-    spans ``total_compressed_size`` bytes (dictionary page included).
-    """
-    group = metadata.row_group(row_group)
-    starts, ends = [], []
-    for j in range(group.num_columns):
-        chunk = group.column(j)
-        start = chunk.data_page_offset
-        if chunk.has_dictionary_page and chunk.dictionary_page_offset:
-            start = min(start, chunk.dictionary_page_offset)
-        starts.append(start)
-        ends.append(start + chunk.total_compressed_size)
-    return min(starts), max(ends) - min(starts)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_run(layout: DatasetLayout) -> dict[str, Any]:
@@ -415,14 +389,6 @@ def _collection(
     return collection
 
 
-def _sha256sums(release: ReleaseLayout, paths: list[Path]) -> list[str]:
-    names = sorted(release.relative(p) for p in paths)
-    lines = [f"{_sha256(release.root / n)}  {n}\n" for n in names]
-    with atomic_write(release.sha256sums) as tmp:
-        tmp.write_text("".join(lines))
-    return names
-
-
 def make_release(
     output: Path,
     release_dir: Path,
@@ -549,6 +515,6 @@ def make_release(
         release.collection,
         release.release_json,
     ]
-    names = _sha256sums(release, paths)
+    names = write_sha256sums(release.sha256sums, release.root, (release.relative(p) for p in paths))
     size = sum((release.root / n).stat().st_size for n in names)
     return ReleaseSummary(release_dir, plan.counts, [*names, "SHA256SUMS"], size)

@@ -17,13 +17,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.dataset.pull import (
-    INDEX_FILE,
-    SUMS_FILE,
-    file_sha256,
-    parse_sha256sums,
-    row_group_ranges,
-)
+from pipeline.dataset.integrity import file_sha256, parse_sha256sums, row_group_ranges
+from pipeline.dataset.layout import ReleaseLayout
 
 __all__ = ["verify_release"]
 
@@ -34,13 +29,13 @@ def _release_files(root: Path) -> list[str]:
     for path in sorted(root.rglob("*")):
         name = path.relative_to(root).as_posix()
         hidden = any(part.startswith(".") for part in Path(name).parts)
-        if path.is_file() and not hidden and name != SUMS_FILE:
+        if path.is_file() and not hidden and name != ReleaseLayout.SHA256SUMS:
             names.append(name)
     return names
 
 
 def _check_sums(root: Path) -> list[str]:
-    sums_path = root / SUMS_FILE
+    sums_path = root / ReleaseLayout.SHA256SUMS
     if not sums_path.exists():
         return [f"{sums_path}: missing; every release lists its files' hashes there"]
     sums = parse_sha256sums(sums_path.read_text())
@@ -48,11 +43,11 @@ def _check_sums(root: Path) -> list[str]:
     for name, expected in sorted(sums.items()):
         path = root / name
         if not path.is_file():
-            problems.append(f"{path}: listed in {SUMS_FILE} but missing")
+            problems.append(f"{path}: listed in {ReleaseLayout.SHA256SUMS} but missing")
         elif (got := file_sha256(path)) != expected:
-            problems.append(f"{path}: sha256 {got}, {SUMS_FILE} says {expected}")
+            problems.append(f"{path}: sha256 {got}, {ReleaseLayout.SHA256SUMS} says {expected}")
     problems += [
-        f"{root / name}: not listed in {SUMS_FILE}"
+        f"{root / name}: not listed in {ReleaseLayout.SHA256SUMS}"
         for name in _release_files(root)
         if name not in sums
     ]
@@ -60,7 +55,7 @@ def _check_sums(root: Path) -> list[str]:
 
 
 def _check_index(root: Path) -> list[str]:
-    index_path = root / INDEX_FILE
+    index_path = root / ReleaseLayout.INDEX
     if not index_path.exists():
         return [f"{index_path}: missing; the release has no sample index"]
     index = pq.read_table(
@@ -85,13 +80,15 @@ def _check_index(root: Path) -> list[str]:
         by_file.setdefault(str(row["file"]), []).append(row)
     data_files = {n for n in _release_files(root) if n.startswith("data/")}
     problems += [
-        f"{root / name}: data file with no sample in {INDEX_FILE}"
+        f"{root / name}: data file with no sample in {ReleaseLayout.INDEX}"
         for name in sorted(data_files - set(by_file))
     ]
     for name, rows in sorted(by_file.items()):
         path = root / name
         if not path.is_file():
-            problems.append(f"{path}: indexed in {INDEX_FILE} ({len(rows)} samples) but missing")
+            problems.append(
+                f"{path}: indexed in {ReleaseLayout.INDEX} ({len(rows)} samples) but missing"
+            )
             continue
         problems += _check_file(path, rows)
     return problems
@@ -134,7 +131,7 @@ def _check_file(path: Path, rows: list[dict[str, object]]) -> list[str]:
                 f"{where}: row group bytes hash to {hashes[group]}, not the indexed one"
             )
     problems += [
-        f"{path}: row group {g} row {i} ({sid}) is not in {INDEX_FILE}"
+        f"{path}: row group {g} row {i} ({sid}) is not in {ReleaseLayout.INDEX}"
         for g, group_ids in enumerate(ids)
         for i, sid in enumerate(group_ids)
         if (g, i) not in seen

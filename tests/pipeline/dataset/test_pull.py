@@ -18,9 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.cli import main as eocap
+from pipeline.dataset.layout import ReleaseLayout
 from pipeline.dataset.pull import (
-    INDEX_FILE,
-    STATE_FILE,
     PullError,
     PullFilter,
     plan_pull,
@@ -31,7 +30,7 @@ from pipeline.io.remote import open_release_source
 from tests.conftest import REPO_ROOT
 from tests.pipeline.dataset.release_fixture import (
     RecordingServer,
-    make_release,
+    build_release,
     recording_server,
 )
 
@@ -42,7 +41,7 @@ HUB_PATH = "datasets/eocap/tiny/resolve/main"
 @pytest.fixture(scope="module")
 def hub_root(review_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("hub")
-    make_release(review_dataset / "shards", root / HUB_PATH)
+    build_release(review_dataset, tmp_path_factory.mktemp("src"), root / HUB_PATH)
     return root
 
 
@@ -58,7 +57,7 @@ def server(release: Path) -> Iterator[RecordingServer]:
 
 
 def _index(root: Path) -> pa.Table:
-    return pq.read_table(root / INDEX_FILE)
+    return pq.read_table(root / ReleaseLayout.INDEX)
 
 
 def _rows(root: Path, sample_ids: list[str]) -> pa.Table:
@@ -84,16 +83,19 @@ def test_pull_over_http_fetches_exactly_the_matching_rows(
     release: Path, server: RecordingServer, tmp_path: Path
 ) -> None:
     index = _index(release).to_pylist()
-    filters = PullFilter(split="train", review_status="approved")
-    expected = [r["sample_id"] for r in index if r["split"] == "train" and r["review_status"]]
+    filters = PullFilter(split="train", review_status="accepted")
+    expected = [
+        r["sample_id"] for r in index if r["split"] == "train" and r["review_status"] == "accepted"
+    ]
     dest = tmp_path / "pulled"
 
     assert (
-        eocap(["pull", server.url, str(dest), "--split", "train", "--review-status", "approved"])
+        eocap(["pull", server.url, str(dest), "--split", "train", "--review-status", "accepted"])
         == 0
     )
 
     pulled = _index(dest)
+    assert expected and len(expected) < sum(r["split"] == "train" for r in index)
     assert pulled.column("sample_id").to_pylist() == expected
     # Byte-identical rows: every column decodes to the source's values.
     assert _rows(dest, expected).equals(_rows(release, expected))
@@ -180,7 +182,7 @@ def test_a_flipped_byte_is_caught_by_pull_and_verify(release: Path, tmp_path: Pa
     with pytest.raises(PullError, match=f"row group {group} .* has sha256"):
         _pull(str(damaged), dest, PullFilter(split=index[0]["split"], max_samples=1))
     assert not any((dest / "data").glob("*"))
-    assert not (dest / INDEX_FILE).exists()
+    assert not (dest / ReleaseLayout.INDEX).exists()
     # A whole-file pull: the file's SHA256SUMS entry fails, and nothing is left half-written.
     whole = tmp_path / "whole"
     with pytest.raises(PullError, match="differs from SHA256SUMS"):
@@ -223,7 +225,7 @@ def test_a_killed_pull_resumes_without_fetching_finished_files(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    state = dest / STATE_FILE
+    state = dest / ReleaseLayout.PULL_STATE
     deadline = time.monotonic() + 120
     while not (state.exists() and json.loads(state.read_text())["done"]):
         assert child.poll() is None, log.read_text()
@@ -234,7 +236,7 @@ def test_a_killed_pull_resumes_without_fetching_finished_files(
     child.send_signal(signal.SIGKILL)
     child.wait()
     assert list(json.loads(state.read_text())["done"]) == [first.target]
-    assert not (dest / INDEX_FILE).exists()
+    assert not (dest / ReleaseLayout.INDEX).exists()
 
     server.hold.clear()
     server.requests.clear()

@@ -6,7 +6,6 @@ import hashlib
 import itertools
 import json
 import random
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +23,8 @@ from pipeline.dataset.layout import SPLITS, DatasetLayout, ReleaseLayout
 from pipeline.dataset.reader import read_cubes
 from pipeline.dataset.release import ReleaseOptions, make_release
 from pipeline.dataset.splits import SplitRule
+from tests.pipeline.dataset.release_fixture import RULE, reviewed_copy
 
-# The small dataset has 4 locations: 0.01 degree cells and seed 2 give every split samples.
-RULE = SplitRule((0.5, 0.25, 0.25), seed=2, cell_deg=0.01)
 OPTIONS = ReleaseOptions(split_rule=RULE, samples_per_file=5, rows_per_group=4)
 EDITED = "A reviewer's corrected caption: fields and a village."
 
@@ -34,10 +32,7 @@ EDITED = "A reviewer's corrected caption: fields and a village."
 @pytest.fixture(scope="module")
 def output(review_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the small dataset with review results: one caption edited, one accepted."""
-    root = tmp_path_factory.mktemp("release-src") / "dataset"
-    shutil.copytree(review_dataset, root, ignore=shutil.ignore_patterns("review", "_review"))
-    layout = DatasetLayout(root)
-    ok = pq.read_table(layout.shard_path(0), columns=["sample_id", "status"])
+    ok = pq.read_table(DatasetLayout(review_dataset).shard_path(0), columns=["sample_id", "status"])
     ids = [s for s, st in zip(*ok.to_pydict().values(), strict=True) if st == "ok"]
     reviews = pa.table(
         {
@@ -46,9 +41,9 @@ def output(review_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
             "edited_caption": [EDITED, None],
         }
     )
-    layout.review_results_dir.mkdir(parents=True)
-    pq.write_table(reviews, layout.review_results_path(0))
-    return root
+    return reviewed_copy(
+        review_dataset, tmp_path_factory.mktemp("release-src") / "dataset", reviews
+    )
 
 
 @pytest.fixture(scope="module")
