@@ -69,11 +69,12 @@ def open_parquet(path: str) -> pq.ParquetFile:
     return pq.ParquetFile(path)
 
 
-def parquet_files(source: str | Path | Sequence[str | Path]) -> list[str]:
+def parquet_files(source: str | Path | Sequence[str | Path], split: str | None = None) -> list[str]:
     """The Parquet files of ``source``: a list of files, a release, an output dir or a folder.
 
-    A release root reads ``data/*.parquet``, a pipeline output dir its finished shards
-    (:meth:`DatasetLayout.finished_shards`), any other folder its ``*.parquet``; sorted.
+    A release root reads ``data/*.parquet`` (only ``data/<split>-*.parquet`` given ``split``),
+    a pipeline output dir its finished shards (:meth:`DatasetLayout.finished_shards`), any
+    other folder its ``*.parquet``; sorted.
     """
     if not isinstance(source, str | Path):
         return [str(p) for p in source]
@@ -81,14 +82,17 @@ def parquet_files(source: str | Path | Sequence[str | Path]) -> list[str]:
     if not root.is_dir():
         return [str(root)]
     if (root / "data").is_dir():
-        files = sorted((root / "data").glob("*.parquet"))
+        files = sorted((root / "data").glob(f"{split or ''}*.parquet"))
+        if split is not None:
+            files = [f for f in files if f.name.startswith(f"{split}-")]
     elif DatasetLayout(root).shards_dir.is_dir():
         files = list(DatasetLayout(root).finished_shards().values())
     else:
         files = sorted(root.glob("*.parquet"))
     if not files:
         raise FileNotFoundError(
-            f"no Parquet files in {root}: pass a release, an output dir or files"
+            f"no Parquet files in {root}{'' if split is None else f' for split {split}'}: "
+            "pass a release, an output dir or files"
         )
     return [str(p) for p in files]
 
@@ -144,6 +148,7 @@ class SampleDataset(IterableDataset[dict[str, Any]]):
     Args:
         source: Files, a release root, a pipeline output dir, or a folder of Parquet files
             (see :func:`parquet_files`).
+        split: Of a release root, only this split's files (``train``, ``validation``, ``test``).
         bands: Band names to return, in this order; the row's ``bands`` column says where each
             is stored. None: every stored band, in stored order.
         band_stats: ``band_stats.json`` (path or parsed) of a release: pixels become
@@ -166,6 +171,7 @@ class SampleDataset(IterableDataset[dict[str, Any]]):
         self,
         source: str | Path | Sequence[str | Path],
         *,
+        split: str | None = None,
         bands: Sequence[str] | None = None,
         band_stats: str | Path | Mapping[str, Any] | None = None,
         crop: int | None = None,
@@ -190,7 +196,7 @@ class SampleDataset(IterableDataset[dict[str, Any]]):
             )
         if shuffle_buffer < 1:
             raise ValueError(f"shuffle_buffer is {shuffle_buffer}: use 1 or more")
-        self.files = parquet_files(source)
+        self.files = parquet_files(source, split)
         self.bands = None if bands is None else list(bands)
         self.stats = None if band_stats is None else _load_band_stats(band_stats)
         self.crop = crop
