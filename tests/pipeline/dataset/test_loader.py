@@ -21,8 +21,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from pipeline.dataset.geoparquet import geo_metadata
 from pipeline.dataset.loader import SampleDataset
 from pipeline.dataset.reader import read_cubes, read_shard
+from tests.conftest import REPO_ROOT
 
 ROWS_PER_GROUP = 3
 COPIES = 3
@@ -253,3 +255,47 @@ def test_crops_are_windows_of_the_chip(shards):
     assert offsets(1) != first_epoch  # a new epoch, new crops
     with pytest.raises(ValueError, match="larger than sample"):
         next(iter(SampleDataset([first], crop=size + 1)))
+
+
+@pytest.fixture(scope="module")
+def small_release(shards: Path, band_stats: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A release-shaped folder (docs/release.md layout): two splits, the index, band stats."""
+    root = tmp_path_factory.mktemp("release")
+    (root / "data").mkdir()
+    table = read_shard(sorted(shards.glob("*.parquet"))[1])
+    half = table.num_rows // 2
+    index = []
+    for split, part in (("train", table.slice(0, half)), ("validation", table.slice(half))):
+        file = f"data/{split}-00000-of-00001.parquet"
+        pq.write_table(part, root / file, row_group_size=ROWS_PER_GROUP)
+        rows = part.select(["sample_id", "geometry", "bbox", "lon", "lat", "cloud_fraction"])
+        row = np.arange(part.num_rows)
+        index.append(
+            rows.append_column("split", pa.array([split] * part.num_rows))
+            .append_column("file", pa.array([file] * part.num_rows))
+            .append_column("row_group", pa.array(row // ROWS_PER_GROUP, pa.int32()))
+            .append_column("row_in_group", pa.array(row % ROWS_PER_GROUP, pa.int32()))
+        )
+    metadata = pa.concat_tables(index)
+    geo = geo_metadata(metadata, ["Polygon"])
+    pq.write_table(metadata.replace_schema_metadata({b"geo": geo}), root / "metadata.parquet")
+    (root / "band_stats.json").write_text(band_stats.read_text())
+    return root
+
+
+def test_reading_a_release_block_of_the_docs_runs(small_release):
+    text = (REPO_ROOT / "docs" / "release.md").read_text()
+    section = text[text.index("## Reading a release") :]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'root = "my-release"' in block
+    names: dict[str, Any] = {}
+    exec(block.replace('"my-release"', repr(str(small_release))), names)
+    n = pq.read_metadata(small_release / "metadata.parquet").num_rows
+    assert set(names["splits"]) == {"train", "validation"}
+    assert sum(len(names["splits"][s]) for s in names["splits"]) == n
+    assert dict(names["per_split"]) == {"train": n // 2, "validation": n - n // 2}
+    assert names["captions"]
+    assert len(names["index"]) == n and names["index"].geometry.is_valid.all()
+    assert names["table"].num_rows == n
+    assert names["batch"]["pixels"].shape[1:] == (4, 224, 224)
+    assert len(names["train"]) == n // 2
