@@ -365,7 +365,8 @@ class SampleDataset(IterableDataset[dict[str, Any]]):
         """The given rows of one row group, band-selected and cropped, still uint16."""
         names = [*_ALWAYS_READ, "pixels", *self.columns]
         table = self._file(unit.file).read_row_group(unit.row_group, columns=names)
-        table = table.take(pa.array(rows, pa.int64()))
+        if list(rows) != list(range(table.num_rows)):
+            table = table.take(pa.array(rows, pa.int64()))
         cubes = read_cubes(table, "pixels")
         meta = table.drop_columns(["pixels"]).to_pylist()
         return [self._select(cube, row) for cube, row in zip(cubes, meta, strict=True)]
@@ -380,9 +381,9 @@ class SampleDataset(IterableDataset[dict[str, Any]]):
                 f"band {missing[0]} is not in sample {sid} (bands {','.join(stored)}): "
                 "choose from those"
             )
-        cube = cube[[stored.index(b) for b in names]]
         if self.crop is not None:
-            cube = self._cropped(cube, sid)
+            cube = self._cropped(cube, sid)  # a view: only the window is copied, below
+        cube = np.take(cube, [stored.index(b) for b in names], axis=0)
         extra = {c: row[c] for c in self.columns}
         return {
             "pixels": cube,
@@ -415,9 +416,10 @@ class SampleDataset(IterableDataset[dict[str, Any]]):
             per_band = self.stats["bands"]
             mean = np.array([per_band[b]["mean"] for b in sample["bands"]], np.float32)
             std = np.array([per_band[b]["std"] for b in sample["bands"]], np.float32)
-            pixels = (pixels - mean[:, None, None]) / std[:, None, None]
+            pixels -= mean[:, None, None]  # in place: (x - mean) / std, one array
+            pixels /= std[:, None, None]
         out = {k: v for k, v in sample.items() if k != "bands"}
-        out["pixels"] = torch.from_numpy(np.ascontiguousarray(pixels))
+        out["pixels"] = torch.from_numpy(pixels)
         return out
 
     # -- resume -----------------------------------------------------------------------------
