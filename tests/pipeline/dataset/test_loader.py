@@ -299,3 +299,21 @@ def test_reading_a_release_block_of_the_docs_runs(small_release):
     assert names["table"].num_rows == n
     assert names["batch"]["pixels"].shape[1:] == (4, 224, 224)
     assert len(names["train"]) == n // 2
+
+
+class RecordingOpener:
+    """Opens local files like ``open_parquet`` and records which (a transport plugs in here)."""
+
+    def __init__(self) -> None:
+        self.opened: list[str] = []
+
+    def __call__(self, path: str) -> pq.ParquetFile:
+        self.opened.append(path)
+        return pq.ParquetFile(path)
+
+
+def test_files_are_opened_only_through_the_opener(shards, ok_ids):
+    opener = RecordingOpener()
+    dataset = small(shards, opener=opener)
+    assert sorted(ids_of(dataset)) == ok_ids
+    assert sorted(set(opener.opened)) == sorted(str(p) for p in shards.glob("*.parquet"))
