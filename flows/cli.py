@@ -343,6 +343,7 @@ def cmd_release(args: argparse.Namespace) -> int:
 
     from pipeline.dataset.release import ReleaseError, ReleaseOptions, make_release
     from pipeline.dataset.splits import SplitRule
+    from pipeline.io.remote import RemoteError, upload_tree
 
     try:
         fractions = tuple(float(f) for f in args.fractions.split(","))
@@ -356,22 +357,28 @@ def cmd_release(args: argparse.Namespace) -> int:
         rows_per_group=args.rows_per_group,
         include_failed=args.include_failed,
     )
+    remote = str(args.release_dir).startswith("s3://")
     try:
-        with Progress(console=console, transient=True) as progress:
+        with contextlib.ExitStack() as stack, Progress(console=console, transient=True) as progress:
+            # An s3:// release is written to a local folder first, then uploaded as it is.
+            local = Path(stack.enter_context(tempfile.TemporaryDirectory())) if remote else None
             task = progress.add_task("reading shards", total=None)
             summary = make_release(
                 args.output,
-                args.release_dir,
+                local or Path(args.release_dir),
                 options,
                 on_shard=lambda done, total: progress.update(task, completed=done, total=total),
             )
-    except ReleaseError as exc:
+            if local is not None:
+                progress.update(task, description=f"uploading to {args.release_dir}")
+                upload_tree(local, args.release_dir)
+    except (ReleaseError, RemoteError) as exc:
         console.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
         return 2
     counts = ", ".join(f"{split} {n}" for split, n in summary.counts.items())
     Console().print(
-        f"Release in [bold]{summary.root}[/bold]: {counts} samples, {len(summary.files)} files, "
-        f"{summary.bytes / 1e6:.1f} MB (checksums in SHA256SUMS)."
+        f"Release in [bold]{args.release_dir}[/bold]: {counts} samples, "
+        f"{len(summary.files)} files, {summary.bytes / 1e6:.1f} MB (checksums in SHA256SUMS)."
     )
     empty = [split for split, n in summary.counts.items() if n == 0]
     if empty:
@@ -412,7 +419,11 @@ def add_release_parsers(sub: Any) -> None:
     )
     p.set_defaults(func=cmd_release)
     p.add_argument("output", type=Path, help="the run's output directory (run.json, shards/)")
-    p.add_argument("release_dir", type=Path, help="a new or empty folder, or a previous release")
+    p.add_argument(
+        "release_dir",
+        help="a new or empty folder, a previous release, or s3://bucket/prefix (built locally, "
+        "then uploaded; credentials and endpoint from the AWS_* variables)",
+    )
     p.add_argument(
         "--include-failed",
         action="store_true",

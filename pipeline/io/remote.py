@@ -31,6 +31,7 @@ import httpx
 
 from pipeline.core.errors import EocapError
 from pipeline.io.atomic import atomic_write
+from pipeline.io.s3 import S3Settings
 
 __all__ = [
     "HF_DEFAULT_ENDPOINT",
@@ -288,24 +289,10 @@ class S3Source(ReleaseSource):
     """
 
     def __init__(self, url: str, *, env: dict[str, str] | None = None) -> None:
-        from obstore.store import S3Store
-
         parsed = urllib.parse.urlparse(url)
         self.location = url.rstrip("/")
-        env = dict(os.environ) if env is None else env
-        endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
-        prefix = parsed.path.strip("/") or None
-        if endpoint:
-            # A local server (MinIO, moto) has no virtual-host bucket names, and may be http.
-            self.store = S3Store(
-                parsed.netloc,
-                prefix=prefix,
-                endpoint=endpoint,
-                virtual_hosted_style_request=False,
-                client_options={"allow_http": endpoint.startswith("http://")},
-            )
-        else:
-            self.store = S3Store(parsed.netloc, prefix=prefix)
+        settings = S3Settings.from_env(env)
+        self.store = settings.obstore(parsed.netloc, parsed.path.strip("/") or None)
 
     def _fail(self, path: str, exc: Exception) -> RemoteError:
         return RemoteError(
@@ -384,3 +371,35 @@ def open_release_source(root: str | Path) -> ReleaseSource:
             raise RemoteError(f"{folder}: no such folder; give a release folder or URL")
         return LocalSource(folder)
     raise RemoteError(f"{text}: unknown scheme {scheme!r}; use a path, http(s)://, s3:// or hf://")
+
+
+def upload_tree(local: Path, url: str, *, env: dict[str, str] | None = None) -> list[str]:
+    """Copy every file below ``local`` to ``s3://bucket/prefix``, keeping relative paths.
+
+    Hidden files (a pull's ``.pull/`` state) stay behind. ``SHA256SUMS`` goes last, so a
+    reader never finds a checksum list naming files that are not there yet.
+
+    Returns:
+        The relative paths uploaded, in upload order.
+
+    Raises:
+        RemoteError: if ``url`` is not ``s3://`` or an upload fails.
+    """
+    import obstore
+
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise RemoteError(f"{url}: uploads go to s3://bucket/prefix; write a local folder instead")
+    store = S3Settings.from_env(env).obstore(parsed.netloc, parsed.path.strip("/") or None)
+    names = sorted(
+        p.relative_to(local).as_posix()
+        for p in local.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(local).parts)
+    )
+    names.sort(key=lambda n: n == "SHA256SUMS")
+    for name in names:
+        try:
+            obstore.put(store, name, (local / name).read_bytes())
+        except (OSError, ValueError, RuntimeError) as exc:  # obstore's errors subclass these
+            raise RemoteError(f"{url}/{name}: upload failed: {exc}; check the bucket") from exc
+    return names

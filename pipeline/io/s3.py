@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = ["OVERTURE_BUCKET", "OVERTURE_REGION", "S3Settings"]
@@ -80,6 +81,25 @@ class S3Settings:
             secret=env.get("AWS_SECRET_ACCESS_KEY") or None,
             session_token=env.get("AWS_SESSION_TOKEN") or None,
         )
+
+    def obstore(self, bucket: str, prefix: str | None = None) -> Any:
+        """An obstore ``S3Store`` for ``s3://bucket/prefix`` with these settings."""
+        from obstore.store import S3Store
+
+        options: dict[str, Any] = {"region": self.region}
+        if self.signed:
+            options |= {"access_key_id": self.key_id, "secret_access_key": self.secret}
+            if self.session_token is not None:
+                options["session_token"] = self.session_token
+        else:
+            options["skip_signature"] = True
+        if self.endpoint is not None:
+            # A local server (MinIO, moto) has no virtual-host bucket names, and may be http.
+            scheme = "https" if self.use_ssl else "http"
+            options |= {"endpoint": f"{scheme}://{self.endpoint}"}
+            options["virtual_hosted_style_request"] = False
+            options["client_options"] = {"allow_http": not self.use_ssl}
+        return S3Store(bucket, prefix=prefix, **options)
 
     @property
     def signed(self) -> bool:

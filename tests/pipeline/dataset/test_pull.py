@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.cli import main as eocap
+from pipeline.dataset.integrity import parse_sha256sums
 from pipeline.dataset.layout import ReleaseLayout
 from pipeline.dataset.pull import (
     PullError,
@@ -32,6 +33,7 @@ from tests.pipeline.dataset.release_fixture import (
     RecordingServer,
     build_release,
     recording_server,
+    reviewed_copy,
 )
 
 HUB_PATH = "datasets/eocap/tiny/resolve/main"
@@ -272,3 +274,31 @@ def test_hf_source_resolves_against_hf_endpoint(
         "hf://datasets/eocap/tiny"
     )
     assert verify_release(dest) == []
+
+
+def test_release_uploaded_and_pulled_over_s3_gives_the_http_bytes(
+    review_dataset: Path, release: Path, server: RecordingServer, s3, tmp_path: Path
+) -> None:
+    # `eocap release OUTPUT s3://...` builds locally and uploads; the pull over s3:// must give
+    # the same files as the pull of the same release over http.
+    source = reviewed_copy(review_dataset, tmp_path / "dataset")
+    url = "s3://eocap-releases/tiny/v1"
+    s3.create_bucket("eocap-releases")
+    options = ["--fractions", "0.5,0.25,0.25", "--seed", "2", "--cell-deg", "0.01"]
+    sizes = ["--samples-per-file", "3", "--rows-per-group", "1"]
+    assert eocap(["release", str(source), url, *options, *sizes]) == 0
+    uploaded = {u.removeprefix(url + "/") for u in s3.list_urls(url)}
+    assert uploaded == set(parse_sha256sums((release / "SHA256SUMS").read_text())) | {"SHA256SUMS"}
+
+    filters = PullFilter(split="train", max_samples=4)
+    over_s3, over_http = tmp_path / "s3", tmp_path / "http"
+    _pull(url, over_s3, filters)
+    _pull(server.url, over_http, filters)
+    assert verify_release(over_s3) == []
+    # release.json records where it was pulled from (and SHA256SUMS its hash); all else equal.
+    sums = {d: parse_sha256sums((d / "SHA256SUMS").read_text()) for d in (over_s3, over_http)}
+    assert sums[over_s3].keys() == sums[over_http].keys()
+    for name, digest in sums[over_http].items():
+        if name != "release.json":
+            assert sums[over_s3][name] == digest, name
+            assert (over_s3 / name).read_bytes() == (over_http / name).read_bytes(), name
