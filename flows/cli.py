@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import os
 import signal
 import sys
@@ -47,6 +48,8 @@ examples:
   eocap deploy my-run.yaml --cron "0 2 * * *"   a nightly run that extends the dataset
   eocap serve-demo                    serve the demo STAC API and COGs until Ctrl-C
   eocap review output/demo            the review app: experts rate and correct captions
+  eocap release output/demo release/demo   a release: HF layout, sample index, STAC, card
+  eocap export-captions output/demo captions.parquet   the Llama3-MS-CLIP caption table
 
 Config values can also come from the environment: EOCAP_STAC__API_URL=..., EOCAP_OUTPUT__DIR=...
 Docs: docs/architecture.md (stages), docs/dataset-schema.md (columns), docs/production.md.
@@ -346,6 +349,263 @@ def default_config_yaml() -> str:
     return "\n".join(lines) + "\n"
 
 
+# --- release and export-captions (docs/release.md) ---
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    """Write a release of a built output: the files docs/release.md describes.
+
+    RELEASE_DIR gets data/{train,validation,test}-NNNNN-of-NNNNN.parquet (ok samples, review
+    results applied), metadata.parquet (where each sample lies, byte ranges included),
+    band_stats.json, collection.json (STAC), the dataset card README.md, release.json and
+    SHA256SUMS. Splits are spatial: a sample's 0.1 degree cell decides it, by a seeded hash.
+    Releasing the same output twice gives byte-identical files. Upload RELEASE_DIR as a
+    Hugging Face dataset repo as it is (`hf upload --repo-type dataset NAME RELEASE_DIR`).
+    """
+    from rich.progress import Progress
+
+    from pipeline.dataset.release import ReleaseError, ReleaseOptions, make_release
+    from pipeline.dataset.splits import SplitRule
+    from pipeline.io.remote import RemoteError, upload_tree
+
+    try:
+        fractions = tuple(float(f) for f in args.fractions.split(","))
+        rule = SplitRule(fractions, args.seed, args.cell_deg)  # type: ignore[arg-type]
+    except ValueError as exc:
+        console.print(f"[bold red]error:[/bold red] --fractions/--cell-deg: {exc}", soft_wrap=True)
+        return 2
+    options = ReleaseOptions(
+        split_rule=rule,
+        samples_per_file=args.samples_per_file,
+        rows_per_group=args.rows_per_group,
+        include_failed=args.include_failed,
+    )
+    remote = str(args.release_dir).startswith("s3://")
+    try:
+        with contextlib.ExitStack() as stack, Progress(console=console, transient=True) as progress:
+            # An s3:// release is written to a local folder first, then uploaded as it is.
+            local = Path(stack.enter_context(tempfile.TemporaryDirectory())) if remote else None
+            task = progress.add_task("reading shards", total=None)
+            summary = make_release(
+                args.output,
+                local or Path(args.release_dir),
+                options,
+                on_shard=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+            if local is not None:
+                progress.update(task, description=f"uploading to {args.release_dir}")
+                upload_tree(local, args.release_dir)
+    except (ReleaseError, RemoteError) as exc:
+        console.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
+        return 2
+    counts = ", ".join(f"{split} {n}" for split, n in summary.counts.items())
+    Console().print(
+        f"Release in [bold]{args.release_dir}[/bold]: {counts} samples, "
+        f"{len(summary.files)} files, {summary.bytes / 1e6:.1f} MB (checksums in SHA256SUMS)."
+    )
+    empty = [split for split, n in summary.counts.items() if n == 0]
+    if empty:
+        Console().print(
+            f"No sample fell into {', '.join(empty)}: the output spans few "
+            f"{args.cell_deg:g} degree cells; try a smaller --cell-deg or another --seed."
+        )
+    return 0
+
+
+def cmd_export_captions(args: argparse.Namespace) -> int:
+    """Write the captions as the Llama3-MS-CLIP caption table, to compare with theirs.
+
+    Columns: caption, question_1..3 (answers of the multi-turn prompt's questions; null for
+    the template captioner), file (the shard), sample_id, time_id (index of the period among
+    the run's periods), classes, tags, names. Parquet, or CSV when FILE ends in .csv (list
+    columns as JSON arrays).
+    """
+    from pipeline.dataset.export import export_captions
+    from pipeline.dataset.release import ReleaseError
+
+    try:
+        n = export_captions(args.output, args.file)
+    except ReleaseError as exc:
+        console.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
+        return 2
+    Console().print(f"{n} captions written to {args.file}")
+    return 0
+
+
+def add_release_parsers(sub: Any) -> None:
+    """The ``release`` and ``export-captions`` subcommands."""
+    p = sub.add_parser(
+        "release",
+        help="write a release (Hugging Face layout, sample index, STAC, card) of an output",
+        description=cmd_release.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.set_defaults(func=cmd_release)
+    p.add_argument("output", type=Path, help="the run's output directory (run.json, shards/)")
+    p.add_argument(
+        "release_dir",
+        help="a new or empty folder, a previous release, or s3://bucket/prefix (built locally, "
+        "then uploaded; credentials and endpoint from the AWS_* variables)",
+    )
+    p.add_argument(
+        "--include-failed",
+        action="store_true",
+        help="keep failed and uncaptioned samples too (default: only status ok)",
+    )
+    p.add_argument(
+        "--fractions",
+        default="0.8,0.1,0.1",
+        help="train,validation,test shares of cells (default: %(default)s)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the split hash (%(default)s)")
+    p.add_argument(
+        "--cell-deg",
+        type=float,
+        default=0.1,
+        help="split cell size in degrees: all samples of a cell share a split (%(default)s)",
+    )
+    p.add_argument(
+        "--samples-per-file", type=int, default=256, help="samples per data file (%(default)s)"
+    )
+    p.add_argument(
+        "--rows-per-group",
+        type=int,
+        default=4,
+        help="rows per Parquet row group: one range read fetches this many (%(default)s)",
+    )
+    p = sub.add_parser(
+        "export-captions",
+        help="write the captions as the Llama3-MS-CLIP caption table (Parquet or CSV)",
+        description=cmd_export_captions.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.set_defaults(func=cmd_export_captions)
+    p.add_argument("output", type=Path, help="the run's output directory")
+    p.add_argument("file", type=Path, help="the table to write: .parquet, or .csv")
+
+
+# --- end of release and export-captions ---
+
+
+# --- eocap pull / eocap verify (pipeline/dataset/pull.py, verify.py; docs/release.md) -------
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _bbox(text: str) -> tuple[float, float, float, float]:
+    parts = [float(v) for v in text.split(",")]
+    if len(parts) != 4:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give W,S,E,N in degrees, e.g. 10.8,47.5,11,47.7"
+        )
+    return parts[0], parts[1], parts[2], parts[3]
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a date as YYYY-MM-DD") from exc
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    """Fetch the samples of a release that match the filters into a release folder of its own.
+
+    SOURCE is a release folder, an http(s) URL, s3://bucket/prefix (AWS_* environment
+    variables, AWS_ENDPOINT_URL for S3-compatible servers) or hf://datasets/ORG/NAME[@REV]
+    (HF_TOKEN, HF_ENDPOINT). Whole files are fetched where every sample of a file is selected,
+    else only the selected row groups, each checked against its hash. Rerun to resume.
+    """
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    from pipeline.dataset.pull import PullError, PullFilter, plan_pull, pull_release
+    from pipeline.io.remote import RemoteError, open_release_source
+
+    filters = PullFilter(
+        bbox=args.bbox,
+        start=args.start,
+        end=args.end,
+        classes=args.classes,
+        max_cloud=args.max_cloud,
+        exclude_flags=args.exclude_flags,
+        review_status=args.review_status,
+        split=args.split,
+        max_samples=args.max_samples,
+    )
+    try:
+        with open_release_source(args.source) as source:
+            plan = plan_pull(source, args.dest, filters)
+            whole = sum(f.whole for f in plan.files)
+            console.print(
+                f"{plan.samples} samples in {len(plan.files)} files ({whole} fetched whole, "
+                f"the others by row group) from {source.location} to {args.dest}"
+            )
+            with Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=console,
+            ) as progress:
+                task = progress.add_task("pull", total=plan.total_bytes)
+                fetched = pull_release(plan, lambda n: progress.advance(task, n))
+    except (PullError, RemoteError) as exc:
+        console.print(f"[bold red]error:[/bold red] {exc}")
+        return 1
+    console.print(
+        f"{args.dest}: {plan.samples} samples, {len(fetched)} files fetched now, "
+        f"{len(plan.files) - len(fetched)} kept from before; "
+        f"check it with `eocap verify {args.dest}`"
+    )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Check a release folder: SHA256SUMS, and metadata.parquet against the data files."""
+    from pipeline.dataset.verify import verify_release
+
+    problems = verify_release(args.dir)
+    for line in problems:
+        print(line)
+    if problems:
+        console.print(f"[bold red]{len(problems)} problems[/bold red] in {args.dir}")
+        return 1
+    console.print(f"{args.dir}: ok")
+    return 0
+
+
+def add_pull_parsers(add: Any) -> None:
+    """The ``pull`` and ``verify`` subcommands."""
+    p = add("pull", cmd_pull, "fetch a filtered subset of a release (folder, http, s3, hf)")
+    p.add_argument("source", help="release root: folder, https://..., s3://..., hf://datasets/...")
+    p.add_argument("dest", type=Path, help="folder to write the pulled release to (resumes)")
+    p.add_argument("--bbox", type=_bbox, metavar="W,S,E,N", help="footprints intersecting this")
+    p.add_argument("--start", type=_date, metavar="DATE", help="acquired on or after (YYYY-MM-DD)")
+    p.add_argument("--end", type=_date, metavar="DATE", help="acquired on or before (YYYY-MM-DD)")
+    p.add_argument("--classes", type=_csv, default=(), metavar="a,b", help="any of these classes")
+    p.add_argument("--max-cloud", type=float, metavar="F", help="cloud fraction at most F")
+    p.add_argument(
+        "--exclude-flags", type=_csv, default=(), metavar="f,g", help="no caption flag of these"
+    )
+    p.add_argument("--review-status", metavar="S", help="consensus review status, e.g. approved")
+    p.add_argument("--split", choices=["train", "validation", "test"])
+    p.add_argument("--max-samples", type=int, metavar="N", help="the first N matches, index order")
+    p = add("verify", cmd_verify, "check a release folder's hashes and sample index")
+    p.add_argument("dir", type=Path, help="the release folder")
+
+
+# --- end of eocap pull / eocap verify ---------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``eocap``."""
     parser = argparse.ArgumentParser(
@@ -450,6 +710,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("generate-demo", cmd_generate_demo, "generate the demo region's data only")
     p.add_argument("--data-dir", type=Path, default=DEMO_DATA_DIR)
     add_review_parser(sub)
+    add_release_parsers(sub)
+    add_pull_parsers(add)
     return parser
 
 

@@ -97,7 +97,7 @@ class Point(_Section):
 
 
 class RegionConfig(_Section):
-    """Where to sample. Give exactly one of ``bbox``, ``geojson`` or ``points``.
+    """Where to sample. Give exactly one of ``bbox``, ``geojson`` (a region file) or ``points``.
 
     For ``bbox`` and ``geojson`` a grid of chip centres ``spacing_m`` apart is laid in the
     local UTM zone and only chips that lie wholly inside the region are kept.
@@ -107,7 +107,11 @@ class RegionConfig(_Section):
         default=DEMO_BBOX, description="lon_min, lat_min, lon_max, lat_max in degrees."
     )
     geojson: Path | None = Field(
-        default=None, description="A GeoJSON file with (Multi)Polygons in lon/lat."
+        default=None,
+        description="A vector file whose (Multi)Polygons, over all its layers, are the region: "
+        "any format GDAL/OGR reads (GeoJSON, GeoPackage, Shapefile, FlatGeobuf, KML...), in any "
+        "CRS it declares (reprojected to lon/lat; none declared: lon/lat). The key keeps its "
+        "first format's name.",
     )
     points: list[Point] | None = Field(default=None, description="Explicit chip centres.")
     spacing_m: float = Field(

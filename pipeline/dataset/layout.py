@@ -26,10 +26,11 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from pipeline.io.atomic import TEMP_GLOB
 
-__all__ = ["DatasetLayout"]
+__all__ = ["SPLITS", "DatasetLayout", "ReleaseLayout"]
 
 _INDEX = re.compile(r"^(\d+)")
 
@@ -157,3 +158,101 @@ class DatasetLayout:
         """Temporary files of the manifest, shard and stats writers (garbage once they died)."""
         for folder in (self.root, self.shards_dir, self.stats_dir):
             yield from folder.glob(TEMP_GLOB)
+
+
+SPLITS = ("train", "validation", "test")
+"""The splits of a release, in the order their rows are written."""
+
+_DATA_FILE = re.compile(r"^(train|validation|test)-(\d{5})-of-(\d{5})\.parquet$")
+
+
+@dataclass(frozen=True)
+class ReleaseLayout:
+    """The paths of one release (``eocap release``; docs/release.md is the contract).
+
+    ::
+
+        README.md                               dataset card (YAML front matter + body)
+        data/{split}-NNNNN-of-NNNNN.parquet     samples (Hugging Face Hub layout)
+        metadata.parquet                        GeoParquet sample index (file, row group, bytes)
+        band_stats.json                         per-band statistics of the train split
+        collection.json                         STAC collection
+        release.json                            version, source, split rule, counts
+        SHA256SUMS                              ``sha256sum`` lines of every file above
+        .pull/state.json                        a pull's progress (``eocap pull``; not summed)
+
+    Attributes:
+        root: The release folder.
+    """
+
+    root: Path
+
+    # Names relative to the root, also for a release read remotely (``eocap pull``).
+    README: ClassVar[str] = "README.md"
+    INDEX: ClassVar[str] = "metadata.parquet"
+    BAND_STATS: ClassVar[str] = "band_stats.json"
+    COLLECTION: ClassVar[str] = "collection.json"
+    RELEASE_JSON: ClassVar[str] = "release.json"
+    SHA256SUMS: ClassVar[str] = "SHA256SUMS"
+    PULL_STATE: ClassVar[str] = ".pull/state.json"
+    DESCRIPTIVE: ClassVar[tuple[str, ...]] = (README, BAND_STATS, COLLECTION)
+    """Files that describe the whole release; a pull copies them unchanged."""
+
+    @property
+    def readme(self) -> Path:
+        """The dataset card."""
+        return self.root / self.README
+
+    @property
+    def data_dir(self) -> Path:
+        """The sample files."""
+        return self.root / "data"
+
+    @property
+    def metadata(self) -> Path:
+        """The sample index (GeoParquet)."""
+        return self.root / self.INDEX
+
+    @property
+    def band_stats(self) -> Path:
+        """Per-band statistics over the train split's valid pixels."""
+        return self.root / self.BAND_STATS
+
+    @property
+    def collection(self) -> Path:
+        """The STAC collection of the release."""
+        return self.root / self.COLLECTION
+
+    @property
+    def release_json(self) -> Path:
+        """Version, source config hash, split rule and counts."""
+        return self.root / self.RELEASE_JSON
+
+    @property
+    def sha256sums(self) -> Path:
+        """Checksums of every file of the release, ``sha256sum`` format."""
+        return self.root / self.SHA256SUMS
+
+    @property
+    def pull_state(self) -> Path:
+        """A pull's progress, so a killed pull resumes."""
+        return self.root / self.PULL_STATE
+
+    def data_file(self, split: str, index: int, count: int) -> Path:
+        """Data file ``index`` of the ``count`` files of ``split``."""
+        return self.data_dir / f"{split}-{index:05d}-of-{count:05d}.parquet"
+
+    def data_files(self) -> list[Path]:
+        """The data files there are: by split (train, validation, test), then index."""
+        found = [p for p in self.data_dir.glob("*.parquet") if _DATA_FILE.match(p.name)]
+
+        def key(path: Path) -> tuple[int, str]:
+            match = _DATA_FILE.match(path.name)
+            assert match is not None
+            return SPLITS.index(match.group(1)), path.name
+
+        return sorted(found, key=key)
+
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the release root, with ``/`` (as in metadata and SHA256SUMS)."""
+        return path.relative_to(self.root).as_posix()

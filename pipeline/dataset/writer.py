@@ -220,7 +220,7 @@ def write_table(
         path: Target ``NNNNN.parquet``.
         row_group_mb: Upper bound of the uncompressed row-group size.
         rows_per_group: Samples per row group instead of the version's default
-            (:data:`ROWS_PER_GROUP` for 2.0; benchmarks).
+            (:data:`ROWS_PER_GROUP` for 2.0; releases and benchmarks choose their own).
         extra_metadata: JSON-able dict stored under the ``eocap`` key of the file metadata.
     """
     version = table_schema_version(table)

@@ -1,4 +1,9 @@
-"""GDAL's environment for reading COGs over HTTP: set once, shared by every chip read."""
+"""GDAL's environment for reading COGs over HTTP and S3: set once, shared by every chip read.
+
+``s3://`` hrefs are read where :class:`pipeline.io.s3.S3Settings` says: AWS, unsigned (Earth
+Search's bucket is public), or the S3-compatible server that ``AWS_ENDPOINT_URL`` names, with the
+environment's credentials.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import rasterio
+from rasterio.session import Session
+
+from pipeline.io.s3 import S3Settings
 
 GDAL_HTTP_ENV: dict[str, str | int | bool] = {
     # Without this GDAL lists the remote "directory" on every open: 22 requests instead of 3.
@@ -21,9 +29,9 @@ GDAL_HTTP_ENV: dict[str, str | int | bool] = {
     "GDAL_HTTP_MAX_RETRY": 3,
     "GDAL_HTTP_RETRY_DELAY": 1,
     "GDAL_HTTP_RETRY_CODES": "429,500,502,503,504",
-    "AWS_NO_SIGN_REQUEST": "YES",
 }
-"""GDAL settings for reading COGs over HTTP(S) and S3, applied around every read."""
+"""GDAL settings for reading COGs over HTTP(S) and S3, applied around every read (the S3
+endpoint and credentials come from :class:`_S3Session`)."""
 
 
 def clear_http_cache() -> bool:
@@ -43,8 +51,33 @@ def clear_http_cache() -> bool:
     return True
 
 
+class _S3Session(Session):  # type: ignore[misc]  # rasterio ships no type hints
+    """rasterio's way to hand GDAL S3 settings: it refuses credentials as plain Env options.
+
+    Its options name ``AWS_NO_SIGN_REQUEST`` or credentials, so rasterio's own AWS session
+    (boto3's credential chain, where boto3 is installed) never replaces them on open.
+    """
+
+    def __init__(self, settings: S3Settings) -> None:
+        self._options = settings.gdal_options()
+
+    @classmethod
+    def hascreds(cls, config: dict[str, str]) -> bool:
+        """Whether ``config`` already says how to reach S3 (rasterio's Session API)."""
+        return "AWS_NO_SIGN_REQUEST" in config
+
+    def get_credential_options(self) -> dict[str, str]:
+        """The GDAL options of the S3 settings (rasterio's Session API)."""
+        return dict(self._options)
+
+
 @contextmanager
-def gdal_env() -> Iterator[None]:
-    """Apply :data:`GDAL_HTTP_ENV` for the reads in this block (thread-local in rasterio)."""
-    with rasterio.Env(**GDAL_HTTP_ENV):
+def gdal_env(s3: S3Settings | None = None) -> Iterator[None]:
+    """Apply :data:`GDAL_HTTP_ENV` and the S3 settings for the reads in this block.
+
+    Args:
+        s3: Where ``s3://`` hrefs are read from; default: :meth:`S3Settings.from_env`.
+    """
+    session = _S3Session(s3 or S3Settings.from_env())
+    with rasterio.Env(session=session, **GDAL_HTTP_ENV):
         yield

@@ -5,21 +5,25 @@ https://stac.overturemaps.org/catalog.json). Its root catalog has a ``latest`` f
 newest release and one ``child`` link per release that is on S3 (``.../<release-id>/catalog.json``);
 only the newest releases stay on S3, and the catalog lists exactly those. ``overture.release:
 latest`` is resolved from it (see :func:`pipeline.runner.plan.resolve_release`, which also pins the
-result per output dir). A local tree of releases (``<folder>/<release-id>/theme=*/type=*``)
-lists its own folders.
+result per output dir). A mirror of the releases in another bucket may keep its catalog beside them:
+an ``s3://`` catalog URL is read with DuckDB httpfs, from where :class:`pipeline.io.s3.S3Settings`
+says. A local tree of releases (``<folder>/<release-id>/theme=*/type=*``) lists its own folders.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import httpx
 
 from pipeline.core.config import OvertureConfig
 from pipeline.core.errors import PreflightError
+from pipeline.io.duckdb import connect_duckdb
 
 __all__ = ["CATALOG_TIMEOUT_S", "Catalog", "available_releases", "read_catalog", "release_key"]
 
@@ -54,20 +58,30 @@ def _release_of(href: str) -> str:
     return parts[-2] if parts[-1].endswith(".json") and len(parts) > 1 else parts[-1]
 
 
+def _read_json(url: str) -> Any:
+    """The JSON document at an ``http(s)://`` or ``s3://`` URL (one GET)."""
+    if url.startswith("s3://"):
+        con = connect_duckdb(httpfs=True)
+        row = con.execute("SELECT content FROM read_text(?)", [url]).fetchone()
+        return json.loads(row[0] if row else "")
+    response = httpx.get(url, timeout=CATALOG_TIMEOUT_S, follow_redirects=True)
+    response.raise_for_status()
+    return response.json()
+
+
 def read_catalog(url: str) -> Catalog:
-    """Read the release catalog at ``url`` (one HTTP GET).
+    """Read the release catalog at ``url`` (one GET, over HTTP(S) or S3).
 
     Raises:
         PreflightError: naming ``overture.catalog_url`` if it cannot be read or lists no
             releases.
     """
     try:
-        response = httpx.get(url, timeout=CATALOG_TIMEOUT_S, follow_redirects=True)
-        response.raise_for_status()
-        doc: Any = response.json()
-    except (httpx.HTTPError, ValueError) as exc:
+        doc = _read_json(url)
+    except (httpx.HTTPError, duckdb.Error, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise PreflightError(
-            "overture.catalog_url", f"cannot read Overture's release catalog {url}: {exc}"
+            "overture.catalog_url", f"cannot read Overture's release catalog {url}: {first}"
         ) from None
     links = doc.get("links") if isinstance(doc, dict) else None
     hrefs = [

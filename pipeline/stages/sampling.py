@@ -9,17 +9,15 @@ curve, so a shard's chips are spatially close and share scenes and map features.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import shapely
-from shapely.geometry import box, shape
+from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import transform as transform_geometry
 
@@ -101,30 +99,54 @@ def region_geometry(region: RegionConfig) -> BaseGeometry:
     """The region as a lon/lat geometry (a MultiPoint for point regions).
 
     Raises:
-        ConfigError: if the GeoJSON file is missing or holds no polygon.
+        ConfigError: if the region file is missing, unreadable or holds no polygon.
     """
     if region.bbox is not None:
         return box(*region.bbox)
     if region.points is not None:
         return shapely.MultiPoint([(p.lon, p.lat) for p in region.points])
     assert region.geojson is not None
-    if not region.geojson.is_file():
-        raise ConfigError("region.geojson", f"file {region.geojson} does not exist")
+    return _region_file_geometry(region.geojson)
+
+
+def _region_file_geometry(path: Path) -> BaseGeometry:
+    """The union of the (Multi)Polygons in every layer of a vector file, in lon/lat.
+
+    Any format GDAL/OGR reads (GeoJSON, GeoPackage, Shapefile, FlatGeobuf, KML...); layers in
+    another CRS are reprojected to EPSG:4326, layers without one are taken as lon/lat.
+
+    Raises:
+        ConfigError: naming ``region.geojson``.
+    """
+    # Imported here: geopandas costs ~0.3 s at start-up and only region files need it.
+    import geopandas as gpd
+    import pyogrio
+
+    if not path.is_file():
+        raise ConfigError("region.geojson", f"file {path} does not exist")
     try:
-        doc: dict[str, Any] = json.loads(region.geojson.read_text())
-        feats = doc.get("features", [doc]) if doc.get("type") == "FeatureCollection" else [doc]
-        geoms = [shape(f.get("geometry", f)) for f in feats]
-    except (ValueError, KeyError, AttributeError, TypeError) as exc:
+        layers = [str(name) for name, kind in pyogrio.list_layers(path) if kind is not None]
+        frames = [gpd.read_file(path, layer=layer, engine="pyogrio") for layer in layers]
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+        first = str(exc).split(";")[0].splitlines()[0]
         raise ConfigError(
-            "region.geojson", f"{region.geojson} is not valid GeoJSON: {exc}"
+            "region.geojson", f"{path} is not a vector file GDAL/OGR can read: {first}"
         ) from None
-    polys = [g for g in geoms if g.geom_type in ("Polygon", "MultiPolygon")]
+    parts: list[BaseGeometry] = []
+    for frame in frames:
+        lonlat = frame.to_crs(4326) if frame.crs is not None else frame
+        parts.extend(shapely.get_parts(lonlat.geometry.dropna().to_numpy()).tolist())
+    polys = [shapely.force_2d(g) for g in parts if g.geom_type in ("Polygon", "MultiPolygon")]
     if not polys:
-        raise ConfigError("region.geojson", f"{region.geojson} holds no Polygon or MultiPolygon")
+        raise ConfigError("region.geojson", f"{path} holds no Polygon or MultiPolygon")
     merged = shapely.union_all(polys)
     minx, miny, maxx, maxy = merged.bounds
     if not (-180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90):
-        raise ConfigError("region.geojson", f"coordinates out of lon/lat range: {merged.bounds}")
+        raise ConfigError(
+            "region.geojson",
+            f"coordinates of {path} out of lon/lat range: {merged.bounds} (a projected file "
+            "without its CRS? give it one, e.g. the .prj of a Shapefile)",
+        )
     return merged
 
 

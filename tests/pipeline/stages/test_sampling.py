@@ -136,3 +136,69 @@ def test_locations_are_in_zorder():
     locs = plan_locations(config.region, config.chips.size_m)
     keys = lonlat_zorder([loc.lon for loc in locs], [loc.lat for loc in locs]).tolist()
     assert keys == sorted(keys)
+
+
+TRIANGLE = shapely.Polygon([(10.8, 47.5), (10.95, 47.5), (10.8, 47.62)])
+
+
+def locations_of(path: Path):
+    config = load_config(env={}).with_updates({"region.bbox": None, "region.geojson": str(path)})
+    return plan_locations(config.region, config.chips.size_m)
+
+
+@pytest.mark.parametrize(
+    ("name", "driver"),
+    [
+        ("aoi.gpkg", "GPKG"),
+        ("aoi.shp", "ESRI Shapefile"),
+        ("aoi.fgb", "FlatGeobuf"),
+        ("aoi.kml", "KML"),
+    ],
+)
+def test_region_file_in_any_ogr_format(tmp_path: Path, name: str, driver: str):
+    import geopandas as gpd
+
+    reference = tmp_path / "aoi.geojson"
+    gpd.GeoDataFrame({"name": ["aoi"]}, geometry=[TRIANGLE], crs=4326).to_file(reference)
+    path = tmp_path / name
+    # Stored in UTM (KML is lon/lat by definition): read back in lon/lat.
+    crs = 4326 if driver == "KML" else utm_crs(10.87, 47.56)
+    frame = gpd.GeoDataFrame({"name": ["aoi"]}, geometry=[TRIANGLE], crs=4326).to_crs(crs)
+    frame.to_file(path, driver=driver)
+    locs = locations_of(path)
+    expected = locations_of(reference)
+    assert len(locs) == len(expected) > 0
+    for loc, ref in zip(locs, expected, strict=True):
+        assert abs(loc.lon - ref.lon) < 1e-5 and abs(loc.lat - ref.lat) < 1e-5
+
+
+def test_region_file_unions_the_polygons_of_every_layer(tmp_path: Path):
+    import geopandas as gpd
+
+    path = tmp_path / "aoi.gpkg"
+    west, east = box(10.80, 47.50, 10.87, 47.60), box(10.87, 47.50, 10.94, 47.60)
+    gpd.GeoDataFrame(geometry=[west], crs=4326).to_file(path, layer="west")
+    gpd.GeoDataFrame(geometry=[east], crs=4326).to_file(path, layer="east")
+    gpd.GeoDataFrame(geometry=[shapely.Point(10.9, 47.55)], crs=4326).to_file(path, layer="pois")
+    lons = [loc.lon for loc in locations_of(path)]
+    assert min(lons) < 10.85 and max(lons) > 10.89  # both halves, one region
+
+
+def test_unreadable_region_file_is_a_config_error(tmp_path: Path):
+    path = tmp_path / "aoi.gpkg"
+    path.write_text("not a GeoPackage")
+    with pytest.raises(ConfigError, match=r"region\.geojson") as info:
+        locations_of(path)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="does not exist"):
+        locations_of(tmp_path / "missing.shp")
+
+
+def test_projected_region_file_without_a_crs_says_so(tmp_path: Path):
+    import geopandas as gpd
+
+    path = tmp_path / "aoi.shp"
+    gpd.GeoDataFrame(geometry=[TRIANGLE], crs=4326).to_crs(utm_crs(10.87, 47.56)).to_file(path)
+    path.with_suffix(".prj").unlink()  # a Shapefile that lost its CRS
+    with pytest.raises(ConfigError, match=r"out of lon/lat range.*CRS"):
+        locations_of(path)
