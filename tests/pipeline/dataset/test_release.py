@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import random
 from pathlib import Path
 
@@ -256,7 +257,10 @@ def test_opens_with_datasets_and_duckdb(release: ReleaseLayout, tmp_path: Path) 
     assert {s: loaded[s].num_rows for s in loaded} == info["counts"]
     row = loaded["train"][0]
     assert row["rgb"].mode == "RGB"
-    assert len(row["pixels"]) == len(row["bands"])
+    # Schema 2.0: the cube is one binary value, (bands, size, size) uint16 as byte planes.
+    cube = json.loads(pq.read_schema(release.data_files()[0]).metadata[b"eocap"])["cubes"]
+    assert cube["pixels"]["shape"][0] == len(row["bands"])
+    assert len(row["pixels"]) == 2 * math.prod(cube["pixels"]["shape"])
     n = duckdb.sql(f"SELECT count(*) FROM read_parquet('{release.data_dir}/*.parquet')").fetchone()
     assert n == (sum(info["counts"].values()),)
     joined = duckdb.sql(
