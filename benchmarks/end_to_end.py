@@ -342,17 +342,15 @@ def composite_options(shard_path: Path, repeats: int = 3) -> dict[str, Any]:
     import pyarrow.parquet as pq
     from PIL import Image
 
+    from pipeline.dataset.reader import read_cubes
     from pipeline.geo.rgb import stretch_rgb
     from pipeline.stages.composite import render_rgb
 
     table = pq.read_table(shard_path, columns=["pixels", "bands", "status"])
     names = tuple(table.column("bands")[0].as_py())
-    cubes = []
-    for i in range(table.num_rows):
-        if table.column("status")[i].as_py() != "ok":
-            continue
-        values = table.column("pixels")[i].values.flatten().flatten()
-        cubes.append(np.asarray(values, dtype=np.uint16).reshape(len(names), 264, 264))
+    decoded = read_cubes(table)  # any shard schema version
+    statuses = table.column("status").to_pylist()
+    cubes = [decoded[i] for i in range(table.num_rows) if statuses[i] == "ok"]
 
     def png(cube: Any, level: int) -> bytes:
         buf = io.BytesIO()

@@ -18,6 +18,7 @@ from flows.build_dataset import run_build
 from pipeline.caption.template import CLASS_PHRASES
 from pipeline.core.config import RunConfig
 from pipeline.core.errors import ConfigError
+from pipeline.dataset.reader import read_cubes
 from pipeline.demo.region import load_items
 from pipeline.demo.servers import serve_demo
 from pipeline.runner.plan import chip_within_region, preflight
@@ -40,6 +41,12 @@ def built(region, servers, tmp_path_factory):
 
 def rows(config):
     return pq.read_table(config.output.dir / "shards").to_pylist()
+
+
+def cubes(config):
+    """Sample id -> its decoded pixel cube (read_cubes: any shard schema version)."""
+    table = pq.read_table(config.output.dir / "shards")
+    return dict(zip(table.column("sample_id").to_pylist(), read_cubes(table), strict=True))
 
 
 def test_report_and_layout(built):
@@ -73,13 +80,18 @@ def test_every_ok_sample_is_complete_and_grounded(built):
     config, _ = built
     manifest = pq.read_table(config.output.dir / "manifest.parquet").column("sample_id")
     data = rows(config)
+    decoded = cubes(config)
     assert sorted(r["sample_id"] for r in data) == sorted(manifest.to_pylist())
     for r in data:
         if r["status"] != "ok":
             assert r["error_reason"] and r["error_message"] and r["pixels"] is None
             continue
-        cube = np.asarray(r["pixels"], dtype=np.uint16)
-        assert cube.shape == (12, 264, 264) and (cube > 0).any(axis=(1, 2)).all()
+        cube = decoded[r["sample_id"]]
+        assert (
+            cube.dtype == np.uint16
+            and cube.shape == (12, 264, 264)
+            and (cube > 0).any(axis=(1, 2)).all()
+        )
         assert len(r["bands"]) == 12 and r["band_scale"] == pytest.approx([1e-4] * 12)
         assert r["offset_removed_dn"] == [1000] * 12
         assert r["stac_collection"] == "sentinel-2-c1-l2a"
@@ -137,7 +149,7 @@ def test_shards_open_without_eocap(built):
     assert len(ds) == 8
     row = next(r for r in ds if r["status"] == "ok")
     assert isinstance(row["rgb"], Image.Image) and row["rgb"].size == (264, 264)
-    assert np.asarray(row["pixels"]).shape == (12, 264, 264)
+    assert len(row["pixels"]) == 12 * 264 * 264 * 2  # schema 2.0: the cube's bytes
 
 
 def test_resume_skips_done_shards_and_refuses_other_configs(built):

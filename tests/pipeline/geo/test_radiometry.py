@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import rasterio
 
+from pipeline.dataset.reader import read_cubes
 from pipeline.dataset.stats import ShardStats
 from pipeline.demo import region as demo
 from pipeline.demo.flavors import FLAVOR_COLLECTIONS
@@ -222,7 +223,16 @@ def test_harmonise_keeps_nodata_and_floors_valid_pixels_at_one():
 def _build_first_shard(region: DemoRegion, servers, out: Path) -> tuple[list[dict], ShardStats]:
     plan = plan_run(make_config(region, servers, out))
     stats = build_shard(next(plan.iter_shards()), plan.config, overture_root=plan.overture_root)
-    return pq.read_table(out / "shards" / "00000.parquet").to_pylist(), stats
+    return read_rows_with_cubes(out / "shards" / "00000.parquet"), stats
+
+
+def read_rows_with_cubes(path: Path) -> list[dict]:
+    """A shard's rows with ``pixels`` decoded (read_cubes: any schema version)."""
+    table = pq.read_table(path)
+    pixels = read_cubes(table)
+    rows = table.drop_columns(["pixels", "scl"]).to_pylist()
+    valid = table.column("pixels").is_valid().to_pylist()
+    return [{**r, "pixels": pixels[i] if valid[i] else None} for i, r in enumerate(rows)]
 
 
 def test_earth_search_l2a_shards_match_collection_1(
