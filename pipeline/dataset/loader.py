@@ -57,6 +57,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.dataset.layout import DatasetLayout, ReleaseLayout
 from pipeline.dataset.reader import read_cubes
+from pipeline.io.remote import RemoteFile, is_remote, open_release_source
 
 __all__ = ["SampleDataset", "open_parquet", "parquet_files"]
 
@@ -65,8 +66,30 @@ _STATE_VERSION = 1
 
 
 def open_parquet(path: str) -> pq.ParquetFile:
-    """Open one Parquet file for reading: the one place the loader touches storage."""
+    """Open one Parquet file for reading: the one place the loader touches storage.
+
+    A URL (``http(s)://``, ``s3://``, ``hf://``) is read by range requests: the footer, then
+    only the row groups and columns the loader asks for.
+    """
+    if is_remote(path):
+        return pq.ParquetFile(RemoteFile(path))
     return pq.ParquetFile(path)
+
+
+def _remote_release_files(root: str, split: str | None) -> list[str]:
+    """The data files of a remote release, from its sample index (a listing needs no bucket)."""
+    with open_release_source(root) as source:
+        index = pq.read_table(pa.BufferReader(source.read(ReleaseLayout.INDEX)))
+    files = sorted(
+        {
+            f
+            for f, s in zip(index["file"].to_pylist(), index["split"].to_pylist(), strict=True)
+            if split is None or s == split
+        }
+    )
+    if not files:
+        raise FileNotFoundError(f"no data file in {root}{'' if split is None else f' for {split}'}")
+    return [f"{root.rstrip('/')}/{f}" for f in files]
 
 
 def parquet_files(source: str | Path | Sequence[str | Path], split: str | None = None) -> list[str]:
@@ -78,6 +101,8 @@ def parquet_files(source: str | Path | Sequence[str | Path], split: str | None =
     """
     if not isinstance(source, str | Path):
         return [str(p) for p in source]
+    if is_remote(source):
+        return _remote_release_files(str(source), split)
     root = Path(source)
     if not root.is_dir():
         return [str(root)]

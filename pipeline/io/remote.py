@@ -19,6 +19,7 @@ Parquet row group) or a file's tail (its footer).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import time
 import urllib.parse
@@ -26,6 +27,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 
@@ -403,3 +405,52 @@ def upload_tree(local: Path, url: str, *, env: dict[str, str] | None = None) -> 
         except (OSError, ValueError, RuntimeError) as exc:  # obstore's errors subclass these
             raise RemoteError(f"{url}/{name}: upload failed: {exc}; check the bucket") from exc
     return names
+
+
+def is_remote(location: str | Path) -> bool:
+    """Whether ``location`` is a URL that :func:`open_release_source` reads remotely."""
+    schemes = ("http", "https", "s3", "hf")
+    return isinstance(location, str) and location.split("://", 1)[0] in schemes
+
+
+class RemoteFile(io.RawIOBase):
+    """One remote file as a seekable, read-only file object: each read is one range request.
+
+    For readers that seek to what they need (pyarrow reading a Parquet footer, then only the
+    row groups and columns asked for), so a sample costs its own bytes, not the file's.
+    """
+
+    def __init__(self, url: str) -> None:
+        root, _, self.name = url.rstrip("/").rpartition("/")
+        self.source = open_release_source(root)
+        _, self.size = self.source.read_tail(self.name, 1)
+        self.position = 0
+        self.requests = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer: Any) -> int:
+        length = min(len(buffer), self.size - self.position)
+        if length <= 0:
+            return 0
+        data = self.source.read_range(self.name, self.position, length)
+        self.requests += 1
+        buffer[: len(data)] = data
+        self.position += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self.source.close()
+        super().close()

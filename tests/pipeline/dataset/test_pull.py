@@ -302,3 +302,18 @@ def test_release_uploaded_and_pulled_over_s3_gives_the_http_bytes(
         if name != "release.json":
             assert sums[over_s3][name] == digest, name
             assert (over_s3 / name).read_bytes() == (over_http / name).read_bytes(), name
+
+
+def test_loader_reads_a_remote_release_by_ranges_like_the_local_copy(
+    release: Path, server: RecordingServer
+) -> None:
+    from pipeline.dataset.loader import SampleDataset
+
+    def samples(source: str) -> list[tuple[str, bytes]]:
+        data = SampleDataset(source, split="train", crop=32, random_crop=False, seed=3)
+        return [(s["sample_id"], s["pixels"].numpy().tobytes()) for s in data]
+
+    assert samples(server.url) == samples(str(release))
+    # Only ranges: no request fetched a whole data file.
+    data_requests = [(p, r) for p, r in server.requests if p.startswith("data/")]
+    assert data_requests and all(r for _, r in data_requests)
