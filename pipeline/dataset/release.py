@@ -35,9 +35,9 @@ from pipeline.dataset.card import ATTRIBUTION, LICENCES, CardFacts, render_card
 from pipeline.dataset.geoparquet import geo_metadata
 from pipeline.dataset.integrity import byte_range, write_sha256sums
 from pipeline.dataset.layout import SPLITS, DatasetLayout, ReleaseLayout
-from pipeline.dataset.reader import read_cubes
+from pipeline.dataset.reader import read_cubes, table_schema_version
 from pipeline.dataset.splits import SplitRule
-from pipeline.dataset.writer import write_table
+from pipeline.dataset.writer import ROWS_PER_GROUP, with_v2_cubes, write_table
 from pipeline.geo.bands import band_by_name
 from pipeline.io.atomic import atomic_write
 
@@ -68,7 +68,7 @@ class ReleaseOptions:
 
     split_rule: SplitRule = field(default_factory=SplitRule)
     samples_per_file: int = 256
-    rows_per_group: int = 4
+    rows_per_group: int = ROWS_PER_GROUP
     include_failed: bool = False
 
 
@@ -198,8 +198,11 @@ def _plan(shards: dict[int, Path], options: ReleaseOptions) -> _Plan:
 
 
 def _batches(path: Path) -> Iterator[pa.Table]:
+    # A release is always in the current schema: 1.2 shards (an output not yet migrated, or
+    # partly) are re-encoded on the way, so every data file has one schema.
     for batch in pq.ParquetFile(path).iter_batches(batch_size=_READ_BATCH):
-        yield pa.Table.from_batches([batch]).replace_schema_metadata(None)
+        table = pa.Table.from_batches([batch]).replace_schema_metadata(None)
+        yield with_v2_cubes(table) if table_schema_version(table) == "1.2" else table
 
 
 class _Writer:

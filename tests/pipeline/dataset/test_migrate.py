@@ -167,3 +167,25 @@ def test_a_killed_migration_leaves_readable_shards_and_a_rerun_finishes(v1_outpu
     assert summary.stats_corrected == 1  # the killed run's sidecar of shard 0
     assert {file_schema_version(p) for p in layout.finished_shards().values()} == {"2.0"}
     _check_stats(v1_output)
+
+
+def test_a_partly_migrated_output_releases_like_a_migrated_one(v1_output, review_dataset, tmp_path):
+    from pipeline.dataset.migrate import _migrate_shard
+    from pipeline.dataset.release import make_release
+
+    # The release reads the run's config: v1_output's is that of the dataset it came from.
+    shutil.copy(DatasetLayout(review_dataset).run_json, DatasetLayout(v1_output).run_json)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(v1_output, mixed)
+    _migrate_shard(DatasetLayout(mixed).shard_path(0))
+    assert {file_schema_version(p) for p in DatasetLayout(mixed).finished_shards().values()} == {
+        "1.2",
+        "2.0",
+    }
+    migrated = tmp_path / "migrated"
+    shutil.copytree(v1_output, migrated)
+    migrate_output(migrated)
+    make_release(mixed, tmp_path / "r-mixed")
+    make_release(migrated, tmp_path / "r-migrated")
+    sums = [(tmp_path / r / "SHA256SUMS").read_text() for r in ("r-mixed", "r-migrated")]
+    assert sums[0] == sums[1]
