@@ -434,6 +434,9 @@ def cmd_export_captions(args: argparse.Namespace) -> int:
 
 def add_release_parsers(sub: Any) -> None:
     """The ``release`` and ``export-captions`` subcommands."""
+    from pipeline.dataset.release import ReleaseOptions  # its defaults are the CLI's
+
+    defaults = ReleaseOptions()
     p = sub.add_parser(
         "release",
         help="write a release (Hugging Face layout, sample index, STAC, card) of an output",
@@ -465,12 +468,15 @@ def add_release_parsers(sub: Any) -> None:
         help="split cell size in degrees: all samples of a cell share a split (%(default)s)",
     )
     p.add_argument(
-        "--samples-per-file", type=int, default=256, help="samples per data file (%(default)s)"
+        "--samples-per-file",
+        type=int,
+        default=defaults.samples_per_file,
+        help="samples per data file (%(default)s)",
     )
     p.add_argument(
         "--rows-per-group",
         type=int,
-        default=4,
+        default=defaults.rows_per_group,
         help="rows per Parquet row group: one range read fetches this many (%(default)s)",
     )
     p = sub.add_parser(

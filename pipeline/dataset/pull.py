@@ -47,6 +47,7 @@ __all__ = [
     "PullFilter",
     "PullPlan",
     "SourceFile",
+    "fetch_row_groups",
     "plan_pull",
     "pull_release",
 ]
@@ -354,26 +355,38 @@ def _write_like(table: pa.Table, target: Path, like: pq.FileMetaData) -> None:
         pq.write_table(table, tmp, **_writer_options(like))
 
 
-def _fetch_rows(
-    plan: PullPlan, file: SourceFile, on_bytes: Callable[[int], None]
-) -> tuple[pa.Table, pq.FileMetaData]:
-    """The selected rows of a partly pulled file, and its footer.
+def fetch_row_groups(
+    source: ReleaseSource,
+    path: str,
+    row_groups: Sequence[tuple[int, int, int, str]],
+    on_bytes: Callable[[int], None] | None = None,
+) -> pq.ParquetFile:
+    """A remote data file of which only its footer and some row groups were fetched.
 
-    Fetches the file's tail (footer) and the selected row groups, each checked against its
-    ``range_sha256``, and nothing else of the file.
+    Costs one suffix request for the footer (two if it is larger than
+    :data:`FOOTER_READ_BYTES`) and one range request per row group, each checked against its
+    ``range_sha256``; ``read_row_group(g)`` then decodes those groups, and raises for others.
+
+    Args:
+        source: The release root.
+        path: The data file, relative to the root.
+        row_groups: (row group, byte offset, byte length, sha256) from the sample index.
+        on_bytes: Called with each row group's length as it arrives (progress).
+
+    Raises:
+        PullError: if the file is not Parquet or a row group's bytes do not match the index.
     """
-    source = plan.source
-    where = f"{source.location}/{file.path}"
-    tail, size = source.read_tail(file.path, FOOTER_READ_BYTES)
+    where = f"{source.location}/{path}"
+    tail, size = source.read_tail(path, FOOTER_READ_BYTES)
     if tail[-4:] != b"PAR1":
         raise PullError(f"{where}: not a Parquet file (no PAR1 at the end)")
     footer = int.from_bytes(tail[-8:-4], "little") + 8
     if footer > len(tail):
-        tail, size = source.read_tail(file.path, footer)
+        tail, size = source.read_tail(path, footer)
     sparse = _SparseFile(where, size)
     sparse.add(size - len(tail), tail)
-    for group, offset, length, sha256 in file.row_groups:
-        data = source.read_range(file.path, offset, length)
+    for group, offset, length, sha256 in row_groups:
+        data = source.read_range(path, offset, length)
         got = hashlib.sha256(data).hexdigest()
         if got != sha256:
             raise PullError(
@@ -382,8 +395,20 @@ def _fetch_rows(
                 "publisher, or pull from another copy"
             )
         sparse.add(offset, data)
-        on_bytes(length)
-    parquet = pq.ParquetFile(sparse)
+        if on_bytes is not None:
+            on_bytes(length)
+    return pq.ParquetFile(sparse)
+
+
+def _fetch_rows(
+    plan: PullPlan, file: SourceFile, on_bytes: Callable[[int], None]
+) -> tuple[pa.Table, pq.FileMetaData]:
+    """The selected rows of a partly pulled file, and its footer.
+
+    Fetches the file's tail (footer) and the selected row groups, each checked against its
+    ``range_sha256``, and nothing else of the file.
+    """
+    parquet = fetch_row_groups(plan.source, file.path, file.row_groups, on_bytes)
     groups = plan.index.column("row_group").to_pylist()
     in_group = plan.index.column("row_in_group").to_pylist()
     tables = []

@@ -67,7 +67,7 @@ class ReleaseOptions:
     """
 
     split_rule: SplitRule = field(default_factory=SplitRule)
-    samples_per_file: int = 256
+    samples_per_file: int = 64
     rows_per_group: int = ROWS_PER_GROUP
     include_failed: bool = False
 
