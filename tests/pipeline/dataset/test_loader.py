@@ -78,6 +78,19 @@ def band_stats(shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _workers_start_from_a_clean_process():
+    # Earlier tests of the session ran Prefect flows in this process; a DataLoader worker
+    # forked from it exits at once (code 1) with Prefect's state. A training process runs no
+    # flow, so the tests give workers what it would: a parent without that state (forkserver).
+    import torch.multiprocessing as mp
+
+    before = mp.get_start_method(allow_none=True)
+    mp.set_start_method("forkserver", force=True)
+    yield
+    mp.set_start_method(before, force=True)
+
+
 def ids_of(
     dataset: SampleDataset, num_workers: int = 0, batch_size: int | None = None
 ) -> list[str]:
