@@ -40,7 +40,7 @@ from pipeline.dataset.integrity import (
 )
 from pipeline.dataset.layout import ReleaseLayout
 from pipeline.io.atomic import atomic_write
-from pipeline.io.remote import ReleaseSource, RemoteError
+from pipeline.io.remote import RangeReader, ReleaseSource, RemoteError
 
 __all__ = [
     "PullError",
@@ -262,7 +262,7 @@ def plan_pull(source: ReleaseSource, dest: Path, filters: PullFilter) -> PullPla
     return plan
 
 
-class _SparseFile(io.RawIOBase):
+class _SparseFile(RangeReader):
     """A read-only file of known size of which only some byte ranges are present.
 
     pyarrow reads a Parquet file's footer and, for ``read_row_group(i)``, only that row
@@ -271,44 +271,22 @@ class _SparseFile(io.RawIOBase):
     """
 
     def __init__(self, name: str, size: int) -> None:
+        super().__init__(size)
         self.name_for_errors = name
-        self.size = size
-        self.pos = 0
         self.parts: list[tuple[int, bytes]] = []
 
     def add(self, offset: int, data: bytes) -> None:
         self.parts.append((offset, data))
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
-        self.pos = base + offset
-        return self.pos
-
-    def read(self, size: int | None = -1) -> bytes:
-        end = self.size if size is None or size < 0 else min(self.size, self.pos + size)
+    def _read_at(self, start: int, length: int) -> bytes:
+        end = start + length
         for offset, data in self.parts:
-            if offset <= self.pos and end <= offset + len(data):
-                out = data[self.pos - offset : end - offset]
-                self.pos = end
-                return out
+            if offset <= start and end <= offset + len(data):
+                return data[start - offset : end - offset]
         raise PullError(
-            f"{self.name_for_errors}: bytes {self.pos}-{end} were not fetched; the release "
+            f"{self.name_for_errors}: bytes {start}-{end} were not fetched; the release "
             "index's byte ranges do not match the file"
         )
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
 
 def _writer_options(metadata: pq.FileMetaData) -> dict[str, Any]:

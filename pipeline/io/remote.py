@@ -413,7 +413,52 @@ def is_remote(location: str | Path) -> bool:
     return isinstance(location, str) and location.split("://", 1)[0] in schemes
 
 
-class RemoteFile(io.RawIOBase):
+class RangeReader(io.RawIOBase, ABC):
+    """A read-only, seekable file of known size whose bytes come from :meth:`_read_at`.
+
+    pyarrow reads a Parquet file through it by seeking to what it needs (the footer, then the
+    row groups and columns asked for), so the subclass decides where those bytes come from.
+    """
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.position = 0
+
+    @abstractmethod
+    def _read_at(self, start: int, length: int) -> bytes:
+        """``length`` bytes from ``start`` (never past the end)."""
+
+    def readable(self) -> bool:
+        """Always: the file is for reading."""
+        return True
+
+    def seekable(self) -> bool:
+        """Always: readers seek to the parts they need."""
+        return True
+
+    def tell(self) -> int:
+        """The current position."""
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move to ``offset`` from the start, the current position or the end."""
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer: Any) -> int:
+        """Fill ``buffer`` from the current position; 0 at the end."""
+        length = min(len(buffer), self.size - self.position)
+        if length <= 0:
+            return 0
+        data = self._read_at(self.position, length)
+        buffer[: len(data)] = data
+        self.position += len(data)
+        return len(data)
+
+
+class RemoteFile(RangeReader):
     """One remote file as a seekable, read-only file object: each read is one range request.
 
     For readers that seek to what they need (pyarrow reading a Parquet footer, then only the
@@ -423,33 +468,12 @@ class RemoteFile(io.RawIOBase):
     def __init__(self, url: str) -> None:
         root, _, self.name = url.rstrip("/").rpartition("/")
         self.source = open_release_source(root)
-        _, self.size = self.source.read_tail(self.name, 1)
-        self.position = 0
+        super().__init__(self.source.read_tail(self.name, 1)[1])
         self.requests = 0
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
-        self.position = max(0, base + offset)
-        return self.position
-
-    def readinto(self, buffer: Any) -> int:
-        length = min(len(buffer), self.size - self.position)
-        if length <= 0:
-            return 0
-        data = self.source.read_range(self.name, self.position, length)
+    def _read_at(self, start: int, length: int) -> bytes:
         self.requests += 1
-        buffer[: len(data)] = data
-        self.position += len(data)
-        return len(data)
+        return self.source.read_range(self.name, start, length)
 
     def close(self) -> None:
         self.source.close()
