@@ -20,7 +20,7 @@ from typing import Any
 import boto3
 import httpx
 
-from pipeline.demo.servers import HOST, free_port
+from pipeline.demo.servers import HOST, free_port, stop_process
 
 ACCESS_KEY_ID = "eocap-test-key"
 SECRET_ACCESS_KEY = "eocap-test-secret"  # moto accepts any credentials
@@ -97,13 +97,7 @@ class S3Server:
 
     def stop(self) -> None:
         """Terminate the server and wait for it (kill after 5 s)."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def _spawn(port: int, log_path: Path) -> subprocess.Popen[bytes]:

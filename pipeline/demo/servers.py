@@ -43,7 +43,19 @@ __all__ = [
     "start_file_server",
     "start_stac_server",
     "start_transformers_server",
+    "stop_process",
 ]
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 5.0) -> None:
+    """Terminate a server process and wait for it; kill it if it is still there after the wait."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @dataclass
@@ -63,13 +75,7 @@ class ServerHandle:
 
     def stop(self) -> None:
         """Terminate the server and wait for it (kill after 5 s)."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
