@@ -756,15 +756,15 @@ def shard_schema(n_bands: int, size: int, version: str = SCHEMA_VERSION) -> pa.S
 _PRIMITIVE_NAMES = {"float": "float32", "double": "float64", "date32[day]": "date32"}
 
 
-def _type_name(arrow_type: pa.DataType | Cube, *, nested: bool = False) -> str:
+def type_name(arrow_type: pa.DataType | Cube, *, nested: bool = False) -> str:
     """A short name of an Arrow type for the docs; structs inside structs by field names."""
     if isinstance(arrow_type, Cube):
         dims = "".join(f"[{d}]" for d in arrow_type.dims)
-        return f"large_binary: {_type_name(arrow_type.value_type)}{dims}"
+        return f"large_binary: {type_name(arrow_type.value_type)}{dims}"
     if pa.types.is_fixed_size_list(arrow_type):
-        return f"fixed_size_list<{_type_name(arrow_type.value_type)}>[{arrow_type.list_size}]"
+        return f"fixed_size_list<{type_name(arrow_type.value_type)}>[{arrow_type.list_size}]"
     if pa.types.is_list(arrow_type):
-        return f"list<{_type_name(arrow_type.value_type, nested=nested)}>"
+        return f"list<{type_name(arrow_type.value_type, nested=nested)}>"
     if pa.types.is_timestamp(arrow_type):
         return f"timestamp[{arrow_type.unit}, {arrow_type.tz}]"
     if pa.types.is_struct(arrow_type):
@@ -772,7 +772,7 @@ def _type_name(arrow_type: pa.DataType | Cube, *, nested: bool = False) -> str:
             return "struct"
         parts: list[tuple[list[str], str]] = []  # runs of fields of one type: names, type
         for f in arrow_type:
-            kind = _type_name(f.type, nested=True)
+            kind = type_name(f.type, nested=True)
             if kind in ("struct", "list<struct>"):
                 parts.append(([f.name], ""))
             elif parts and parts[-1][1] == kind:
@@ -784,7 +784,8 @@ def _type_name(arrow_type: pa.DataType | Cube, *, nested: bool = False) -> str:
     return _PRIMITIVE_NAMES.get(str(arrow_type), str(arrow_type))
 
 
-def _cell(text: str) -> str:
+def markdown_cell(text: str) -> str:
+    """``text`` safe inside a Markdown table cell."""
     return text.replace("|", "\\|")
 
 
@@ -797,17 +798,17 @@ def markdown_tables() -> dict[str, str]:
     for c in COLUMNS:
         groups = ", ".join(g.value for g in ColumnGroup if g in c.groups)
         columns.append(
-            f"| `{c.name}` | `{_type_name(c.type)}` | {'yes' if c.nullable else 'no'} "
-            f"| {c.unit} | {groups} | {_cell(c.doc)} |"
+            f"| `{c.name}` | `{type_name(c.type)}` | {'yes' if c.nullable else 'no'} "
+            f"| {c.unit} | {groups} | {markdown_cell(c.doc)} |"
         )
     context = ["| field | type | meaning |", "|---|---|---|"]
     for name, arrow_type, doc in CONTEXT_FIELDS:
-        context.append(f"| `{name}` | `{_type_name(arrow_type)}` | {_cell(doc)} |")
+        context.append(f"| `{name}` | `{type_name(arrow_type)}` | {markdown_cell(doc)} |")
     from pipeline.dataset.stats import ShardStats  # stats reads no column; no cycle
 
     stats = ["| field | type | meaning |", "|---|---|---|"]
     for f in fields(ShardStats):
-        stats.append(f"| `{f.name}` | `{f.type}` | {_cell(f.metadata['doc'])} |")
+        stats.append(f"| `{f.name}` | `{f.type}` | {markdown_cell(f.metadata['doc'])} |")
     return {
         "columns": "\n".join(columns),
         "context": "\n".join(context),
@@ -819,14 +820,26 @@ def _marked(name: str) -> re.Pattern[str]:
     return re.compile(rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)", re.DOTALL)
 
 
-def render_docs(text: str) -> str:
-    """``text`` (docs/dataset-schema.md) with its generated tables replaced by current ones.
+def doc_tables(doc: Path) -> dict[str, str]:
+    """The generated tables of a document, by marker name: the schema doc's or the release doc's."""
+    if doc.name == "release.md":
+        from pipeline.dataset.release import index_markdown_table  # release builds on columns
+
+        return {"index": index_markdown_table()}
+    return markdown_tables()
+
+
+def render_docs(text: str, tables: Mapping[str, str] | None = None) -> str:
+    """``text`` with its generated tables replaced by current ones.
+
+    Args:
+        text: A document with ``<!-- NAME:begin -->`` / ``<!-- NAME:end -->`` markers.
+        tables: The tables by marker name (default: docs/dataset-schema.md's).
 
     Raises:
-        ValueError: if a table's ``<!-- NAME:begin -->`` / ``<!-- NAME:end -->`` markers are
-            missing.
+        ValueError: if a table's markers are missing.
     """
-    for name, table in markdown_tables().items():
+    for name, table in (markdown_tables() if tables is None else tables).items():
         match = _marked(name).search(text)
         if match is None:
             raise ValueError(f"no <!-- {name}:begin --> ... <!-- {name}:end --> markers")
@@ -834,20 +847,25 @@ def render_docs(text: str) -> str:
     return text
 
 
-DOCS_COMMAND = "python -m pipeline.dataset.columns --write-docs docs/dataset-schema.md"
-"""Regenerates the column tables of the schema document."""
+DOCS_COMMAND = (
+    "python -m pipeline.dataset.columns --write-docs docs/dataset-schema.md "
+    "--write-docs docs/release.md"
+)
+"""Regenerates the generated tables of the schema and release documents."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the generated Markdown tables, or write them into the schema document."""
     parser = argparse.ArgumentParser(prog="python -m pipeline.dataset.columns")
-    parser.add_argument("--write-docs", type=Path, metavar="MD", help="update MD in place")
+    parser.add_argument(
+        "--write-docs", type=Path, action="append", metavar="MD", help="update MD in place"
+    )
     args = parser.parse_args(argv)
-    if args.write_docs is None:
+    if not args.write_docs:
         sys.stdout.write("\n\n".join(markdown_tables().values()) + "\n")
         return 0
-    path: Path = args.write_docs
-    path.write_text(render_docs(path.read_text()))
+    for path in args.write_docs:
+        path.write_text(render_docs(path.read_text(), doc_tables(path)))
     return 0
 
 

@@ -32,6 +32,7 @@ from pipeline import __version__
 from pipeline.core.errors import EocapError
 from pipeline.dataset.band_stats import INVALID_SCL, BandHistograms
 from pipeline.dataset.card import ATTRIBUTION, LICENCES, CardFacts, render_card
+from pipeline.dataset.columns import markdown_cell, type_name
 from pipeline.dataset.geoparquet import geo_metadata
 from pipeline.dataset.integrity import byte_range, write_sha256sums
 from pipeline.dataset.layout import SPLITS, DatasetLayout, ReleaseLayout
@@ -91,28 +92,57 @@ class ReleaseSummary:
 
 _BBOX = pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])
 
-INDEX_SCHEMA = pa.schema(
-    [
-        ("sample_id", pa.string()),
-        ("split", pa.string()),
-        ("file", pa.string()),
-        ("row_group", pa.int32()),
-        ("row_in_group", pa.int32()),
-        ("byte_offset", pa.int64()),
-        ("byte_length", pa.int64()),
-        ("range_sha256", pa.string()),
-        ("geometry", pa.binary()),
-        ("bbox", _BBOX),
-        ("lon", pa.float64()),
-        ("lat", pa.float64()),
-        ("datetime", pa.timestamp("us", tz="UTC")),
-        ("period", pa.string()),
-        ("cloud_fraction", pa.float32()),
-        ("classes", pa.list_(pa.string())),
-        ("caption_flags", pa.list_(pa.string())),
-        ("review_status", pa.string()),
-    ]
+INDEX_FIELDS: tuple[tuple[str, pa.DataType, str], ...] = (
+    ("sample_id", pa.string(), "the sample"),
+    ("split", pa.string(), "`train`, `validation` or `test`"),
+    (
+        "file",
+        pa.string(),
+        "data file, relative to the release root (`data/train-00000-of-00003.parquet`)",
+    ),
+    ("row_group", pa.int32(), "row group of `file` holding the sample"),
+    ("row_in_group", pa.int32(), "the sample's row within that row group"),
+    (
+        "byte_offset",
+        pa.int64(),
+        "first byte of the row group's column chunks in `file` (each chunk starts at its "
+        "dictionary page if it has one, else its first data page)",
+    ),
+    (
+        "byte_length",
+        pa.int64(),
+        "bytes of the row group's column chunks, to the end of the last chunk "
+        "(`start + total_compressed_size`): one HTTP range fetches the group",
+    ),
+    ("range_sha256", pa.string(), "sha256 of those bytes (a pulled row group is verified first)"),
+    (
+        "geometry",
+        pa.binary(),
+        "chip footprint in lon/lat, WKB (GeoParquet 1.1 `geo` metadata, bbox covering)",
+    ),
+    ("bbox", _BBOX, "footprint bounds"),
+    ("lon", pa.float64(), "chip centre longitude"),
+    ("lat", pa.float64(), "chip centre latitude"),
+    ("datetime", pa.timestamp("us", tz="UTC"), "acquisition time"),
+    ("period", pa.string(), "the period (season) name"),
+    ("cloud_fraction", pa.float32(), "share of cloudy pixels"),
+    ("classes", pa.list_(pa.string()), "map classes in the chip"),
+    ("caption_flags", pa.list_(pa.string()), "caption check flags"),
+    ("review_status", pa.string(), "consensus review status, null if not reviewed"),
 )
+"""The sample index's columns: the Arrow schema and docs/release.md's table come from here."""
+
+INDEX_SCHEMA = pa.schema([(name, arrow_type) for name, arrow_type, _ in INDEX_FIELDS])
+
+
+def index_markdown_table() -> str:
+    """docs/release.md's table of the ``metadata.parquet`` columns."""
+    rows = ["| column | type | meaning |", "|---|---|---|"]
+    for name, arrow_type, doc in INDEX_FIELDS:
+        rows.append(f"| `{name}` | `{type_name(arrow_type)}` | {markdown_cell(doc)} |")
+    return "\n".join(rows)
+
+
 """Columns of ``metadata.parquet`` (docs/release.md)."""
 
 _COUNTED = ("captioner", "prompt_version", "overture_release", "caption_original")

@@ -21,6 +21,7 @@ from pipeline.dataset.columns import (
     ColumnGroup,
     SampleRecord,
     columns_in,
+    doc_tables,
     render_docs,
     shard_schema,
 )
@@ -34,10 +35,11 @@ SCHEMA_DOC = REPO_ROOT / "docs" / "dataset-schema.md"
 COMMITTED_SCHEMA = REPO_ROOT / "tests" / "data" / f"shard_schema_v{SCHEMA_VERSION}.txt"
 
 
-def test_docs_show_the_generated_column_tables():
-    text = SCHEMA_DOC.read_text()
-    assert render_docs(text) == text, (
-        f"docs/dataset-schema.md differs from pipeline/dataset/columns.py; run: {DOCS_COMMAND}"
+@pytest.mark.parametrize("doc", [SCHEMA_DOC, REPO_ROOT / "docs" / "release.md"], ids=str)
+def test_docs_show_the_generated_tables(doc):
+    text = doc.read_text()
+    assert render_docs(text, doc_tables(doc)) == text, (
+        f"{doc.name} differs from the definitions in pipeline/dataset/; run: {DOCS_COMMAND}"
     )
 
 
