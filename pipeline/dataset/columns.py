@@ -4,7 +4,7 @@ Each column is one field of :class:`SampleRecord` (a shard row); the field's met
 rest of the column's definition. Everything else is derived from these fields: the Arrow
 schema (:func:`shard_schema`), the column table (:data:`COLUMNS`), the column groups readers
 select (:func:`columns_in`), the Parquet encodings the writer applies, and the column table of
-``docs/dataset-schema.md`` (``python -m pipeline.dataset.columns --write-docs``; a test fails
+``docs/dataset-schema.md`` (``python -m pipeline.dataset.docs --write-docs``; a test fails
 when the document differs).
 
 The table is written as a dataclass rather than a list that a dataclass is generated from
@@ -16,14 +16,11 @@ without default is set for every row; one that defaults to ``None`` may be null.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import re
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,7 +33,6 @@ __all__ = [
     "CONTEXT_FIELDS",
     "CONTEXT_TYPE",
     "CUBE_COLUMNS",
-    "DOCS_COMMAND",
     "IMAGE_COLUMNS",
     "SCHEMA_VERSION",
     "SCHEMA_VERSIONS",
@@ -820,15 +816,6 @@ def _marked(name: str) -> re.Pattern[str]:
     return re.compile(rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)", re.DOTALL)
 
 
-def doc_tables(doc: Path) -> dict[str, str]:
-    """The generated tables of a document, by marker name: the schema doc's or the release doc's."""
-    if doc.name == "release.md":
-        from pipeline.dataset.release import index_markdown_table  # release builds on columns
-
-        return {"index": index_markdown_table()}
-    return markdown_tables()
-
-
 def render_docs(text: str, tables: Mapping[str, str] | None = None) -> str:
     """``text`` with its generated tables replaced by current ones.
 
@@ -845,29 +832,3 @@ def render_docs(text: str, tables: Mapping[str, str] | None = None) -> str:
             raise ValueError(f"no <!-- {name}:begin --> ... <!-- {name}:end --> markers")
         text = f"{text[: match.end(1)]}{table}\n{text[match.start(2) :]}"
     return text
-
-
-DOCS_COMMAND = (
-    "python -m pipeline.dataset.columns --write-docs docs/dataset-schema.md "
-    "--write-docs docs/release.md"
-)
-"""Regenerates the generated tables of the schema and release documents."""
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Print the generated Markdown tables, or write them into the schema document."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline.dataset.columns")
-    parser.add_argument(
-        "--write-docs", type=Path, action="append", metavar="MD", help="update MD in place"
-    )
-    args = parser.parse_args(argv)
-    if not args.write_docs:
-        sys.stdout.write("\n\n".join(markdown_tables().values()) + "\n")
-        return 0
-    for path in args.write_docs:
-        path.write_text(render_docs(path.read_text(), doc_tables(path)))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

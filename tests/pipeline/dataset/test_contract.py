@@ -15,16 +15,15 @@ from pipeline.dataset.columns import (
     CAPTION_OUTPUT_COLUMNS,
     COLUMNS,
     CUBE_COLUMNS,
-    DOCS_COMMAND,
     SCHEMA_VERSION,
     SUMMARY_COLUMNS,
     ColumnGroup,
     SampleRecord,
     columns_in,
-    doc_tables,
     render_docs,
     shard_schema,
 )
+from pipeline.dataset.docs import DOCS_COMMAND, doc_tables
 from pipeline.dataset.geoparquet import geo_metadata
 from pipeline.dataset.layout import DatasetLayout
 from pipeline.dataset.writer import write_shard
