@@ -63,7 +63,7 @@ def test_the_wheel_ships_prompts_vocabulary_and_templates(wheel: Path) -> None:
             for p in (ROOT / "prompts").iterdir()
             if p.suffix in (".yaml", ".j2")
         ),
-        "pipeline/caption/data/clip_bpe_vocab_16e6.txt.gz",
+        "pipeline/core/data/clip_bpe_vocab_16e6.txt.gz",
         "validation/templates/review.html",
         "validation/static/review.js",
     ]

@@ -17,7 +17,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 
-from pipeline.caption.clip_tokenizer import clip_token_ids
+from pipeline.core.clip_tokenizer import clip_token_ids
 from pipeline.caption.grounding import unsupported_claims
 from pipeline.core.types import ChipStats, MapContext
 

@@ -3,8 +3,8 @@
 The captions are meant for CLIP-style training, whose text tower reads at most 77 tokens, so
 ``pipeline.caption.checks`` counts CLIP tokens. ``tokenizers`` has wheels for every platform the
 images are built for (amd64 and arm64); the BPE vocabulary ships inside eocap
-(``pipeline/caption/data/clip_bpe_vocab_16e6.txt.gz``, OpenAI CLIP's file, MIT licence,
-Copyright (c) 2021 OpenAI: see ``pipeline/caption/data/clip_bpe_vocab_16e6.LICENSE``).
+(``pipeline/core/data/clip_bpe_vocab_16e6.txt.gz``, OpenAI CLIP's file, MIT licence,
+Copyright (c) 2021 OpenAI: see ``pipeline/core/data/clip_bpe_vocab_16e6.LICENSE``).
 
 What is reproduced, step by step (CLIP's ``SimpleTokenizer.encode`` after its text cleaning, and
 token for token the ``instant-clip-tokenizer`` package eocap used before):
@@ -54,7 +54,7 @@ def _byte_alphabet() -> list[str]:
 @lru_cache(maxsize=1)
 def clip_tokenizer() -> Tokenizer:
     """The CLIP BPE tokenizer; expects lowercased text (see :func:`clip_token_ids`)."""
-    packed = (files("pipeline.caption") / "data" / _VOCAB_FILE).read_bytes()
+    packed = (files("pipeline.core") / "data" / _VOCAB_FILE).read_bytes()
     lines = gzip.decompress(packed).decode()
     # Line 0 is a version header; CLIP uses the merges on lines 1..48894 and ignores the rest.
     pairs = (line.split() for line in lines.split("\n")[1 : _MERGES + 1])

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pipeline.caption.checks import clip_token_count
-from pipeline.caption.clip_tokenizer import clip_token_ids, clip_tokenizer
+from pipeline.core.clip_tokenizer import clip_token_ids, clip_tokenizer
 from tests.conftest import REPO_ROOT
 
 # Counts made once by instant-clip-tokenizer 0.1.1 (a Rust port of CLIP's SimpleTokenizer), on
