@@ -23,6 +23,7 @@ from rich.table import Table
 
 from pipeline.core.config import RunConfig, load_config
 from pipeline.core.errors import ConfigError
+from pipeline.core.yaml_config import documented_yaml
 from pipeline.dataset.layout import DatasetLayout
 from pipeline.runner.plan import preflight
 from pipeline.runner.progress import StageProgress
@@ -326,27 +327,9 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def default_config_yaml() -> str:
     """The default run config as commented YAML."""
-    lines = ["# eocap run config: every field with its default. Edit and pass to `eocap run`."]
-    defaults = RunConfig().model_dump(mode="json")
-
-    def emit(model: type[Any], data: dict[str, Any], indent: str) -> None:
-        for name, info in model.model_fields.items():
-            value = data[name]
-            sub = info.annotation
-            if info.description:
-                lines.append(f"{indent}# {info.description}")
-            if isinstance(sub, type) and hasattr(sub, "model_fields"):
-                lines.append(f"{indent}{name}:")
-                emit(sub, value, indent + "  ")
-            elif isinstance(value, list) and value and isinstance(value[0], dict):
-                text = yaml.safe_dump({name: value}, default_flow_style=None, sort_keys=False)
-                lines.extend(indent + ln for ln in text.rstrip().splitlines())
-            else:
-                text = yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n")
-                lines.append(f"{indent}{name}: {text.strip()}")
-
-    emit(RunConfig, defaults, "")
-    return "\n".join(lines) + "\n"
+    return documented_yaml(
+        RunConfig, "eocap run config: every field with its default. Edit and pass to `eocap run`."
+    )
 
 
 # --- release and export-captions (docs/release.md) ---

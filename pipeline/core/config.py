@@ -28,18 +28,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from pipeline.core.errors import ConfigError
+from pipeline.core.yaml_config import ConfigSection, load_yaml_model, set_path, validate_model
 from pipeline.geo.bands import BAND_PRESETS, Band, resolve_band_names
 
 __all__ = [
@@ -70,8 +66,7 @@ RELEASE_PLACEHOLDER = "{release}"
 """Stands for the release id in ``overture.source``."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Section = ConfigSection
 
 
 class Point(_Section):
@@ -514,71 +509,8 @@ class RunConfig(_Section):
         """Return a validated copy with dotted-path updates, e.g. ``{"stac.api_url": u}``."""
         data = self.model_dump(mode="json")
         for path, value in updates.items():
-            _set_path(data, path.split("."), value)
-        return _validate(data)
-
-
-def _set_path(data: dict[str, Any], keys: list[str], value: Any) -> None:
-    node = data
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-    node[keys[-1]] = value
-
-
-def _field_name(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part.startswith(("function-", "tuple[", "list[", "union[")) or part in (
-            "str",
-            "date",
-        ):
-            # pydantic adds validator/union branch names to locations; they are not fields.
-            continue
-        else:
-            out += f".{part}" if out else part
-    return out or "(root)"
-
-
-def _validate(data: Mapping[str, Any]) -> RunConfig:
-    try:
-        return RunConfig.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        raise ConfigError(_field_name(tuple(err["loc"])), msg) from None
-
-
-def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, raw in env.items():
-        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX:
-            continue
-        path = [p.lower() for p in key[len(ENV_PREFIX) :].split("__")]
-        if path[0] not in RunConfig.model_fields:
-            continue  # other EOCAP_* variables (e.g. EOCAP_DEMO_DIR) are not config fields
-        _set_path(out, path, yaml.load(raw, Loader=_ConfigLoader))
-    return out
-
-
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
-class _ConfigLoader(yaml.SafeLoader):
-    """YAML loader that leaves dates as strings, so pydantic validates them and names the field."""
-
-
-_ConfigLoader.yaml_implicit_resolvers = {
-    key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
+            set_path(data, path.split("."), value)
+        return validate_model(RunConfig, data)
 
 
 def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> RunConfig:
@@ -594,17 +526,6 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = 
     Raises:
         ConfigError: naming the first invalid field.
     """
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError("(file)", f"config file {path} does not exist")
-        try:
-            loaded = yaml.load(path.read_text(), Loader=_ConfigLoader)
-        except yaml.YAMLError as exc:
-            raise ConfigError("(file)", f"{path} is not valid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError("(file)", f"{path} must hold a mapping at the top level")
-        data = loaded or {}
-    data = _merge(data, _env_overrides(os.environ if env is None else env))
-    return _validate(data)
+    return load_yaml_model(
+        RunConfig, path, os.environ if env is None else env, env_prefix=ENV_PREFIX
+    )
