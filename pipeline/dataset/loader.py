@@ -59,7 +59,7 @@ from pipeline.dataset.layout import DatasetLayout, ReleaseLayout
 from pipeline.dataset.reader import read_cubes
 from pipeline.io.remote import RemoteFile, is_remote, open_release_source
 
-__all__ = ["SampleDataset", "open_parquet", "parquet_files"]
+__all__ = ["SampleDataset", "open_parquet", "parquet_files", "read_release_file", "sample_key"]
 
 _ALWAYS_READ = ("sample_id", "status", "bands", "caption")
 _STATE_VERSION = 1
@@ -74,6 +74,14 @@ def open_parquet(path: str) -> pq.ParquetFile:
     if is_remote(path):
         return pq.ParquetFile(RemoteFile(path))
     return pq.ParquetFile(path)
+
+
+def read_release_file(root: str | Path, name: str) -> bytes:
+    """One file of a release by its name in the layout (``band_stats.json``), local or remote."""
+    if is_remote(root):
+        with open_release_source(str(root)) as source:
+            return source.read(name)
+    return (Path(root) / name).read_bytes()
 
 
 def _remote_release_files(root: str, split: str | None) -> list[str]:
@@ -163,7 +171,7 @@ def _load_band_stats(band_stats: str | Path | Mapping[str, Any]) -> Mapping[str,
     return json.loads(Path(band_stats).read_text())  # type: ignore[no-any-return]
 
 
-def _sample_key(sample_id: str) -> int:
+def sample_key(sample_id: str) -> int:
     """A stable integer of a sample id (Python's ``hash`` of a str differs per process)."""
     return int.from_bytes(hashlib.sha1(sample_id.encode()).digest()[:8], "little")
 
@@ -428,7 +436,7 @@ class SampleDataset(IterableDataset[dict[str, Any]]):
                 f"crop {size} is larger than sample {sample_id} ({height}x{width}): crop smaller"
             )
         if self.random_crop:
-            rng = np.random.default_rng([self.seed, self.epoch, _sample_key(sample_id)])
+            rng = np.random.default_rng([self.seed, self.epoch, sample_key(sample_id)])
             top = int(rng.integers(height - size + 1))
             left = int(rng.integers(width - size + 1))
         else:
