@@ -17,18 +17,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 from pipeline.core.config import RunConfig, load_config
 from pipeline.core.errors import ConfigError
-from pipeline.core.yaml_config import documented_yaml
+from pipeline.core.yaml_config import documented_yaml, parse_set_options
 from pipeline.dataset.layout import DatasetLayout
 from pipeline.runner.plan import preflight
 from pipeline.runner.progress import StageProgress
 from pipeline.runner.report import RunReport
 from pipeline.stages.sampling import plan_locations
+from trainer.cli import add_trainer_parsers
 from validation.cli import add_review_parser, normalize_argv
 
 console = Console(stderr=True)
@@ -51,9 +51,13 @@ examples:
   eocap review output/demo            the review app: experts rate and correct captions
   eocap release output/demo release/demo   a release: HF layout, sample index, STAC, card
   eocap export-captions output/demo captions.parquet   the Llama3-MS-CLIP caption table
+  eocap train --print-config > train.yaml   train a multispectral CLIP on a release (`train`)
+  eocap eval MODEL --benchmark eurosat=/data/EuroSAT_MS   zero-shot accuracy and mAP@100
+  eocap embed MODEL RELEASE embeddings.parquet   image embeddings (sample_id, vector)
 
 Config values can also come from the environment: EOCAP_STAC__API_URL=..., EOCAP_OUTPUT__DIR=...
-Docs: docs/architecture.md (stages), docs/dataset-schema.md (columns), docs/production.md.
+Docs: docs/architecture.md (stages), docs/dataset-schema.md (columns), docs/production.md,
+docs/training.md (trainer, evaluation).
 """
 
 
@@ -65,19 +69,9 @@ def _setup_prefect() -> None:
     os.environ.setdefault("PREFECT_UI_ENABLED", "false")
 
 
-def _parse_sets(items: Sequence[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(item, "--set takes FIELD=VALUE, e.g. output.shard_size=100")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
 def _load(path: Path | None, sets: Sequence[str]) -> RunConfig:
     config = load_config(path)
-    updates = _parse_sets(sets)
+    updates = parse_set_options(sets)
     return config.with_updates(updates) if updates else config
 
 
@@ -701,6 +695,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_review_parser(sub)
     add_release_parsers(sub)
     add_pull_parsers(add)
+    add_trainer_parsers(add)
     return parser
 
 

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from transformers import CLIPModel
+from transformers.utils import logging as transformers_logging
 
 from trainer.config import ModelConfig
 from trainer.convert import from_openclip, to_openclip, unwrap_openclip_checkpoint
@@ -45,6 +46,7 @@ __all__ = [
     "Preprocessing",
     "build_model",
     "capture_rng",
+    "export_checkpoint",
     "latest_checkpoint",
     "load_model_folder",
     "restore_rng",
@@ -59,6 +61,9 @@ OPENCLIP_WEIGHTS = "open_clip_model.safetensors"
 OPENCLIP_CONFIG = "open_clip_config.json"
 """OpenCLIP's model and preprocessing config (the layout of ``hf-hub:`` OpenCLIP repos)."""
 _CHECKPOINT_GLOB = "step-*.pt"
+
+# Saving and loading model folders would draw tqdm bars inside the trainer's rich progress.
+transformers_logging.disable_progress_bar()
 
 
 class CheckpointError(Exception):
@@ -199,7 +204,8 @@ def build_model(
     bands: Sequence[str],
     tokenizer: TextTokenizer,
     *,
-    logit_bias: bool,
+    init_logit_scale: float,
+    init_logit_bias: float | None,
     seed: int,
 ) -> MultispectralCLIP:
     """The model to train: fresh (seeded) weights, or a checkpoint's adapted to the bands.
@@ -217,7 +223,12 @@ def build_model(
             activation="quick_gelu" if config.quick_gelu else "gelu",
         )
         return MultispectralCLIP(
-            arch, bands, eos_id=tokenizer.end_id, pad_id=tokenizer.pad_id, logit_bias=logit_bias
+            arch,
+            bands,
+            eos_id=tokenizer.end_id,
+            pad_id=tokenizer.pad_id,
+            init_logit_scale=init_logit_scale,
+            init_logit_bias=init_logit_bias,
         )
     state, found = _read_checkpoint(config)
     if found.vocab_size != tokenizer.vocab_size:
@@ -229,7 +240,12 @@ def build_model(
         image_size=config.image_size or found.image_size, context_length=config.context_length
     )
     model = MultispectralCLIP(
-        arch, bands, eos_id=tokenizer.end_id, pad_id=tokenizer.pad_id, logit_bias=logit_bias
+        arch,
+        bands,
+        eos_id=tokenizer.end_id,
+        pad_id=tokenizer.pad_id,
+        init_logit_scale=init_logit_scale,
+        init_logit_bias=init_logit_bias,
     )
     patch_key = "clip.vision_model.embeddings.patch_embedding.weight"
     channels = state[patch_key].shape[1]
@@ -245,7 +261,7 @@ def build_model(
     text_key = "clip.text_model.embeddings.position_embedding.weight"
     state[text_key] = _resize_positions_1d(state[text_key], arch.context_length)
     # A CLIP checkpoint has no SigLIP bias (kept at its init), a SigLIP one has one (unused).
-    if logit_bias:
+    if init_logit_bias is not None:
         state.setdefault("logit_bias", model.state_dict()["logit_bias"])
     else:
         state.pop("logit_bias", None)
@@ -376,6 +392,37 @@ def save_model_folder(
         **(extra or {}),
     }
     (folder / MODEL_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def export_checkpoint(checkpoint: Path, folder: Path) -> None:
+    """Write the model folder of a training checkpoint (``checkpoints/step-NNNNNNN.pt``).
+
+    The run's tokenizer is read from ``text/`` beside ``checkpoints/``.
+
+    Raises:
+        CheckpointError: for a file that is not an eocap training checkpoint.
+    """
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        model = MultispectralCLIP.from_description(saved["model_description"])
+        model.load_state_dict(saved["model"])
+        pre = saved["preprocessing"]
+        tokenizer = TextTokenizer.load(checkpoint.parent.parent / "text")
+    except (OSError, KeyError, RuntimeError, TypeError) as exc:
+        raise CheckpointError(
+            f"{checkpoint} is not an eocap training checkpoint with its run folder: {exc}"
+        ) from None
+    prep = Preprocessing(
+        tuple(pre["bands"]), tuple(pre["mean"]), tuple(pre["std"]), pre["image_size"], pre["crop"]
+    )
+    save_model_folder(
+        folder,
+        model,
+        tokenizer,
+        prep,
+        context_length=int(saved["context_length"]),
+        extra={"steps": int(saved["step"]), "exported_from": checkpoint.name},
+    )
 
 
 def load_model_folder(folder: Path, *, device: str | torch.device = "cpu") -> LoadedModel:

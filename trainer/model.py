@@ -127,12 +127,16 @@ def _clip_config(arch: ArchSpec, *, channels: int, eos_id: int, pad_id: int) -> 
 class MultispectralCLIP(nn.Module):
     """A CLIP over ``bands`` with a learnable temperature (and a bias for the SigLIP loss).
 
+    The temperature and bias start at the values of the loss trained with
+    (:class:`trainer.loss.ContrastiveLoss`'s ``init_logit_scale`` and ``init_logit_bias``).
+
     Args:
         arch: Sizes.
         bands: ESA band names of the input channels, in order.
         eos_id: The text end token: its position's state is the text embedding.
         pad_id: The padding token id (after the end token; never attended, causal mask).
-        logit_bias: Add SigLIP's learnable logit bias (init -10, temperature init 10).
+        init_logit_scale: Initial log-space temperature (the loss's; see :mod:`trainer.loss`).
+        init_logit_bias: Initial learnable logit bias (SigLIP's); None: no bias.
         attn_implementation: transformers' attention kernel (``sdpa`` or ``eager``).
     """
 
@@ -143,7 +147,8 @@ class MultispectralCLIP(nn.Module):
         *,
         eos_id: int,
         pad_id: int = 0,
-        logit_bias: bool = False,
+        init_logit_scale: float = math.log(1 / 0.07),
+        init_logit_bias: float | None = None,
         attn_implementation: str = "sdpa",
     ) -> None:
         super().__init__()
@@ -156,12 +161,11 @@ class MultispectralCLIP(nn.Module):
         config = _clip_config(arch, channels=len(self.bands), eos_id=eos_id, pad_id=pad_id)
         config._attn_implementation = attn_implementation
         self.clip = CLIPModel(config)
+        with torch.no_grad():
+            self.clip.logit_scale.fill_(init_logit_scale)
         self.logit_bias: nn.Parameter | None = None
-        if logit_bias:
-            # SigLIP (Zhai et al. 2023): t' = log 10, b = -10 at the start.
-            with torch.no_grad():
-                self.clip.logit_scale.fill_(math.log(10.0))
-            self.logit_bias = nn.Parameter(torch.tensor(-10.0))
+        if init_logit_bias is not None:
+            self.logit_bias = nn.Parameter(torch.tensor(float(init_logit_bias)))
 
     @property
     def logit_scale(self) -> nn.Parameter:
@@ -188,7 +192,8 @@ class MultispectralCLIP(nn.Module):
             described["bands"],
             eos_id=int(described["eos_id"]),
             pad_id=int(described["pad_id"]),
-            logit_bias=bool(described["logit_bias"]),
+            # the values come with the weights; only the bias's presence matters here
+            init_logit_bias=0.0 if described["logit_bias"] else None,
             attn_implementation=attn_implementation,
         )
 

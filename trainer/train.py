@@ -24,7 +24,7 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ from trainer.data import (
     train_dataset,
     train_loader,
 )
-from trainer.loss import contrastive_loss
+from trainer.loss import clamp_logit_scale_, contrastive_loss
 from trainer.model import ARCHS, MultispectralCLIP
 from trainer.text import FitCounts, TextTokenizer
 
@@ -269,12 +269,14 @@ def train(
         paths.config.write_text(config.model_dump_json(indent=2) + "\n")
     tokenizer = _tokenizer(config, paths, resume)
     prep = preprocessing_of(config)
+    loss_fn = contrastive_loss(config.train.loss)
     try:
         model = build_model(
             config.model,
             prep.bands,
             tokenizer,
-            logit_bias=config.train.loss == "siglip",
+            init_logit_scale=loss_fn.init_logit_scale,
+            init_logit_bias=loss_fn.init_logit_bias,
             seed=config.train.seed,
         )
     except CheckpointError as exc:
@@ -291,7 +293,6 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, warmup=loop.warmup_steps, total=loop.steps)
     )
-    loss_fn = contrastive_loss(loop.loss)
     dataset = train_dataset(config, prep, rank=rank, world_size=world)
     if len(dataset) < loop.batch_size * max(config.data.num_workers, 1):
         raise TrainError(
@@ -355,8 +356,7 @@ def train(
                     torch.nn.utils.clip_grad_norm_(model.parameters(), loop.grad_clip)
                 optimizer.step()
                 scheduler.step()
-                with torch.no_grad():
-                    model.logit_scale.clamp_(0, math.log(100))
+                clamp_logit_scale_(model.logit_scale)
                 step += 1
                 batch_samples = len(batch["sample_id"]) * world
                 samples_seen += batch_samples
@@ -374,7 +374,7 @@ def train(
                             "epoch": epoch,
                             "loss": f"{loss_value:.6f}",
                             "lr": f"{scheduler.get_last_lr()[0]:.6g}",
-                            "logit_scale": f"{float(model.logit_scale.exp()):.4f}",
+                            "logit_scale": f"{float(model.logit_scale.detach().exp()):.4f}",
                             "samples_per_s": f"{rate:.2f}",
                             "captions_whole": fit.whole,
                             "captions_sentences": fit.sentences,
@@ -387,6 +387,7 @@ def train(
                 if step % loop.checkpoint_every == 0 or step == loop.steps:
                     _checkpoint(
                         paths,
+                        prep,
                         model,
                         optimizer,
                         scheduler,
@@ -436,6 +437,7 @@ def train(
 
 def _checkpoint(
     paths: RunPaths,
+    prep: Preprocessing,
     model: MultispectralCLIP,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -475,6 +477,8 @@ def _checkpoint(
             "rng": capture_rng(),
             "fit": fit.as_dict(),
             "model_description": model.describe(),
+            "preprocessing": asdict(prep),
+            "context_length": config.model.context_length,
         },
         keep=config.train.keep_checkpoints,
     )

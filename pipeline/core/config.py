@@ -35,7 +35,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.core.yaml_config import ConfigSection, load_yaml_model, set_path, validate_model
+from pipeline.core.yaml_config import ConfigSection, load_yaml_model
 from pipeline.geo.bands import BAND_PRESETS, Band, resolve_band_names
 
 __all__ = [
@@ -504,13 +504,6 @@ class RunConfig(_Section):
         if len(set(names)) != len(names):
             raise ValueError(f"period names must be unique, got {names}")
         return v
-
-    def with_updates(self, updates: Mapping[str, Any]) -> RunConfig:
-        """Return a validated copy with dotted-path updates, e.g. ``{"stac.api_url": u}``."""
-        data = self.model_dump(mode="json")
-        for path, value in updates.items():
-            set_path(data, path.split("."), value)
-        return validate_model(RunConfig, data)
 
 
 def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> RunConfig:

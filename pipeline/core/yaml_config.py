@@ -10,9 +10,9 @@ with each field's description as a comment (``eocap config``, ``eocap train --pr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -23,6 +23,7 @@ __all__ = [
     "ConfigSection",
     "documented_yaml",
     "load_yaml_model",
+    "parse_set_options",
     "set_path",
     "validate_model",
 ]
@@ -34,6 +35,32 @@ class ConfigSection(BaseModel):
     """Base of every config section: unknown keys are errors (a typo must not pass silently)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def with_updates(self, updates: Mapping[str, Any]) -> Self:
+        """A validated copy with dotted-path updates, e.g. ``{"stac.api_url": u}``.
+
+        Raises:
+            ConfigError: naming the first invalid field.
+        """
+        data = self.model_dump(mode="json")
+        for path, value in updates.items():
+            set_path(data, path.split("."), value)
+        return validate_model(type(self), data)
+
+
+def parse_set_options(items: Sequence[str]) -> dict[str, Any]:
+    """``--set FIELD=VALUE`` options as dotted-path updates (values parsed as YAML scalars).
+
+    Raises:
+        ConfigError: for an item without ``=``.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(item, "--set takes FIELD=VALUE, e.g. --set output.shard_size=100")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def set_path(data: dict[str, Any], keys: list[str], value: Any) -> None:
