@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -63,7 +64,7 @@ OPENCLIP_CONFIG = "open_clip_config.json"
 _CHECKPOINT_GLOB = "step-*.pt"
 
 # Saving and loading model folders would draw tqdm bars inside the trainer's rich progress.
-transformers_logging.disable_progress_bar()
+transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 class CheckpointError(Exception):
@@ -194,8 +195,11 @@ def _read_checkpoint(config: ModelConfig) -> tuple[dict[str, torch.Tensor], Arch
         else:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
         state = from_openclip(unwrap_openclip_checkpoint(loaded))
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise CheckpointError(f"cannot read {config.init} checkpoint {path}: {exc}") from None
+    except (OSError, ValueError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"cannot read {config.init} checkpoint {path}: {first_line}"
+        ) from None
     return state, _arch_from_state(state, quick_gelu=config.quick_gelu)
 
 
@@ -388,7 +392,7 @@ def save_model_folder(
             "pixel_convention": "DN = reflectance x 10000, no BOA offset (eocap harmonised)",
         },
         "context_length": context_length,
-        "logit_bias": None if model.logit_bias is None else float(model.logit_bias),
+        "logit_bias": None if model.logit_bias is None else model.logit_bias.item(),
         **(extra or {}),
     }
     (folder / MODEL_FILE).write_text(json.dumps(settings, indent=2) + "\n")

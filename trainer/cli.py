@@ -201,17 +201,23 @@ def _print_results(out: Console, results: Sequence[Any]) -> None:
     if not results:
         return
     table = Table(title="zero-shot evaluation (95% bootstrap CI)")
-    for column in ("dataset", "images", "classes", "accuracy", "chance", "mAP@100"):
+
+    def pct(value: float | None, interval: tuple[float, float] | None) -> str:
+        if value is None or interval is None:
+            return "n/a"
+        return f"{100 * value:.1f} [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
+
+    for column in ("dataset", "images", "classes", "accuracy", "balanced", "chance", "mAP@100"):
         table.add_column(column)
     for r in results:
         table.add_row(
             f"{r.dataset} ({r.split or 'all'})",
             str(r.samples),
             str(len(r.classes)),
-            f"{100 * r.accuracy:.1f} [{100 * r.accuracy_ci[0]:.1f}, {100 * r.accuracy_ci[1]:.1f}]",
+            pct(r.accuracy, r.accuracy_ci),
+            pct(r.balanced_accuracy, r.balanced_accuracy_ci),
             f"{100 * r.chance_uniform:.1f} / {100 * r.chance_majority:.1f}",
-            f"{100 * r.map_at_100:.1f} [{100 * r.map_at_100_ci[0]:.1f}, "
-            f"{100 * r.map_at_100_ci[1]:.1f}]",
+            pct(r.map_at_100, r.map_at_100_ci),
         )
     out.print(table)
 

@@ -34,6 +34,7 @@ from trainer.evaldata.templates import prompts
 from trainer.heldout import held_out_labels
 from trainer.metrics import (
     RETRIEVAL_TOP_K,
+    balanced_accuracy,
     bootstrap_ci,
     multilabel_accuracy,
     multilabel_correct,
@@ -73,6 +74,8 @@ class EvalResult:
     map_at_100_ci: tuple[float, float]
     chance_uniform: float
     chance_majority: float
+    balanced_accuracy: float | None = None
+    balanced_accuracy_ci: tuple[float, float] | None = None
     per_class_ap: dict[str, float | None] = field(default_factory=dict)
     dropped: int = 0
     note: str = ""
@@ -82,6 +85,8 @@ class EvalResult:
         out = asdict(self)
         out["accuracy_ci"] = list(self.accuracy_ci)
         out["map_at_100_ci"] = list(self.map_at_100_ci)
+        if self.balanced_accuracy_ci is not None:
+            out["balanced_accuracy_ci"] = list(self.balanced_accuracy_ci)
         return out
 
 
@@ -143,9 +148,18 @@ def _score(
 ) -> EvalResult:
     logits = (ZERO_SHOT_LOGIT_SCALE * image @ text.t()).numpy().astype(np.float64)
     resamples = max(bootstrap, 1)
+    balanced: float | None = None
+    balanced_ci: tuple[float, float] | None = None
     if labels is not None:
         accuracy = top1_accuracy(logits, labels)
         accuracy_ci = bootstrap_ci(top1_correct(logits, labels), n_resamples=resamples, seed=seed)
+        balanced = balanced_accuracy(logits, labels)
+        balanced_ci = bootstrap_ci(
+            lambda idx: balanced_accuracy(logits[idx], labels[idx]),
+            n_samples=len(labels),
+            n_resamples=resamples,
+            seed=seed,
+        )
     else:
         accuracy = multilabel_accuracy(logits, targets)
         accuracy_ci = bootstrap_ci(
@@ -162,6 +176,7 @@ def _score(
     map_ci = bootstrap_ci(resampled_map, n_samples=len(logits), n_resamples=resamples, seed=seed)
     if bootstrap == 0:
         accuracy_ci, map_ci = (accuracy, accuracy), (mean_ap, mean_ap)
+        balanced_ci = None if balanced is None else (balanced, balanced)
     uniform, majority = _chance(labels, targets)
     return EvalResult(
         dataset=name,
@@ -175,6 +190,8 @@ def _score(
         map_at_100_ci=map_ci,
         chance_uniform=uniform,
         chance_majority=majority,
+        balanced_accuracy=balanced,
+        balanced_accuracy_ci=balanced_ci,
         per_class_ap={
             c: None if np.isnan(ap) else float(ap) for c, ap in zip(classes, per_class, strict=True)
         },
@@ -307,21 +324,27 @@ def evaluate_held_out(
     )
 
 
+def _with_ci(value: float, interval: tuple[float, float]) -> str:
+    return f"{100 * value:.1f} ({100 * interval[0]:.1f}-{100 * interval[1]:.1f})"
+
+
 def format_table(results: Sequence[EvalResult]) -> str:
     """A Markdown table of results (the model card and eval.md use it)."""
     lines = [
-        "| dataset | split | images | classes | accuracy (95% CI) | chance (uniform / majority) "
-        "| mAP@100 (95% CI) |",
-        "|---|---|---:|---:|---|---|---|",
+        "| dataset | split | images | classes | accuracy (95% CI) | balanced accuracy (95% CI) "
+        "| chance (uniform / majority) | mAP@100 (95% CI) |",
+        "|---|---|---:|---:|---|---|---|---|",
     ]
     for r in results:
         rule = " (multi-label rule)" if r.multilabel else ""
+        balanced = "n/a"
+        if r.balanced_accuracy is not None and r.balanced_accuracy_ci is not None:
+            balanced = _with_ci(r.balanced_accuracy, r.balanced_accuracy_ci)
         lines.append(
             f"| {r.dataset} | {r.split or 'all'} | {r.samples} | {len(r.classes)} | "
-            f"{100 * r.accuracy:.1f} ({100 * r.accuracy_ci[0]:.1f}-{100 * r.accuracy_ci[1]:.1f})"
-            f"{rule} | {100 * r.chance_uniform:.1f} / {100 * r.chance_majority:.1f} | "
-            f"{100 * r.map_at_100:.1f} ({100 * r.map_at_100_ci[0]:.1f}-"
-            f"{100 * r.map_at_100_ci[1]:.1f}) |"
+            f"{_with_ci(r.accuracy, r.accuracy_ci)}{rule} | {balanced} | "
+            f"{100 * r.chance_uniform:.1f} / {100 * r.chance_majority:.1f} | "
+            f"{_with_ci(r.map_at_100, r.map_at_100_ci)} |"
         )
     return "\n".join(lines) + "\n"
 

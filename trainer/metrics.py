@@ -110,6 +110,26 @@ def top1_accuracy(logits: npt.ArrayLike, labels: npt.ArrayLike) -> float:
     return float(top1_correct(logits, labels).mean())
 
 
+def balanced_accuracy(logits: npt.ArrayLike, labels: npt.ArrayLike) -> float:
+    """Mean over the classes present of the share of their samples ranked top-1 correctly.
+
+    Unlike accuracy, its chance level is 1 / C whatever the class balance: a model that
+    always answers the majority class scores 1 / C, not the majority's share. Classes absent
+    from ``labels`` are left out.
+
+    Args:
+        logits: Scores, shape ``[N, C]``.
+        labels: Class indices, shape ``[N]``.
+
+    Returns:
+        Balanced accuracy in ``[0, 1]``.
+    """
+    correct = top1_correct(logits, labels)
+    label_array = np.asarray(labels)
+    recalls = [correct[label_array == c].mean() for c in np.unique(label_array)]
+    return float(np.mean(recalls))
+
+
 def multilabel_correct(logits: npt.ArrayLike, targets: npt.ArrayLike) -> FloatArray:
     """Per-sample share of classes decided right under MS-CLIP's BigEarthNet rule.
 

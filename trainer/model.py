@@ -84,8 +84,9 @@ class ArchSpec:
 ARCHS: dict[str, ArchSpec] = {
     # OpenCLIP ViT-B-16 (model_configs/ViT-B-16.json), as laion2b_s34b_b88k and Llama3-MS-CLIP.
     "vit-b-16": ArchSpec(224, 16, 768, 12, 12, 512, 12, 8, 77, 49408, 512),
-    # A CPU-sized model for the demo and tests: 64 px chips in 8 px patches.
-    "tiny": ArchSpec(64, 8, 128, 4, 4, 128, 4, 4, 77, 49408, 128),
+    # A CPU-sized model for the demo and tests: 64 px chips in 8 px patches; heads of width 64
+    # as OpenCLIP (which is how a checkpoint's head count is read back).
+    "tiny": ArchSpec(64, 8, 128, 4, 2, 128, 4, 2, 77, 49408, 128),
 }
 """Named architectures (``model.arch`` in the train config)."""
 
