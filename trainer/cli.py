@@ -129,7 +129,7 @@ def _train_and_report(config: Any, *, resume: bool) -> int:
         return 0
     curves = training_curves_svg(paths.metrics, paths.root / "training-curves.svg")
     loaded = load_model_folder(result.model_dir)
-    results = _evaluate(loaded, config)
+    results = _evaluate(loaded, config, paths.root / "eval")
     write_model_card(
         result.model_dir,
         config,
@@ -155,8 +155,8 @@ def _train_and_report(config: Any, *, resume: bool) -> int:
     return 0
 
 
-def _evaluate(loaded: Any, config: Any) -> list[Any]:
-    """The config's evaluations: the held-out split, then each benchmark."""
+def _evaluate(loaded: Any, config: Any, report_dir: Path) -> list[Any]:
+    """The config's evaluations (held-out split, then benchmarks), reported in report_dir."""
     from trainer.evaldata import open_benchmark
     from trainer.evaluate import evaluate_benchmark, evaluate_held_out, write_report
 
@@ -191,7 +191,7 @@ def _evaluate(loaded: Any, config: Any) -> list[Any]:
             )
         )
     if results:
-        write_report(results, Path(config.output_dir) / "eval")
+        write_report(results, report_dir)
     return results
 
 
@@ -270,12 +270,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
                     bootstrap=args.bootstrap,
                     min_class_samples=args.min_class_samples,
                 ).model_dump(),
-                "train": {"output_dir": str(args.out or args.model.parent)},
             }
         )
         if not refs and args.held_out is None:
             return _error("nothing to evaluate: give --benchmark NAME=ROOT and/or --held-out")
-        results = _evaluate(loaded, config)
+        results = _evaluate(loaded, config, args.out or args.model.parent / "eval")
     except (CheckpointError, BenchmarkDataError, ValueError) as exc:
         return _error(str(exc))
     _print_results(Console(), results)
@@ -367,7 +366,9 @@ def add_trainer_parsers(add: Callable[[str, Any, str], argparse.ArgumentParser])
     )
     p.add_argument("--held-out", metavar="RELEASE", help="score a release split (--split)")
     p.add_argument("--split", default="test", help="the release split (default: test)")
-    p.add_argument("--out", type=Path, help="where eval.json/eval.md go (default: beside model)")
+    p.add_argument(
+        "--out", type=Path, help="folder for eval.json and eval.md (default: MODEL/../eval)"
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (1000)")
     p.add_argument("--min-class-samples", type=int, default=3)

@@ -49,6 +49,8 @@ __all__ = [
     "class_embeddings",
     "evaluate_benchmark",
     "evaluate_held_out",
+    "format_table",
+    "score_embeddings",
     "write_report",
 ]
 
@@ -132,7 +134,7 @@ def _chance(
     return 0.5, negatives
 
 
-def _score(
+def score_embeddings(
     name: str,
     split: str | None,
     classes: Sequence[str],
@@ -146,6 +148,11 @@ def _score(
     dropped: int = 0,
     note: str = "",
 ) -> EvalResult:
+    """Scores of normalised image embeddings [N, D] against class embeddings [C, D].
+
+    ``labels`` (single-label datasets) or None (multi-label: ``targets`` decide); ``targets``
+    [N, C] are the retrieval relevance in both cases.
+    """
     logits = (ZERO_SHOT_LOGIT_SCALE * image @ text.t()).numpy().astype(np.float64)
     resamples = max(bootstrap, 1)
     balanced: float | None = None
@@ -255,7 +262,7 @@ def evaluate_benchmark(
         targets[row, list(labels)] = True
     single = None if dataset.multilabel else np.array([ls[0] for ls in all_labels], np.int64)
     note = f"{dataset.level} files"
-    return _score(
+    return score_embeddings(
         dataset.name,
         dataset.split,
         classes,
@@ -309,7 +316,7 @@ def evaluate_held_out(
     image = _embed(loaded, batches(), on_images)
     labels = np.array([labelled.labels[s] for s in order], dtype=np.int64)
     targets = np.stack([labelled.targets[s] for s in order])
-    return _score(
+    return score_embeddings(
         "held-out",
         split,
         labelled.classes,

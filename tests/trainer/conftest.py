@@ -5,9 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.pipeline.dataset.release_fixture import build_release
+from pipeline.dataset.release import ReleaseOptions, make_release
+from pipeline.dataset.splits import SplitRule
+from tests.pipeline.dataset.release_fixture import reviewed_copy
 from trainer.config import TrainConfig, load_train_config
+
+HELD_OUT_RULE = SplitRule((0.5, 0.0, 0.5), seed=2, cell_deg=0.01)
+"""Puts a cropland and a forest location of the small dataset in test, the rest in train."""
 
 
 def small_config(release: Path, out: Path, **updates: object) -> TrainConfig:
@@ -34,16 +40,29 @@ def small_config(release: Path, out: Path, **updates: object) -> TrainConfig:
 
 @pytest.fixture(scope="session")
 def small_release(review_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real ``eocap release`` of the small dataset (train, validation and test splits)."""
+    """The real ``eocap release`` of the small dataset.
+
+    4 train samples (cropland) and 4 test samples (2 cropland, 2 forest) for the held-out
+    evaluation.
+    """
     work = tmp_path_factory.mktemp("trainer-release")
-    return build_release(review_dataset, work, work / "release")
+    options = ReleaseOptions(split_rule=HELD_OUT_RULE, samples_per_file=3, rows_per_group=1)
+    make_release(reviewed_copy(review_dataset, work / "dataset"), work / "release", options)
+    return work / "release"
 
 
 @pytest.fixture(scope="session")
 def trained_run(small_release: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished 6-step run (model folder, checkpoints, metrics) of the tiny model."""
-    from trainer.train import train
+    """A finished 6-step ``eocap train`` run of the tiny model.
 
-    out = tmp_path_factory.mktemp("trained") / "run"
-    train(small_config(small_release, out))
-    return out
+    It leaves a model folder with its card, checkpoints, metrics and the held-out evaluation.
+    """
+    from flows.cli import main
+
+    work = tmp_path_factory.mktemp("trained")
+    config = work / "train.yaml"
+    config.write_text(
+        yaml.safe_dump(small_config(small_release, work / "run").model_dump(mode="json"))
+    )
+    assert main(["train", str(config)]) == 0
+    return work / "run"

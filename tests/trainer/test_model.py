@@ -174,7 +174,11 @@ def test_build_model_from_safetensors_and_from_a_hugging_face_folder(tmp_path: P
     for init, checkpoint in (("openclip", "w.safetensors"), ("hf", "hf")):
         config = ModelConfig(init=init, checkpoint=str(tmp_path / checkpoint), tokenizer="clip")
         model = build_model(
-            config, ("B04", "B03", "B02"), tokenizer, init_logit_scale=0.0, init_logit_bias=None,
+            config,
+            ("B04", "B03", "B02"),
+            tokenizer,
+            init_logit_scale=0.0,
+            init_logit_bias=None,
             seed=0,
         ).eval()
         with torch.no_grad():
@@ -196,7 +200,11 @@ def test_checkpoint_errors_are_one_line_with_the_fix(tmp_path: Path):
     clip_vocab = ModelConfig(init="openclip", checkpoint=str(path), tokenizer="clip")
     with pytest.raises(CheckpointError, match="vocabulary"):
         build_model(
-            clip_vocab, BANDS_10, TextTokenizer.clip(), init_logit_scale=0, init_logit_bias=None,
+            clip_vocab,
+            BANDS_10,
+            TextTokenizer.clip(),
+            init_logit_scale=0,
+            init_logit_bias=None,
             seed=0,
         )
     with pytest.raises(ValueError, match="only ViT CLIPs"):
