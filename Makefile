@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The venv is rebuilt only when the dependency files change; a second `make demo` reuses it.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
-CODE := $(wildcard pipeline flows validation tests benchmarks)
+CODE := $(wildcard pipeline flows validation trainer tests benchmarks)
 
 .PHONY: install demo test lint format clean
 
@@ -29,7 +29,7 @@ test: install
 lint: install
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/ruff format --check $(CODE)
-	$(BIN)/mypy pipeline flows validation
+	$(BIN)/mypy pipeline flows validation trainer
 	$(BIN)/lint-imports
 
 format: install

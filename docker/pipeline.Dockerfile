@@ -9,6 +9,10 @@
 # constraints.txt pins torch's CPU build (+cpu, only on PyTorch's own index) for the dev venv, so
 # that pin is dropped here and pip takes torch 2.13.0 from PyPI: the CUDA 13.0 build (NVIDIA
 # driver >= 580). Run it with --gpus all.
+#
+# The trainer (eocap train/eval/embed, docs/training.md) on GPU hosts, amd64:
+#   docker build -f docker/pipeline.Dockerfile --build-arg EOCAP_EXTRAS=train -t eocap-train .
+#   docker run --gpus all --shm-size 16g -v /data:/data eocap-train train /data/train.yaml --procs 8
 FROM python:3.11-slim
 ARG EOCAP_EXTRAS=""
 ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -19,6 +23,7 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY pipeline ./pipeline
 COPY flows ./flows
 COPY validation ./validation
+COPY trainer ./trainer
 COPY prompts ./prompts
 RUN grep -v '^torch==' constraints.txt > /tmp/constraints.txt \
     && pip install --no-cache-dir -c /tmp/constraints.txt ".${EOCAP_EXTRAS:+[$EOCAP_EXTRAS]}" \

@@ -15,6 +15,7 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY pipeline ./pipeline
 COPY flows ./flows
 COPY validation ./validation
+COPY trainer ./trainer
 COPY prompts ./prompts
 # /data/review belongs to the reviewer so that a fresh volume mounted there is theirs too
 # (Docker copies the image's folder, owner included, into an empty named volume).

@@ -66,6 +66,8 @@ def test_the_wheel_ships_prompts_vocabulary_and_templates(wheel: Path) -> None:
         "pipeline/core/data/clip_bpe_vocab_16e6.txt.gz",
         "validation/templates/review.html",
         "validation/static/review.js",
+        "trainer/cli.py",
+        "trainer/evaldata/templates.py",
     ]
     assert len(expected) > 5 and not set(expected) - names
     assert not [n for n in names if n.startswith(("tests/", "benchmarks/", "docs/"))]

@@ -134,3 +134,17 @@ def test_review_state_is_a_volume_and_the_dataset_read_only(services):
     assert review["/data/review"] == ("review-state", False)
     # Only `review apply` writes into the dataset (shards/_review/).
     assert admin["/data"][1] is False and admin["/data/review"] == ("review-state", False)
+
+
+@pytest.mark.parametrize("dockerfile", ["pipeline.Dockerfile", "review.Dockerfile"])
+def test_images_copy_every_package_of_the_wheel(dockerfile):
+    """`eocap` imports every package (flows.cli registers the trainer's and review's commands)."""
+    import tomllib
+
+    include = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]["find"]["include"]
+    packages = {name.rstrip("*") for name in include}
+    text = (REPO_ROOT / "docker" / dockerfile).read_text()
+    copied = {line.split()[1] for line in text.splitlines() if line.startswith("COPY ")}
+    assert packages <= copied, packages - copied
