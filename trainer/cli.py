@@ -102,6 +102,7 @@ def _train_and_report(config: Any, *, resume: bool) -> int:
 
     from trainer.card import write_model_card
     from trainer.checkpoints import CheckpointError, load_model_folder
+    from trainer.evaluate import write_report
     from trainer.plots import training_curves_svg
     from trainer.train import RunPaths, TrainError, train
 
@@ -129,7 +130,11 @@ def _train_and_report(config: Any, *, resume: bool) -> int:
         return 0
     curves = training_curves_svg(paths.metrics, paths.root / "training-curves.svg")
     loaded = load_model_folder(result.model_dir)
-    results = _evaluate(loaded, config, paths.root / "eval")
+    results = _evaluate(loaded, config, "trained")
+    if config.eval.initial and paths.initial_model.is_dir():
+        results = _evaluate(load_model_folder(paths.initial_model), config, "initial") + results
+    if results:
+        write_report(results, paths.root / "eval")
     write_model_card(
         result.model_dir,
         config,
@@ -155,10 +160,10 @@ def _train_and_report(config: Any, *, resume: bool) -> int:
     return 0
 
 
-def _evaluate(loaded: Any, config: Any, report_dir: Path) -> list[Any]:
-    """The config's evaluations (held-out split, then benchmarks), reported in report_dir."""
+def _evaluate(loaded: Any, config: Any, model: str) -> list[Any]:
+    """The config's evaluations of one model: the held-out split, then each benchmark."""
     from trainer.evaldata import open_benchmark
-    from trainer.evaluate import evaluate_benchmark, evaluate_held_out, write_report
+    from trainer.evaluate import evaluate_benchmark, evaluate_held_out
 
     results = []
     ev = config.eval
@@ -190,8 +195,8 @@ def _evaluate(loaded: Any, config: Any, report_dir: Path) -> list[Any]:
                 seed=config.train.seed,
             )
         )
-    if results:
-        write_report(results, report_dir)
+    for result in results:
+        result.model = model
     return results
 
 
@@ -207,10 +212,12 @@ def _print_results(out: Console, results: Sequence[Any]) -> None:
             return "n/a"
         return f"{100 * value:.1f} [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
 
-    for column in ("dataset", "images", "classes", "accuracy", "balanced", "chance", "mAP@100"):
+    columns = ("model", "dataset", "images", "classes", "accuracy", "balanced", "chance", "mAP@100")
+    for column in columns:
         table.add_column(column)
     for r in results:
         table.add_row(
+            r.model,
             f"{r.dataset} ({r.split or 'all'})",
             str(r.samples),
             str(len(r.classes)),
@@ -254,6 +261,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from trainer.checkpoints import CheckpointError, load_model_folder
         from trainer.config import EvalConfig, TrainConfig
         from trainer.evaldata import BenchmarkDataError
+        from trainer.evaluate import write_report
     except ImportError as exc:
         return _missing_extra(exc)
     try:
@@ -274,7 +282,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
         if not refs and args.held_out is None:
             return _error("nothing to evaluate: give --benchmark NAME=ROOT and/or --held-out")
-        results = _evaluate(loaded, config, args.out or args.model.parent / "eval")
+        results = _evaluate(loaded, config, args.model.name)
+        if results:
+            write_report(results, args.out or args.model.parent / "eval")
     except (CheckpointError, BenchmarkDataError, ValueError) as exc:
         return _error(str(exc))
     _print_results(Console(), results)

@@ -211,6 +211,11 @@ class BenchmarkRef(ConfigSection):
 class EvalConfig(ConfigSection):
     """Evaluation at the end of training (and by ``eocap eval``)."""
 
+    initial: bool = Field(
+        default=True,
+        description="Also score the model as it started (random, or the checkpoint's inflated "
+        "weights): the report shows what training added.",
+    )
     held_out: bool = Field(
         default=True,
         description="Zero-shot and retrieval on the release's held-out split, classes from "

@@ -81,6 +81,8 @@ class EvalResult:
     per_class_ap: dict[str, float | None] = field(default_factory=dict)
     dropped: int = 0
     note: str = ""
+    model: str = ""
+    """Which model: ``initial`` (before training), ``trained``, or a folder's name."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -338,9 +340,9 @@ def _with_ci(value: float, interval: tuple[float, float]) -> str:
 def format_table(results: Sequence[EvalResult]) -> str:
     """A Markdown table of results (the model card and eval.md use it)."""
     lines = [
-        "| dataset | split | images | classes | accuracy (95% CI) | balanced accuracy (95% CI) "
-        "| chance (uniform / majority) | mAP@100 (95% CI) |",
-        "|---|---|---:|---:|---|---|---|---|",
+        "| model | dataset | split | images | classes | accuracy (95% CI) "
+        "| balanced accuracy (95% CI) | chance (uniform / majority) | mAP@100 (95% CI) |",
+        "|---|---|---|---:|---:|---|---|---|---|",
     ]
     for r in results:
         rule = " (multi-label rule)" if r.multilabel else ""
@@ -348,7 +350,7 @@ def format_table(results: Sequence[EvalResult]) -> str:
         if r.balanced_accuracy is not None and r.balanced_accuracy_ci is not None:
             balanced = _with_ci(r.balanced_accuracy, r.balanced_accuracy_ci)
         lines.append(
-            f"| {r.dataset} | {r.split or 'all'} | {r.samples} | {len(r.classes)} | "
+            f"| {r.model} | {r.dataset} | {r.split or 'all'} | {r.samples} | {len(r.classes)} | "
             f"{_with_ci(r.accuracy, r.accuracy_ci)}{rule} | {balanced} | "
             f"{100 * r.chance_uniform:.1f} / {100 * r.chance_majority:.1f} | "
             f"{_with_ci(r.map_at_100, r.map_at_100_ci)} |"

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -102,6 +103,11 @@ class RunPaths:
     def model(self) -> Path:
         """The final model folder (Hugging Face + OpenCLIP + eocap settings)."""
         return self.root / "model"
+
+    @property
+    def initial_model(self) -> Path:
+        """The model as it started (``eval.initial``), scored beside the trained one."""
+        return self.root / "model-initial"
 
     @property
     def config(self) -> Path:
@@ -267,8 +273,15 @@ def train(
     paths.root.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         paths.config.write_text(config.model_dump_json(indent=2) + "\n")
-    tokenizer = _tokenizer(config, paths, resume)
-    prep = preprocessing_of(config)
+    try:
+        tokenizer = _tokenizer(config, paths, resume)
+        prep = preprocessing_of(config)
+        dataset = train_dataset(config, prep, rank=rank, world_size=world)
+    except (OSError, pa.ArrowException) as exc:
+        raise TrainError(
+            f"cannot read split {config.data.train_split} of {config.data.source}: {exc}; "
+            "data.source must be a release (`eocap release OUTPUT DIR`)"
+        ) from None
     loss_fn = contrastive_loss(config.train.loss)
     try:
         model = build_model(
@@ -293,7 +306,6 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, warmup=loop.warmup_steps, total=loop.steps)
     )
-    dataset = train_dataset(config, prep, rank=rank, world_size=world)
     if len(dataset) < loop.batch_size * max(config.data.num_workers, 1):
         raise TrainError(
             f"split {config.data.train_split} of {config.data.source} has {len(dataset)} samples "
@@ -316,6 +328,15 @@ def train(
             _truncate_metrics(paths.metrics, step)
     else:
         dataset.set_epoch(0)
+        if rank == 0 and config.eval.initial:
+            save_model_folder(
+                paths.initial_model,
+                model,
+                tokenizer,
+                prep,
+                context_length=config.model.context_length,
+                extra={"run": config.name, "steps": 0},
+            )
 
     metrics_file = paths.metrics.open("a", newline="") if rank == 0 else None
     writer = csv.DictWriter(metrics_file, fieldnames=METRICS_COLUMNS) if metrics_file else None

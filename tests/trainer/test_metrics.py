@@ -9,6 +9,7 @@ import pytest
 
 from trainer.metrics import (
     average_precision_at_k,
+    balanced_accuracy,
     bootstrap_ci,
     multilabel_accuracy,
     multilabel_correct,
@@ -16,6 +17,17 @@ from trainer.metrics import (
     top1_accuracy,
     top1_correct,
 )
+
+
+def test_balanced_accuracy_is_the_mean_recall_and_majority_guessing_scores_chance():
+    # 4 samples of class 0, 1 of class 1; the model always answers class 0
+    always_zero = [[1.0, 0.0]] * 5
+    labels = [0, 0, 0, 0, 1]
+    assert top1_accuracy(always_zero, labels) == 0.8
+    assert balanced_accuracy(always_zero, labels) == 0.5  # (4/4 + 0/1) / 2
+    # recalls 3/4 and 1/1 -> 0.875; class 2 never occurs and is left out
+    logits = [[1, 0, 0], [1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 1, 0]]
+    assert balanced_accuracy(logits, [0, 0, 0, 0, 1]) == 0.875
 
 
 def test_top1_accuracy_counts_argmax_hits_and_breaks_ties_by_lowest_class():
