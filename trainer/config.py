@@ -42,6 +42,7 @@ __all__ = [
     "ModelConfig",
     "TrainConfig",
     "default_train_yaml",
+    "docs_with_config_reference",
     "load_train_config",
 ]
 
@@ -171,7 +172,9 @@ class LoopConfig(ConfigSection):
     )
     lr: float = Field(default=1e-3, gt=0, description="Peak learning rate (AdamW).")
     weight_decay: float = Field(
-        default=0.2, ge=0, description="AdamW weight decay (not on gains, biases, embeddings)."
+        default=0.2,
+        ge=0,
+        description="AdamW weight decay (not on gains, biases or the temperature).",
     )
     betas: tuple[float, float] = Field(default=(0.9, 0.98), description="AdamW betas.")
     eps: float = Field(default=1e-6, gt=0, description="AdamW epsilon.")
@@ -279,3 +282,24 @@ def default_train_yaml() -> str:
         TrainConfig,
         "eocap train config: every field with its default. Edit and pass to `eocap train`.",
     )
+
+
+_DOCS_START = "<!-- train-config:start -->"
+_DOCS_END = "<!-- train-config:end -->"
+
+
+def docs_with_config_reference(text: str) -> str:
+    """``text`` (docs/training.md) with the default config between its markers made current.
+
+    Run ``python -m trainer.config docs/training.md`` to rewrite the file; a test fails when
+    the page and the config drift apart.
+    """
+    start, end = text.index(_DOCS_START) + len(_DOCS_START), text.index(_DOCS_END)
+    return f"{text[:start]}\n```yaml\n{default_train_yaml()}```\n{text[end:]}"
+
+
+if __name__ == "__main__":
+    import sys
+
+    page = Path(sys.argv[1])
+    page.write_text(docs_with_config_reference(page.read_text()))
