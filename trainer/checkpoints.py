@@ -99,6 +99,17 @@ class Preprocessing:
         }
 
     @classmethod
+    def from_dict(cls, saved: Mapping[str, Any]) -> Preprocessing:
+        """The preprocessing as ``dataclasses.asdict`` (or eocap_model.json) saved it."""
+        return cls(
+            tuple(saved["bands"]),
+            tuple(float(m) for m in saved["mean"]),
+            tuple(float(s) for s in saved["std"]),
+            int(saved["image_size"]),
+            None if saved["crop"] is None else int(saved["crop"]),
+        )
+
+    @classmethod
     def from_band_stats(
         cls, stats: Mapping[str, Any], bands: Sequence[str], *, image_size: int, crop: int | None
     ) -> Preprocessing:
@@ -219,38 +230,32 @@ def build_model(
             channels do not fit.
     """
     torch.manual_seed(seed)
+    state: dict[str, torch.Tensor] | None = None
     if config.init == "scratch":
         arch = ARCHS[config.arch].with_updates(
             vocab_size=tokenizer.vocab_size,
-            context_length=config.context_length,
             image_size=config.image_size or ARCHS[config.arch].image_size,
             activation="quick_gelu" if config.quick_gelu else "gelu",
         )
-        return MultispectralCLIP(
-            arch,
-            bands,
-            eos_id=tokenizer.end_id,
-            pad_id=tokenizer.pad_id,
-            init_logit_scale=init_logit_scale,
-            init_logit_bias=init_logit_bias,
-        )
-    state, found = _read_checkpoint(config)
-    if found.vocab_size != tokenizer.vocab_size:
-        raise CheckpointError(
-            f"checkpoint vocabulary {found.vocab_size} != tokenizer {tokenizer.vocab_size}: "
-            "use model.tokenizer: clip with CLIP checkpoints"
-        )
-    arch = found.with_updates(
-        image_size=config.image_size or found.image_size, context_length=config.context_length
-    )
+    else:
+        state, arch = _read_checkpoint(config)
+        if arch.vocab_size != tokenizer.vocab_size:
+            raise CheckpointError(
+                f"checkpoint vocabulary {arch.vocab_size} != tokenizer {tokenizer.vocab_size}: "
+                "use model.tokenizer: clip with CLIP checkpoints"
+            )
+        arch = arch.with_updates(image_size=config.image_size or arch.image_size)
     model = MultispectralCLIP(
-        arch,
+        arch.with_updates(context_length=config.context_length),
         bands,
         eos_id=tokenizer.end_id,
         pad_id=tokenizer.pad_id,
         init_logit_scale=init_logit_scale,
         init_logit_bias=init_logit_bias,
     )
+    if state is None:
+        return model
+    arch = model.arch
     patch_key = "clip.vision_model.embeddings.patch_embedding.weight"
     channels = state[patch_key].shape[1]
     if channels == 3 and len(bands) != 3:
@@ -410,15 +415,12 @@ def export_checkpoint(checkpoint: Path, folder: Path) -> None:
         saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
         model = MultispectralCLIP.from_description(saved["model_description"])
         model.load_state_dict(saved["model"])
-        pre = saved["preprocessing"]
+        prep = Preprocessing.from_dict(saved["preprocessing"])
         tokenizer = TextTokenizer.load(checkpoint.parent.parent / "text")
     except (OSError, KeyError, RuntimeError, TypeError) as exc:
         raise CheckpointError(
             f"{checkpoint} is not an eocap training checkpoint with its run folder: {exc}"
         ) from None
-    prep = Preprocessing(
-        tuple(pre["bands"]), tuple(pre["mean"]), tuple(pre["std"]), pre["image_size"], pre["crop"]
-    )
     save_model_folder(
         folder,
         model,
@@ -448,10 +450,9 @@ def load_model_folder(folder: Path, *, device: str | torch.device = "cpu") -> Lo
     if model.logit_bias is not None and settings.get("logit_bias") is not None:
         with torch.no_grad():
             model.logit_bias.fill_(float(settings["logit_bias"]))
-    pre = settings["preprocessing"]
-    prep = Preprocessing(
-        tuple(pre["bands"]), tuple(pre["mean"]), tuple(pre["std"]), pre["image_size"], pre["crop"]
-    )
     return LoadedModel(
-        model.to(device).eval(), TextTokenizer.load(folder), prep, int(settings["context_length"])
+        model.to(device).eval(),
+        TextTokenizer.load(folder),
+        Preprocessing.from_dict(settings["preprocessing"]),
+        int(settings["context_length"]),
     )

@@ -33,6 +33,7 @@ from trainer.text import FitCounts, TextTokenizer
 __all__ = [
     "caption_ids",
     "collate_pairs",
+    "prepared_samples",
     "read_band_stats",
     "read_captions",
     "to_model_input",
@@ -87,6 +88,18 @@ def train_dataset(
         rank=rank,
         world_size=world_size,
         drop_uneven=world_size > 1,
+    )
+
+
+def prepared_samples(source: str, split: str | None, prep: Preprocessing) -> SampleDataset:
+    """Every ok sample of ``split``, in file order, prepared as in training (centre crop)."""
+    return SampleDataset(
+        source,
+        split=split,
+        bands=prep.bands,
+        band_stats=prep.band_stats(),
+        crop=prep.crop,
+        shuffle=False,
     )
 
 

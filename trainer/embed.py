@@ -18,9 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from pipeline.dataset.loader import SampleDataset
 from trainer.checkpoints import LoadedModel
-from trainer.data import to_model_input
+from trainer.data import prepared_samples, to_model_input
 
 __all__ = ["EMBEDDING_METADATA_KEY", "embed_samples", "embedding_schema"]
 
@@ -55,14 +54,7 @@ def embed_samples(
         The number of samples embedded.
     """
     prep = loaded.preprocessing
-    dataset = SampleDataset(
-        source,
-        split=split,
-        bands=prep.bands,
-        band_stats=prep.band_stats(),
-        crop=prep.crop,
-        shuffle=False,
-    )
+    dataset = prepared_samples(source, split, prep)
     total = len(dataset)
     device = next(loaded.model.parameters()).device
     dim = loaded.model.arch.embed_dim

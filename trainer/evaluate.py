@@ -26,9 +26,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from pipeline.dataset.loader import SampleDataset
 from trainer.checkpoints import LoadedModel
-from trainer.data import to_model_input
+from trainer.data import prepared_samples, to_model_input
 from trainer.evaldata import BenchmarkDataset
 from trainer.evaldata.templates import prompts
 from trainer.heldout import held_out_labels
@@ -291,15 +290,7 @@ def evaluate_held_out(
 ) -> EvalResult:
     """Zero-shot on a release split, each chip labelled by its dominant Overture land cover."""
     labelled = held_out_labels(source, split, min_class_samples=min_class_samples)
-    prep = loaded.preprocessing
-    dataset = SampleDataset(
-        source,
-        split=split,
-        bands=prep.bands,
-        band_stats=prep.band_stats(),
-        crop=prep.crop,
-        shuffle=False,
-    )
+    dataset = prepared_samples(source, split, loaded.preprocessing)
     order: list[str] = []
 
     def batches() -> Iterator[torch.Tensor]:

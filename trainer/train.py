@@ -144,6 +144,8 @@ def _distributed() -> tuple[int, int, int]:
 def _device(local_rank: int) -> torch.device:
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
+        # fp32 matmuls (precision: fp32, and outside autocast) on TF32 tensor cores
+        torch.set_float32_matmul_precision("high")
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
 
@@ -329,14 +331,7 @@ def train(
     else:
         dataset.set_epoch(0)
         if rank == 0 and config.eval.initial:
-            save_model_folder(
-                paths.initial_model,
-                model,
-                tokenizer,
-                prep,
-                context_length=config.model.context_length,
-                extra={"run": config.name, "steps": 0},
-            )
+            _save_model(paths.initial_model, model, tokenizer, prep, config, steps=0, fit=fit)
 
     metrics_file = paths.metrics.open("a", newline="") if rank == 0 else None
     writer = csv.DictWriter(metrics_file, fieldnames=METRICS_COLUMNS) if metrics_file else None
@@ -433,16 +428,10 @@ def train(
             metrics_file.close()
     seconds = time.perf_counter() - started
     if stop_after is None and rank == 0:
-        save_model_folder(
-            paths.model,
-            model,
-            tokenizer,
-            prep,
-            context_length=config.model.context_length,
-            extra={"run": config.name, "steps": step, "captions": fit.as_dict()},
-        )
+        _save_model(paths.model, model, tokenizer, prep, config, steps=step, fit=fit)
     if world > 1:
         dist.barrier()
+        dist.destroy_process_group()
     return TrainResult(
         steps=step,
         epochs_started=epochs_started,
@@ -453,6 +442,26 @@ def train(
         model_dir=paths.model,
         resumed_from=resumed_from,
         losses=losses,
+    )
+
+
+def _save_model(
+    folder: Path,
+    model: MultispectralCLIP,
+    tokenizer: TextTokenizer,
+    prep: Preprocessing,
+    config: TrainConfig,
+    *,
+    steps: int,
+    fit: FitCounts,
+) -> None:
+    save_model_folder(
+        folder,
+        model,
+        tokenizer,
+        prep,
+        context_length=config.model.context_length,
+        extra={"run": config.name, "steps": steps, "captions": fit.as_dict()},
     )
 
 
