@@ -233,3 +233,24 @@ def test_hugging_face_clip_loads_an_n_band_model_with_the_same_embeddings(tmp_pa
             model.encode_text(ids, normalize=False),
             atol=1e-6,
         )
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    tokenizer = _tokenizer()
+    model = _rgb_model(tokenizer).train()
+    pixels = torch.randn(2, 3, 32, 32)
+    ids = tokenizer.encode(["a lake", "a town"], 77)
+
+    def grads() -> list[torch.Tensor]:
+        model.zero_grad()
+        image, text = model(pixels, ids)
+        (image @ text.t()).sum().backward()
+        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    plain = grads()
+    model.set_gradient_checkpointing(True)
+    assert model.clip.is_gradient_checkpointing
+    checkpointed = grads()
+    model.set_gradient_checkpointing(False)
+    assert len(plain) == len(checkpointed) > 10
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, checkpointed, strict=True))

@@ -121,6 +121,20 @@ def test_two_processes_train_with_ddp_on_cpu(small_release: Path, tmp_path: Path
     assert (tmp_path / "ddp" / "model" / "README.md").is_file()
 
 
+def test_siglip_trains_a_learnable_bias_and_saves_it(small_release: Path, tmp_path: Path):
+    config = small_config(
+        small_release,
+        tmp_path / "siglip",
+        **{"train.loss": "siglip", "train.steps": 3, "eval.initial": False},
+    )
+    result = train(config)
+    assert result.steps == 3 and all(loss > 0 for loss in result.losses)
+    settings = json.loads((tmp_path / "siglip" / "model" / "eocap_model.json").read_text())
+    assert settings["model"]["logit_bias"] is True
+    assert settings["logit_bias"] != pytest.approx(-10.0, abs=1e-9)  # it was trained
+    assert not (tmp_path / "siglip" / "model-initial").exists()
+
+
 def test_a_second_start_in_a_used_output_dir_needs_resume(trained_run: Path, small_release: Path):
     with pytest.raises(TrainError, match="--resume"):
         train(small_config(small_release, trained_run))
