@@ -17,8 +17,8 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 
-from pipeline.core.clip_tokenizer import clip_token_ids
 from pipeline.caption.grounding import unsupported_claims
+from pipeline.core.clip_tokenizer import clip_token_ids
 from pipeline.core.types import ChipStats, MapContext
 
 __all__ = ["CLIP_CONTEXT", "CaptionChecks", "check_caption", "clip_token_count"]
