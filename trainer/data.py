@@ -1,9 +1,10 @@
 """Training data: released samples through the dataset contract's loader, as model inputs.
 
-Pixels come from :class:`pipeline.dataset.loader.SampleDataset`: the bands by name, normalised
-with the model's per-band mean/std (band_stats.json layout), optionally cropped. The resize
-to the model's input size runs on the batch, on the training device (:func:`to_model_input`),
-so loader workers only decode and normalise. Captions are tokenised in the training process
+Pixels come from :class:`pipeline.dataset.loader.SampleDataset`: the bands by name, raw DN in
+their stored dtype (uint16: half the bytes of float32 through the worker pipes), optionally
+cropped. Normalisation with the model's per-band mean/std and the resize to the model's input
+size run on the batch, on the training device (:func:`to_model_input`), so loader workers only
+read, decode and crop. Captions are tokenised in the training process
 (:func:`caption_ids`), with the caption-fit draws seeded per sample and epoch.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from pipeline.dataset.layout import ReleaseLayout
 from pipeline.dataset.loader import (
@@ -63,9 +64,13 @@ def read_captions(source: str, split: str) -> list[str]:
 
 
 def collate_pairs(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """A batch: stacked pixels, the captions and sample ids as lists."""
+    """A batch: stacked pixels, the captions and sample ids as lists.
+
+    ``default_collate`` stacks a worker's pixels straight into shared memory (no copy when
+    the batch is pickled to the training process); ``torch.stack`` would not.
+    """
     return {
-        "pixels": torch.stack([s["pixels"] for s in samples]),
+        "pixels": default_collate([s["pixels"] for s in samples]),
         "caption": [s["caption"] or "" for s in samples],
         "sample_id": [s["sample_id"] for s in samples],
     }
@@ -79,7 +84,7 @@ def train_dataset(
         config.data.source,
         split=config.data.train_split,
         bands=prep.bands,
-        band_stats=prep.band_stats(),
+        raw=True,
         crop=prep.crop,
         random_crop=prep.crop is not None,
         shuffle=True,
@@ -92,12 +97,12 @@ def train_dataset(
 
 
 def prepared_samples(source: str, split: str | None, prep: Preprocessing) -> SampleDataset:
-    """Every ok sample of ``split``, in file order, prepared as in training (centre crop)."""
+    """Every ok sample of ``split``, in file order, raw and cropped as in training (centre)."""
     return SampleDataset(
         source,
         split=split,
         bands=prep.bands,
-        band_stats=prep.band_stats(),
+        raw=True,
         crop=prep.crop,
         shuffle=False,
     )
@@ -117,12 +122,24 @@ def train_loader(
     )
 
 
-def to_model_input(pixels: torch.Tensor, image_size: int) -> torch.Tensor:
-    """Normalised chips [B, C, H, W] resized (bicubic) to ``image_size``, on their device.
+def to_model_input(pixels: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
+    """Raw-DN chips [B, C, H, W] (any dtype), normalised and resized as ``prep`` says.
 
-    Downsizing uses antialiasing (as PIL's bicubic resize of CLIP's preprocessing does);
-    upsizing (EuroSAT's 64 px) does not need it.
+    On the chips' device: ``(x - mean) / std`` per band in float32, then a bicubic resize to
+    ``prep.image_size``. Downsizing uses antialiasing (as PIL's bicubic resize of CLIP's
+    preprocessing does); upsizing (EuroSAT's 64 px) does not need it.
     """
+    if pixels.shape[-3] != len(prep.bands):
+        raise ValueError(
+            f"chips have {pixels.shape[-3]} bands, the model takes {len(prep.bands)} "
+            f"({','.join(prep.bands)}): select those bands"
+        )
+    mean = torch.tensor(prep.mean, dtype=torch.float32, device=pixels.device)[:, None, None]
+    std = torch.tensor(prep.std, dtype=torch.float32, device=pixels.device)[:, None, None]
+    if pixels.dtype == torch.uint16:  # few kernels take uint16 (CUDA's): its bits as int16
+        pixels = pixels.view(torch.int16).to(torch.int32) & 0xFFFF
+    pixels = (pixels.to(torch.float32) - mean) / std
+    image_size = prep.image_size
     if pixels.shape[-1] == image_size and pixels.shape[-2] == image_size:
         return pixels
     shrink = pixels.shape[-1] > image_size

@@ -74,7 +74,7 @@ def embed_samples(
 
         def flush() -> None:
             nonlocal done
-            batch = to_model_input(torch.stack(pixels).to(device), prep.image_size)
+            batch = to_model_input(torch.stack(pixels).to(device), prep)
             vectors = loaded.model.encode_image(batch).float().cpu().numpy()
             flat = pa.array(vectors.astype(np.float32).reshape(-1), pa.float32())
             writer.write_table(

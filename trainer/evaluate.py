@@ -111,11 +111,11 @@ def _embed(
     batches: Iterable[torch.Tensor],
     on_images: ProgressHook | None,
 ) -> torch.Tensor:
-    """[N, D] normalised image embeddings of normalised pixel batches."""
+    """[N, D] normalised image embeddings of raw-DN pixel batches."""
     model, device = loaded.model, next(loaded.model.parameters()).device
     out, done = [], 0
     for pixels in batches:
-        pixels = to_model_input(pixels.to(device), loaded.preprocessing.image_size)
+        pixels = to_model_input(pixels.to(device), loaded.preprocessing)
         out.append(model.encode_image(pixels).float().cpu())
         done += len(pixels)
         if on_images is not None:
@@ -208,16 +208,15 @@ def score_embeddings(
     )
 
 
-def _normalised_batches(
+def _cropped_batches(
     dataset: BenchmarkDataset, loaded: LoadedModel, batch_size: int
 ) -> Iterator[tuple[torch.Tensor, list[tuple[int, ...]]]]:
+    """Batches of raw-DN chips (centre-cropped as the model's preprocessing says), labels."""
     prep = loaded.preprocessing
-    mean = torch.tensor(prep.mean, dtype=torch.float32)[:, None, None]
-    std = torch.tensor(prep.std, dtype=torch.float32)[:, None, None]
     pixels, labels = [], []
     for index in range(len(dataset)):
         sample = dataset[index]
-        chip = (torch.from_numpy(sample.pixels) - mean) / std
+        chip = torch.from_numpy(sample.pixels.astype(np.float32))
         if prep.crop is not None and prep.crop < min(chip.shape[-2:]):
             top = (chip.shape[-2] - prep.crop) // 2
             left = (chip.shape[-1] - prep.crop) // 2
@@ -252,7 +251,7 @@ def evaluate_benchmark(
     all_labels: list[tuple[int, ...]] = []
 
     def batches() -> Iterator[torch.Tensor]:
-        for pixels, labels in _normalised_batches(dataset, loaded, batch_size):
+        for pixels, labels in _cropped_batches(dataset, loaded, batch_size):
             all_labels.extend(labels)
             yield pixels
 

@@ -359,9 +359,7 @@ def train(
                     epoch=epoch,
                     counts=fit,
                 )
-                pixels = to_model_input(
-                    batch["pixels"].to(device, non_blocking=True), prep.image_size
-                )
+                pixels = to_model_input(batch["pixels"].to(device, non_blocking=True), prep)
                 with _autocast(config, device):
                     image, text = wrapped(pixels, ids.to(device, non_blocking=True))
                     scale = model.logit_scale.exp()

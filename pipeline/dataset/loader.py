@@ -187,6 +187,9 @@ class SampleDataset(IterableDataset[dict[str, Any]]):
             is stored. None: every stored band, in stored order.
         band_stats: ``band_stats.json`` (path or parsed) of a release: pixels become
             ``(x - mean) / std`` per band. None: pixels are the stored values as float32.
+        raw: Pixels in their stored dtype (uint16 for Sentinel-2), never normalised: half the
+            bytes of float32 through a DataLoader's worker pipes, for a consumer that
+            normalises on its device (the trainer does). Not with ``band_stats``.
         crop: Return ``crop`` x ``crop`` pixels; None: the whole chip.
         random_crop: Crop at a random offset (seeded by ``seed``, the epoch and the sample id,
             so the same whatever the worker layout); False: the centre.
@@ -208,6 +211,7 @@ class SampleDataset(IterableDataset[dict[str, Any]]):
         split: str | None = None,
         bands: Sequence[str] | None = None,
         band_stats: str | Path | Mapping[str, Any] | None = None,
+        raw: bool = False,
         crop: int | None = None,
         random_crop: bool = False,
         columns: Sequence[str] = (),
@@ -232,7 +236,10 @@ class SampleDataset(IterableDataset[dict[str, Any]]):
             raise ValueError(f"shuffle_buffer is {shuffle_buffer}: use 1 or more")
         self.files = parquet_files(source, split)
         self.bands = None if bands is None else list(bands)
+        if raw and band_stats is not None:
+            raise ValueError("raw pixels are never normalised: pass band_stats or raw, not both")
         self.stats = None if band_stats is None else _load_band_stats(band_stats)
+        self.raw = raw
         self.crop = crop
         self.random_crop = random_crop
         self.columns = [c for c in columns if c not in ("pixels", *_ALWAYS_READ)]
@@ -444,7 +451,11 @@ class SampleDataset(IterableDataset[dict[str, Any]]):
         return cube[:, top : top + size, left : left + size]
 
     def _finish(self, sample: dict[str, Any]) -> dict[str, Any]:
-        """The sample as returned: float32 pixels, normalised when band stats are given."""
+        """The sample as returned: float32 pixels (normalised with band stats), or raw ones."""
+        out = {k: v for k, v in sample.items() if k != "bands"}
+        if self.raw:
+            out["pixels"] = torch.from_numpy(np.ascontiguousarray(sample["pixels"]))
+            return out
         pixels = sample["pixels"].astype(np.float32)
         if self.stats is not None:
             per_band = self.stats["bands"]
@@ -452,7 +463,6 @@ class SampleDataset(IterableDataset[dict[str, Any]]):
             std = np.array([per_band[b]["std"] for b in sample["bands"]], np.float32)
             pixels -= mean[:, None, None]  # in place: (x - mean) / std, one array
             pixels /= std[:, None, None]
-        out = {k: v for k, v in sample.items() if k != "bands"}
         out["pixels"] = torch.from_numpy(pixels)
         return out
 

@@ -158,12 +158,12 @@ def test_exported_checkpoint_loads_in_clipmodel_with_the_trainers_embeddings(
             SampleDataset(
                 small_release,
                 bands=loaded.preprocessing.bands,
-                band_stats=loaded.preprocessing.band_stats(),
+                raw=True,
                 shuffle=False,
             )
         )
     )
-    pixels = to_model_input(sample["pixels"][None], loaded.preprocessing.image_size)
+    pixels = to_model_input(sample["pixels"][None], loaded.preprocessing)
     ids = loaded.tokenizer.encode([sample["caption"]], loaded.context_length)
     hf = CLIPModel.from_pretrained(str(folder), local_files_only=True).eval()
     with torch.no_grad():

@@ -226,6 +226,23 @@ def test_band_selection_and_normalisation_match_read_cubes(shards, band_stats):
             np.testing.assert_allclose(pixels[channel].numpy(), expected, rtol=1e-6, atol=1e-5)
 
 
+def test_raw_pixels_keep_the_stored_dtype_and_values(shards, band_stats):
+    first = sorted(shards.glob("*.parquet"))[0]
+    samples = list(SampleDataset([first], bands=["B08", "B02"], raw=True, shuffle=False))
+    table = read_shard(first)
+    cubes = read_cubes(table)
+    ids = table["sample_id"].to_pylist()
+    assert samples
+    for sample in samples:
+        row = ids.index(sample["sample_id"])
+        stored = table["bands"][row].as_py()
+        expected = cubes[row, [stored.index("B08"), stored.index("B02")]]
+        assert sample["pixels"].dtype == torch.uint16
+        np.testing.assert_array_equal(sample["pixels"].numpy(), expected)
+    with pytest.raises(ValueError, match="band_stats or raw"):
+        SampleDataset([first], raw=True, band_stats=band_stats)
+
+
 def test_unknown_band_is_one_plain_error(shards):
     with pytest.raises(KeyError, match="band B99 is not in sample"):
         next(iter(SampleDataset(shards, bands=["B99"])))
