@@ -85,10 +85,13 @@ def cmd_unlock(args: argparse.Namespace) -> int:
     from .auth import unlock
 
     engine, _ = _engine_and_dataset(args)
-    if not unlock(engine, args.name):
+    try:
+        unlocked = unlock(engine, args.name)
+    finally:
+        engine.dispose()
+    if not unlocked:
         console.print(
-            f"[bold red]error:[/bold red] {args.name!r} is not locked; "
-            "locked accounts are listed on the app's /admin/logins page"
+            f"[bold red]error:[/bold red] {args.name!r} is not locked (see /admin/logins)"
         )
         return 1
     console.print(f"unlocked {args.name}")

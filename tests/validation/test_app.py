@@ -5,7 +5,6 @@ Runs on SQLite and on the real PostgreSQL server that `.ci/run` starts.
 
 import re
 import secrets
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -16,33 +15,13 @@ import sqlalchemy as sa
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 
-from tests.conftest import review_postgres_url
 from validation.app import create_app
 from validation.auth import LoginPolicy, create_user, login
 from validation.campaigns import CampaignSettings, create_campaign, grow_campaign
-from validation.dataset import Dataset
-from validation.db import audit, connect, database_url, items, metadata, reviews
+from validation.db import audit, connect, items, metadata, reviews
 from validation.results import apply_reviews, campaign_results, export_reviews
 
 PASSWORD = "correct-horse"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'reviews.db'}"
-    url = database_url(review_postgres_url(), None)
-    engine = sa.create_engine(url)
-    metadata.drop_all(engine)  # a fresh schema per test
-    engine.dispose()
-    return url
-
-
-@pytest.fixture
-def dataset(review_dataset, tmp_path):
-    copy = tmp_path / "dataset"
-    shutil.copytree(review_dataset, copy, ignore=shutil.ignore_patterns("review"))
-    return Dataset(copy)
 
 
 @pytest.fixture
