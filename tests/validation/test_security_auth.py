@@ -10,6 +10,7 @@ import re
 import secrets
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
@@ -106,6 +107,24 @@ def test_throttled_account_is_refused_with_429_even_for_the_right_password(
     assert attempt(office, "ann", PASSWORD).status_code == 303
     for n in range(POLICY.account_throttle_after - 1):
         assert attempt(attacker, "ann", f"guess-{n}").status_code == 401, n
+
+
+def test_guesses_sent_at_once_to_two_workers_get_no_more_tries(accounts, db_url, dataset):
+    # Two apps on one database stand for two workers; every guess is in flight at once.
+    app, _ = accounts
+    workers = [app, create_app(dataset.root, db_url)]
+    guesses = 4 * POLICY.account_throttle_after
+    clients = [browser_at(workers[n % 2], f"192.0.2.{n + 1}") for n in range(guesses)]
+    forms = [
+        {"username": "ann", "password": f"guess-{n}", "csrf": login_token(c)}
+        for n, c in enumerate(clients)
+    ]
+    with ThreadPoolExecutor(max_workers=guesses) as pool:
+        answers = list(pool.map(lambda c, f: c.post("/login", data=f).status_code, clients, forms))
+    assert sorted(answers) == [401] * POLICY.account_throttle_after + [429] * (
+        guesses - POLICY.account_throttle_after
+    )
+    workers[1].state.engine.dispose()
 
 
 def test_address_is_throttled_across_names(accounts):
