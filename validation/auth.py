@@ -99,8 +99,8 @@ class LoginPolicy:
     After ``*_throttle_after`` failures of one account name (or from one client address, for any
     names), each failure blocks further logins of that name (from that address) for
     ``first_delay_s``, doubling with every further failure up to ``max_delay_s``. After
-    ``lockout_after`` failures an account is locked until an admin unlocks it. Failures are
-    forgotten ``forget_after_s`` after the last one, and an account's on its next successful login.
+    ``lockout_after`` failures an account is locked until an admin unlocks it. A count is
+    forgotten ``forget_after_s`` after its last failure, an account's also when it logs in.
 
     Attributes:
         account_throttle_after: Failures of one account name before the back-off starts.
@@ -315,11 +315,14 @@ def login(
     return token
 
 
+def _is_subject(scope: str, subject: str) -> sa.ColumnElement[bool]:
+    return sa.and_(login_failures.c.scope == scope, login_failures.c.subject == subject)
+
+
 def _failure_row(con: Connection, scope: str, subject: str) -> Any:
+    # Locked until commit on PostgreSQL: logins of one name or address are counted one by one.
     return con.execute(
-        sa.select(login_failures)
-        .where(login_failures.c.scope == scope, login_failures.c.subject == subject)
-        .with_for_update()
+        sa.select(login_failures).where(_is_subject(scope, subject)).with_for_update()
     ).one()
 
 
@@ -360,7 +363,7 @@ def _admit(
         delay = policy.delay(scope, row.failures + 1)
         con.execute(
             login_failures.update()
-            .where(login_failures.c.scope == scope, login_failures.c.subject == subject)
+            .where(_is_subject(scope, subject))
             .values(
                 failures=row.failures + 1,
                 last_failure_at=t,
@@ -401,11 +404,7 @@ def _record_failure(
         if scope == ACCOUNT and count >= policy.lockout_after:
             locked = con.execute(
                 login_failures.update()
-                .where(
-                    login_failures.c.scope == ACCOUNT,
-                    login_failures.c.subject == subject,
-                    login_failures.c.locked_at.is_(None),
-                )
+                .where(_is_subject(ACCOUNT, subject), login_failures.c.locked_at.is_(None))
                 .values(locked_at=now())
             )
             if locked.rowcount:
@@ -422,7 +421,7 @@ def _record_failure(
 def _forgive(con: Connection, subjects: list[tuple[str, str]]) -> None:
     """A successful login: the account's failures are forgotten, the address's one taken back."""
     for scope, subject in subjects:
-        key = (login_failures.c.scope == scope) & (login_failures.c.subject == subject)
+        key = _is_subject(scope, subject)
         if scope == ACCOUNT:
             # Not a lock set meanwhile by a failure sent at the same time: only an admin lifts it.
             con.execute(login_failures.delete().where(key, login_failures.c.locked_at.is_(None)))
@@ -436,8 +435,8 @@ def _forgive(con: Connection, subjects: list[tuple[str, str]]) -> None:
 
 def unlock(engine: Engine, username: str, *, by: int | None = None) -> bool:
     """Lift an account's lockout and forget its failures; False if it was not locked."""
+    key = _is_subject(ACCOUNT, username)
     with engine.begin() as con:
-        key = (login_failures.c.scope == ACCOUNT) & (login_failures.c.subject == username)
         row = con.execute(
             sa.select(login_failures).where(key, login_failures.c.locked_at.is_not(None))
         ).first()
