@@ -6,7 +6,6 @@ PostgreSQL server. Back-offs are ended by writing the database (as if their time
 never by waiting.
 """
 
-import re
 import secrets
 import statistics
 import time
@@ -18,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from flows.cli import main
 from tests.validation.conftest import PASSWORD
-from tests.validation.test_app import lock_out
+from tests.validation.test_app import csrf_of, lock_out, login_token
 from validation.app import create_app
 from validation.auth import LoginPolicy, create_user
 from validation.db import audit, login_failures, users
@@ -30,22 +29,31 @@ OFFICE = "198.51.100.20"
 
 
 @pytest.fixture
-def accounts(db_url, dataset):
-    app = create_app(dataset.root, db_url)
+def make_app(db_url, dataset):
+    """Apps on the test's database (other workers, or restarts), closed after the test."""
+    apps = []
+
+    def make(**settings):
+        apps.append(create_app(dataset.root, db_url, **settings))
+        return apps[-1]
+
+    yield make
+    for app in apps:
+        app.state.engine.dispose()
+
+
+@pytest.fixture
+def accounts(make_app):
+    app = make_app()
     engine = app.state.engine
     for name, role in (("admin", "admin"), ("ann", "reviewer"), ("bob", "reviewer")):
         create_user(engine, name, PASSWORD, role)
-    yield app, engine
-    engine.dispose()
+    return app, engine
 
 
 def browser_at(app, address, **kwargs):
     """A client with its own cookies, connecting from ``address``."""
     return TestClient(app, follow_redirects=False, client=(address, 50000), **kwargs)
-
-
-def login_token(client):
-    return re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
 
 
 def attempt(client, name, password):
@@ -72,9 +80,7 @@ def user_id(engine, name):
         return con.execute(sa.select(users.c.id).where(users.c.username == name)).scalar_one()
 
 
-def test_throttled_account_is_refused_with_429_even_for_the_right_password(
-    accounts, db_url, dataset
-):
+def test_throttled_account_is_refused_with_429_even_for_the_right_password(accounts, make_app):
     app, engine = accounts
     attacker, office = browser_at(app, ATTACKER), browser_at(app, OFFICE)
     for n in range(POLICY.account_throttle_after):
@@ -86,9 +92,7 @@ def test_throttled_account_is_refused_with_429_even_for_the_right_password(
         assert 0 < int(r.headers["Retry-After"]) <= POLICY.first_delay_s
         assert "Too many failed logins" in r.text
     # Kept in the database: another worker (or the app after a restart) refuses it too.
-    other = create_app(dataset.root, db_url)
-    assert attempt(browser_at(other, OFFICE), "ann", PASSWORD).status_code == 429
-    other.state.engine.dispose()
+    assert attempt(browser_at(make_app(), OFFICE), "ann", PASSWORD).status_code == 429
     (row,) = audited(engine, "login_throttled")
     assert (row.entity, row.entity_id) == ("user", user_id(engine, "ann"))
     assert row.after == {
@@ -109,10 +113,10 @@ def test_throttled_account_is_refused_with_429_even_for_the_right_password(
         assert attempt(attacker, "ann", f"guess-{n}").status_code == 401, n
 
 
-def test_guesses_sent_at_once_to_two_workers_get_no_more_tries(accounts, db_url, dataset):
+def test_guesses_sent_at_once_to_two_workers_get_no_more_tries(accounts, make_app):
     # Two apps on one database stand for two workers; every guess is in flight at once.
     app, _ = accounts
-    workers = [app, create_app(dataset.root, db_url)]
+    workers = [app, make_app()]
     guesses = 4 * POLICY.account_throttle_after
     clients = [browser_at(workers[n % 2], f"192.0.2.{n + 1}") for n in range(guesses)]
     forms = [
@@ -124,7 +128,6 @@ def test_guesses_sent_at_once_to_two_workers_get_no_more_tries(accounts, db_url,
     assert sorted(answers) == [401] * POLICY.account_throttle_after + [429] * (
         guesses - POLICY.account_throttle_after
     )
-    workers[1].state.engine.dispose()
 
 
 def test_address_is_throttled_across_names(accounts):
@@ -138,6 +141,12 @@ def test_address_is_throttled_across_names(accounts):
     assert attempt(browser_at(app, OFFICE), "bob", PASSWORD).status_code == 303
     (row,) = audited(engine, "login_throttled")
     assert (row.entity, row.after["address"]) == ("address", ATTACKER)
+    # The admin's Logins page lists the address, and no account as locked.
+    admin = browser_at(app, OFFICE)
+    assert attempt(admin, "admin", PASSWORD).status_code == 303
+    listing = admin.get("/admin/logins").text
+    assert f"<td>address</td><td>{ATTACKER}</td>" in listing
+    assert 'name="username"' not in listing
 
 
 def test_lockout_refuses_the_right_password_until_an_admin_unlocks(accounts):
@@ -168,7 +177,7 @@ def test_lockout_refuses_the_right_password_until_an_admin_unlocks(accounts):
     bob = browser_at(app, OFFICE)
     assert attempt(bob, "bob", PASSWORD).status_code == 303
     assert bob.get("/admin/logins").status_code == 403
-    bob_token = re.search(r'name="csrf" value="([^"]+)"', bob.get("/").text).group(1)
+    bob_token = csrf_of(bob, "/")
     r = bob.post("/admin/logins/unlock", data={"csrf": bob_token, "username": "ann"})
     assert r.status_code == 403
     admin = browser_at(app, OFFICE)
@@ -177,13 +186,11 @@ def test_lockout_refuses_the_right_password_until_an_admin_unlocks(accounts):
     locked_table = listing[listing.index('id="locked"') : listing.index('id="throttled"')]
     assert 'name="username" value="ann"' in locked_table
     assert 'name="username" value="nobody"' in locked_table
-    token = re.search(r'name="csrf" value="([^"]+)"', listing).group(1)
+    token = csrf_of(admin, "/admin/logins")
     r = admin.post("/admin/logins/unlock", data={"csrf": token, "username": "ann"})
     assert r.status_code == 303
-    assert (
-        admin.post("/admin/logins/unlock", data={"csrf": token, "username": "ann"}).status_code
-        == 400
-    )
+    again = admin.post("/admin/logins/unlock", data={"csrf": token, "username": "ann"})
+    assert again.status_code == 400 and "is not locked" in again.text
     (lifted,) = audited(engine, "login_unlocked")
     assert (lifted.user_id, lifted.entity_id) == (user_id(engine, "admin"), ann)
     assert lifted.before["account"] == "ann"
@@ -248,10 +255,9 @@ def test_login_token_is_bound_to_its_presession(accounts):
     assert attempt(victim, "ann", PASSWORD).status_code == 303
 
 
-def test_hsts_with_secure_cookies_only(db_url, dataset):
-    plain = create_app(dataset.root, db_url)
-    secure = create_app(dataset.root, db_url, secure_cookies=True)
-    create_user(secure.state.engine, "ann", PASSWORD)
+def test_hsts_with_secure_cookies_only(accounts, make_app):
+    plain, _ = accounts
+    secure = make_app(secure_cookies=True)
     https = browser_at(secure, OFFICE, base_url="https://testserver")
     http = browser_at(plain, OFFICE)
     for path in ("/login", "/static/style.css", "/", "/no-such-page"):
@@ -263,5 +269,3 @@ def test_hsts_with_secure_cookies_only(db_url, dataset):
     assert "secure" in r.headers["set-cookie"].lower()
     page = https.get("/")
     assert page.status_code == 200 and "Strict-Transport-Security" in page.headers
-    for app in (plain, secure):
-        app.state.engine.dispose()
