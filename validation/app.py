@@ -4,7 +4,8 @@ Routes: ``/login``, ``/`` (campaigns and progress), ``/c/{campaign}/next``,
 ``/c/{campaign}/i/{item}`` (the review screen; POST submits),
 ``/c/{campaign}/i/{item}/chip/{true|false}.png``, and for admins ``/admin`` (accounts,
 campaigns), ``/admin/c/{campaign}`` (dashboard),
-``/admin/c/{campaign}/reviews``, ``/admin/c/{campaign}/export.parquet`` and ``/admin/audit``.
+``/admin/c/{campaign}/reviews``, ``/admin/c/{campaign}/export.parquet``, ``/admin/audit`` and
+``/admin/logins`` (locked accounts, throttled names and addresses; unlock).
 
 The routes live in :mod:`validation.routes` (``auth``, ``review``, ``admin``); what they share
 (the state built here, the signed-in user, the CSRF check) in :mod:`validation.deps`.
@@ -24,7 +25,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .auth import session_user
+from .auth import LoginPolicy, app_secret, session_user
 from .dataset import Dataset
 from .db import connect
 from .deps import HERE, SESSION_COOKIE, ReviewState, make_templates, page, review_state
@@ -40,6 +41,7 @@ def create_app(
     session_hours: float = 8.0,
     secure_cookies: bool = False,
     overture: Path | None = None,
+    login_policy: LoginPolicy | None = None,
 ) -> FastAPI:
     """The review app for one dataset.
 
@@ -47,16 +49,21 @@ def create_app(
         dataset_dir: The eocap output directory whose samples are reviewed.
         database_url: SQLAlchemy URL (see :func:`validation.db.database_url`).
         session_hours: Sessions expire this long after login.
-        secure_cookies: Mark cookies ``Secure`` (set when served over HTTPS).
+        secure_cookies: Mark cookies ``Secure`` and send HSTS (set when served over HTTPS).
         overture: Overture tree for the map overlay of campaigns drawn in the app.
+        login_policy: How failed logins are throttled and locked out (default:
+            :class:`validation.auth.LoginPolicy`'s numbers).
     """
     app = FastAPI(title="eocap review", docs_url=None, redoc_url=None, openapi_url=None)
+    engine = connect(database_url)
     state = ReviewState(
-        engine=connect(database_url),
+        engine=engine,
         dataset=Dataset(dataset_dir, overture),
         templates=make_templates(),
         session_ttl=timedelta(hours=session_hours),
         secure_cookies=secure_cookies,
+        login_policy=login_policy or LoginPolicy(),
+        secret=app_secret(engine),
     )
     app.state.review = state
     app.state.engine = state.engine
@@ -80,6 +87,9 @@ async def _security_headers(
         "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
         "script-src 'self'; form-action 'self'; frame-ancestors 'none'"
     )
+    if review_state(request).secure_cookies:
+        # Served over HTTPS: browsers must not fall back to plain HTTP for a year.
+        response.headers["Strict-Transport-Security"] = "max-age=31536000"
     if request.url.path.startswith(("/c/", "/admin")):
         response.headers["Cache-Control"] = "no-store"
     return response

@@ -13,11 +13,12 @@ from rich.table import Table
 
 console = Console(stderr=True)
 
-SUBCOMMANDS = ("serve", "user", "campaign", "export", "apply")
+SUBCOMMANDS = ("serve", "user", "unlock", "campaign", "export", "apply")
 
 EPILOG = """\
 examples:
   eocap review user output/demo alice --role admin     create an account (asks for a password)
+  eocap review unlock output/demo alice                 lift a lockout after failed logins
   eocap review campaign output/demo pilot --size 60 --overlap 0.5
   eocap review output/demo                             serve the app on http://127.0.0.1:8700/
   eocap review output/demo --db postgresql://eocap:pw@db/eocap   reviews in PostgreSQL
@@ -76,6 +77,24 @@ def cmd_user(args: argparse.Namespace) -> int:
     console.print(
         f"{'password reset for' if args.reset_password else 'created'} {args.name} ({args.role})"
     )
+    return 0
+
+
+def cmd_unlock(args: argparse.Namespace) -> int:
+    """Lift an account's lockout after too many failed logins (as the app's Logins page does)."""
+    from .auth import unlock
+
+    engine, _ = _engine_and_dataset(args)
+    try:
+        unlocked = unlock(engine, args.name)
+    finally:
+        engine.dispose()
+    if not unlocked:
+        console.print(
+            f"[bold red]error:[/bold red] {args.name!r} is not locked (see /admin/logins)"
+        )
+        return 1
+    console.print(f"unlocked {args.name}")
     return 0
 
 
@@ -153,7 +172,10 @@ def add_review_parser(sub: Any) -> None:
     """Add ``review`` and its subcommands to the ``eocap`` parser."""
     review = sub.add_parser(
         "review",
-        help="the review app: experts validate captions (serve, user, campaign, export, apply)",
+        help=(
+            "the review app: experts validate captions"
+            " (serve, user, unlock, campaign, export, apply)"
+        ),
         description=__doc__ + "\n\n`eocap review OUTPUT` is short for `eocap review serve OUTPUT`.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -190,6 +212,8 @@ def add_review_parser(sub: Any) -> None:
     p.add_argument("name", help="user name")
     p.add_argument("--role", choices=["reviewer", "admin"], default="reviewer")
     p.add_argument("--reset-password", action="store_true", help="set a new password instead")
+    p = add("unlock", cmd_unlock, "lift an account's lockout after failed logins")
+    p.add_argument("name", help="user name")
     p = add("campaign", cmd_campaign, "draw a stratified, seeded review campaign")
     p.add_argument("name", help="campaign name")
     p.add_argument("--size", type=int, default=100, help="items to draw (%(default)s)")

@@ -12,18 +12,22 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from pipeline.dataset.layout import DatasetLayout
 
 __all__ = [
+    "app_secrets",
     "as_utc",
     "audit",
     "audit_log",
     "campaigns",
     "connect",
     "database_url",
+    "insert_if_absent",
     "items",
+    "login_failures",
     "metadata",
     "now",
     "reviews",
@@ -53,6 +57,28 @@ sessions = sa.Table(
     sa.Column("csrf_token", sa.String(64), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+login_failures = sa.Table(
+    "login_failures",
+    metadata,
+    # Recent failed logins of one account name or from one client address (validation.auth):
+    # kept here, not in memory, so that they survive restarts and every app worker sees them.
+    sa.Column("scope", sa.String(16), primary_key=True),  # account | address
+    sa.Column("subject", sa.String(64), primary_key=True),  # the user name or the address
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("last_failure_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("blocked_until", sa.DateTime(timezone=True), nullable=True),  # the back-off
+    sa.Column("locked_at", sa.DateTime(timezone=True), nullable=True),  # until an admin unlocks
+)
+
+app_secrets = sa.Table(
+    "app_secrets",
+    metadata,
+    # Keys the app derives tokens from, shared by every worker (made on first use).
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("value", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 campaigns = sa.Table(
@@ -175,6 +201,12 @@ def connect(url: str) -> Engine:
 
     metadata.create_all(engine)
     return engine
+
+
+def insert_if_absent(con: Connection, table: sa.Table, **values: Any) -> None:
+    """Insert a row unless one with its primary key exists (safe when workers race to insert)."""
+    dialect = sqlite if con.dialect.name == "sqlite" else postgresql
+    con.execute(dialect.insert(table).values(**values).on_conflict_do_nothing())
 
 
 def _jsonable(value: Any) -> Any:

@@ -7,8 +7,8 @@ reach it, and the user, only through the FastAPI dependencies here:
   on an admin page).
 - :data:`ReviewerForm` / :data:`AdminForm`: the same, for a POST, after the form's ``csrf`` field
   has been compared (constant time) with the session's token; a wrong or missing token is refused
-  with 400 before the route's body runs. Every POST route but ``/login`` (which has its own
-  double-submit token) takes one of them; ``tests/test_review_app.py`` checks that.
+  with 400 before the route's body runs. Every POST route but ``/login`` (whose token is bound
+  to a pre-session cookie instead) takes one of them; ``tests/test_review_app.py`` checks that.
 - :data:`EngineDep` / :data:`DatasetDep`: the database and the dataset.
 
 :func:`get_campaign` and :func:`get_item` are the server-side checks of the ids in a URL: an item
@@ -29,14 +29,14 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.engine import Engine, Row
 
-from .auth import User, session_user
+from .auth import LoginPolicy, User, session_user
 from .campaigns import COMPLETENESS, FLAG_TYPES, HALLUCINATIONS, SKIP_REASONS, STRATA
 from .dataset import Dataset
 from .db import campaigns, items
 
 __all__ = [
     "CSRF_MESSAGE",
-    "LOGIN_CSRF_COOKIE",
+    "PRESESSION_COOKIE",
     "SESSION_COOKIE",
     "Admin",
     "AdminForm",
@@ -58,7 +58,7 @@ __all__ = [
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "eocap_session"
-LOGIN_CSRF_COOKIE = "eocap_login_csrf"
+PRESESSION_COOKIE = "eocap_presession"
 CSRF_MESSAGE = "The form's security token is wrong or missing; reload the page."
 
 
@@ -71,7 +71,9 @@ class ReviewState:
         dataset: The dataset whose samples are reviewed.
         templates: The Jinja2 pages.
         session_ttl: How long a session lives after login.
-        secure_cookies: Whether cookies are marked ``Secure`` (served over HTTPS).
+        secure_cookies: Whether cookies are marked ``Secure`` and HSTS is sent (behind HTTPS).
+        login_policy: How failed logins are throttled and locked out.
+        secret: The key login-form tokens are derived from (:func:`validation.auth.app_secret`).
     """
 
     engine: Engine
@@ -79,6 +81,8 @@ class ReviewState:
     templates: Jinja2Templates
     session_ttl: timedelta
     secure_cookies: bool
+    login_policy: LoginPolicy
+    secret: bytes
 
 
 def make_templates() -> Jinja2Templates:

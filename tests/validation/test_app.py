@@ -5,9 +5,9 @@ Runs on SQLite and on the real PostgreSQL server that `.ci/run` starts.
 
 import re
 import secrets
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pyarrow.parquet as pq
 import pytest
@@ -15,33 +15,13 @@ import sqlalchemy as sa
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 
-from tests.conftest import review_postgres_url
 from validation.app import create_app
-from validation.auth import create_user
+from validation.auth import LoginPolicy, create_user, login
 from validation.campaigns import CampaignSettings, create_campaign, grow_campaign
-from validation.dataset import Dataset
-from validation.db import audit, connect, database_url, items, metadata, reviews
+from validation.db import audit, connect, items, metadata, reviews
 from validation.results import apply_reviews, campaign_results, export_reviews
 
 PASSWORD = "correct-horse"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'reviews.db'}"
-    url = database_url(review_postgres_url(), None)
-    engine = sa.create_engine(url)
-    metadata.drop_all(engine)  # a fresh schema per test
-    engine.dispose()
-    return url
-
-
-@pytest.fixture
-def dataset(review_dataset, tmp_path):
-    copy = tmp_path / "dataset"
-    shutil.copytree(review_dataset, copy, ignore=shutil.ignore_patterns("review"))
-    return Dataset(copy)
 
 
 @pytest.fixture
@@ -266,10 +246,17 @@ def state_changing_routes(app):
 class PostCase:
     """A valid request to one route: who sends it, where, and the form without its token."""
 
-    actor: str | None  # the signed-in user; None: the login form (double-submit cookie token)
+    actor: str | None  # the signed-in user; None: the login form (pre-session token)
     url: Callable[[object, int, int], str]  # (engine, campaign 1, campaign 2) -> URL
     form: dict[str, str]
     refusal: str  # the text of the 400 page
+    prepare: Callable[[object], None] | None = None  # (engine): the state the request needs
+
+
+def lock_out(engine, name):
+    """Lock an account: one failed login under a policy that locks at the first failure."""
+    policy = LoginPolicy(lockout_after=1)
+    login(engine, name, "wrong-password", timedelta(hours=1), address="192.0.2.1", policy=policy)
 
 
 TOKEN_REFUSED = "security token is wrong or missing"
@@ -302,6 +289,13 @@ POST_CASES = {
     ),
     ("POST", "/admin/c/{campaign_id}/grow"): PostCase(
         "admin", lambda engine, c1, c2: f"/admin/c/{c2}/grow", {"size": "3"}, TOKEN_REFUSED
+    ),
+    ("POST", "/admin/logins/unlock"): PostCase(
+        "admin",
+        lambda engine, c1, c2: "/admin/logins/unlock",
+        {"username": "bob"},
+        TOKEN_REFUSED,
+        prepare=lambda engine: lock_out(engine, "bob"),
     ),
 }
 
@@ -364,6 +358,8 @@ def test_forged_csrf_token_is_refused_and_changes_nothing(app_env, route):
             ("own token truncated", victim, own[:-1]),
             ("own token extended", victim, own + "A"),
         ]
+    if case.prepare is not None:
+        case.prepare(engine)
     before = db_snapshot(engine)
     for name, client, token in attempts:
         data = case.form if token is None else {**case.form, "csrf": token}

@@ -6,70 +6,13 @@ answers nor open an admin page. Screenshots go to EOCAP_SCREENSHOTS (docs/img) w
 """
 
 import os
-import shutil
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
-from pipeline.demo.servers import spawn_server
-from tests.conftest import require_service
-from validation.auth import create_user
-from validation.campaigns import CampaignSettings, create_campaign
-from validation.dataset import Dataset
-from validation.db import connect, items, reviews, users
+from tests.validation.conftest import PASSWORD
+from validation.db import items, reviews, users
 from validation.results import campaign_results
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-PASSWORD = "correct-horse"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _chromium():
-    require_service(f"Debian chromium ({CHROMIUM})", CHROMIUM.exists())
-
-
-@pytest.fixture
-def site(review_dataset, tmp_path):
-    root = tmp_path / "dataset"
-    shutil.copytree(review_dataset, root, ignore=shutil.ignore_patterns("review"))
-    url = f"sqlite:///{tmp_path / 'reviews.db'}"
-    engine = connect(url)
-    for name, role in (("admin", "admin"), ("ann", "reviewer"), ("bob", "reviewer")):
-        create_user(engine, name, PASSWORD, role)
-    cid = create_campaign(
-        engine,
-        Dataset(root),
-        "pilot",
-        CampaignSettings(size=3, overlap_share=1.0, gold_share=0.0, seed=2),
-    )
-    server = spawn_server(
-        ["review", "serve", str(root), "--db", url], None, "login", tmp_path, module="flows.cli"
-    )
-    yield server.url.rstrip("/"), engine, cid
-    server.stop()
-    engine.dispose()
-
-
-@pytest.fixture
-def browser(tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        # Playwright gives every launch a fresh, empty profile of its own.
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield b
-        b.close()
 
 
 def shoot(page, name):

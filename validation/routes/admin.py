@@ -1,4 +1,7 @@
-"""Admin pages: accounts, campaigns (draw, grow), dashboards, every review, export, audit trail.
+"""Admin pages: accounts, campaigns, dashboards, reviews, export, audit trail, login lockouts.
+
+Campaigns are drawn and grown here; the logins page lists locked accounts (with an unlock button)
+and the names and addresses throttled now.
 
 Every route takes :data:`validation.deps.Admin` (a reviewer gets 403) and every POST
 :data:`validation.deps.AdminForm` (the session's CSRF token, checked before anything is read or
@@ -16,7 +19,7 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
-from ..auth import AuthError, create_user
+from ..auth import AuthError, create_user, login_blocks, unlock
 from ..campaigns import (
     COMPLETENESS,
     FLAG_TYPES,
@@ -205,6 +208,29 @@ def audit_page(request: Request, user: Admin, engine: EngineDep, limit: int = 20
             .limit(min(max(limit, 1), 5000))
         ).fetchall()
     return page(request, "audit.html", user, rows=rows)
+
+
+@router.get("/logins", response_class=HTMLResponse)
+def logins_page(request: Request, user: Admin, engine: EngineDep) -> Response:
+    """Locked accounts (with an unlock button) and the names and addresses throttled now."""
+    blocks = login_blocks(engine)
+    return page(
+        request,
+        "logins.html",
+        user,
+        locked=[b for b in blocks if b.locked_at is not None],
+        throttled=[b for b in blocks if b.locked_at is None],
+    )
+
+
+@router.post("/logins/unlock")
+def admin_unlock(
+    user: AdminForm, engine: EngineDep, username: Annotated[str, Form()] = ""
+) -> Response:
+    """Lift an account's lockout."""
+    if not unlock(engine, username, by=user.id):
+        raise HTTPException(400, f"Not saved: {username!r} is not locked.")
+    return RedirectResponse("/admin/logins", status_code=303)
 
 
 def _slug(name: str) -> str:

@@ -1,20 +1,32 @@
 """Login and logout.
 
-The login form has no session yet, so its CSRF token is a double submit: a fresh random token in
-a cookie and in the form's hidden field, which must match. Logout is an ordinary CSRF-checked POST.
+The login form has no session yet, so its CSRF token is bound to a pre-session: a random cookie
+set with the form, from which the token is derived with the app's secret (an HMAC). A token of
+another pre-session, or a cookie and a field made up to match, is refused. Logout is an ordinary
+CSRF-checked POST.
+
+Failed logins are throttled per account name and per client address (429 with ``Retry-After``,
+even for the right password) and lock an account after more (403 until an admin unlocks it); see
+:class:`validation.auth.LoginPolicy`.
 """
 
 from __future__ import annotations
 
-import hmac
-import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from ..auth import end_session, login
-from ..deps import LOGIN_CSRF_COOKIE, SESSION_COOKIE, EngineDep, ReviewerForm, page, review_state
+from ..auth import (
+    AccountLocked,
+    LoginThrottled,
+    end_session,
+    login,
+    new_presession,
+    presession_token,
+    presession_token_ok,
+)
+from ..deps import PRESESSION_COOKIE, SESSION_COOKIE, EngineDep, ReviewerForm, page, review_state
 
 __all__ = ["router"]
 
@@ -29,23 +41,24 @@ def _safe_next(value: str) -> str:
 
 
 def _login_page(request: Request, next_path: str, *, status: int, error: str) -> Response:
-    # A fresh double-submit token per form: the cookie and the hidden field must match.
-    token = secrets.token_urlsafe(24)
+    # A fresh pre-session per form; the hidden token is only valid with its cookie.
+    state = review_state(request)
+    presession = new_presession()
     response = page(
         request,
         "login.html",
         None,
         status=status,
-        csrf=token,
+        csrf=presession_token(state.secret, presession),
         next=_safe_next(next_path),
         error=error,
     )
     response.set_cookie(
-        LOGIN_CSRF_COOKIE,
-        token,
+        PRESESSION_COOKIE,
+        presession,
         httponly=True,
         samesite="strict",
-        secure=review_state(request).secure_cookies,
+        secure=state.secure_cookies,
         max_age=3600,
     )
     return response
@@ -66,12 +79,40 @@ def login_submit(
     csrf: Annotated[str, Form()] = "",
     next: Annotated[str, Form()] = "/",
 ) -> Response:
-    """Check the password and set the session cookie; back to the form (401) if refused."""
-    cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    if not cookie or not hmac.compare_digest(cookie.encode(), csrf.encode()):
-        raise HTTPException(400, "The login form expired; reload the page.")
+    """Check the password and set the session cookie; back to the form if refused.
+
+    401: wrong name or password; 429 with ``Retry-After``: too many recent failures for this name
+    or from this address; 403: the account is locked.
+    """
     state = review_state(request)
-    token = login(engine, username, password, state.session_ttl)
+    if not presession_token_ok(state.secret, request.cookies.get(PRESESSION_COOKIE, ""), csrf):
+        raise HTTPException(400, "The login form expired; reload the page.")
+    address = request.client.host if request.client is not None else "unknown"
+    try:
+        token = login(
+            engine,
+            username,
+            password,
+            state.session_ttl,
+            address=address,
+            policy=state.login_policy,
+        )
+    except LoginThrottled as exc:
+        response = _login_page(
+            request,
+            next,
+            status=429,
+            error=f"Too many failed logins; try again in {exc.retry_after} seconds.",
+        )
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    except AccountLocked:
+        return _login_page(
+            request,
+            next,
+            status=403,
+            error="This account is locked after too many failed logins; ask an admin to unlock it.",
+        )
     if token is None:
         return _login_page(request, next, status=401, error="Wrong user name or password.")
     redirect = RedirectResponse(_safe_next(next), status_code=303)
@@ -83,7 +124,7 @@ def login_submit(
         secure=state.secure_cookies,
         max_age=int(state.session_ttl.total_seconds()),
     )
-    redirect.delete_cookie(LOGIN_CSRF_COOKIE)
+    redirect.delete_cookie(PRESESSION_COOKIE)
     return redirect
 
 
