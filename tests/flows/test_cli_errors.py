@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from pipeline.core.config import RunConfig
-from pipeline.runner.report import RunReport, all_failed
+from pipeline.runner.report import RunReport
 from tests.conftest import make_config
 
 # No Sentinel-2 scene of the test region was acquired in 2023.
@@ -110,6 +110,8 @@ def _report(**counts: object) -> RunReport:
 
 
 def test_what_counts_as_a_run_that_got_nothing() -> None:
+    from pipeline.runner.report import all_failed
+
     one = all_failed(_report(failures_by_reason={"stac_error": 8}))
     assert one is not None and one.startswith("every one of the 8 samples failed with stac_error:")
     assert "check stac.api_url" in one
