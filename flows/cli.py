@@ -722,7 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("check", cmd_check, "run every check `eocap run` makes before work, and no work")
     config_args(p, required=False)
     add("config", cmd_config, "print the default config, documented, as YAML")
-    p = add("serve-demo", cmd_serve_demo, "serve the demo STAC API and COGs until Ctrl-C")
+    p = add("serve-demo", cmd_serve_demo, "serve the demo STAC API and COGs until stopped")
     p.add_argument("--data-dir", type=Path, default=DEMO_DATA_DIR)
     p.add_argument("--stac-port", type=int, default=8765)
     p.add_argument("--files-port", type=int, default=8766)

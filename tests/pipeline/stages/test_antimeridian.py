@@ -94,3 +94,24 @@ def test_other_bad_bboxes_say_why_and_how(bbox, words: str) -> None:
         _config(bbox)
     assert info.value.field == "region.bbox"
     assert "lon_min, lat_min, lon_max, lat_max (west, south, east, north)" in str(info.value)
+
+
+def test_a_remote_overture_release_is_extracted_for_each_box(region, tmp_path) -> None:
+    import pyarrow.parquet as pq
+
+    from pipeline.core.config import OvertureConfig
+    from pipeline.stages.context import prepare_overture
+    from tests.conftest import SMALL_BBOX
+
+    # The same code path as an s3:// release, with a file:// URL so it runs offline.
+    cfg = OvertureConfig(source=f"file://{region.overture_root}", release="r")
+    far = (179.8, -16.9, 180.0, -16.7)
+
+    def rows(boxes, name):
+        root = prepare_overture(cfg, boxes, tmp_path / name)
+        return {p.parent.name: pq.read_metadata(p).num_rows for p in root.glob("*/*/*.parquet")}
+
+    near = rows([SMALL_BBOX], "near")
+    assert sum(near.values()) > 0
+    assert rows([SMALL_BBOX, far], "both") == near
+    assert sum(rows([far], "far").values()) == 0
