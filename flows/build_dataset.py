@@ -10,6 +10,7 @@ a long-running server and see runs in its UI.
 The flows take a :data:`~pipeline.runner.plan.CheckedConfig`: whoever starts a run checks it
 once, outside the flow (``eocap run`` and ``eocap caption`` before any Prefect work, so a bad
 config prints one plain line; the deployable ``*_from_file`` flows when they load their file).
+A deployed run in which every sample failed ends its flow run Failed, saying why.
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipeline.core.config import RunConfig, load_config
+from pipeline.core.errors import RunFailedError
 from pipeline.dataset.stats import ShardStats
 from pipeline.runner.build import build_shard
 from pipeline.runner.caption import caption_shard, shards_pending_caption
 from pipeline.runner.plan import CheckedConfig, RunPlan, plan_run, planned_shards, preflight
 from pipeline.runner.progress import StageRates
-from pipeline.runner.report import RunReport, summarize
+from pipeline.runner.report import RunReport, all_failed, summarize
 from pipeline.runner.retry import failed_samples
 from pipeline.stages.sampling import ShardPlan
 
@@ -200,13 +202,25 @@ def build_dataset_from_file(config_path: str, retry_failed: bool = False) -> dic
     resumes the previous one: finished shards are skipped.
     """
     config = preflight(load_config(config_path))
-    return run_build(config, retry_failed=retry_failed).to_json()
+    return _succeeded(run_build(config, retry_failed=retry_failed))
 
 
 @flow(name="eocap-caption-dataset-from-file")
 def caption_dataset_from_file(config_path: str) -> dict[str, Any]:
     """Deployable entry point of the caption flow (GPU workers): caption pending rows."""
-    return run_captions(preflight(load_config(config_path), captioning=True)).to_json()
+    return _succeeded(run_captions(preflight(load_config(config_path), captioning=True)))
+
+
+def _succeeded(report: RunReport) -> dict[str, Any]:
+    """A deployed run's report; a run in which every sample failed fails its flow run.
+
+    Raises:
+        RunFailedError: saying why the samples failed and what to change.
+    """
+    failed = all_failed(report)
+    if failed is not None:
+        raise RunFailedError(failed)
+    return report.to_json()
 
 
 def make_deployment(

@@ -20,13 +20,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from flows.session import EXIT_ALL_FAILED, Session, stop_on_signals
 from pipeline.core.config import RunConfig, load_config
-from pipeline.core.errors import ConfigError
 from pipeline.core.yaml_config import documented_yaml, parse_set_options
 from pipeline.dataset.layout import DatasetLayout
-from pipeline.runner.plan import preflight
+from pipeline.runner.plan import check_run_config, preflight
 from pipeline.runner.progress import StageProgress
-from pipeline.runner.report import RunReport
+from pipeline.runner.report import RunReport, all_failed
 from pipeline.stages.sampling import plan_locations
 from trainer.cli import add_trainer_parsers
 from validation.cli import add_review_parser, normalize_argv
@@ -41,7 +41,7 @@ examples:
   eocap demo --captioner openai       the same, captioned through an OpenAI-compatible server
   eocap config > my-run.yaml          write the default config, documented, to edit
   eocap plan my-run.yaml              how many samples and shards a config makes (no work)
-  eocap check my-run.yaml             validate a config and reach its STAC API and Overture data
+  eocap check my-run.yaml             every check `eocap run` makes before work, and no work
   eocap run my-run.yaml               build the dataset a config describes (resumes)
   eocap status output/my-run          shards done/partial/pending, failures by reason
   eocap run my-run.yaml --retry-failed   retry only the failed samples of finished shards
@@ -56,17 +56,10 @@ examples:
   eocap embed MODEL RELEASE embeddings.parquet   image embeddings (sample_id, vector)
 
 Config values can also come from the environment: EOCAP_STAC__API_URL=..., EOCAP_OUTPUT__DIR=...
-Docs: docs/architecture.md (stages), docs/dataset-schema.md (columns), docs/production.md,
-docs/training.md (trainer, evaluation).
+A failure prints one line; `eocap --debug COMMAND ...` prints the traceback as well.
+Docs: docs/configuration.md (regions, checks, errors), docs/architecture.md (stages),
+docs/dataset-schema.md (columns), docs/production.md, docs/training.md (trainer, evaluation).
 """
-
-
-def _setup_prefect() -> None:
-    # Prefect's temporary server needs ~17 s to start on 2 cores; its default limit is 20 s.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("PREFECT_UI_ENABLED", "false")
 
 
 def _load(path: Path | None, sets: Sequence[str]) -> RunConfig:
@@ -101,8 +94,9 @@ def _print_report(report: RunReport) -> None:
     )
 
 
-def _run(config: RunConfig, *, retry_failed: bool = False) -> RunReport:
-    _setup_prefect()
+def _run(config: RunConfig, session: Session, *, retry_failed: bool = False) -> int:
+    """Check a config, build its dataset, print the report; the exit code."""
+    session.use_prefect()
     from flows.build_dataset import run_build
 
     console.print(f"Checking config, STAC API {config.stac.api_url} and Overture data...")
@@ -110,16 +104,33 @@ def _run(config: RunConfig, *, retry_failed: bool = False) -> RunReport:
     checked = preflight(config)
     # One bar for shards and one per stage (search, chips, composite, context, caption,
     # write) with its rate and ETA; they update as each shard's stats come back.
-    with StageProgress(console, workers=checked.runtime.workers) as progress:
+    with (
+        session.run_log(checked.output.dir),
+        StageProgress(console, workers=checked.runtime.workers) as progress,
+    ):
         report = run_build(checked, progress.on_shard, retry_failed=retry_failed)
+    return _finish(report)
+
+
+def _finish(report: RunReport) -> int:
+    """Print a run's report; the exit code: :data:`EXIT_ALL_FAILED` if no sample succeeded."""
     _print_report(report)
-    return report
+    failed = all_failed(report)
+    if failed is None:
+        return 0
+    console.print(f"[bold red]error:[/bold red] {failed}", soft_wrap=True)
+    return EXIT_ALL_FAILED
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Build the dataset a config describes."""
-    _run(_load(args.config, args.set), retry_failed=args.retry_failed)
-    return 0
+    """Build the dataset a config describes.
+
+    Exit codes: 0 done (some samples may have failed: see the report), 1 an error (one line
+    says what and what to do; the traceback is in OUTPUT/logs/), 2 the config was refused
+    before any work, 3 the run finished but every sample failed (the line says why and what
+    to change), 130/143 stopped by SIGINT/SIGTERM (run again to resume).
+    """
+    return _run(_load(args.config, args.set), args.session, retry_failed=args.retry_failed)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -156,7 +167,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         config = _load(args.config, args.set).with_updates(updates)
         servers = stack.enter_context(serve_demo(region.root, load_items(region)))
         console.print(f"  STAC API at {servers.stac_url}, COGs at {servers.files.url}")
-        _run(config.with_updates({"stac.api_url": servers.stac_url}))
+        code = _run(config.with_updates({"stac.api_url": servers.stac_url}), args.session)
+    if code:
+        return code
     console.print(
         "Next, have experts review the captions (docs/review.md):\n"
         f"  .venv/bin/eocap review user {output} admin --role admin\n"
@@ -167,19 +180,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve_demo(args: argparse.Namespace) -> int:
-    """Serve the demo STAC API and COGs until interrupted."""
+    """Serve the demo STAC API and COGs until Ctrl-C, SIGTERM or SIGHUP stops both servers."""
     from pipeline.demo.region import ensure_demo_region, load_items
     from pipeline.demo.servers import serve_demo
 
     region = ensure_demo_region(args.data_dir)
-    with serve_demo(
-        region.root, load_items(region), stac_port=args.stac_port, files_port=args.files_port
-    ) as servers:
+    # Stopping is how a server ends: the signal unwinds the with block, which stops both.
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        serve_demo(
+            region.root, load_items(region), stac_port=args.stac_port, files_port=args.files_port
+        ) as servers,
+    ):
         Console().print(
             f"STAC API: {servers.stac_url}\nCOGs:     {servers.files.url}\n"
             f"Overture: {region.overture_root}\nCtrl-C to stop."
         )
-        with contextlib.suppress(KeyboardInterrupt):
+        while True:
             signal.pause()
     return 0
 
@@ -200,13 +217,15 @@ def cmd_generate_demo(args: argparse.Namespace) -> int:
 
 def cmd_caption(args: argparse.Namespace) -> int:
     """Caption the pending rows of a run built with captioner.stage: separate (GPU workers)."""
-    _setup_prefect()
+    session: Session = args.session
+    session.use_prefect()
     from flows.build_dataset import run_captions
 
     # The run's one check, before Prefect starts; the caption server must answer now.
     config = preflight(_load(args.config, args.set), captioning=True)
-    _print_report(run_captions(config))
-    return 0
+    with session.run_log(config.output.dir):
+        report = run_captions(config)
+    return _finish(report)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -270,12 +289,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     e.g. a nightly run that extends it with new regions or a new season. With PREFECT_API_URL
     pointing at a Prefect server the deployment, its schedule and its runs appear in the UI.
     """
-    _setup_prefect()
+    args.session.use_prefect()
     from prefect import serve
 
     from flows.build_dataset import make_deployment
 
-    load_config(args.config)  # fail now on a bad config, not at 2 a.m.
+    check_run_config(load_config(args.config))  # fail now on a bad config, not at 2 a.m.
     deployment = make_deployment(
         args.config,
         name=args.name,
@@ -291,8 +310,13 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    """Print how many locations, samples and shards a config makes; does no work."""
+    """Print how many locations, samples and shards a config makes; does no work.
+
+    The config passes the checks that need no server first (periods, coverage, at least one
+    chip), as `eocap check` and `eocap run` do.
+    """
     config = _load(args.config, args.set)
+    check_run_config(config)
     locations = plan_locations(config.region, config.chips.size_m, seed=config.seed)
     n = len(locations) * len(config.periods)
     n_shards = (n + config.output.shard_size - 1) // config.output.shard_size
@@ -304,7 +328,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Validate a config and reach its STAC API and Overture data."""
+    """Run every check `eocap run` runs before any work, and nothing else.
+
+    The config's fields; the periods (over, and within Sentinel-2's years); the region (inside
+    Sentinel-2's coverage, at least one chip); the output folder (empty, or a run of the same
+    config); the Overture release and its columns; the STAC API and collection; the prompt;
+    the caption server (backend openai). A refusal names the field and what to change.
+    """
     config = preflight(_load(args.config, args.set))
     Console().print(
         f"config ok; STAC API {config.stac.api_url} and Overture release "
@@ -598,6 +628,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="on failure, print the traceback (always in the run's log file, OUTPUT/logs/) "
+        "and Prefect's own reports of failed flow and task runs",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
@@ -683,10 +719,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", type=Path, help="the run's output directory")
     p = add("plan", cmd_plan, "count the samples and shards of a config, without work")
     config_args(p, required=False)
-    p = add("check", cmd_check, "validate a config and reach its STAC API and Overture data")
+    p = add("check", cmd_check, "run every check `eocap run` makes before work, and no work")
     config_args(p, required=False)
     add("config", cmd_config, "print the default config, documented, as YAML")
-    p = add("serve-demo", cmd_serve_demo, "serve the demo STAC API and COGs until Ctrl-C")
+    p = add("serve-demo", cmd_serve_demo, "serve the demo STAC API and COGs until stopped")
     p.add_argument("--data-dir", type=Path, default=DEMO_DATA_DIR)
     p.add_argument("--stac-port", type=int, default=8765)
     p.add_argument("--files-port", type=int, default=8766)
@@ -700,14 +736,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (2 for config errors)."""
-    args = build_parser().parse_args(normalize_argv(list(sys.argv[1:] if argv is None else argv)))
+    """Run the CLI; returns the exit code (flows.session: 2 for config errors, 1 for others).
+
+    A failure prints one line; the traceback goes to the run's log file, and with ``--debug``
+    to the terminal. SIGTERM and SIGHUP stop a command as Ctrl-C does, servers included.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(normalize_argv(argv))
     tempfile.tempdir = None
-    try:
-        code: int = args.func(args)
-    except ConfigError as exc:
-        console.print(f"[bold red]error:[/bold red] {exc}")
-        return 2
+    with stop_on_signals(), Session(argv, debug=args.debug) as session:
+        args.session = session
+        try:
+            code: int = args.func(args)
+        except (Exception, KeyboardInterrupt) as exc:
+            return session.fail(exc)
     return code
 
 

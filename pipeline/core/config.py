@@ -99,7 +99,10 @@ class RegionConfig(_Section):
     """
 
     bbox: tuple[float, float, float, float] | None = Field(
-        default=DEMO_BBOX, description="lon_min, lat_min, lon_max, lat_max in degrees."
+        default=DEMO_BBOX,
+        description="lon_min, lat_min, lon_max, lat_max in degrees (west, south, east, north). "
+        "lon_min > lon_max crosses the antimeridian: [179.5, -17, -179.5, -16] runs east from "
+        "179.5 to 180 and on from -180 to -179.5, and is planned as those two boxes.",
     )
     geojson: Path | None = Field(
         default=None,
@@ -138,8 +141,23 @@ class RegionConfig(_Section):
         for lon in (lon0, lon1):
             if not -180.0 <= lon <= 180.0:
                 raise ValueError(f"longitude {lon} out of range [-180, 180]")
-        if lon0 >= lon1 or lat0 >= lat1:
-            raise ValueError("bbox must be lon_min, lat_min, lon_max, lat_max with min < max")
+        order = "a bbox is lon_min, lat_min, lon_max, lat_max (west, south, east, north)"
+        if lat0 >= lat1:
+            raise ValueError(
+                f"lat_min {lat0} is not below lat_max {lat1}: {order}; put the southern "
+                "latitude second"
+            )
+        if lon0 == lon1:
+            raise ValueError(f"lon_min and lon_max are both {lon0}: the box has no width; {order}")
+        # lon_min > lon_max is a box across the antimeridian (docs/configuration.md). One that
+        # would reach more than half way round the Earth is far likelier swapped by mistake.
+        if lon0 > lon1 and lon0 - lon1 < 180.0:
+            raise ValueError(
+                f"lon_min {lon0} > lon_max {lon1} reads as a box across the antimeridian, "
+                f"{360.0 - (lon0 - lon1):g} degrees wide (more than half the Earth): if you "
+                f"meant {lon1} to {lon0}, swap them ({order}); a box across 180 degrees "
+                "looks like [179.5, -17, -179.5, -16]"
+            )
         return v
 
     @model_validator(mode="after")
@@ -150,6 +168,13 @@ class RegionConfig(_Section):
         if self.points is not None and not self.points:
             raise ValueError("points is empty")
         return self
+
+    @property
+    def field_name(self) -> str:
+        """The config field the region is given in: ``region.bbox``, ``.geojson`` or ``.points``."""
+        if self.bbox is not None:
+            return "region.bbox"
+        return "region.geojson" if self.geojson is not None else "region.points"
 
 
 class Period(_Section):

@@ -9,6 +9,7 @@
     shards/_stats/00000_stats.json  the shard's stats: the shard is done iff this exists
     shards/_review/00000_review.parquet  ``eocap review apply``: review results per sample_id
     report.json                     the last run's summary
+    logs/eocap-<UTC time>.log       each run's warnings and errors, tracebacks included
     overture/<release>/             the run's extract of a remote Overture release
     review/reviews.db               the review app's SQLite database (unless it uses PostgreSQL)
     review/chips/                   chip images, cached when a review campaign is drawn
@@ -22,6 +23,7 @@ a temporary file (:meth:`DatasetLayout.temp_files`).
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -73,6 +75,15 @@ class DatasetLayout:
     def report(self) -> Path:
         """The last run's summary."""
         return self.root / "report.json"
+
+    @property
+    def logs_dir(self) -> Path:
+        """One log file per command run on the dataset (``eocap run``, ``eocap caption``)."""
+        return self.root / "logs"
+
+    def log_path(self, started: dt.datetime) -> Path:
+        """The log file of a command started at ``started`` (UTC)."""
+        return self.logs_dir / f"eocap-{started:%Y%m%dT%H%M%S.%fZ}.log"
 
     @property
     def shards_dir(self) -> Path:

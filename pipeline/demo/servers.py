@@ -139,23 +139,34 @@ def spawn_server(
         env=env,
     )
     log.close()
-    deadline = time.monotonic() + 60
-    url = ""
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"server {args[0]} exited with {proc.returncode}: {log_path.read_text()[-2000:]}"
-            )
-        if not url and port_file.exists() and port_file.read_text().endswith("\n"):
-            url = f"http://{HOST}:{int(port_file.read_text())}/"
-        if url:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + ready_path, timeout=2).status_code < 500:
-                    port_file.unlink()
-                    return ServerHandle(url=url, process=proc, log_path=log_path)
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"server {args[0]} did not become ready in 60 s: {log_path}")
+    with _stopped_unless_ready(proc):
+        deadline = time.monotonic() + 60
+        url = ""
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"server {args[0]} exited with {proc.returncode}: "
+                    f"{log_path.read_text()[-2000:]}"
+                )
+            if not url and port_file.exists() and port_file.read_text().endswith("\n"):
+                url = f"http://{HOST}:{int(port_file.read_text())}/"
+            if url:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(url + ready_path, timeout=2).status_code < 500:
+                        port_file.unlink()
+                        return ServerHandle(url=url, process=proc, log_path=log_path)
+            time.sleep(0.1)
+        raise RuntimeError(f"server {args[0]} did not become ready in 60 s: {log_path}")
+
+
+@contextlib.contextmanager
+def _stopped_unless_ready(process: subprocess.Popen[bytes]) -> Iterator[None]:
+    """Stop a server that is still starting when the block fails or is interrupted (a signal)."""
+    try:
+        yield
+    except BaseException:
+        stop_process(process)
+        raise
 
 
 def absolutize_items(items: list[dict[str, Any]], base_url: str) -> list[dict[str, Any]]:
@@ -237,16 +248,16 @@ def start_transformers_server(
             env=env,
         )
     root = f"http://{HOST}:{port}/"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"transformers serve exited: {log_path.read_text()[-2000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(root + "health", timeout=2).status_code == 200:
-                return ServerHandle(url=root + "v1/", process=proc, log_path=log_path)
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"transformers serve did not become ready in 120 s: {log_path}")
+    with _stopped_unless_ready(proc):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"transformers serve exited: {log_path.read_text()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(root + "health", timeout=2).status_code == 200:
+                    return ServerHandle(url=root + "v1/", process=proc, log_path=log_path)
+            time.sleep(0.2)
+        raise RuntimeError(f"transformers serve did not become ready in 120 s: {log_path}")
 
 
 @dataclass

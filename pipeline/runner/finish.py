@@ -16,6 +16,7 @@ import pyarrow as pa
 from pipeline import __version__
 from pipeline.core.config import RunConfig
 from pipeline.core.config_hash import config_hash
+from pipeline.core.errors import disk_full_names
 from pipeline.dataset.layout import DatasetLayout
 from pipeline.dataset.stats import ShardStats, radiometry_overruled, table_counts, write_stats
 from pipeline.dataset.writer import write_table
@@ -34,21 +35,26 @@ def finish_shard(
     """Write a shard's table and then its stats sidecar, both atomically; return the stats.
 
     The time of the write itself is added to ``stage_seconds["write"]`` and to ``duration_s``.
+
+    Raises:
+        DiskFullError: naming ``output.dir`` when its disk is full; the shard is then not done
+            (no stats) and is built again when the run resumes.
     """
     parquet_path, stats_path = DatasetLayout(config.output.dir).shard_paths(index)
     chash = config_hash(config)
     t0 = time.perf_counter()
-    nbytes = write_table(
-        table,
-        parquet_path,
-        row_group_mb=config.output.row_group_mb,
-        extra_metadata={
-            "config_hash": chash,
-            "eocap_version": __version__,
-            "dataset": config.name,
-            "shard": index,
-        },
-    )
+    with disk_full_names(config.output.dir):
+        nbytes = write_table(
+            table,
+            parquet_path,
+            row_group_mb=config.output.row_group_mb,
+            extra_metadata={
+                "config_hash": chash,
+                "eocap_version": __version__,
+                "dataset": config.name,
+                "shard": index,
+            },
+        )
     written = time.perf_counter() - t0
     seconds = dict(stage_seconds)
     seconds["write"] = seconds.get("write", 0.0) + written
@@ -71,5 +77,6 @@ def finish_shard(
         caption_flags=flags,
         radiometry_overruled=radiometry_overruled(table),
     )
-    write_stats(stats, stats_path)
+    with disk_full_names(config.output.dir):
+        write_stats(stats, stats_path)
     return stats

@@ -2,16 +2,19 @@
 
 The flow in ``flows/`` strings these together; they are plain functions so the CLI, the tests
 and the benchmarks call the same code. Each run is checked once, before any work
-(:func:`preflight`, by whoever starts the run: the CLI or a deployment's entry flow); the build
-flow then plans it (:func:`plan_run`, the only writer of ``run.json`` and the manifest), and the
-caption stage only reads what the build planned (:func:`planned_shards`). What a run writes
-where (``output.dir``) is :class:`~pipeline.dataset.layout.DatasetLayout`.
+(:func:`preflight`, by whoever starts the run: ``eocap run`` or a deployment's entry flow;
+``eocap check`` runs the same checks and ``eocap plan`` their offline part,
+:func:`check_run_config`); the build flow then plans it (:func:`plan_run`, the only writer of
+``run.json`` and the manifest), and the caption stage only reads what the build planned
+(:func:`planned_shards`). What a run writes where (``output.dir``) is
+:class:`~pipeline.dataset.layout.DatasetLayout`.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NewType
@@ -22,18 +25,22 @@ import shapely
 
 from pipeline import __version__
 from pipeline.caption.prompts import load_prompt
-from pipeline.core.config import LATEST_RELEASE, RunConfig
+from pipeline.core.config import LATEST_RELEASE, Period, RegionConfig, RunConfig
 from pipeline.core.config_hash import config_hash
-from pipeline.core.errors import ConfigError
+from pipeline.core.errors import ConfigError, disk_full_names
 from pipeline.dataset.layout import DatasetLayout
+from pipeline.geo.coverage import FIRST_ACQUISITION_DAY, LAT_MAX, LAT_MIN
+from pipeline.io.atomic import atomic_write
 from pipeline.io.overture import read_catalog
 from pipeline.stages.context import check_overture, prepare_overture
 from pipeline.stages.sampling import (
     Location,
     ShardPlan,
+    check_region_fits,
     iter_shards,
     plan_locations,
     region_geometry,
+    region_parts,
     write_manifest,
 )
 from pipeline.stages.scenes import check_stac
@@ -41,6 +48,9 @@ from pipeline.stages.scenes import check_stac
 __all__ = [
     "CheckedConfig",
     "RunPlan",
+    "check_coverage",
+    "check_periods",
+    "check_run_config",
     "plan_run",
     "planned_shards",
     "preflight",
@@ -76,14 +86,102 @@ def resolve_release(config: RunConfig) -> RunConfig:
     )
 
 
-def preflight(config: RunConfig, *, captioning: bool | None = None) -> CheckedConfig:
-    """Check everything a run needs before any work: region, Overture, STAC API, captioner.
+def check_periods(periods: Sequence[Period], today: dt.date) -> None:
+    """Refuse a period that Sentinel-2 has no scenes for, or not all of them yet.
+
+    A period partly in the future (ending today or later) is refused too: its shards would be
+    built from the scenes acquired so far and, once done, never rebuilt (a run resumes by
+    skipping finished shards), so the same config would give different data on another day.
+
+    Args:
+        periods: The run's periods.
+        today: Today's date in UTC.
+
+    Raises:
+        ConfigError: naming ``periods[i].start`` or ``periods[i].end``.
+    """
+    for i, period in enumerate(periods):
+        name = f"period '{period.name}'"
+        if period.end < FIRST_ACQUISITION_DAY:
+            raise ConfigError(
+                f"periods[{i}].end",
+                f"{name} ends {period.end}, before Sentinel-2's first scene (Sentinel-2A was "
+                f"launched {FIRST_ACQUISITION_DAY}): every sample would fail with no_scene; "
+                f"give dates from {FIRST_ACQUISITION_DAY} on",
+            )
+        if period.start > today:
+            raise ConfigError(
+                f"periods[{i}].start",
+                f"{name} starts {period.start}, after today ({today}, UTC): no scene of it "
+                "exists yet and every sample would fail with no_scene; give a period that is "
+                "over",
+            )
+        if period.end >= today:
+            raise ConfigError(
+                f"periods[{i}].end",
+                f"{name} ends {period.end}, not before today ({today}, UTC): its shards would "
+                "be built from the scenes acquired so far and never rebuilt; end it before "
+                "today, or add it once it is over",
+            )
+
+
+def check_coverage(region: RegionConfig) -> None:
+    """Refuse a region reaching beyond the latitudes Sentinel-2 images systematically.
+
+    Raises:
+        ConfigError: naming the region's field (``region.points[i]`` for a point).
+    """
+    if region.points is not None:
+        places = [(f"region.points[{i}]", p.lat, p.lat) for i, p in enumerate(region.points)]
+    else:
+        _, south, _, north = region_geometry(region).bounds
+        places = [(region.field_name, south, north)]
+    for field, south, north in places:
+        if north > LAT_MAX or south < LAT_MIN:
+            lat = north if north > LAT_MAX else south
+            raise ConfigError(
+                field,
+                f"the region reaches latitude {lat:g}, outside Sentinel-2's systematic "
+                f"coverage ({-LAT_MIN:g} S to {LAT_MAX:g} N, ESA): chips there would find no "
+                f"scene; keep the region between latitudes {LAT_MIN:g} and {LAT_MAX:g}",
+            )
+
+
+def check_run_config(config: RunConfig, *, today: dt.date | None = None) -> None:
+    """The checks of a run that need no server: periods, coverage, at least one chip.
+
+    Part of :func:`preflight`; ``eocap plan`` runs them alone.
+
+    Args:
+        config: The run config.
+        today: Today's date; default: today in UTC.
+
+    Raises:
+        ConfigError: naming the field at fault.
+    """
+    check_periods(config.periods, today or dt.datetime.now(dt.UTC).date())
+    check_coverage(config.region)
+    check_region_fits(config.region, config.chips.size_m)
+
+
+def preflight(
+    config: RunConfig, *, captioning: bool | None = None, today: dt.date | None = None
+) -> CheckedConfig:
+    """Check everything a run needs before any work, from its config to its servers.
+
+    The checks, in order: :func:`check_run_config` (periods, coverage, at least one chip), the
+    output folder (empty, or a run of this config), the Overture release, the STAC API and
+    collection, the prompt, the caption server.
+
+    ``eocap check`` and ``eocap run`` both call this, so a config that passes the one passes
+    the other's checks; nothing a run checks later depends on the data.
 
     Args:
         config: The run config.
         captioning: Whether this process captions, so the caption server must answer now.
             Default: unless ``captioner.stage`` is ``separate`` (then the caption flow, on
             the GPU hosts, checks it: a build host need not wait for them).
+        today: Today's date, for the periods (:func:`check_run_config`).
 
     Returns:
         The config with its Overture release resolved (:func:`resolve_release`).
@@ -91,8 +189,9 @@ def preflight(config: RunConfig, *, captioning: bool | None = None) -> CheckedCo
     Raises:
         ConfigError: naming the field at fault (``PreflightError`` for unusable values).
     """
-    region_geometry(config.region)
+    check_run_config(config, today=today)
     config = resolve_release(config)
+    _check_output(config, config_hash(config))
     check_overture(config.overture)
     check_stac(config.stac)
     load_prompt(config.captioner.prompt)
@@ -167,25 +266,27 @@ def plan_run(config: RunConfig) -> RunPlan:
     locations = plan_locations(config.region, config.chips.size_m, seed=config.seed)
     out = config.output.dir
     layout = DatasetLayout(out)
-    out.mkdir(parents=True, exist_ok=True)
-    layout.run_json.write_text(
-        json.dumps(
-            {
-                "config_hash": chash,
-                "eocap_version": __version__,
-                "config": config.model_dump(mode="json"),
-            },
-            indent=2,
-        )
-    )
-    n_shards, n_samples = write_manifest(iter_shards(config, locations), layout.manifest)
-    # Temp files of writers killed mid-write are garbage: their shards have no stats, so
-    # they are pending and will be written again.
-    for stale in layout.temp_files():
-        stale.unlink(missing_ok=True)
-    bounds = region_geometry(config.region).bounds
-    extract = layout.overture_extract(config.overture.release)
-    overture_root = prepare_overture(config.overture, bounds, extract)
+    with disk_full_names(out):
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_write(layout.run_json) as tmp:
+            tmp.write_text(
+                json.dumps(
+                    {
+                        "config_hash": chash,
+                        "eocap_version": __version__,
+                        "config": config.model_dump(mode="json"),
+                    },
+                    indent=2,
+                )
+            )
+        n_shards, n_samples = write_manifest(iter_shards(config, locations), layout.manifest)
+        # Temp files of writers killed mid-write are garbage: their shards have no stats, so
+        # they are pending and will be written again.
+        for stale in layout.temp_files():
+            stale.unlink(missing_ok=True)
+        boxes = [part.bounds for part in region_parts(config.region)]
+        extract = layout.overture_extract(config.overture.release)
+        overture_root = prepare_overture(config.overture, boxes, extract)
     return RunPlan(config, locations, n_shards, n_samples, overture_root, out)
 
 

@@ -10,8 +10,10 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from pipeline.core.errors import disk_full_names
 from pipeline.dataset.layout import DatasetLayout
 from pipeline.dataset.stats import ShardStats, read_stats
+from pipeline.io.atomic import atomic_write
 from pipeline.runner.build import STAGES
 from pipeline.runner.plan import manifest_shards
 
@@ -96,8 +98,55 @@ def summarize(
         radiometry_overruled=overruled,
         shard_files=[str(layout.shards_dir / s.path) for s in stats],
     )
-    layout.report.write_text(json.dumps(report.to_json(), indent=2))
+    with disk_full_names(output_dir), atomic_write(layout.report) as tmp:
+        tmp.write_text(json.dumps(report.to_json(), indent=2))
     return report
+
+
+FAILURE_ADVICE: dict[str, str] = {
+    "no_scene": "no Sentinel-2 scene covered the chips in their periods with at most "
+    "stac.max_cloud_cover % cloud: widen the periods, raise stac.max_cloud_cover, or check "
+    "that stac.collection holds the region",
+    "missing_band": "the scenes lack a band of chips.bands: choose bands that stac.collection has",
+    "stac_error": "the STAC API kept failing: check stac.api_url and the network, or raise "
+    "stac.timeout_s and stac.max_retries",
+    "cog_open": "the scenes' image files could not be opened: check that their hrefs are "
+    "reachable from here (network, credentials, stac.signing)",
+    "cog_read": "the scenes' image files could not be read: check the network to their hosts, "
+    "or lower chips.max_requests_per_host",
+    "crs_mismatch": "the scenes' image files are in another CRS than their STAC items say: "
+    "check stac.collection",
+    "all_nodata": "the chips held only nodata pixels: check that the scenes cover the region",
+    "too_cloudy": "every chip was at least captioner.skip_cloud_fraction cloudy: raise it, or "
+    "lower stac.max_cloud_cover so that clearer scenes are chosen",
+    "caption_server": "the caption server did not answer: start it, check captioner.base_url, "
+    "or raise captioner.server_wait_s",
+    "caption_http": "the caption server refused the requests: check captioner.model, "
+    "captioner.base_url and captioner.api_key_env",
+    "caption_bad_response": "the caption server's answers could not be read: check that "
+    "captioner.base_url is an OpenAI-compatible API serving captioner.model",
+    "caption_empty": "the captioner wrote no text: check captioner.model and "
+    "captioner.max_new_tokens",
+}
+"""What a failure reason means and which config fields to change, for a run that got nothing."""
+
+
+def all_failed(report: RunReport) -> str | None:
+    """Why a run produced nothing, or ``None`` if any sample is ok or waiting for a caption.
+
+    A run counts as failed when every planned sample of its output failed, whatever the
+    reasons; the message names them, most frequent first, and says what to change for the
+    most frequent (:data:`FAILURE_ADVICE`).
+    """
+    if not report.failures_by_reason or report.ok or report.pending_caption:
+        return None
+    reasons = sorted(report.failures_by_reason.items(), key=lambda item: (-item[1], item[0]))
+    top, _ = reasons[0]
+    advice = FAILURE_ADVICE.get(top, "see error_message in the shards' rows")
+    if len(reasons) == 1:
+        return f"every one of the {report.samples} samples failed with {top}: {advice}"
+    counts = ", ".join(f"{reason} {n}" for reason, n in reasons)
+    return f"every one of the {report.samples} samples failed ({counts}); {top}: {advice}"
 
 
 @dataclass

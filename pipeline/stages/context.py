@@ -12,8 +12,9 @@ they lie in the chip, and the ``classes`` / ``tags`` / ``names`` fields of the L
 release. Consecutive (Z-ordered) shards touch the same row groups, so the cache makes a warm
 shard cost a fraction of a cold one; its size is :data:`FEATURE_CACHE_BYTES` per process.
 
-Remote releases (``s3://...``) are extracted to a local hive tree once per run for the run's
-bounding box (:func:`prepare_overture`); chips are never joined against S3 directly.
+Remote releases (``s3://...``) are extracted to a local hive tree once per run for the
+bounding boxes of the run's region (:func:`prepare_overture`); chips are never joined against
+S3 directly.
 
 The columns read per type are defined once, in :data:`OVERTURE_COLUMNS`: the reader takes them
 from it, and :func:`check_overture` checks every file's schema against it before a run, so a
@@ -25,7 +26,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -160,12 +161,13 @@ def _check_remote(root: str) -> None:
 
 
 def prepare_overture(
-    cfg: OvertureConfig, bbox: tuple[float, float, float, float], extract_dir: Path
+    cfg: OvertureConfig, boxes: Sequence[tuple[float, float, float, float]], extract_dir: Path
 ) -> Path:
     """The local Overture root to join chips against.
 
-    A local source is used in place. A remote release is filtered to ``bbox`` (plus a margin)
-    and copied to ``extract_dir`` once (a run's is
+    A local source is used in place. A remote release is filtered to the lon/lat ``boxes``
+    (the region's pieces, two for a region across the antimeridian; plus a margin each) and
+    copied to ``extract_dir`` once (a run's is
     :meth:`pipeline.dataset.layout.DatasetLayout.overture_extract`); a finished extract is
     reused.
     """
@@ -174,17 +176,22 @@ def prepare_overture(
     if (extract_dir / "_SUCCESS").exists():
         return extract_dir
     con = connect_duckdb(httpfs=cfg.source.startswith(("s3://", "http")))
-    x0, y0, x1, y1 = bbox[0] - 0.05, bbox[1] - 0.05, bbox[2] + 0.05, bbox[3] + 0.05
+    overlaps = " OR ".join(
+        f"(bbox.xmin <= {x1 + 0.05} AND bbox.xmax >= {x0 - 0.05} "
+        f"AND bbox.ymin <= {y1 + 0.05} AND bbox.ymax >= {y0 - 0.05})"
+        for x0, y0, x1, y1 in boxes
+    )
     for type_name in OVERTURE_TYPES:
         target = extract_dir / f"theme={OVERTURE_TYPES[type_name]}" / f"type={type_name}"
         target.mkdir(parents=True, exist_ok=True)
         con.execute(
             f"COPY (SELECT * FROM read_parquet('{_type_glob(cfg.root, type_name)}', "
-            "hive_partitioning=false) "
-            f"WHERE bbox.xmin <= {x1} AND bbox.xmax >= {x0} AND bbox.ymin <= {y1} "
-            f"AND bbox.ymax >= {y0}) TO '{target / 'part-00000.parquet'}' (FORMAT parquet)"
+            f"hive_partitioning=false) WHERE {overlaps}) "
+            f"TO '{target / 'part-00000.parquet'}' (FORMAT parquet)"
         )
-    (extract_dir / "_SUCCESS").write_text(json.dumps({"source": cfg.root, "bbox": bbox}))
+    (extract_dir / "_SUCCESS").write_text(
+        json.dumps({"source": cfg.root, "boxes": [list(b) for b in boxes]})
+    )
     return extract_dir
 
 

@@ -32,11 +32,13 @@ __all__ = [
     "Location",
     "SampleSpec",
     "ShardPlan",
+    "check_region_fits",
     "iter_shards",
     "plan_locations",
     "plan_shards",
     "read_manifest",
     "region_geometry",
+    "region_parts",
     "sample_id",
     "write_manifest",
 ]
@@ -98,15 +100,48 @@ def sample_id(location: Location, period: Period) -> str:
 def region_geometry(region: RegionConfig) -> BaseGeometry:
     """The region as a lon/lat geometry (a MultiPoint for point regions).
 
+    A bbox with ``lon_min > lon_max`` crosses the antimeridian: it is the two boxes on either
+    side of it.
+
     Raises:
         ConfigError: if the region file is missing, unreadable or holds no polygon.
     """
     if region.bbox is not None:
+        lon0, lat0, lon1, lat1 = region.bbox
+        if lon0 > lon1:
+            east, west = box(lon0, lat0, 180.0, lat1), box(-180.0, lat0, lon1, lat1)
+            return shapely.MultiPolygon([east, west])
         return box(*region.bbox)
     if region.points is not None:
         return shapely.MultiPoint([(p.lon, p.lat) for p in region.points])
     assert region.geojson is not None
     return _region_file_geometry(region.geojson)
+
+
+def region_parts(region: RegionConfig) -> list[BaseGeometry]:
+    """The region in the pieces it is planned in: one, or one per side of the antimeridian.
+
+    A region that reaches both -180 and 180 degrees (a bbox with ``lon_min > lon_max``, or a
+    region file split at 180 degrees as RFC 7946 asks) is cut into its western and eastern
+    halves, so that each is gridded in a UTM zone of its own and no chip straddles the
+    antimeridian. Point regions are one piece.
+
+    Raises:
+        ConfigError: as :func:`region_geometry`.
+    """
+    geometry = region_geometry(region)
+    west, _, east, _ = geometry.bounds
+    if region.points is not None or west > -180.0 or east < 180.0:
+        return [geometry]
+    halves = (box(-180.0, -90.0, 0.0, 90.0), box(0.0, -90.0, 180.0, 90.0))
+    parts = [_polygons(geometry.intersection(half)) for half in halves]
+    return [part for part in parts if not part.is_empty]
+
+
+def _polygons(geometry: BaseGeometry) -> BaseGeometry:
+    """The polygonal parts of a geometry (an intersection may add edges or corners)."""
+    kept = [g for g in shapely.get_parts(geometry) if g.geom_type in ("Polygon", "MultiPolygon")]
+    return shapely.union_all(kept) if kept else shapely.Polygon()
 
 
 def _region_file_geometry(path: Path) -> BaseGeometry:
@@ -150,7 +185,13 @@ def _region_file_geometry(path: Path) -> BaseGeometry:
     return merged
 
 
-def _grid_locations(area: BaseGeometry, spacing_m: float, chip_size_m: float) -> list[Location]:
+CHIP_MARGIN_M = 30.0
+"""A chip must lie this far inside the region, beyond its half width: room for snapping it to
+the scene's pixel grid (at most half a 60 m pixel)."""
+
+
+def _grid_locations(area: BaseGeometry, spacing_m: float, chip_size_m: float) -> Iterator[Location]:
+    """The chip centres of a grid laid over one piece of a region, row by row, north first."""
     minx, miny, maxx, maxy = area.bounds
     crs = utm_crs((minx + maxx) / 2, (miny + maxy) / 2)
     to_utm = transformer("EPSG:4326", crs)
@@ -159,9 +200,10 @@ def _grid_locations(area: BaseGeometry, spacing_m: float, chip_size_m: float) ->
     area_utm = transform_geometry(to_utm.transform, shapely.segmentize(area, 0.002))
     # A chip is kept only if it lies wholly in the region: shrink the region by half a chip,
     # plus a margin for snapping the chip to the scene's pixel grid.
-    inner = area_utm.buffer(-(chip_size_m / 2 + 30.0), join_style="mitre")
+    half = chip_size_m / 2 + CHIP_MARGIN_M
+    inner = area_utm.buffer(-half, join_style="mitre")
     if inner.is_empty:
-        return []
+        return
     ux0, uy0, ux1, uy1 = inner.bounds
     nx = int(np.floor((ux1 - ux0) / spacing_m)) + 1
     ny = int(np.floor((uy1 - uy0) / spacing_m)) + 1
@@ -174,8 +216,6 @@ def _grid_locations(area: BaseGeometry, spacing_m: float, chip_size_m: float) ->
     inner_ok = inner.buffer(1e-6)
     shapely.prepare(inner_ok)
     shapely.prepare(area_utm)
-    half = chip_size_m / 2 + 30.0
-    out: list[Location] = []
     for y in ys:
         cand = xs[shapely.contains_xy(inner_ok, xs, np.full_like(xs, y))]
         if not cand.size:
@@ -183,11 +223,37 @@ def _grid_locations(area: BaseGeometry, spacing_m: float, chip_size_m: float) ->
         squares = shapely.box(cand - half, y - half, cand + half, y + half)
         keep = cand[shapely.covers(area_utm, squares)]
         lons, lats = to_ll.transform(keep, np.full_like(keep, y))
-        out.extend(
-            Location(_location_id(float(lo), float(la)), round(float(lo), 6), round(float(la), 6))
-            for lo, la in zip(np.atleast_1d(lons), np.atleast_1d(lats), strict=True)
-        )
-    return out
+        for lo, la in zip(np.atleast_1d(lons), np.atleast_1d(lats), strict=True):
+            yield Location(
+                _location_id(float(lo), float(la)), round(float(lo), 6), round(float(la), 6)
+            )
+
+
+def _region_locations(region: RegionConfig, chip_size_m: float) -> Iterator[Location]:
+    """Every chip centre of a bbox or file region, piece by piece (:func:`region_parts`)."""
+    for part in region_parts(region):
+        yield from _grid_locations(part, region.spacing_m, chip_size_m)
+
+
+def check_region_fits(region: RegionConfig, chip_size_m: float) -> None:
+    """Refuse a region in which no chip fits; stops at the first chip that does.
+
+    Raises:
+        ConfigError: naming ``region.bbox`` or ``region.geojson``.
+    """
+    if region.points is None and next(_region_locations(region, chip_size_m), None) is None:
+        raise _too_small(region, chip_size_m)
+
+
+def _too_small(region: RegionConfig, chip_size_m: float) -> ConfigError:
+    across = chip_size_m + 2 * CHIP_MARGIN_M
+    return ConfigError(
+        region.field_name,
+        f"no chip fits in the region: a chip is {chip_size_m:.0f} m across (chips.size_px x "
+        f"chips.resolution_m) and must lie {CHIP_MARGIN_M:.0f} m inside the region's edge; "
+        f"give a region at least {across:.0f} m across both ways (about "
+        f"{across / 111_000:.3f} degrees of latitude), or smaller chips",
+    )
 
 
 def plan_locations(region: RegionConfig, chip_size_m: float, *, seed: int = 0) -> list[Location]:
@@ -208,10 +274,9 @@ def plan_locations(region: RegionConfig, chip_size_m: float, *, seed: int = 0) -
         ]
         locs = list({loc.location_id: loc for loc in locs}.values())  # drop exact duplicates
     else:
-        locs = _grid_locations(region_geometry(region), region.spacing_m, chip_size_m)
+        locs = list(_region_locations(region, chip_size_m))
     if not locs:
-        field = "region.bbox" if region.bbox is not None else "region.geojson"
-        raise ConfigError(field, f"region is smaller than one chip ({chip_size_m:.0f} m)")
+        raise _too_small(region, chip_size_m)
     if region.max_locations is not None and len(locs) > region.max_locations:
         rank = {
             loc.location_id: hashlib.sha1(f"{seed}|{loc.location_id}".encode()).hexdigest()

@@ -28,7 +28,8 @@ def write(tmp_path: Path, text: str) -> Path:
             "region.points[1].lat",
             "latitude -95",
         ),
-        ("region:\n  bbox: [11, 47, 10, 48]\n", "region.bbox", "min < max"),
+        ("region:\n  bbox: [11, 47, 10, 48]\n", "region.bbox", "swap them"),
+        ("region:\n  bbox: [10, 48, 11, 47]\n", "region.bbox", "lat_min 48.0 is not below"),
         (
             "periods:\n  - {name: s, start: 2024-06-01, end: 2024-05-01}\n",
             "periods[0]",

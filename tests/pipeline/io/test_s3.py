@@ -107,9 +107,9 @@ def test_overture_release_from_s3_equals_the_local_extraction(
     assert available_releases(cfg) == [RELEASE, OLDER]
     check_overture(cfg)  # one file's schema per type, read from the bucket
 
-    from_s3 = prepare_overture(cfg, SMALL_BBOX, tmp_path / "s3")
+    from_s3 = prepare_overture(cfg, [SMALL_BBOX], tmp_path / "s3")
     local = OvertureConfig(source=f"file://{region.overture_root}", release="local")
-    from_file = prepare_overture(local, SMALL_BBOX, tmp_path / "file")
+    from_file = prepare_overture(local, [SMALL_BBOX], tmp_path / "file")
     for type_name, theme in OVERTURE_TYPES.items():
         part = Path(f"theme={theme}") / f"type={type_name}" / "part-00000.parquet"
         assert pq.read_table(from_s3 / part).equals(pq.read_table(from_file / part)), type_name

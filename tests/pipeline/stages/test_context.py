@@ -120,14 +120,14 @@ def test_extract_of_a_release_is_made_once(region, tmp_path):
     # The same code path as an s3:// release, with a file:// URL so it runs offline.
     cfg = OvertureConfig(source=f"file://{region.overture_root}", release="test-release")
     check_overture(cfg)  # one file's schema per type, read with DuckDB
-    root = prepare_overture(cfg, SMALL_BBOX, tmp_path)
+    root = prepare_overture(cfg, [SMALL_BBOX], tmp_path)
     assert (root / "_SUCCESS").exists()
     chips = chips_over(region, 3)
     assert {k: v.land_cover for k, v in map_context(chips, root).items()} == {
         k: v.land_cover for k, v in map_context(chips, region.overture_root).items()
     }
     mtime = (root / "_SUCCESS").stat().st_mtime
-    assert prepare_overture(cfg, SMALL_BBOX, tmp_path) == root
+    assert prepare_overture(cfg, [SMALL_BBOX], tmp_path) == root
     assert (root / "_SUCCESS").stat().st_mtime == mtime
 
 

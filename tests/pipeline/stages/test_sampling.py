@@ -94,7 +94,7 @@ def test_points_region_and_max_locations():
 
 def test_region_smaller_than_a_chip():
     config = load_config(env={}).with_updates({"region.bbox": [10.8, 47.5, 10.81, 47.51]})
-    with pytest.raises(ConfigError, match="smaller than one chip"):
+    with pytest.raises(ConfigError, match="no chip fits in the region"):
         plan_locations(config.region, config.chips.size_m)
 
 
