@@ -6,17 +6,21 @@ Prefect server (started here) instead of starting a temporary one each.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from flows.build_dataset import run_build
 from pipeline.core.config import RunConfig
+from pipeline.runner.plan import preflight
 from pipeline.runner.report import RunReport
-from tests.conftest import make_config
+from tests.conftest import make_config, require_service
 
 # No Sentinel-2 scene of the test region was acquired in 2023.
 SCENELESS = [{"name": "summer-2023", "start": "2023-06-01", "end": "2023-08-31"}]
@@ -161,16 +165,12 @@ shutil.copytree(out, report / "out")
 def test_a_full_disk_names_the_output_folder_and_the_run_resumes_losing_nothing(
     region, servers, prefect_env, tmp_path
 ) -> None:
-    import json
-
-    import pyarrow.parquet as pq
-
-    from flows.build_dataset import run_build
-    from pipeline.runner.plan import preflight
-
     unshare = ["unshare", "--user", "--map-root-user", "--mount"]
-    if subprocess.run([*unshare, "true"], capture_output=True).returncode != 0:
-        pytest.skip("cannot make a user and mount namespace here to mount a small tmpfs")
+    require_service(
+        "a user and mount namespace (`unshare`) to mount a small tmpfs",
+        subprocess.run([*unshare, "true"], capture_output=True).returncode == 0,
+        fix="allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)",
+    )
     small = {"output.shard_size": 2, "runtime.workers": 1}  # 4 shards, written in order
     reference = make_config(region, servers, tmp_path / "reference", **small)
     run_build(preflight(reference))
