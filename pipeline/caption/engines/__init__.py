@@ -1,9 +1,12 @@
 """Inference engines: fast paths that run a captioning model's own weights on a GPU.
 
-Nothing here is imported by the default captioning path (the captioner registry does not know
-these engines yet), and this package imports nothing heavy itself: its modules need the
-``models`` extra (torch, transformers); the Triton decode kernel needs the ``gpu`` extra.
+Nothing here is imported by the default captioning path: the captioner registry loads
+:mod:`~pipeline.caption.engines.captioner` by name, only for ``captioner.backend: fast``. This
+package imports nothing heavy itself: its modules need the ``models`` extra (torch,
+transformers); the Triton decode kernel needs the ``gpu`` extra.
 
+* :mod:`~pipeline.caption.engines.captioner`: :class:`FastLlavaCaptioner`, the engine behind
+  the captioner interface (the ``transformers`` backend's loading, prompts and accounting);
 * :mod:`~pipeline.caption.engines.fast_llava`: :class:`FastLlavaEngine`, continuous batching
   (ragged prompts, per-row stops, refilled slots) with split prefill and CUDA-graph decode over a
   LLaVA-Next model (its requests and token geometry);
