@@ -10,6 +10,10 @@ from pipeline.caption.interface import Captioner
 from pipeline.caption.template import TemplateCaptioner
 from pipeline.core.config import CaptionerConfig
 
+IN_PROCESS_BACKENDS = frozenset({"transformers", "vllm", "fast"})
+"""Backends that run the model in the captioning process, one generation at a time (shard threads
+share the one loaded model and wait for it in turn)."""
+
 _MODEL_CAPTIONERS: dict[str, Captioner] = {}
 
 

@@ -447,7 +447,9 @@ class CaptionerConfig(_Section):
         ge=1,
         le=1024,
         description="Caption shards in flight at once in the caption flow (one per GPU "
-        "server or worker): the slots of the Prefect global concurrency limit eocap-caption.",
+        "server or worker): the slots of the Prefect global concurrency limit eocap-caption. "
+        "An `eocap caption` process with an in-process backend (transformers, vllm, fast) is "
+        "one worker and captions one shard at a time.",
     )
     skip_cloud_fraction: float = Field(
         default=1.01,
