@@ -30,9 +30,10 @@ _LOG = logging.getLogger(__name__)
 PREFILL_CHUNK = 32
 """Most rows per prefill call: enough tokens per GEMM, and a bounded stall of the decode."""
 
-CAPACITY_STEP = 256
+CAPACITY_STEP = 128
 """Cache tokens per slot grow in this step: prompts lengthen a little with each chip's facts and
-with each turn, and every growth captures the decode graphs again."""
+with each turn, and every growth captures the decode graphs again (a coarser step costs memory:
+256 slots x 128 tokens are 4 GiB of the 8B model's cache)."""
 
 
 class FastLlavaCaptioner(TransformersCaptioner):

@@ -477,12 +477,9 @@ class FastLlavaEngine:
             shortest_prompt: The shortest prompt expected: the buckets span from it to the
                 capacity (a shorter row uses the first bucket, which holds it too).
         """
-        self.graphs.clear()
-        self.k_cache.clear()
-        self.v_cache.clear()
+        self.free()  # the old cache first: the new one may need its memory
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        self.capacity = capacity
         shape = (self.slots, self.n_kv, capacity, self.hd)
         z = torch.zeros  # zeros: masked slots must hold finite values (0 * NaN is NaN)
         self.k_cache = [z(shape, device=self.device, dtype=self.dtype) for _ in self.layers]
@@ -505,6 +502,7 @@ class FastLlavaEngine:
                 for i in range(self.n_buckets)
             }
         )
+        self.capacity = capacity  # only once all of it is allocated
         self._reset_slots()
 
     def _reset_slots(self) -> None:
