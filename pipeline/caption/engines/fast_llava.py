@@ -898,7 +898,8 @@ class FastLlavaEngine:
         d = self.w_emb.shape[1]
         cos, sin = self.cos[:s].unsqueeze(1), self.sin[:s].unsqueeze(1)
         out = self._time_layer("prefill_chunk", self._rnd(c, s, d), cos, sin)
-        cos, sin = self.cos[:b].unsqueeze(1), self.sin[:b].unsqueeze(1)
+        cos = self.cos[:1].expand(b, -1).unsqueeze(1)  # one row per slot, as a step has them
+        sin = self.sin[:1].expand(b, -1).unsqueeze(1)
         out.update(self._time_layer("decode_step", self._rnd(b, d), cos, sin))
         kc, vc = self.k_cache[0][:c, :, :s], self.v_cache[0][:c, :, :s]
         qp = self._rnd(c, s, self.n_heads, self.hd).transpose(1, 2)

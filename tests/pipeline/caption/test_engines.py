@@ -131,6 +131,8 @@ def test_harness_runs_the_tiny_benchmark_on_cpu(tmp_path):
     summary = report["summary"]
     assert summary["fast_batch"] in (4, 6) and summary["check_passed"] is None
     assert summary["ratio_fast_over_transformers_backend"] > 0
+    assert set(report["backend_preprocess_ms_per_caption"]) == {"one_thread", "8_threads"}
+    assert summary["fast_backend_captions_per_s_est"] < summary["fast_captions_per_s"]
     # progress lines of the harness and of the engine (its logger) reach stdout
     assert "fast path: setup at batch 6" in out.stdout
     assert "warm-up prefill (2 rows)" in out.stdout
