@@ -283,6 +283,7 @@ class _Run:
         self.length = [0] * slots
         """Tokens in each slot's cache, i.e. its next position (mirrors the device's)."""
         self.used = [False] * slots
+        """Slots that have held a row in this call: a new row there is a refill."""
         self.stats = DecodeStats()
 
     def free_slots(self) -> list[int]:
@@ -305,7 +306,8 @@ class _Run:
 
     def place(self, slot: int, i: int) -> None:
         """Request ``i`` (prefilled) decodes in ``slot`` from now on."""
-        self.stats.refilled_rows += self.used[slot]
+        if self.used[slot]:
+            self.stats.refilled_rows += 1
         self.request_of[slot] = i
         self.length[slot] = self.requests[i].prompt_len
         self.used[slot] = True
