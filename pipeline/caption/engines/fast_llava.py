@@ -712,8 +712,8 @@ class FastLlavaEngine:
         to keep the warm-up out of a timed run. Adds its wall time to :attr:`setup_s`.
 
         Args:
-            requests: Requests like those to come (the cache fits the longest; a warm-up
-                prefill of up to ``chunk`` of them compiles the prefill).
+            requests: Requests like those to come (the cache fits the longest; warm-up
+                prefills of up to ``chunk`` of them and of one compile the prefill).
         """
         t0 = time.perf_counter()
         need = max(r.prompt_len + r.max_new_tokens for r in requests)
@@ -723,9 +723,10 @@ class FastLlavaEngine:
         self._allocate(capacity, shortest)
         if self.device.type == "cuda":
             self._pick_attention(max(r.prompt_len for r in requests))
-        warm = requests[: self.chunk]
-        _LOG.info("warm-up prefill (%d rows)", len(warm))
-        self._prefill(warm, range(len(warm)))
+        # A full chunk and a single row: compilation specialises on one row (refills of one).
+        for rows in sorted({min(self.chunk, len(requests)), 1}, reverse=True):
+            _LOG.info("warm-up prefill (%d rows)", rows)
+            self._prefill(requests[:rows], range(rows))
         if self.use_graphs:
             self._capture_graphs_or_fall_back()
         else:
