@@ -1,25 +1,37 @@
-"""GPU captioning benchmark: LLaVA-Next Llama-3-8B, plain ``generate`` against a split fast path.
+"""GPU captioning benchmark: LLaVA-Next Llama-3-8B, plain ``generate`` against the fast engine.
 
 The model is the full-size llava-hf/llama3-llava-next-8b-hf architecture (CLIP ViT-L/14-336 +
 Llama-3-8B, 8.36 B parameters) built with random bf16 weights straight on the GPU from a
 hand-written config: nothing is downloaded, and speed does not depend on the weight values.
 A 264 px chip with anyres (336x672 grid) gives 1,176 image tokens; with 250 text prompt tokens
-the prefill is 1,426 tokens, and every caption decodes exactly 128 new tokens (EOS is masked,
-as ``min_new_tokens == max_new_tokens`` does in ``generate``).
+the prefill is 1,426 tokens.
+
+Random weights never stop by themselves: EOS is masked (as ``min_new_tokens`` does in
+``generate``) and each caption stops at a length given to it (``--lengths``):
+
+* ``fixed``: every caption decodes exactly ``--new-tokens`` tokens, the decode at its longest;
+* ``template``: each caption stops at its own length, drawn from the lengths the template
+  captioner writes on the demo region (``benchmarks/results/template_caption_tokens.json``:
+  228 captions, mean 36.6 tokens, CLIP BPE + EOS), a stand-in for where a trained model emits
+  EOS. A static batch (plain ``generate``, the ``transformers`` backend) runs until its longest
+  row ends; the fast engine gives a finished row's slot to the next caption.
 
 One process measures, in this order:
 
 1. the compute floor: a large bf16 matmul (TFLOP/s) and a device-to-device copy (GB/s);
-2. a token-for-token correctness check of the fast path against plain ``generate`` in fp32 on a
-   tiny LLaVA-Next config (greedy), on the same device;
-3. plain ``model.generate`` (bf16, sdpa, batch 64, 128 forced new tokens);
-4. the fast path at each requested batch size.
+2. a token-for-token correctness check of the fast engine against plain ``generate`` in fp32 on
+   a tiny LLaVA-Next config (greedy), on the same device: prompts of different lengths, rows
+   that end at different steps, more rows than slots (refilled slots);
+3. plain ``model.generate`` (bf16, sdpa, one batch of ``--plain-batch`` rows);
+4. the ``transformers`` backend's generation (``--backend-batch``): the same rows in ``generate``
+   calls of its ``captioner.batch_size`` rows (its processor's CPU time is not included);
+5. the fast engine at each requested slot count, over ``--requests`` captions.
 
-The fast path is the engine :class:`pipeline.caption.engines.fast_llava.FastCaptioner` (split
-prefill, CUDA-graph decode, GQA-folded decode attention, autotuned attention variants; its module
-says how). This file is only the harness: the random-weight model and inputs, the plain baseline,
-the correctness check, the timing and the JSON report. It needs the ``models`` extra; the Triton
-decode kernel needs the ``gpu`` extra.
+The fast path is the engine :class:`pipeline.caption.engines.fast_llava.FastLlavaEngine`
+(continuous batching over a static KV cache, split prefill, CUDA-graph decode, GQA-folded decode
+attention, autotuned attention variants; its module says how). This file is only the harness:
+the random-weight model and inputs, the baselines, the correctness check, the timing and the
+JSON report. It needs the ``models`` extra; the Triton decode kernel needs the ``gpu`` extra.
 
 Run ``python -m benchmarks.caption_gpu --out results.json`` from the repository root on the GPU
 machine (torch and transformers are all it needs there, not the rest of eocap's dependencies);
@@ -30,14 +42,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import functools
 import gc
 import importlib.metadata
 import json
 import logging
 import platform
+import random
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +62,9 @@ from torch import Tensor, nn
 
 from pipeline.caption.engines.autotune import triton_decode_kernel
 from pipeline.caption.engines.fast_llava import (
-    FastCaptioner,
+    FastLlavaEngine,
     Geometry,
-    Inputs,
+    Request,
     eos_ids,
     fuse_projections,
     image_geometry,
@@ -57,6 +73,9 @@ from pipeline.caption.engines.timing import sync, time_ms
 
 _T0 = time.time()
 LOG = logging.getLogger("caption_gpu")
+
+TEMPLATE_LENGTHS = Path(__file__).parent / "results" / "template_caption_tokens.json"
+"""Tokens per caption of the template captioner on the demo region (``--lengths template``)."""
 
 
 class _SinceStart(logging.Formatter):
@@ -208,6 +227,68 @@ def build_model(config: Any, device: torch.device, dtype: torch.dtype, std: floa
     model.eval()
     model.requires_grad_(False)
     return model
+
+
+@dataclass
+class Inputs:
+    """A batch of same-shape captioning inputs, as the processor lays them out.
+
+    Attributes:
+        input_ids: ``(B, S)`` prompt ids with the image placeholders.
+        attention_mask: ``(B, S)`` ones.
+        pixel_values: ``(B, tiles, 3, H, W)`` anyres tiles.
+        image_sizes: ``(B, 2)`` original image sizes (H, W).
+    """
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    pixel_values: Tensor
+    image_sizes: Tensor
+
+    def rows(self, start: int, stop: int) -> Inputs:
+        """Return a slice of rows."""
+        return Inputs(
+            self.input_ids[start:stop],
+            self.attention_mask[start:stop],
+            self.pixel_values[start:stop],
+            self.image_sizes[start:stop],
+        )
+
+    def kwargs(self) -> dict[str, Tensor]:
+        """Keyword arguments for the HF model."""
+        return {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "pixel_values": self.pixel_values,
+            "image_sizes": self.image_sizes,
+        }
+
+    def requests(self, lengths: Sequence[int]) -> list[Request]:
+        """The rows as fast-engine requests, row ``i`` generating ``lengths[i]`` tokens."""
+        return [
+            Request(self.input_ids[i], self.pixel_values[i], (int(h), int(w)), n)
+            for i, ((h, w), n) in enumerate(zip(self.image_sizes.tolist(), lengths, strict=True))
+        ]
+
+
+def caption_lengths(mode: str, n: int, new_tokens: int, seed: int) -> list[int]:
+    """Tokens each of ``n`` captions generates.
+
+    Args:
+        mode: ``fixed`` (all ``new_tokens``) or ``template`` (drawn from
+            :data:`TEMPLATE_LENGTHS`, at most ``new_tokens``).
+        n: Captions.
+        new_tokens: The generation limit.
+        seed: Seed of the draw.
+
+    Returns:
+        The lengths.
+    """
+    if mode == "fixed":
+        return [new_tokens] * n
+    pool = json.loads(TEMPLATE_LENGTHS.read_text())["lengths"]
+    rng = random.Random(seed)
+    return [min(new_tokens, rng.choice(pool)) for _ in range(n)]
 
 
 def make_inputs(
@@ -367,30 +448,46 @@ def measure_ceilings(device: torch.device) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------
 
 
-def plain_generate(model: nn.Module, inp: Inputs, new_tokens: int) -> Tensor:
-    """Plain ``model.generate``: greedy, exactly ``new_tokens`` tokens (EOS ignored).
+def plain_generate(model: nn.Module, inp: Inputs, lengths: Sequence[int]) -> list[list[int]]:
+    """Plain ``model.generate``: greedy, EOS masked, row ``i`` stopping after ``lengths[i]``.
+
+    One static batch: it runs until its longest row ends (rows that ended are padded).
 
     Args:
         model: The LLaVA-Next model.
         inp: Inputs.
-        new_tokens: Tokens to generate.
+        lengths: Tokens each row generates.
 
     Returns:
-        ``(B, new_tokens)`` generated ids.
+        Each row's generated ids.
     """
-    from transformers import GenerationConfig
+    from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
     eos = eos_ids(model.config)
+    prompt_len = inp.input_ids.shape[1]
+    target = torch.tensor(list(lengths), device=inp.input_ids.device)
+
+    class StopAtLength(StoppingCriteria):
+        """Row ``i`` is done once it has ``lengths[i]`` new tokens."""
+
+        def __call__(self, input_ids: Tensor, scores: Tensor, **kwargs: Any) -> Tensor:
+            return (input_ids.shape[1] - prompt_len) >= target
+
     gen_cfg = GenerationConfig(
-        max_new_tokens=new_tokens,
-        min_new_tokens=new_tokens,
+        max_new_tokens=max(lengths),
         do_sample=False,
+        suppress_tokens=eos,
         eos_token_id=eos,
         pad_token_id=eos[0],
         bos_token_id=model.config.text_config.bos_token_id,
     )
-    out = model.generate(**inp.kwargs(), generation_config=gen_cfg)
-    return out[:, inp.input_ids.shape[1] :]
+    out = model.generate(
+        **inp.kwargs(),
+        generation_config=gen_cfg,
+        stopping_criteria=StoppingCriteriaList([StopAtLength()]),
+    )
+    new = out[:, prompt_len:]
+    return [new[i, :n].tolist() for i, n in enumerate(lengths)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -414,19 +511,28 @@ def exact_fp32() -> Iterator[None]:
 
 
 def run_check(
-    device: torch.device, use_compile: bool, use_graphs: bool, batch: int = 6, new_tokens: int = 24
+    device: torch.device,
+    use_compile: bool,
+    use_graphs: bool,
+    rows: int = 6,
+    slots: int = 4,
+    new_tokens: int = 24,
 ) -> dict[str, Any]:
-    """Token-for-token check of the fast path against plain ``generate`` (tiny config, fp32).
+    """Token-for-token check of the fast engine against plain ``generate`` (tiny config, fp32).
 
-    The fast path runs with several prefill chunks (one shorter than the others) and several
-    decode buckets, with ``torch.compile`` and CUDA graphs as configured.
+    Row ``i`` has ``20 + 3i`` text tokens and generates ``new_tokens - 3i`` tokens (EOS masked),
+    and there are more rows than slots: prompts of different lengths share a batch, rows end at
+    different steps and their slots are refilled. Prefill runs in chunks of 2 rows, decode over
+    3 KV-length buckets, with ``torch.compile``, CUDA graphs and the Triton decode kernel as
+    configured. Each row's reference is ``generate`` on that row alone.
 
     Args:
         device: Device to run on.
-        use_compile: Use ``torch.compile`` in the fast path.
-        use_graphs: Use CUDA graphs in the fast path.
-        batch: Rows.
-        new_tokens: New tokens per row.
+        use_compile: Use ``torch.compile`` in the fast engine.
+        use_graphs: Use CUDA graphs in the fast engine.
+        rows: Requests.
+        slots: Engine slots (fewer than ``rows``).
+        new_tokens: New tokens of the first row.
 
     Returns:
         The check's report; ``passed`` is True when every token agrees.
@@ -434,51 +540,67 @@ def run_check(
     t0 = time.perf_counter()
     with exact_fp32():
         cfg = build_config(tiny=True)
-        geo = image_geometry(cfg, 44, 20, new_tokens)
         model = build_model(cfg, device, torch.float32, std=0.15)
-        inp = make_inputs(cfg, geo, batch, device, torch.float32, seed=11)
-        ref = plain_generate(model, inp, new_tokens)
+        requests: list[Request] = []
+        ref: list[list[int]] = []
+        for i in range(rows):
+            geo = image_geometry(cfg, 44, 20 + 3 * i, new_tokens - 3 * i)
+            inp = make_inputs(cfg, geo, 1, device, torch.float32, seed=11 + i)
+            ref += plain_generate(model, inp, [geo.new_tokens])
+            requests += inp.requests([geo.new_tokens])
         use_triton = device.type == "cuda" and triton_decode_kernel() is not None
-        forced = "triton-64-4-3" if use_triton else None
-        fast = FastCaptioner(model, geo, batch, 4, 3, use_compile, use_graphs, forced)
-        fast.setup(inp)
-        got, _ = fast.generate(inp)
-        got2, _ = fast.generate(inp)  # a second run must reset all state
-    same = (got == ref).all(dim=1)
+        engine = FastLlavaEngine(
+            model,
+            slots=slots,
+            chunk=2,
+            refill_rows=1,
+            kv_buckets=3,
+            suppress_ids=eos_ids(cfg),
+            use_compile=use_compile,
+            use_graphs=use_graphs,
+            decode_attention="triton-64-4-3" if use_triton else None,
+        )
+        engine.setup(requests)
+        got, stats = engine.generate(requests)
+        again, _ = engine.generate(requests)  # a second run must reset all state
+    tokens = [g.tokens for g in got]
+    same = [a == b for a, b in zip(tokens, ref, strict=True)]
     report = {
         "config": "tiny LLaVA-Next (2 Llama layers, GQA 8q/2kv, head dim 16, 3 CLIP layers), "
         "fp32, greedy",
         "device": str(device),
-        "rows": batch,
-        "new_tokens": new_tokens,
-        "prefill_len": geo.prefill_len,
-        "image_tokens": geo.image_tokens,
-        "prefill_chunks": [4, batch - 4],
-        "decode_buckets": fast.bucket_lens,
+        "rows": rows,
+        "slots": slots,
+        "prompt_lens": [r.prompt_len for r in requests],
+        "new_tokens": [r.max_new_tokens for r in requests],
+        "refilled_rows": stats.refilled_rows,
+        "decode_buckets": engine.bucket_lens,
         "compile": use_compile,
-        "cuda_graphs": fast.use_graphs,
-        "rows_identical": int(same.sum()),
-        "tokens_identical": int((got == ref).sum()),
-        "tokens_total": int(ref.numel()),
-        "second_run_identical": bool((got2 == got).all()),
-        "distinct_tokens_in_reference": int(ref.unique().numel()),
-        "attention": fast.attn_report,
+        "cuda_graphs": engine.use_graphs,
+        "rows_identical": sum(same),
+        "tokens_identical": sum(
+            a == b for t, r in zip(tokens, ref, strict=True) for a, b in zip(t, r, strict=False)
+        ),
+        "tokens_total": sum(len(r) for r in ref),
+        "second_run_identical": [g.tokens for g in again] == tokens,
+        "distinct_tokens_in_reference": len({t for r in ref for t in r}),
+        "attention": engine.attn_report,
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    report["passed"] = bool(same.all()) and report["second_run_identical"]
+    report["passed"] = all(same) and report["second_run_identical"]
     if not report["passed"]:
-        bad = int((~same).nonzero()[0, 0])
-        report["first_bad_row"] = {"ref": ref[bad].tolist(), "fast": got[bad].tolist()}
-    fast.free()
-    del model, fast
+        bad = same.index(False) if not all(same) else 0
+        report["first_bad_row"] = {"ref": ref[bad], "fast": tokens[bad]}
+    engine.free()
+    del model, engine
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
     verdict = "PASSED" if report["passed"] else "FAILED"
     LOG.info(
         f"check {verdict}: {report['tokens_identical']}/{report['tokens_total']} tokens, "
-        f"{report['rows_identical']}/{batch} rows identical, "
-        f"{report['distinct_tokens_in_reference']} distinct tokens"
+        f"{report['rows_identical']}/{rows} rows identical ({stats.refilled_rows} refilled "
+        f"slots), {report['distinct_tokens_in_reference']} distinct tokens"
     )
     return report
 
@@ -534,51 +656,69 @@ def free_memory(device: torch.device) -> None:
 
 
 def bench_plain(
-    model: nn.Module, inp: Inputs, geo: Geometry, runs: int, device: torch.device
-) -> tuple[dict[str, Any], Tensor]:
-    """Time plain ``generate`` (one warm-up, then ``runs`` timed) and a prefill-only forward.
+    model: nn.Module,
+    inp: Inputs,
+    lengths: Sequence[int],
+    batch: int,
+    runs: int,
+    device: torch.device,
+) -> tuple[dict[str, Any], list[list[int]]]:
+    """Time plain ``generate`` over ``inp``'s rows, ``batch`` rows per call.
+
+    One warm-up call, then ``runs`` timed passes over all rows, then a prefill-only forward of
+    one call's rows (``generate`` does not report its prefill).
 
     Args:
         model: The model.
-        inp: Inputs (its rows are the batch).
-        geo: Geometry.
-        runs: Timed runs.
+        inp: Inputs (all rows are captioned).
+        lengths: Tokens each row generates.
+        batch: Rows per ``generate`` call.
+        runs: Timed passes.
         device: The device.
 
     Returns:
-        The report and the last run's tokens.
+        The report and the last pass's tokens.
     """
-    b = inp.input_ids.shape[0]
-    LOG.info(f"plain generate: warm-up at batch {b}")
-    plain_generate(model, inp, geo.new_tokens)
+    n = inp.input_ids.shape[0]
+    batch = min(batch, n)
+    LOG.info(f"plain generate: warm-up at batch {batch}")
+    plain_generate(model, inp.rows(0, batch), lengths[:batch])
     reset_peak(device)
     times = []
-    out = None
+    out: list[list[int]] = []
     for r in range(runs):
         sync(device)
         t0 = time.perf_counter()
-        out = plain_generate(model, inp, geo.new_tokens)
+        out = []
+        for start in range(0, n, batch):
+            out += plain_generate(
+                model, inp.rows(start, start + batch), lengths[start : start + batch]
+            )
         sync(device)
         times.append(time.perf_counter() - t0)
-        LOG.info(f"plain generate run {r + 1}: {times[-1]:.2f} s = {b / times[-1]:.2f} captions/s")
+        LOG.info(
+            f"plain generate b{batch} run {r + 1}: {times[-1]:.2f} s = {n / times[-1]:.2f} "
+            "captions/s"
+        )
     sync(device)
     t0 = time.perf_counter()
-    model(**inp.kwargs(), use_cache=True, logits_to_keep=1)
+    model(**inp.rows(0, batch).kwargs(), use_cache=True, logits_to_keep=1)
     sync(device)
-    prefill_s = time.perf_counter() - t0
+    prefill_ms = (time.perf_counter() - t0) * 1e3 / batch
     best = min(times)
-    assert out is not None
+    decode_ms = best * 1e3 / n - prefill_ms
+    new_tokens = sum(lengths)
     rep = {
-        "batch": b,
+        "batch": batch,
+        "rows": n,
         "runs_s": [round(t, 3) for t in times],
-        "captions_per_s": b / best,
-        "captions_per_s_runs": [b / t for t in times],
-        "prefill_s_separate_forward": prefill_s,
-        "prefill_ms_per_caption": prefill_s * 1e3 / b,
-        "decode_ms_per_caption_est": (best - prefill_s) * 1e3 / b,
-        "decode_ms_per_step_est": (best - prefill_s) * 1e3 / max(1, geo.new_tokens - 1),
-        "prefill_tokens_per_s": b * geo.prefill_len / prefill_s,
-        "decode_tokens_per_s_est": b * (geo.new_tokens - 1) / max(1e-9, best - prefill_s),
+        "captions_per_s": n / best,
+        "captions_per_s_runs": [n / t for t in times],
+        "mean_new_tokens": new_tokens / n,
+        "prefill_ms_per_caption": prefill_ms,
+        "decode_ms_per_caption_est": decode_ms,
+        "prefill_tokens_per_s": inp.input_ids.shape[1] / (prefill_ms * 1e-3),
+        "decode_tokens_per_s_est": (new_tokens - n) / max(1e-9, decode_ms * 1e-3 * n),
         "peak_memory_gib": peak_gib(device),
     }
     free_memory(device)
@@ -587,102 +727,183 @@ def bench_plain(
 
 def bench_fast(
     model: nn.Module,
-    inp: Inputs,
-    geo: Geometry,
+    requests: Sequence[Request],
+    slots: int,
     args: argparse.Namespace,
-    runs: int,
     device: torch.device,
-) -> tuple[dict[str, Any], Tensor]:
-    """Set up the fast path at ``len(inp)`` rows and time ``runs`` full batches.
+) -> tuple[dict[str, Any], list[list[int]]]:
+    """Set up the fast engine with ``slots`` slots and time ``args.runs`` passes over requests.
 
     Args:
         model: The model.
-        inp: Inputs (its rows are the batch).
-        geo: Geometry.
-        args: CLI arguments (chunk, buckets, compile, graphs).
-        runs: Timed runs.
+        requests: The captions of one pass.
+        slots: Rows decoded at once.
+        args: CLI arguments (chunk, refill rows, buckets, compile, graphs, runs).
         device: The device.
 
     Returns:
-        The report and the last run's tokens.
+        The report and the last pass's tokens.
     """
-    b = inp.input_ids.shape[0]
+    n = len(requests)
     reset_peak(device)
-    fast = FastCaptioner(
-        model, geo, b, args.chunk, args.decode_buckets, not args.no_compile, not args.no_graphs
+    engine = FastLlavaEngine(
+        model,
+        slots=slots,
+        chunk=args.chunk,
+        refill_rows=args.refill_rows,
+        kv_buckets=args.decode_buckets,
+        suppress_ids=eos_ids(model.config),
+        use_compile=not args.no_compile,
+        use_graphs=not args.no_graphs,
     )
-    LOG.info(f"fast path: setup at batch {b} (chunk {fast.chunk}, KV buckets {fast.bucket_lens})")
-    fast.setup(inp)
-    LOG.info(f"fast path: setup took {fast.setup_s:.1f} s")
-    prof = fast.profile() if device.type == "cuda" else {}
+    LOG.info(f"fast path: setup at batch {slots} (chunk {engine.chunk})")
+    engine.setup(requests)
+    LOG.info(
+        f"fast path: setup took {engine.setup_s:.1f} s (KV buckets {engine.bucket_lens}, "
+        f"capacity {engine.capacity})"
+    )
+    prompt_len = max(r.prompt_len for r in requests)
+    prof = engine.profile(prompt_len) if device.type == "cuda" else {}
     if prof:
         LOG.info(f"layer profile (ms): { {k: round(v, 3) for k, v in prof.items()} }")
-    timings = []
-    out = None
-    for r in range(runs):
+    chunk = list(requests[: engine.chunk])
+    vision = functools.partial(engine.image_features, chunk)
+    vision_ms = time_ms(vision, device, iters=3, warmup=1) / len(chunk)
+    passes = []
+    out: list[list[int]] = []
+    for r in range(args.runs):
         sync(device)
         t0 = time.perf_counter()
-        out, tm = fast.generate(inp)
-        tm["wall_s"] = time.perf_counter() - t0
-        timings.append(tm)
+        generations, stats = engine.generate(requests)
+        wall = time.perf_counter() - t0
+        passes.append((wall, stats))
+        out = [g.tokens for g in generations]
         LOG.info(
-            f"fast run {r + 1}: {tm['wall_s']:.2f} s = {b / tm['wall_s']:.2f} captions/s "
-            f"(prefill {tm['prefill_ms'] / b:.2f} ms/caption, vision "
-            f"{tm['prefill_vision_ms'] / b:.2f}, decode {tm['decode_ms'] / b:.2f} ms/caption)"
+            f"fast run {r + 1}: {wall:.2f} s = {n / wall:.2f} captions/s (prefill "
+            f"{stats.prefill_s * 1e3 / n:.2f} ms/caption, decode {stats.decode_s * 1e3 / n:.2f} "
+            f"ms/caption, {stats.decode_steps} steps, "
+            f"{stats.live_row_steps / max(1, stats.decode_steps * slots):.1%} of slots live)"
         )
-    best = min(timings, key=lambda t: t["wall_s"])
-    assert out is not None
-    n = geo.new_tokens
+    wall, best = min(passes, key=lambda p: p[0])
     rep = {
-        "batch": b,
-        "chunk": fast.chunk,
-        "decode_kv_buckets": fast.bucket_lens,
-        "compile": fast.pre.compiled is not None,
-        "compile_error": fast.pre.error or fast.post.error or None,
-        "cuda_graphs": fast.use_graphs,
-        "graph_error": fast.graph_error or None,
-        "attention": fast.attn_report,
-        "setup_s": fast.setup_s,
-        "runs_s": [round(t["wall_s"], 3) for t in timings],
-        "captions_per_s": b / best["wall_s"],
-        "captions_per_s_runs": [b / t["wall_s"] for t in timings],
-        "ms_per_caption": best["wall_s"] * 1e3 / b,
-        "prefill_ms_per_caption": best["prefill_ms"] / b,
-        "prefill_vision_ms_per_caption": best["prefill_vision_ms"] / b,
-        "prefill_lm_ms_per_caption": best["prefill_lm_ms"] / b,
-        "decode_ms_per_caption": best["decode_ms"] / b,
-        "decode_ms_per_step": best["decode_ms"] / max(1, n - 1),
-        "decode_bucket_ms": best["decode_bucket_ms"],
-        "prefill_tokens_per_s": b * geo.prefill_len / (best["prefill_ms"] * 1e-3),
-        "decode_tokens_per_s": b * (n - 1) / max(1e-9, best["decode_ms"] * 1e-3),
+        "batch": slots,
+        "requests": n,
+        "chunk": engine.chunk,
+        "refill_rows": engine.refill_rows,
+        "decode_kv_buckets": engine.bucket_lens,
+        "capacity": engine.capacity,
+        "compile": engine.pre_prefill.compiled is not None,
+        "compile_error": engine.pre_prefill.error or engine.post_decode.error or None,
+        "cuda_graphs": engine.use_graphs,
+        "graph_error": engine.graph_error or None,
+        "attention": engine.attn_report,
+        "setup_s": engine.setup_s,
+        "runs_s": [round(w, 3) for w, _ in passes],
+        "captions_per_s": n / wall,
+        "captions_per_s_runs": [n / w for w, _ in passes],
+        "ms_per_caption": wall * 1e3 / n,
+        "mean_new_tokens": best.new_tokens / n,
+        "prefill_ms_per_caption": best.prefill_s * 1e3 / n,
+        "prefill_vision_ms_per_caption": vision_ms,
+        "decode_ms_per_caption": best.decode_s * 1e3 / n,
+        "host_ms_per_caption": (wall - best.prefill_s - best.decode_s) * 1e3 / n,
+        "decode_steps": best.decode_steps,
+        "decode_ms_per_step": best.decode_s * 1e3 / max(1, best.decode_steps),
+        "decode_steps_per_kv_length": dict(sorted(best.kv_lengths.items())),
+        "live_slots_per_step": best.live_row_steps / max(1, best.decode_steps),
+        "refilled_rows": best.refilled_rows,
+        "prefill_tokens_per_s": best.prompt_tokens / max(1e-9, best.prefill_s),
+        "decode_tokens_per_s": (best.new_tokens - n) / max(1e-9, best.decode_s),
         "peak_memory_gib": peak_gib(device),
         "layer_profile_ms": prof,
     }
     if prof:
-        n_layers = len(fast.layers)
-        c = fast.chunk
+        n_layers = len(engine.layers)
+        c = engine.chunk
         pre_post = prof["prefill_chunk_pre_ms"] + prof["prefill_chunk_post_ms"]
-        dec_attn = fast.attn_report["decode"]["ms_per_layer_full_cache"]
-        dec_attn_ms = dec_attn[fast.attn_report["decode"]["chosen"]]
+        dec_attn = engine.attn_report["decode"]["ms_per_layer_full_cache"]
+        dec_attn_ms = dec_attn[engine.attn_report["decode"]["chosen"]]
+        steps_per_caption = best.decode_steps / n
         rep["time_split_ms_per_caption"] = {
             "prefill_gemms": prof["prefill_chunk_gemm_total_ms"] * n_layers / c,
             "prefill_attention": prof["prefill_chunk_attention_ms"] * n_layers / c,
             "prefill_norm_rope_act_residual": (pre_post - prof["prefill_chunk_gemm_total_ms"])
             * n_layers
             / c,
-            "prefill_vision_and_embed": rep["prefill_vision_ms_per_caption"],
+            "prefill_vision_and_embed": vision_ms,
             "decode_gemms_incl_lm_head": (
                 prof["decode_step_gemm_total_ms"] * n_layers + prof["decode_step_lm_head_ms"]
             )
-            * (n - 1)
-            / b,
-            "decode_attention_at_full_cache": dec_attn_ms * n_layers * (n - 1) / b,
+            * steps_per_caption,
+            "decode_attention_at_full_cache": dec_attn_ms * n_layers * steps_per_caption,
             "note": "parts timed alone on the real shapes; the runs' totals are measured",
         }
-    fast.free()
-    del fast
+    engine.free()
+    del engine
     free_memory(device)
     return rep, out
+
+
+def preprocess_ms(image_px: int, chips: int, threads: int) -> dict[str, float]:
+    """CPU milliseconds per caption to turn a PNG chip into the 8B model's anyres tiles.
+
+    The fast backend does this for a round's chats before the engine starts (in ``threads``
+    threads), so it adds to the GPU's time per caption.
+
+    Args:
+        image_px: Side of the square chip.
+        chips: Chips timed.
+        threads: The backend's preprocessing threads.
+
+    Returns:
+        Milliseconds per chip, one thread and ``threads`` threads.
+    """
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    from PIL import Image
+    from transformers import LlavaNextImageProcessor
+
+    processor = LlavaNextImageProcessor(
+        size={"shortest_edge": 336},
+        crop_size={"height": 336, "width": 336},
+        image_grid_pinpoints=PINPOINTS_8B,
+    )
+    rng = np.random.default_rng(0)
+    pngs = []
+    for _ in range(chips):
+        buf = io.BytesIO()
+        pixels = rng.integers(0, 255, (image_px, image_px, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(buf, format="PNG")
+        pngs.append(buf.getvalue())
+
+    def prepare(png: bytes) -> Any:
+        return processor(images=[Image.open(io.BytesIO(png)).convert("RGB")], return_tensors="pt")
+
+    prepare(pngs[0])
+    t0 = time.perf_counter()
+    for png in pngs:
+        prepare(png)
+    serial = (time.perf_counter() - t0) * 1e3 / chips
+    with ThreadPoolExecutor(threads) as pool:
+        t0 = time.perf_counter()
+        list(pool.map(prepare, pngs))
+        threaded = (time.perf_counter() - t0) * 1e3 / chips
+    return {"one_thread": serial, f"{threads}_threads": threaded}
+
+
+def agreement(fast: Sequence[Sequence[int]], plain: Sequence[Sequence[int]]) -> dict[str, Any]:
+    """How many of the plain baseline's tokens the fast engine reproduced (bf16: informational)."""
+    pairs = list(zip(fast, plain, strict=False))
+    same = [a == b for f, p in pairs for a, b in zip(f, p, strict=False)]
+    return {
+        "rows": len(pairs),
+        "first_token": sum(f[:1] == p[:1] for f, p in pairs) / max(1, len(pairs)),
+        "tokens": sum(same) / max(1, len(same)),
+        "rows_identical": sum(list(f) == list(p) for f, p in pairs),
+        "note": "informational: random bf16 weights make the top logits near-ties",
+    }
 
 
 def run_benchmark(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
@@ -726,7 +947,6 @@ def run_benchmark(args: argparse.Namespace, device: torch.device) -> dict[str, A
     model = build_model(cfg, device, dtype, std=0.02)
     sync(device)
     LOG.info(f"model built in {time.perf_counter() - t0:.1f} s")
-    flops = flops_per_caption(cfg, geo)
     report["model"] = {
         "architecture": "llava-hf/llama3-llava-next-8b-hf (random weights)"
         if not args.tiny
@@ -743,46 +963,66 @@ def run_benchmark(args: argparse.Namespace, device: torch.device) -> dict[str, A
         "prefill_len": geo.prefill_len,
         "new_tokens": geo.new_tokens,
     }
-    report["flops_per_caption"] = flops
     tflops = report["ceilings_start"]["matmul_tflops"]
-    all_inp = make_inputs(cfg, geo, max([*batches, args.plain_batch]), device, dtype, args.seed)
+    requests = args.requests or max(batches) * (4 if args.lengths == "template" else 1)
+    rows = max(requests, args.plain_batch)
+    all_inp = make_inputs(cfg, geo, rows, device, dtype, args.seed)
+    lengths = caption_lengths(args.lengths, rows, geo.new_tokens, args.seed)
+    mean_new_tokens = sum(lengths[:requests]) / requests
+    report["lengths"] = {
+        "mode": args.lengths,
+        "mean_new_tokens": mean_new_tokens,
+        "min": min(lengths),
+        "max": max(lengths),
+    }
+    # The floor of a caption of the mean length.
+    floor_geo = dataclasses.replace(geo, new_tokens=round(mean_new_tokens))
+    flops = flops_per_caption(cfg, floor_geo)
+    report["flops_per_caption"] = flops
 
     plain_out = None
-    if args.plain_batch > 0:
+    baselines = [("plain", args.plain_batch), ("transformers_backend", args.backend_batch)]
+    for name, batch in baselines:
+        if args.plain_batch <= 0 or batch <= 0:
+            continue
         try:
-            report["plain"], plain_out = bench_plain(
-                model, all_inp.rows(0, args.plain_batch), geo, args.runs, device
+            report[name], out = bench_plain(
+                model,
+                all_inp.rows(0, args.plain_batch),
+                lengths[: args.plain_batch],
+                batch,
+                args.runs,
+                device,
             )
+            plain_out = plain_out or out
         except torch.OutOfMemoryError as exc:
-            report["plain"] = {"batch": args.plain_batch, "error": f"OOM: {exc}"}
+            report[name] = {"batch": batch, "error": f"OOM: {exc}"}
             free_memory(device)
         save()
 
+    report["backend_preprocess_ms_per_caption"] = preprocess_ms(
+        args.image_px, 64, args.preprocess_threads
+    )
+    LOG.info(f"backend preprocessing: {report['backend_preprocess_ms_per_caption']} ms/caption")
     report["fast"] = []
     for b in batches:
         try:
-            rep, out = bench_fast(model, all_inp.rows(0, b), geo, args, args.runs, device)
+            rep, fast_out = bench_fast(
+                model, all_inp.rows(0, requests).requests(lengths[:requests]), b, args, device
+            )
         except torch.OutOfMemoryError as exc:
             report["fast"].append({"batch": b, "error": f"OOM: {str(exc)[:300]}"})
             LOG.info(f"fast path at batch {b}: out of memory")
             free_memory(device)
             continue
         if plain_out is not None:
-            n = min(plain_out.shape[0], out.shape[0])
-            same = out[:n] == plain_out[:n]
-            rep["agreement_with_plain_bf16"] = {
-                "rows": n,
-                "first_token": float(same[:, 0].float().mean()),
-                "tokens": float(same.float().mean()),
-                "rows_identical": int(same.all(dim=1).sum()),
-                "note": "informational: random bf16 weights make the top logits near-ties",
-            }
+            rep["agreement_with_plain_bf16"] = agreement(fast_out, plain_out)
         report["fast"].append(rep)
         save()
 
     report["ceilings_end"] = measure_ceilings(device)
     LOG.info(f"ceilings at the end: {report['ceilings_end']}")
-    summarize(report, flops, tflops, geo, cfg, dtype)
+    summarize(report, flops, tflops, floor_geo, cfg, dtype)
     save()
     return report
 
@@ -801,7 +1041,7 @@ def summarize(
         report: The report (updated in place).
         flops: FLOPs per caption.
         tflops: Measured matmul TFLOP/s (the compute floor's rate).
-        geo: Geometry.
+        geo: Geometry (new tokens: the mean caption length).
         cfg: Model config.
         dtype: Model dtype.
     """
@@ -830,31 +1070,45 @@ def summarize(
         )
         if plain_cps:
             f["ratio_vs_plain"] = f["captions_per_s"] / plain_cps
-    if plain_cps:
-        plain["fraction_of_floor"] = plain_cps / floor_cps
+    backend_cps = report.get("transformers_backend", {}).get("captions_per_s")
+    # The fast backend prepares a round's chips on the CPU before the engine starts.
+    preprocess = report.get("backend_preprocess_ms_per_caption", {})
+    preprocess_ms = min(preprocess.values()) if preprocess else 0.0
     report["summary"] = {
         "plain_captions_per_s": plain_cps,
         "plain_batch": plain.get("batch"),
         "fast_captions_per_s": best["captions_per_s"] if best else None,
         "fast_batch": best["batch"] if best else None,
         "ratio_fast_over_plain": best.get("ratio_vs_plain") if best else None,
+        "transformers_backend_captions_per_s": backend_cps,
+        "ratio_fast_over_transformers_backend": best["captions_per_s"] / backend_cps
+        if best and backend_cps
+        else None,
+        "mean_new_tokens": report["lengths"]["mean_new_tokens"],
+        "fast_backend_captions_per_s_est": 1 / (1 / best["captions_per_s"] + preprocess_ms / 1e3)
+        if best
+        else None,
         "floor_captions_per_s": floor_cps,
         "fast_fraction_of_floor": best["fraction_of_floor"] if best else None,
-        "plain_fraction_of_floor": plain.get("fraction_of_floor"),
+        "plain_fraction_of_floor": plain_cps / floor_cps if plain_cps else None,
         "check_passed": report.get("check", {}).get("passed"),
     }
     rows = []
-    if plain_cps:
+    for name, label in (("plain", "plain generate"), ("transformers_backend", "transformers b.")):
+        base = report.get(name, {})
+        if "captions_per_s" not in base:
+            continue
+        base["fraction_of_floor"] = base["captions_per_s"] / floor_cps
         rows.append(
             (
-                f"plain generate b{plain['batch']}",
-                plain_cps,
-                1.0,
-                plain["prefill_tokens_per_s"],
-                plain["decode_tokens_per_s_est"],
-                plain["fraction_of_floor"],
-                plain["prefill_ms_per_caption"],
-                plain["decode_ms_per_caption_est"],
+                f"{label} b{base['batch']}",
+                base["captions_per_s"],
+                base["captions_per_s"] / plain_cps if plain_cps else float("nan"),
+                base["prefill_tokens_per_s"],
+                base["decode_tokens_per_s_est"],
+                base["fraction_of_floor"],
+                base["prefill_ms_per_caption"],
+                base["decode_ms_per_caption_est"],
             )
         )
     for f in fast_ok:
@@ -890,9 +1144,30 @@ def summarize(
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--batch", default="256", help="fast-path batch size(s), comma-separated")
+    p.add_argument("--batch", default="256", help="fast-path slot count(s), comma-separated")
     p.add_argument("--plain-batch", type=int, default=64, help="plain generate batch (0: skip)")
-    p.add_argument("--new-tokens", type=int, default=128, help="forced new tokens per caption")
+    p.add_argument(
+        "--backend-batch",
+        type=int,
+        default=0,
+        help="the transformers backend's batch_size: its generate calls over the plain batch's "
+        "rows (0: skip)",
+    )
+    p.add_argument(
+        "--lengths",
+        choices=["fixed", "template"],
+        default="fixed",
+        help="fixed: every caption --new-tokens tokens; template: per-caption lengths of the "
+        "template captioner on the demo region",
+    )
+    p.add_argument(
+        "--requests",
+        type=int,
+        default=0,
+        help="captions per fast-path run (default: the largest batch; 4x that with "
+        "--lengths template, so that slots are refilled)",
+    )
+    p.add_argument("--new-tokens", type=int, default=128, help="new tokens per caption (limit)")
     p.add_argument("--prompt-tokens", type=int, default=250, help="text prompt tokens")
     p.add_argument("--image-px", type=int, default=264, help="square chip side in pixels")
     p.add_argument(
@@ -902,6 +1177,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="expected image tokens (computed from anyres: 1176 for 264 px); checked",
     )
     p.add_argument("--chunk", type=int, default=32, help="rows per prefill chunk")
+    p.add_argument(
+        "--preprocess-threads",
+        type=int,
+        default=8,
+        help="threads of the preprocessing measure (the fast backend's PREPROCESS_THREADS)",
+    )
+    p.add_argument(
+        "--refill-rows", type=int, default=16, help="refill slots once this many are free"
+    )
     p.add_argument("--decode-buckets", type=int, default=8, help="decode KV-length buckets")
     p.add_argument("--runs", type=int, default=3, help="timed runs per path")
     p.add_argument("--no-compile", action="store_true", help="no torch.compile in the fast path")

@@ -28,6 +28,7 @@ from prefect.exceptions import ObjectAlreadyExists
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from pipeline.caption.registry import IN_PROCESS_BACKENDS
 from pipeline.core.config import RunConfig, load_config
 from pipeline.core.errors import RunFailedError
 from pipeline.dataset.stats import ShardStats
@@ -186,8 +187,15 @@ def caption_dataset(config: CheckedConfig) -> RunReport:
 
 
 def run_captions(config: CheckedConfig) -> RunReport:
-    """Run :func:`caption_dataset` with ``captioner.gpu_workers`` shard threads."""
-    runner: Any = ThreadPoolTaskRunner(max_workers=config.captioner.gpu_workers)
+    """Run :func:`caption_dataset`: ``captioner.gpu_workers`` shard threads against servers.
+
+    A process with an in-process model (``transformers``, ``vllm``, ``fast``) is one GPU worker
+    and captions one shard at a time: more threads would only wait for its model while holding
+    slots of the ``eocap-caption`` limit that other GPU workers could use.
+    """
+    in_process = config.captioner.backend in IN_PROCESS_BACKENDS
+    workers = 1 if in_process else config.captioner.gpu_workers
+    runner: Any = ThreadPoolTaskRunner(max_workers=workers)
     result = caption_dataset.with_options(task_runner=runner)(config)
     assert isinstance(result, RunReport)
     return result

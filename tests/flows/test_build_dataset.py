@@ -467,3 +467,31 @@ def test_separate_caption_stage_gives_the_inline_captions(built, region, servers
         same = inline[r["sample_id"]]
         for column in ("status", "caption", "caption_flags", "pixels", "context", "captioner"):
             assert r[column] == same[column], (r["sample_id"], column)
+
+
+def test_caption_flow_with_the_fast_backend(region, servers, tiny_model, tmp_path):
+    from flows.build_dataset import run_captions
+
+    updates = {
+        "captioner.stage": "separate",
+        "captioner.backend": "fast",
+        "captioner.model": str(tiny_model),
+        "captioner.device": "cpu",  # the engine's eager path: the GPU's code without graphs
+        "captioner.batch_size": 3,
+        "captioner.max_new_tokens": 8,
+        "captioner.gpu_workers": 2,
+    }
+    config = make_config(region, servers, tmp_path / "out", **updates)
+    first = build(config)
+    assert first.pending_caption > 0
+    report = run_captions(preflight(config, captioning=True))
+    assert report.pending_caption == 0 and report.ok == first.ok + first.pending_caption
+    captioned = [r for r in rows(config) if r["captioner"] == f"fast:{tiny_model}"]
+    assert len(captioned) == first.pending_caption
+    # The checks ran on every model caption: the tiny model's random text is flagged.
+    assert report.caption_flags["not_english"] >= len(captioned)
+    for r in captioned:
+        assert r["status"] == "ok" and r["caption"] and "not_english" in r["caption_flags"]
+        assert r["prompt_version"].startswith("grounded-v1+")
+        assert r["prompt_tokens"] > 100 and 0 < r["completion_tokens"] <= 8
+        assert r["finish_reason"] in ("stop", "length") and r["caption_latency_s"] > 0

@@ -3,7 +3,9 @@
 Chats are rendered with the processor's chat template and generated in batches of
 ``batch_size`` with left padding. transformers' continuous batching (``generate_batch``) takes
 token ids only, not ``pixel_values``, so a vision-language model cannot use it; batches are
-static and grouped by prompt length to keep padding small.
+static and grouped by prompt length to keep padding small. The ``fast`` backend
+(:mod:`pipeline.caption.engines.captioner`) shares this class's loading, rendering and
+accounting and replaces only the generation.
 """
 
 from __future__ import annotations
@@ -12,13 +14,28 @@ import io
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
 from pipeline.caption.backends.model import Completion, ModelCaptioner
 from pipeline.caption.prompts import ChatMessage
 from pipeline.core.config import CaptionerConfig
 
-__all__ = ["TransformersCaptioner"]
+__all__ = ["TransformersCaptioner", "until_stop"]
+
+
+def until_stop(tokens: Sequence[int], stop_ids: frozenset[int]) -> tuple[list[int], bool]:
+    """The generated tokens up to and including the first stop id.
+
+    What ``generate`` writes after a row's stop (padding, which may be the stop id itself) is
+    not part of the answer.
+
+    Returns:
+        The tokens, and whether a stop id ended them.
+    """
+    for n, token in enumerate(tokens):
+        if token in stop_ids:
+            return list(tokens[: n + 1]), True
+    return list(tokens), False
 
 
 class TransformersCaptioner(ModelCaptioner):
@@ -60,9 +77,12 @@ class TransformersCaptioner(ModelCaptioner):
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         self.net: Any = tf.AutoModelForImageTextToText.from_pretrained(model, dtype=dtype)
         self.net.to(device).eval()
+        eos = self.net.generation_config.eos_token_id
+        self.stop_ids = frozenset(eos if isinstance(eos, list) else [eos])
+        """The model's EOS ids: a turn ends at the first of them."""
 
     @classmethod
-    def from_config(cls, config: CaptionerConfig) -> TransformersCaptioner:
+    def from_config(cls, config: CaptionerConfig) -> Self:
         """Build from the ``captioner`` config section."""
         return cls(
             config.model,
@@ -80,22 +100,43 @@ class TransformersCaptioner(ModelCaptioner):
     def complete_round(
         self, chats: Sequence[list[ChatMessage]], images: Sequence[bytes]
     ) -> list[Completion | Exception]:
-        """Generate an answer for each chat, ``batch_size`` chats at a time."""
-        with self._lock:
-            return self._generate(chats, images)
-
-    def _generate(
-        self, chats: Sequence[list[ChatMessage]], images: Sequence[bytes]
-    ) -> list[Completion | Exception]:
-        import torch
-        from PIL import Image
-
+        """Generate an answer for each chat."""
         texts = [
             self.processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
             for c in chats
         ]
-        order = sorted(range(len(chats)), key=lambda i: len(texts[i]))
-        out: list[Completion | Exception] = [RuntimeError("not generated")] * len(chats)
+        with self._lock:
+            return self._generate(texts, images)
+
+    def completion(self, tokens: Sequence[int], prompt_tokens: int, latency_s: float) -> Completion:
+        """The answer a turn's generated tokens make.
+
+        The text ends before the first EOS; the EOS counts as a completion token, what
+        ``generate`` wrote after it does not.
+
+        Args:
+            tokens: The tokens generated for the turn.
+            prompt_tokens: The turn's prompt tokens (image tokens included, padding not).
+            latency_s: The turn's share of the generation time.
+        """
+        answer, stopped = until_stop(tokens, self.stop_ids)
+        return Completion(
+            text=self.processor.decode(answer, skip_special_tokens=True),
+            finish_reason="stop" if stopped else "length",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(answer),
+            latency_s=latency_s,
+        )
+
+    def _generate(
+        self, texts: Sequence[str], images: Sequence[bytes]
+    ) -> list[Completion | Exception]:
+        """Generate an answer for each rendered chat, ``batch_size`` chats at a time."""
+        import torch
+        from PIL import Image
+
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out: list[Completion | Exception] = [RuntimeError("not generated")] * len(texts)
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             try:
@@ -112,22 +153,10 @@ class TransformersCaptioner(ModelCaptioner):
                         temperature=self.temperature if self.temperature > 0 else None,
                     )
                 latency = (time.perf_counter() - t0) / len(idx)
-                prompt_len = batch["input_ids"].shape[1]
-                new = generated[:, prompt_len:]
-                eos = self.net.generation_config.eos_token_id
-                eos_ids = set(eos if isinstance(eos, list) else [eos])
-                pad = self.processor.tokenizer.pad_token_id
+                new = generated[:, batch["input_ids"].shape[1] :]
                 for row, i in enumerate(idx):
-                    tokens = [t for t in new[row].tolist() if t != pad]
-                    stopped = any(t in eos_ids for t in tokens)
                     n_prompt = int(batch["attention_mask"][row].sum())
-                    out[i] = Completion(
-                        text=self.processor.decode(tokens, skip_special_tokens=True),
-                        finish_reason="stop" if stopped else "length",
-                        prompt_tokens=n_prompt,
-                        completion_tokens=len(tokens),
-                        latency_s=latency,
-                    )
+                    out[i] = self.completion(new[row].tolist(), n_prompt, latency)
             except Exception as exc:  # a failed batch fails its chats, not the shard
                 for i in idx:
                     out[i] = exc

@@ -81,8 +81,8 @@ def prefill_attention_candidates(group: int) -> dict[str, Attn]:
 def decode_attention_candidates(use_triton: bool) -> dict[str, Attn]:
     """q_len=1 decode attention with the GQA fold (query heads in the length axis).
 
-    Every candidate takes ``(q, k, v, mask, pos)``: the SDPA ones use the additive mask, the
-    Triton kernel the position.
+    Every candidate takes ``(q, k, v, mask, pos)`` with a mask and a position per row: the SDPA
+    ones use the ``(B, 1, 1, L)`` additive mask, the Triton kernel the ``(B,)`` positions.
 
     Args:
         use_triton: Include the Triton kernel configurations.

@@ -1,9 +1,9 @@
-"""Triton GQA-folded decode attention (q_len=1) that reads only keys ``0..pos``.
+"""Triton GQA-folded decode attention (q_len=1) that reads only each row's keys ``0..pos[row]``.
 
-The position is read on the device, so one captured CUDA graph stays valid for every decode
-step. This module imports Triton unconditionally: load it through
-:func:`pipeline.caption.engines.autotune.triton_decode_kernel`, which returns ``None`` where
-Triton is not installed (CPU-only machines).
+The positions are read on the device, so one captured CUDA graph stays valid for every decode
+step, whatever length each row has reached. This module imports Triton unconditionally: load
+it through :func:`pipeline.caption.engines.autotune.triton_decode_kernel`, which returns
+``None`` where Triton is not installed (CPU-only machines).
 """
 
 from __future__ import annotations
@@ -46,11 +46,11 @@ def _decode_attention_kernel(  # type: ignore[no-untyped-def]
     BLOCK_N: tl.constexpr,
     PREC: tl.constexpr,
 ) -> None:
-    """GQA-folded q_len=1 attention: one program per (row, KV head), keys 0..pos."""
+    """GQA-folded q_len=1 attention: one program per (row, KV head), keys 0..pos[row]."""
     pid = tl.program_id(0)
     b = pid // n_kv
     h = pid % n_kv
-    kv_len = tl.max(tl.load(pos_ptr + tl.arange(0, 1)), 0) + 1  # keys 0..pos
+    kv_len = tl.load(pos_ptr + b) + 1  # this row's keys 0..pos[b]
     offs_g = tl.arange(0, BLOCK_G)
     offs_d = tl.arange(0, HEAD_DIM)
     offs_n = tl.arange(0, BLOCK_N)
@@ -85,13 +85,13 @@ def _decode_attention_kernel(  # type: ignore[no-untyped-def]
 def triton_decode_attention(
     q: Tensor, k: Tensor, v: Tensor, pos: Tensor, block_n: int, warps: int, stages: int
 ) -> Tensor:
-    """Decode attention over keys ``0..pos`` (read on the device, so graphs stay valid).
+    """Decode attention over each row's keys ``0..pos[row]`` (read on the device, graph-safe).
 
     Args:
         q: ``(B, KV, G, D)`` folded queries.
         k: ``(B, KV, L, D)`` key cache (``L > pos``).
         v: ``(B, KV, L, D)`` value cache.
-        pos: ``(1,)`` current position (its key/value already written).
+        pos: ``(B,)`` each row's current position (its key/value already written).
         block_n: Keys per iteration.
         warps: Warps per program.
         stages: Software-pipelining depth.

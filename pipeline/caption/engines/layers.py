@@ -134,15 +134,23 @@ def make_vision_fns(
 
 
 class MaybeCompiled:
-    """``torch.compile`` a function; on a compile error fall back to eager for good."""
+    """``torch.compile`` a function; on a compile error fall back to eager for good.
 
-    def __init__(self, fn: Callable[..., Any], name: str, enabled: bool) -> None:
+    Args:
+        fn: The function.
+        name: Its name in the log.
+        enabled: Compile it (else it always runs eagerly).
+        dynamic: Compile once for varying sizes (prefill: rows and prompt lengths vary) rather
+            than once per shape (decode: the slot count is fixed, and CUDA graphs replay it).
+    """
+
+    def __init__(self, fn: Callable[..., Any], name: str, enabled: bool, dynamic: bool) -> None:
         self.fn = fn
         self.name = name
         self.compiled: Callable[..., Any] | None = None
         self.error = ""
         if enabled:
-            self.compiled = torch.compile(fn, dynamic=False, fullgraph=True)
+            self.compiled = torch.compile(fn, dynamic=dynamic, fullgraph=True)
 
     def __call__(self, *args: Any) -> Any:
         """Call the compiled function (or the eager one)."""

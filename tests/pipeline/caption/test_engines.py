@@ -91,14 +91,22 @@ def test_harness_runs_the_tiny_benchmark_on_cpu(tmp_path):
         "4,6",
         "--plain-batch",
         "4",
+        "--backend-batch",
+        "2",
+        "--lengths",
+        "template",
+        "--requests",
+        "10",
         "--runs",
         "1",
         "--new-tokens",
-        "8",
+        "24",
         "--prompt-tokens",
         "20",
         "--chunk",
         "2",
+        "--refill-rows",
+        "1",
         "--skip-check",
         "--out",
         str(report_path),
@@ -106,15 +114,26 @@ def test_harness_runs_the_tiny_benchmark_on_cpu(tmp_path):
     report = json.loads(report_path.read_text())
     assert report["model"]["architecture"] == "tiny LLaVA-Next"
     assert report["geometry"]["prefill_len"] == 20 + report["geometry"]["image_tokens"]
+    lengths = report["lengths"]
+    assert lengths["mode"] == "template" and 17 <= lengths["min"] < lengths["max"] <= 24
     assert report["plain"]["batch"] == 4 and report["plain"]["captions_per_s"] > 0
+    assert report["transformers_backend"]["batch"] == 2
+    assert report["transformers_backend"]["rows"] == report["plain"]["rows"] == 4
     fast = {f["batch"]: f for f in report["fast"]}
     assert set(fast) == {4, 6}
     for f in fast.values():
         assert f["captions_per_s"] > 0 and f["cuda_graphs"] is False and f["compile"] is False
-        assert f["agreement_with_plain_bf16"]["rows"] == 4
+        assert f["requests"] == 10 and f["refilled_rows"] > 0
+        assert f["mean_new_tokens"] == lengths["mean_new_tokens"]
+        # the first rows are the baselines' rows: in fp32 the engine reproduces them
+        assert f["agreement_with_plain_bf16"]["rows_identical"] == 4
     assert fast[6]["chunk"] == 2 and fast[6]["decode_kv_buckets"]
-    assert report["summary"]["fast_batch"] in (4, 6) and report["summary"]["check_passed"] is None
+    summary = report["summary"]
+    assert summary["fast_batch"] in (4, 6) and summary["check_passed"] is None
+    assert summary["ratio_fast_over_transformers_backend"] > 0
+    assert set(report["backend_preprocess_ms_per_caption"]) == {"one_thread", "8_threads"}
+    assert summary["fast_backend_captions_per_s_est"] < summary["fast_captions_per_s"]
     # progress lines of the harness and of the engine (its logger) reach stdout
     assert "fast path: setup at batch 6" in out.stdout
-    assert "warm-up prefill chunk (2 rows)" in out.stdout
-    assert "| fast path b6 |" in out.stdout
+    assert "warm-up prefill (2 rows)" in out.stdout
+    assert "| fast path b6 |" in out.stdout and "| transformers b. b2 |" in out.stdout
