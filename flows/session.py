@@ -1,7 +1,8 @@
 """What every ``eocap`` command runs inside: how it stops, what reaches the terminal, how it fails.
 
-* SIGTERM and SIGHUP stop a command as Ctrl-C (SIGINT) does: they raise :class:`Stopped`, a
-  ``KeyboardInterrupt``, in the main thread, so every ``with`` block unwinds and the servers a
+* SIGINT (Ctrl-C), SIGTERM and SIGHUP stop a command: they raise :class:`Stopped`, a
+  ``KeyboardInterrupt``, in the main thread (SIGINT too, even when the command was started
+  with SIGINT ignored, as a shell's background job is), so every ``with`` block unwinds and the servers a
   command started (``eocap serve-demo``, ``eocap demo``) and Prefect's temporary server are
   stopped. A second signal while that happens ends the process at once.
 * Without ``--debug``, Prefect's reports of a failed flow or task run (each with a traceback)
@@ -42,8 +43,8 @@ EXIT_CONFIG = 2
 EXIT_ALL_FAILED = 3
 """Exit code of a run that finished with every sample failed."""
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-"""Signals that stop a command cleanly, as SIGINT does."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Signals that stop a command cleanly."""
 
 
 class Stopped(KeyboardInterrupt):

@@ -62,6 +62,8 @@ def serving(demo_dir: Path) -> Iterator[tuple[subprocess.Popen[str], list[int], 
         stderr=subprocess.PIPE,
         text=True,
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        # Started as a shell's background job is: with SIGINT ignored, which Python keeps.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     children: set[int] = set()
     try:

@@ -16,7 +16,6 @@ import yaml
 
 from pipeline.core.errors import ConfigError
 from tests.trainer.conftest import small_config
-from trainer.config import load_train_config
 from trainer.train import METRICS_COLUMNS, TrainError, lr_factor, train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,8 +55,14 @@ def test_killed_run_resumes_and_reproduces_the_uninterrupted_losses(
     small_release: Path, tmp_path: Path
 ):
     steps = 40
+    # Every run in a process of its own with one thread: the same summation order in each,
+    # whatever else the test process has run or the machine's load.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     whole = small_config(small_release, tmp_path / "whole", **{"train.steps": steps})
-    train(whole)
+    whole_path = _write_config(whole, tmp_path / "whole.yaml")
+    train_cli = [sys.executable, "-m", "flows.cli", "train"]
+    done = subprocess.run([*train_cli, str(whole_path)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
     expected = _rows(tmp_path / "whole" / "metrics.csv")
 
     killed_dir = tmp_path / "killed"
@@ -65,11 +70,10 @@ def test_killed_run_resumes_and_reproduces_the_uninterrupted_losses(
         small_release, killed_dir, **{"train.steps": steps, "train.keep_checkpoints": 50}
     )
     path = _write_config(config, tmp_path / "train.yaml")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     log = tmp_path / "child.log"
     with log.open("wb") as sink:
         child = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "train", str(path)],
+            [*train_cli, str(path)],
             env=env,
             stdout=sink,
             stderr=sink,
@@ -86,8 +90,11 @@ def test_killed_run_resumes_and_reproduces_the_uninterrupted_losses(
     assert stopped_at < steps, "the run finished before it was killed: make it longer"
     assert not list((killed_dir / "checkpoints").glob(".*.partial"))
 
-    resumed = train(load_train_config(path, env={}), resume=True)
-    assert resumed.resumed_from == stopped_at
+    done = subprocess.run(
+        [*train_cli, str(path), "--resume"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"resumed from step {stopped_at})" in " ".join(done.stdout.split()), done.stdout
     got = _rows(killed_dir / "metrics.csv")
     assert [r["step"] for r in got] == [r["step"] for r in expected]  # each step once
     for mine, theirs in zip(got, expected, strict=True):
