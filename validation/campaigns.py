@@ -13,9 +13,9 @@ flagging the planted sentence is the known answer. So that a gold item does not 
 
 - it is placed at a seeded distance of ``gold_gap + 1`` to ``4 * gold_gap`` draws before or after
   its source item (:func:`item_order`), and a reviewer is never given a gold item or its source
-  while the other is among their last ``gold_gap`` answers (:func:`next_item`), so the two are
-  more than ``gold_gap`` apart in every reviewer's own order, however the other reviewers' answers
-  thin it out;
+  while the other is among their last ``gold_gap`` answers, nor a gold item while its source is
+  still open to them (:func:`next_item`), so the two are more than ``gold_gap`` apart in every
+  reviewer's own order, however the other reviewers' answers thin it out;
 - its caption is reworded, not the source caption plus a sentence: the sentences are rephrased
   with meaning-preserving variants (:data:`_REWORDINGS`) and the planted sentence, itself one of
   several phrasings, goes at a seeded place after the first sentence (:func:`_plant`).
@@ -416,10 +416,11 @@ def _gold_every(settings: CampaignSettings) -> int:
 
 
 def _gold_slot(draw: int, draws: int, settings: CampaignSettings) -> int:
-    """The draw after which the gold item of ``draw`` goes (-1: before the first draw).
+    """The draw after which the gold item of ``draw`` goes.
 
     A seeded distance and side; the other side when the campaign has no room on the first; in a
-    campaign too short for either, as far from the source as it allows.
+    campaign too short for either, as far from the source as it allows. Never before the first
+    draw: a campaign opens with a real item.
     """
     gap = settings.gold_gap
     salt = str(draw)
@@ -427,9 +428,9 @@ def _gold_slot(draw: int, draws: int, settings: CampaignSettings) -> int:
     later, earlier = draw + distance, draw - distance - 1
     sides = (later, earlier) if _rank(settings.seed, "gold-side", salt) % 2 else (earlier, later)
     for slot in sides:
-        if -1 <= slot < draws:
+        if 0 <= slot < draws:
             return slot
-    return draws - 1 if draws - 1 - draw >= draw else -1
+    return draws - 1 if draws - 1 - draw >= draw - 1 else 0
 
 
 def item_order(draws: int, settings: CampaignSettings) -> list[tuple[int, bool]]:
@@ -445,7 +446,7 @@ def item_order(draws: int, settings: CampaignSettings) -> list[tuple[int, bool]]
     if gold_every:
         for draw in range(gold_every - 1, draws, gold_every):
             golds_after[_gold_slot(draw, draws, settings)].append(draw)
-    order = [(d, True) for d in golds_after[-1]]
+    order: list[tuple[int, bool]] = []
     for draw in range(draws):
         order.append((draw, False))
         order += [(d, True) for d in golds_after[draw]]
@@ -665,21 +666,28 @@ def grow_campaign(
     return added
 
 
-def needs_answers() -> sa.ColumnElement[bool]:
-    """Items that still need answers: gold items (every reviewer's), or fewer than planned."""
+def needs_answers(table: sa.FromClause = items) -> sa.ColumnElement[bool]:
+    """Items (of ``table``, ``items`` or an alias of it) that still need answers.
+
+    A gold item always does (every reviewer's); another until it has its planned answers.
+    """
     answered = (
         sa.select(sa.func.count())
-        .where(reviews.c.item_id == items.c.id, reviews.c.skipped.is_(False))
+        .where(reviews.c.item_id == table.c.id, reviews.c.skipped.is_(False))
         .scalar_subquery()
     )
-    return sa.or_(items.c.needed_reviews == 0, answered < items.c.needed_reviews)
+    return sa.or_(table.c.needed_reviews == 0, answered < table.c.needed_reviews)
 
 
-def _open_to(campaign_id: int, user_id: int) -> sa.ColumnElement[bool]:
+def _open_to(
+    campaign_id: int, user_id: int, table: sa.FromClause = items
+) -> sa.ColumnElement[bool]:
     """Items of a campaign this user has not answered that still need answers."""
     done_by_user = sa.select(reviews.c.item_id).where(reviews.c.user_id == user_id)
     return sa.and_(
-        items.c.campaign_id == campaign_id, items.c.id.not_in(done_by_user), needs_answers()
+        table.c.campaign_id == campaign_id,
+        table.c.id.not_in(done_by_user),
+        needs_answers(table),
     )
 
 
@@ -703,12 +711,30 @@ def _recent_samples(con: Connection, campaign_id: int, user_id: int) -> list[str
 
 
 def _next_item(con: Connection, campaign_id: int, user_id: int) -> int | None:
-    # An item whose twin (the gold item of a source, or the source of a gold item: the same
-    # sample) is among the user's last gold_gap answers waits, so the two are never close.
+    # Twins are a source item and its gold item (the same sample). An item waits while its twin
+    # is among the user's last gold_gap answers, so the two are never close in the user's order.
+    # A gold item also waits while its source is still open to the user: the user meets the
+    # source first (or never, once others have answered it), so a source is only ever held
+    # back when it reopens (an answer changed to a skip) and cannot be left unanswered by every
+    # reviewer having just met its gold item.
     recent = _recent_samples(con, campaign_id, user_id)
+    source = items.alias("source")
+    source_open = (
+        sa.exists()
+        .where(
+            source.c.sample_id == items.c.sample_id,
+            source.c.is_gold.is_(False),
+            _open_to(campaign_id, user_id, source),
+        )
+        .correlate(items)
+    )
     return con.execute(
         sa.select(items.c.id)
-        .where(_open_to(campaign_id, user_id), items.c.sample_id.not_in(recent))
+        .where(
+            _open_to(campaign_id, user_id),
+            items.c.sample_id.not_in(recent),
+            sa.or_(items.c.is_gold.is_(False), ~source_open),
+        )
         .order_by(items.c.position)
         .limit(1)
     ).scalar_one_or_none()
@@ -717,8 +743,9 @@ def _next_item(con: Connection, campaign_id: int, user_id: int) -> int | None:
 def next_item(engine: Engine, campaign_id: int, user_id: int) -> int | None:
     """The item the user is given now, or None when nothing is left for them.
 
-    It is the first item (by position) they have not answered that still needs answers and
-    whose twin is not among their last ``gold_gap`` answers.
+    It is the first item (by position) they have not answered that still needs answers, whose
+    twin is not among their last ``gold_gap`` answers and, for a gold item, whose source is no
+    longer open to them.
     """
     with engine.connect() as con:
         return _next_item(con, campaign_id, user_id)
