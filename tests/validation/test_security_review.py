@@ -10,7 +10,9 @@ Runs on SQLite and on the real PostgreSQL server, as tests/validation/test_app.p
 import dataclasses
 import random
 import re
+import threading
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
@@ -19,6 +21,7 @@ from fastapi.testclient import TestClient
 from pipeline.caption.claims import known_names
 from pipeline.caption.grounding import extract_claims, unsupported_claims
 from pipeline.core.types import ChipStats, MapContext
+from tests.conftest import review_postgres_url
 from tests.validation import test_app
 from tests.validation.test_app import client_for, csrf_of, db_snapshot
 from validation.app import create_app
@@ -31,8 +34,17 @@ from validation.campaigns import (
     next_item,
 )
 from validation.dataset import split_sentences
-from validation.db import campaigns, connect, items, now, reviews, users
-from validation.deps import MAX_FORM_BYTES
+from validation.db import (
+    campaigns,
+    connect,
+    database_url,
+    items,
+    metadata,
+    now,
+    reviews,
+    users,
+)
+from validation.deps import MAX_FORM_BYTES, BadForm, bounded_json
 from validation.routes.review import MAX_CAPTION, MAX_COMMENT
 
 REVIEWERS = ("ann", "bob", "cat")
@@ -345,6 +357,69 @@ def test_answers_to_items_not_given_are_403_and_change_nothing(app, dataset):
     assert counted == 2  # one answer each, as planned
 
 
+WAITING_FOR_A_ROW = sa.text(
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+    "AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%'"
+)
+
+
+def test_two_answers_to_the_last_place_of_an_item_are_served_in_turn(dataset):
+    # PostgreSQL: the answer's check and write hold the item's row, so a second reviewer's
+    # answer waits for the first and then finds the item full. Ann's transaction is held open
+    # here by hand; bob's request must wait for it (pg_stat_activity), then be refused.
+    url = database_url(review_postgres_url(), None)
+    engine = sa.create_engine(url)
+    metadata.drop_all(engine)
+    engine.dispose()
+    app = create_app(dataset.root, url)
+    engine = app.state.engine
+    for name in ("ann", "bob"):
+        create_user(engine, name, "correct-horse")
+    cid = create_campaign(
+        engine, dataset, "solo", CampaignSettings(size=2, overlap_share=0.0, gold_share=0.0)
+    )
+    ann, bob = client_for(app, "ann"), client_for(app, "bob")
+    item = given(ann, cid)
+    assert given(bob, cid) == item
+    with engine.connect() as con:
+        ann_id = con.execute(sa.select(users.c.id).where(users.c.username == "ann")).scalar_one()
+    token = csrf_of(bob, "/")
+    form = {"csrf": token, "completeness": "2", "hallucinations": "0"}
+    with ThreadPoolExecutor(1) as pool:
+        with engine.connect() as con, con.begin():
+            con.execute(sa.select(items.c.id).where(items.c.id == item).with_for_update())
+            bobs = pool.submit(bob.post, f"/c/{cid}/i/{item}", data=form)
+            with engine.connect() as watch:
+                waiting = 0
+                for _ in range(600):  # bob's request reaches the lock (a minute at most)
+                    waiting = watch.execute(WAITING_FOR_A_ROW).scalar_one()
+                    if waiting or bobs.done():
+                        break
+                    threading.Event().wait(0.1)
+            assert waiting and not bobs.done(), (
+                "bob's answer did not wait for ann's",
+                bobs.done() and bobs.result().status_code,
+            )
+            con.execute(
+                reviews.insert().values(
+                    item_id=item,
+                    user_id=ann_id,
+                    completeness=3,
+                    hallucinations=0,
+                    flags=[],
+                    skipped=False,
+                    submitted_at=now(),
+                    updated_at=now(),
+                )
+            )
+        # Ann's answer is committed and the row released: bob's request goes on.
+        assert bobs.result().status_code == 403
+    with engine.connect() as con:
+        answers = con.execute(sa.select(reviews.c.user_id).where(reviews.c.item_id == item))
+        assert answers.scalars().all() == [ann_id]
+    engine.dispose()
+
+
 def test_pages_and_chips_of_items_not_given_are_403(app, dataset):
     engine = app.state.engine
     solo = create_campaign(
@@ -389,15 +464,27 @@ def assert_refused(engine, client, cid, item, status, message, **fields):
     [
         ("[" * 100_000 + "]" * 100_000, "flags: 200000 characters, the limit is 16384"),
         ("[" * 3_000 + "]" * 3_000, "flags: nested more than 2 levels deep"),
-        ('[{"sentence": [[[0]]], "type": "count"}]', "flags: nested more than 2 levels deep"),
         ('[{"sentence": ' + "1" * 5_000 + ', "type": "count"}]', "flags: not valid JSON"),
-        ('[{"sentence": 0, "type": "count"}, {"sentence": "[[[["}]', "each flag is"),
+        ('[{"sentence": 0, "type": ["count"]}]', "flags: nested more than 2 levels deep"),
     ],
-    ids=["100000 deep", "3000 deep", "deep value", "5000-digit number", "brackets in a string"],
+    ids=["100000 deep", "3000 deep", "5000-digit number", "list as a type"],
 )
 def test_flags_json_is_bounded(app, ann_at_her_item, flags, message):
     ann, cid, item = ann_at_her_item
     assert_refused(app.state.engine, ann, cid, item, 400, message, flags=flags, hallucinations="1")
+
+
+def test_json_depth_counts_brackets_outside_strings_only():
+    assert bounded_json("f", '["[[[", "\\"[{"]', max_chars=100, max_depth=1) == ["[[[", '"[{']
+    assert bounded_json("f", '[{"a": []}]', max_chars=100, max_depth=3) == [{"a": []}]
+    for text, message in (
+        ('[{"a": []}]', "f: nested more than 2 levels deep"),
+        ("[" * 50, "f: nested more than 2 levels deep"),
+        ('["a"' + ", 1" * 40 + "]", "f: 125 characters, the limit is 100"),
+        ("[01]", "f: not valid JSON"),
+    ):
+        with pytest.raises(BadForm, match=re.escape(message)):
+            bounded_json("f", text, max_chars=100, max_depth=2)
 
 
 def test_oversized_body_is_413_before_it_is_read(app, ann_at_her_item):
@@ -434,9 +521,12 @@ def test_overlong_comment_is_400_and_the_limits_are_on_the_page(app, ann_at_her_
     long_edit = "An edited caption. " * 300
     message = f"the edited caption has {len(long_edit.strip())} characters; the limit is 4000"
     assert_refused(engine, ann, cid, item, 400, message, edited_caption=long_edit)
-    assert answer(ann, cid, item, comment="c" * MAX_COMMENT).status_code == 303
+    # Control: at the limit, with ASCII numbers, the answer is saved whole.
+    r = answer(ann, cid, item, comment="c" * MAX_COMMENT, completeness="3", seconds="12.5")
+    assert r.status_code == 303
     with engine.connect() as con:
-        assert con.execute(sa.select(reviews.c.comment)).scalar_one() == "c" * MAX_COMMENT
+        row = con.execute(sa.select(reviews.c.comment, reviews.c.completeness, reviews.c.seconds))
+        assert tuple(row.one()) == ("c" * MAX_COMMENT, 3, 12.5)
 
 
 @pytest.mark.parametrize(
@@ -467,16 +557,6 @@ def test_refusals_quote_only_the_start_of_a_value(app, ann_at_her_item):
     r = answer(ann, cid, item, skip_reason=huge)
     assert r.status_code == 400 and "unknown skip reason" in r.text
     assert "x" * 40 in r.text and "x" * 41 not in r.text
-
-
-def test_ascii_answers_are_saved(app, ann_at_her_item):
-    # Control for the refusals above: the same fields in ASCII go through.
-    ann, cid, item = ann_at_her_item
-    r = answer(ann, cid, item, completeness="3", hallucinations="0", seconds="12.5")
-    assert r.status_code == 303
-    with app.state.engine.connect() as con:
-        row = con.execute(sa.select(reviews.c.completeness, reviews.c.seconds)).one()
-    assert tuple(row) == (3, 12.5)
 
 
 def test_unsigned_forms_are_still_bounded(app, ann_at_her_item):

@@ -68,7 +68,7 @@ MAX_COMMENT = 2000
 """Characters of a comment (the review page's ``maxlength`` too)."""
 MAX_FLAGS_CHARS = 16_384
 """Characters of the flags field (JSON; the page writes about 40 per flagged sentence)."""
-_FLAGS_DEPTH = 2  # a list of objects
+_FLAGS_DEPTH = 2  # a list of objects of scalars (hashable: a list as a type cannot get in)
 _SECONDS = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,6})?")
 
 NOT_GIVEN = (
