@@ -359,22 +359,31 @@ def test_answers_to_items_not_given_are_403_and_change_nothing(app, dataset):
 
 WAITING_FOR_A_ROW = sa.text(
     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-    "AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%'"
+    "AND wait_event_type = 'Lock' AND wait_event = 'transactionid'"
 )
+"""Sessions waiting for a row another transaction holds (it waits on that transaction's id)."""
 
 
-def test_two_answers_to_the_last_place_of_an_item_are_served_in_turn(dataset):
-    # PostgreSQL: the answer's check and write hold the item's row, so a second reviewer's
-    # answer waits for the first and then finds the item full. Ann's transaction is held open
-    # here by hand; bob's request must wait for it (pg_stat_activity), then be refused.
+@pytest.fixture
+def pg_app(dataset):
+    """The app on the real PostgreSQL server alone (a fresh schema), with ann and bob."""
     url = database_url(review_postgres_url(), None)
     engine = sa.create_engine(url)
     metadata.drop_all(engine)
     engine.dispose()
     app = create_app(dataset.root, url)
-    engine = app.state.engine
     for name in ("ann", "bob"):
-        create_user(engine, name, "correct-horse")
+        create_user(app.state.engine, name, "correct-horse")
+    yield app
+    app.state.engine.dispose()
+
+
+def test_two_answers_to_the_last_place_of_an_item_are_served_in_turn(pg_app, dataset):
+    # PostgreSQL: the answer's check and write hold the item's row, so a second reviewer's
+    # answer waits for the first and then finds the item full. Ann's transaction is held open
+    # here by hand; bob's request must wait for it (pg_stat_activity), then be refused.
+    app = pg_app
+    engine = app.state.engine
     cid = create_campaign(
         engine, dataset, "solo", CampaignSettings(size=2, overlap_share=0.0, gold_share=0.0)
     )
@@ -389,13 +398,14 @@ def test_two_answers_to_the_last_place_of_an_item_are_served_in_turn(dataset):
         with engine.connect() as con, con.begin():
             con.execute(sa.select(items.c.id).where(items.c.id == item).with_for_update())
             bobs = pool.submit(bob.post, f"/c/{cid}/i/{item}", data=form)
-            with engine.connect() as watch:
-                waiting = 0
-                for _ in range(600):  # bob's request reaches the lock (a minute at most)
+            waiting = 0
+            for _ in range(600):  # bob's request reaches the lock (a minute at most)
+                # A new transaction each time: PostgreSQL keeps one activity snapshot per one.
+                with engine.connect() as watch:
                     waiting = watch.execute(WAITING_FOR_A_ROW).scalar_one()
-                    if waiting or bobs.done():
-                        break
-                    threading.Event().wait(0.1)
+                if waiting or bobs.done():
+                    break
+                threading.Event().wait(0.1)
             assert waiting and not bobs.done(), (
                 "bob's answer did not wait for ann's",
                 bobs.done() and bobs.result().status_code,
@@ -417,7 +427,6 @@ def test_two_answers_to_the_last_place_of_an_item_are_served_in_turn(dataset):
     with engine.connect() as con:
         answers = con.execute(sa.select(reviews.c.user_id).where(reviews.c.item_id == item))
         assert answers.scalars().all() == [ann_id]
-    engine.dispose()
 
 
 def test_pages_and_chips_of_items_not_given_are_403(app, dataset):
