@@ -13,11 +13,20 @@ reach it, and the user, only through the FastAPI dependencies here:
 
 :func:`get_campaign` and :func:`get_item` are the server-side checks of the ids in a URL: an item
 is only ever found inside the campaign its URL names.
+
+Bounded parsing: a router built with :class:`BoundedRoute` refuses a body over
+:data:`MAX_FORM_BYTES` with 413 before its form is parsed (Starlette also caps each field at 1 MiB
+and a form at 1000 fields, with 400); :func:`ascii_int` and :func:`bounded_json` read a form
+field without the surprises of ``int`` (which takes "３" and "٣") and ``json.loads`` (which
+recurses into any nesting and parses numbers of any length), raising :class:`BadForm`.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
+import re
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -25,9 +34,11 @@ from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import Depends, Form, HTTPException, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.engine import Engine, Row
+from starlette.types import Message, Receive
 
 from .auth import LoginPolicy, User, session_user
 from .campaigns import COMPLETENESS, FLAG_TYPES, HALLUCINATIONS, SKIP_REASONS, STRATA
@@ -36,10 +47,13 @@ from .db import campaigns, items
 
 __all__ = [
     "CSRF_MESSAGE",
+    "MAX_FORM_BYTES",
     "PRESESSION_COOKIE",
     "SESSION_COOKIE",
     "Admin",
     "AdminForm",
+    "BadForm",
+    "BoundedRoute",
     "DatasetDep",
     "EngineDep",
     "ReviewState",
@@ -47,6 +61,8 @@ __all__ = [
     "ReviewerForm",
     "admin_form",
     "admin_user",
+    "ascii_int",
+    "bounded_json",
     "current_user",
     "get_campaign",
     "get_item",
@@ -54,6 +70,7 @@ __all__ = [
     "page",
     "review_state",
     "reviewer_form",
+    "shown",
 ]
 
 HERE = Path(__file__).parent
@@ -186,3 +203,117 @@ def get_item(engine: Engine, campaign_id: int, item_id: int) -> Row[Any]:
     if row is None:
         raise HTTPException(404, "No such item in this campaign.")
     return row
+
+
+MAX_FORM_BYTES = 1 << 20
+"""The largest request body a :class:`BoundedRoute` reads (1 MiB); a review form at every field's
+limit is well under it."""
+
+_TOO_LARGE = (
+    f"The form is larger than {MAX_FORM_BYTES // 1024} KiB and was not read; shorten the comment "
+    "or the edited caption."
+)
+
+
+def _capped(receive: Receive) -> Receive:
+    # Counts what arrives, so a body without a Content-Length (chunked) is cut off too.
+    received = 0
+
+    async def capped_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > MAX_FORM_BYTES:
+                raise HTTPException(413, _TOO_LARGE)
+        return message
+
+    return capped_receive
+
+
+class BoundedRoute(APIRoute):
+    """A route that refuses a body over :data:`MAX_FORM_BYTES` with 413, before parsing it.
+
+    Use it as a router's ``route_class``.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """The route's handler, reading the body through a byte count."""
+        handler = super().get_route_handler()
+
+        async def bounded_handler(request: Request) -> Response:
+            declared = request.headers.get("content-length")
+            if declared is not None and not re.fullmatch(r"[0-9]{1,12}", declared):
+                raise HTTPException(400, "The request's Content-Length is not a number.")
+            if declared is not None and int(declared) > MAX_FORM_BYTES:
+                raise HTTPException(413, _TOO_LARGE)
+            return await handler(Request(request.scope, _capped(request.receive)))
+
+        return bounded_handler
+
+
+class BadForm(ValueError):
+    """A submitted form that is refused as a whole (answered with 400)."""
+
+
+def shown(value: str, limit: int = 40) -> str:
+    """A submitted value as an error message quotes it: its start only, as a Python literal."""
+    return repr(value[:limit]) + ("..." if len(value) > limit else "")
+
+
+def ascii_int(field: str, text: str, low: int, high: int) -> int:
+    """A whole number ``low``..``high`` written with the ASCII digits 0-9 only.
+
+    Raises:
+        BadForm: naming the field, for other characters (full-width or Arabic-Indic digits,
+            signs, spaces, underscores, all of which ``int`` takes) or a number out of range.
+    """
+    if not re.fullmatch(r"[0-9]{1,9}", text):
+        raise BadForm(
+            f"{field} must be a whole number {low}-{high} written with the digits 0-9, "
+            f"got {shown(text)}"
+        )
+    value = int(text)
+    if not low <= value <= high:
+        raise BadForm(f"{field} must be {low}-{high}, got {value}")
+    return value
+
+
+def _depth_exceeds(text: str, max_depth: int) -> bool:
+    # Brackets outside strings, counted without recursion: json.loads recurses once per level
+    # and overflows the stack (RecursionError) on deep nesting.
+    depth, in_string, escaped = 0, False, False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > max_depth:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
+def bounded_json(field: str, text: str, *, max_chars: int, max_depth: int) -> Any:
+    """A form field holding JSON, refused unless at most ``max_chars`` long and ``max_depth`` deep.
+
+    Raises:
+        BadForm: naming the field, if it is too long, too deeply nested or not JSON (numbers too
+            long for ``int`` included).
+    """
+    if len(text) > max_chars:
+        raise BadForm(f"{field}: {len(text)} characters, the limit is {max_chars}")
+    if _depth_exceeds(text, max_depth):
+        raise BadForm(f"{field}: nested more than {max_depth} levels deep")
+    try:
+        return json.loads(text)
+    except ValueError:  # JSONDecodeError, and int's limit on digits
+        raise BadForm(f"{field}: not valid JSON") from None
