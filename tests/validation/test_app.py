@@ -33,7 +33,8 @@ def app_env(db_url, dataset):
         "ann": create_user(engine, "ann", PASSWORD),
         "bob": create_user(engine, "bob", PASSWORD),
     }
-    # gold_gap 2: the gold item and its source are 3+ apart, so both reviewers meet both.
+    # gold_gap 2: with the default 10, longer than this 7-item campaign, a reviewer who answered
+    # the source would not be given its gold item before running out of items.
     settings = CampaignSettings(size=6, overlap_share=1.0, gold_share=0.25, seed=3, gold_gap=2)
     c1 = create_campaign(engine, dataset, "one", settings)
     c2 = create_campaign(engine, dataset, "two", CampaignSettings(size=2, seed=4))
