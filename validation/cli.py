@@ -127,6 +127,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
                 "overlap_share": args.overlap,
                 "overlap_reviewers": args.reviewers,
                 "gold_share": args.gold,
+                **({} if args.gold_gap is None else {"gold_gap": args.gold_gap}),
             }
         )
         cid = create_campaign(engine, dataset, args.name, settings)
@@ -224,6 +225,12 @@ def add_review_parser(sub: Any) -> None:
     )
     p.add_argument("--reviewers", type=int, default=2, help="reviewers per shared item (2-3)")
     p.add_argument("--gold", type=float, default=0.05, help="gold items per item (%(default)s)")
+    p.add_argument(
+        "--gold-gap",
+        type=int,
+        help="a gold item and its source are more than this many items apart in every "
+        "reviewer's order (default: CampaignSettings.gold_gap, docs/review.md)",
+    )
     p.add_argument("--grow-to", type=int, help="grow the existing campaign NAME to this many items")
     p.add_argument(
         "--overture",

@@ -21,6 +21,7 @@ def test_review_cli(review_dataset, tmp_path, monkeypatch):
     assert main(["review", "campaign", str(root), "c", "--size", "3", "--gold", "0"]) == 0
     assert main(["review", "campaign", str(root), "c", "--size", "3"]) == 2  # exists
     assert main(["review", "campaign", str(root), "d", "--reviewers", "7"]) == 2  # 2-3 only
+    assert main(["review", "campaign", str(root), "d", "--gold-gap", "0"]) == 2  # 1-100 only
     assert main(["review", "campaign", str(root), "c", "--grow-to", "5"]) == 0
     engine = connect(f"sqlite:///{root / 'review' / 'reviews.db'}")
     with engine.begin() as con:
