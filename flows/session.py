@@ -1,8 +1,8 @@
 """What every ``eocap`` command runs inside: how it stops, what reaches the terminal, how it fails.
 
 * SIGINT (Ctrl-C), SIGTERM and SIGHUP stop a command: they raise :class:`Stopped`, a
-  ``KeyboardInterrupt``, in the main thread (SIGINT too, even when the command was started
-  with SIGINT ignored, as a shell's background job is), so every ``with`` block unwinds and the servers a
+  ``KeyboardInterrupt``, in the main thread (SIGINT too when the command was started with it
+  ignored, as a shell's background job is), so every ``with`` block unwinds and the servers a
   command started (``eocap serve-demo``, ``eocap demo``) and Prefect's temporary server are
   stopped. A second signal while that happens ends the process at once.
 * Without ``--debug``, Prefect's reports of a failed flow or task run (each with a traceback)
