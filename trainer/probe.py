@@ -39,6 +39,7 @@ import shapely
 
 from pipeline.dataset.loader import open_parquet, parquet_files
 from trainer.metrics import balanced_accuracy, top1_accuracy
+from trainer.plots import Curve
 
 __all__ = [
     "BUDGETS",
@@ -481,7 +482,7 @@ class ProbeReport:
             "test_fraction": self.test_fraction,
             "seeds": self.seeds,
             "tasks": [asdict(t) for t in self.tasks],
-            "scores": [{**s.summary(), **asdict(s)} for s in self.scores],
+            "scores": [{**asdict(s), **s.summary()} for s in self.scores],
         }
 
     def markdown(self) -> str:
@@ -520,6 +521,34 @@ class ProbeReport:
                     f"| {100 * s['accuracy_mean']:.1f} ± {100 * s['accuracy_std']:.1f} |"
                 )
         return "\n".join(lines) + "\n"
+
+    def curves(self, metric: str = "balanced_accuracy") -> list[tuple[str, float, list[Curve]]]:
+        """Per task: its name, chance level (1 / classes) and one curve of ``metric`` per model.
+
+        A budget that every seed capped repeats the ``all`` point and is left out.
+        """
+        panels = []
+        for task in self.tasks:
+            curves = []
+            for model in dict.fromkeys(s.model for s in self.scores if s.task == task.name):
+                points = [
+                    s.summary()
+                    for s in self.scores
+                    if s.task == task.name
+                    and s.model == model
+                    and (s.budget is None or s.capped_seeds < len(s.labels))
+                ]
+                points.sort(key=lambda p: float(p["labels_mean"]))
+                curves.append(
+                    Curve(
+                        model,
+                        [p["labels_mean"] for p in points],
+                        [p[f"{metric}_mean"] for p in points],
+                        [p[f"{metric}_std"] for p in points],
+                    )
+                )
+            panels.append((task.name, 1 / len(task.classes), curves))
+        return panels
 
     def write(self, folder: Path) -> tuple[Path, Path]:
         """Write ``probe.json`` and ``probe.md`` into ``folder``."""

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import shapely
+from PIL import Image
 
 from trainer.probe import (
     TASKS,
@@ -192,3 +195,62 @@ def test_task_labels_of_the_small_release(small_release):
     positive = [sid for sid, label in cropland.labels.items() if label == 1]
     assert len(positive) == 2
     assert len({(samples[sid].lon, samples[sid].lat) for sid in positive}) == 1
+
+
+def _write_points(path: Path, points: list[tuple[float, float, str]]) -> None:
+    features = [
+        {
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [x, y]},
+            "properties": {"label": label},
+        }
+        for x, y, label in points
+    ]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+
+
+def test_probe_cli_end_to_end(trained_run, small_release, tmp_path):
+    from flows.cli import main
+
+    samples = read_release_samples(str(small_release))
+    centres = sorted({(s.lon, s.lat) for s in samples.values()})
+    labels_file = tmp_path / "east.geojson"
+    _write_points(labels_file, [(x, y, "east" if x > 10.9 else "west") for x, y in centres])
+    out = tmp_path / "probe"
+    args = ["probe", str(trained_run / "model"), str(small_release), "--out", str(out)]
+    options = ["--task", "cropland", "--labels", str(labels_file), "--seeds", "2"]
+    options += ["--block-deg", "0.01", "--model", "knn", "--model", "logistic"]
+    assert main(args + options) == 0
+
+    assert pq.read_table(out / "embeddings.parquet").num_rows == len(samples)
+    report = json.loads((out / "probe.json").read_text())
+    assert [t["name"] for t in report["tasks"]] == ["cropland", "east"]
+    east = report["tasks"][1]
+    assert east["classes"] == {"east": 4, "west": 4}
+    assert east["blocks"] == 4
+    scores = [s for s in report["scores"] if s["task"] == "east"]
+    assert {(s["model"], s["budget"]) for s in scores} == {
+        (m, b) for m in ("knn", "logistic") for b in (10, 50, 100, 200, 500, "all")
+    }
+    for score in scores:
+        assert score["labels"] == east["train_sizes"]
+        assert score["capped_seeds"] == (0 if score["budget"] == "all" else 2)
+    assert "## east" in (out / "probe.md").read_text()
+    with Image.open(out / "learning-curves.png") as image:
+        assert image.format == "PNG"
+        assert image.size == (760, 260)
+    svg = ElementTree.parse(out / "learning-curves.svg").getroot()
+    titles = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}text")]
+    assert {"cropland", "east", "knn", "logistic"} <= set(titles)
+
+
+def test_probe_cli_errors_in_one_line(small_release, tmp_path, capsys):
+    from flows.cli import main
+
+    missing = ["probe", str(tmp_path / "none.parquet"), str(small_release), "--out", str(tmp_path)]
+    assert main(missing) == 2
+    assert main([*missing, "--task", "forests"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2
+    assert errors[0].startswith("error:")
+    assert "unknown task forests (known: vegetation, built_up, cropland, water)" in errors[1]
