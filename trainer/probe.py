@@ -224,7 +224,7 @@ def task_labels(task: ProbeTask, samples: Mapping[str, ReleaseSample]) -> LabelS
     )
 
 
-def _points(path: Path, label_column: str) -> tuple[list[str], npt.NDArray[Any]]:
+def _points(path: Path, label_column: str) -> tuple[list[Any], npt.NDArray[Any]]:
     """Labels and shapely points (lon/lat) of a GeoJSON, GeoParquet or lon/lat Parquet file."""
     import geopandas
 
@@ -233,13 +233,16 @@ def _points(path: Path, label_column: str) -> tuple[list[str], npt.NDArray[Any]]
         if "geometry" not in names:
             missing = {"lon", "lat", label_column} - set(names)
             if missing:
-                raise ValueError(f"{path}: no geometry column and no {sorted(missing)} columns")
+                raise ValueError(
+                    f"{path}: a label file without geometry needs lon, lat and {label_column} "
+                    f"columns; missing {sorted(missing)}"
+                )
             table = pq.read_table(path, columns=["lon", "lat", label_column])
             points = shapely.points(
                 table["lon"].to_numpy(zero_copy_only=False),
                 table["lat"].to_numpy(zero_copy_only=False),
             )
-            return [str(v) for v in table[label_column].to_pylist()], points
+            return table[label_column].to_pylist(), points
         frame = geopandas.read_parquet(path)
     else:
         frame = geopandas.read_file(path)
@@ -249,7 +252,10 @@ def _points(path: Path, label_column: str) -> tuple[list[str], npt.NDArray[Any]]
         frame = frame.to_crs(4326)
     if not all(frame.geometry.geom_type == "Point"):
         raise ValueError(f"{path}: every label must be a point")
-    return [str(v) for v in frame[label_column]], np.asarray(frame.geometry.array)
+    column = frame[label_column]
+    # pandas reads a missing label as NaN (or NA): None, as the Arrow path gives it.
+    labels = [None if missing else v for v, missing in zip(column, column.isna(), strict=True)]
+    return labels, np.asarray(frame.geometry.array)
 
 
 def file_labels(
@@ -259,12 +265,15 @@ def file_labels(
 
     A chip is its recorded footprint (every period of a location shares it); samples without
     a footprint get no label. A sample containing points of different labels is ambiguous
-    and left out.
+    and left out, and so are points without a label.
 
     Raises:
         ValueError: when the file cannot be read as labelled points.
     """
-    names, points = _points(path, label_column)
+    raw, all_points = _points(path, label_column)
+    labelled = [i for i, value in enumerate(raw) if value is not None]
+    names = [str(raw[i]) for i in labelled]
+    points = all_points[labelled]
     ids = [sid for sid, sample in samples.items() if sample.footprint is not None]
     footprints = shapely.from_wkb([samples[sid].footprint for sid in ids])
     tree = shapely.STRtree(footprints)
@@ -454,6 +463,7 @@ class TaskSummary:
         blocks: Spatial blocks they fall in.
         train_sizes: Train samples per seed.
         test_sizes: Test samples per seed.
+        unlabelled: Samples of the release its labels left out.
     """
 
     name: str
@@ -463,6 +473,7 @@ class TaskSummary:
     blocks: int
     train_sizes: list[int]
     test_sizes: list[int]
+    unlabelled: int
 
 
 @dataclass
@@ -500,7 +511,8 @@ class ProbeReport:
                 "",
                 f"## {task.name}",
                 "",
-                f"{task.origin}. {task.samples} samples in {task.blocks} blocks ({counts}); "
+                f"{task.origin}. {task.samples} samples in {task.blocks} blocks ({counts}), "
+                f"{task.unlabelled} without a label; "
                 f"train {min(task.train_sizes)}-{max(task.train_sizes)}, "
                 f"test {min(task.test_sizes)}-{max(task.test_sizes)} per seed.",
                 "",
@@ -635,6 +647,7 @@ def run_probe(
                 len(np.unique(blocks)),
                 train_sizes,
                 test_sizes,
+                label_set.unlabelled,
             )
         )
         report.scores.extend(scores.values())

@@ -60,6 +60,17 @@ def test_spatial_split_never_shares_a_block_or_location(seed):
     assert not {places[i] for i in train} & {places[i] for i in test}
 
 
+def test_spatial_split_changes_with_the_seed():
+    lon, lat = _places(60, 1, seed=0)
+    blocks = spatial_blocks(lon, lat, BLOCK_DEG)
+    labels = (lon > 10.25).astype(np.int64)
+    tests = {
+        tuple(spatial_split(blocks, labels, test_fraction=0.3, seed=seed)[1].tolist())
+        for seed in range(5)
+    }
+    assert len(tests) == 5
+
+
 def test_spatial_blocks_are_grid_cells():
     blocks = spatial_blocks([10.01, 10.04, 10.06, 10.01], [47.01, 47.04, 47.01, 47.06], BLOCK_DEG)
     assert blocks[0] == blocks[1]
@@ -147,12 +158,12 @@ def test_probe_needs_two_classes():
         _probe(np.zeros((10, 2)), np.zeros(10, dtype=np.int64), lon, lat)
 
 
-def _label_points(samples: dict[str, ReleaseSample]) -> tuple[list[float], list[float], list[str]]:
-    """Points in s0 (water), s1 (two labels: ambiguous), s2 (crop), and one in no chip."""
-    s0, s1, s2 = samples["s0"], samples["s1"], samples["s2"]
-    lon = [s0.lon, s1.lon, s1.lon + 0.001, s2.lon + 0.002, 0.0]
-    lat = [s0.lat, s1.lat, s1.lat, s2.lat, 0.0]
-    return lon, lat, ["water", "water", "crop", "crop", "crop"]
+def _label_points(samples: dict[str, ReleaseSample]):
+    """Points in s0 (water), s1 (two labels: ambiguous), s2 (crop), s3 (no label), no chip."""
+    s0, s1, s2, s3 = samples["s0"], samples["s1"], samples["s2"], samples["s3"]
+    lon = [s0.lon, s1.lon, s1.lon + 0.001, s2.lon + 0.002, s3.lon, 0.0]
+    lat = [s0.lat, s1.lat, s1.lat, s2.lat, s3.lat, 0.0]
+    return lon, lat, ["water", "water", "crop", "crop", None, "crop"]
 
 
 def test_file_labels_from_geojson_and_parquet(tmp_path):
@@ -181,7 +192,7 @@ def test_file_labels_from_geojson_and_parquet(tmp_path):
         assert labels.classes == ("crop", "water")
         assert labels.labels == {"s0": 1, "s2": 0}
         assert labels.unlabelled == 2
-        assert "1 samples ambiguous" in labels.origin
+        assert labels.origin.endswith("5 points, 4 in a chip, 1 samples ambiguous")
     with pytest.raises(ValueError, match="no column 'label'"):
         file_labels(geojson, samples)
 
