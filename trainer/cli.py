@@ -482,7 +482,7 @@ def add_trainer_parsers(add: Callable[[str, Any, str], argparse.ArgumentParser])
     p.add_argument(
         "--model",
         action="append",
-        help="logistic, random_forest or knn (repeatable; default: all three)",
+        help="a probe model, e.g. logistic (repeatable; default: all; a wrong name lists them)",
     )
     p.add_argument("--seeds", type=int, default=5, help="splits and draws per budget (5)")
     p.add_argument(

@@ -599,8 +599,16 @@ def run_probe(
         on_fit: Called with (fits done, fits in all) after each fit.
 
     Raises:
-        ValueError: when a label set has under two classes or its samples one block.
+        ValueError: when a label set has under two classes or its samples one block, or the
+            settings are out of range.
     """
+    if not seeds or not budgets or not models:
+        raise ValueError("a probe needs at least one seed, one budget and one model")
+    if not 0 < test_fraction < 1 or block_deg <= 0:
+        raise ValueError(
+            f"test fraction {test_fraction} must lie in (0, 1) and block size {block_deg} "
+            "must be positive"
+        )
     row = {sid: i for i, sid in enumerate(ids)}
     report = ProbeReport(block_deg, test_fraction, list(seeds))
     total = len(label_sets) * len(seeds) * len(budgets) * len(models)

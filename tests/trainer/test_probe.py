@@ -152,10 +152,15 @@ def test_probe_reports_capped_budgets():
     assert json.loads(json.dumps(report.to_json()))["scores"][1]["capped_seeds"] == 2
 
 
-def test_probe_needs_two_classes():
+def test_probe_needs_two_classes_and_valid_settings():
     lon, lat = _places(10, 1, seed=3)
     with pytest.raises(ValueError, match="a probe needs two"):
         _probe(np.zeros((10, 2)), np.zeros(10, dtype=np.int64), lon, lat)
+    labels = np.arange(10) % 2
+    with pytest.raises(ValueError, match="at least one seed"):
+        _probe(np.zeros((10, 2)), labels, lon, lat, seeds=())
+    with pytest.raises(ValueError, match=r"test fraction 1\.0 must lie in"):
+        _probe(np.zeros((10, 2)), labels, lon, lat, test_fraction=1.0)
 
 
 def _label_points(samples: dict[str, ReleaseSample]):
