@@ -1,4 +1,4 @@
-"""``eocap train``, ``eocap eval``, ``eocap embed``, ``eocap export-model``.
+"""``eocap train``, ``eocap eval``, ``eocap embed``, ``eocap probe``, ``eocap export-model``.
 
 Registered by ``flows.cli`` (the one CLI). Torch and transformers load inside the commands,
 so ``eocap --help`` stays fast and works without the ``train`` extra.
@@ -31,6 +31,7 @@ examples:
   eocap train train.yaml --procs 8     DDP on 8 GPUs of this machine (torchrun underneath)
   eocap eval output/train/model --benchmark eurosat=/data/EuroSAT_MS
   eocap embed output/train/model output/demo-release embeddings.parquet
+  eocap probe output/train/model output/demo-release --out output/probe   the four tasks
 
 Docs: docs/training.md, docs/evaluation-datasets.md.
 """
@@ -323,6 +324,83 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    """Few-shot probes: scikit-learn models on embeddings at 10-500 and all labels.
+
+    EMBEDDINGS is a model folder (the release is embedded first, into OUT/embeddings.parquet)
+    or the Parquet file of `eocap embed`. Labels are the paper's four tasks from the
+    release's Overture context (--task, default all four) and/or a file of labelled points
+    (--labels). Train and test never share a spatial block (--block-deg). Writes OUT/probe.md,
+    OUT/probe.json and OUT/learning-curves.{png,svg}.
+    """
+    try:
+        from rich.progress import Progress
+
+        from trainer.checkpoints import CheckpointError, load_model_folder
+        from trainer.embed import embed_samples
+        from trainer.plots import learning_curves
+        from trainer.probe import (
+            MODELS,
+            TASKS,
+            file_labels,
+            read_embeddings,
+            read_release_samples,
+            run_probe,
+            task_labels,
+        )
+    except ImportError as exc:
+        return _missing_extra(exc)
+    tasks = args.task or ([] if args.labels else list(TASKS))
+    models = args.model or list(MODELS)
+    for kind, names, known in (("task", tasks, TASKS), ("model", models, MODELS)):
+        unknown = sorted(set(names) - set(known))
+        if unknown:
+            return _error(f"unknown {kind} {', '.join(unknown)} (known: {', '.join(known)})")
+    try:
+        with Progress(console=console, transient=True) as progress:
+            embeddings = args.embeddings
+            if embeddings.is_dir():
+                embeddings = args.out / "embeddings.parquet"
+                task = progress.add_task("embedding", total=None)
+                embed_samples(
+                    load_model_folder(args.embeddings),
+                    args.release,
+                    embeddings,
+                    split=args.split,
+                    batch_size=args.batch_size,
+                    model_ref=str(args.embeddings),
+                    on_samples=lambda done, total: progress.update(
+                        task, completed=done, total=total
+                    ),
+                )
+            ids, vectors = read_embeddings(embeddings)
+            samples = read_release_samples(args.release, args.split)
+            label_sets = [task_labels(TASKS[name], samples) for name in tasks]
+            if args.labels:
+                label_sets.append(file_labels(args.labels, samples, label_column=args.label_column))
+            task = progress.add_task("probing", total=None)
+            report = run_probe(
+                ids,
+                vectors,
+                samples,
+                label_sets,
+                models=models,
+                seeds=range(args.seeds),
+                block_deg=args.block_deg,
+                test_fraction=args.test_fraction,
+                on_fit=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+    except (CheckpointError, FileNotFoundError, KeyError, ValueError, OSError) as exc:
+        return _error(str(exc))
+    json_path, md_path = report.write(args.out)
+    svg, png = learning_curves(report.curves(), "balanced accuracy", args.out / "learning-curves")
+    out = Console()
+    for summary in report.tasks:
+        out.print(f"{summary.name}: {summary.samples} samples, {summary.classes}")
+    out.print(f"probe tables: {md_path}, {json_path}; learning curves: {png}, {svg}")
+    return 0
+
+
 def cmd_export_model(args: argparse.Namespace) -> int:
     """Export a training checkpoint (checkpoints/step-*.pt) as a model folder.
 
@@ -388,6 +466,30 @@ def add_trainer_parsers(add: Callable[[str, Any, str], argparse.ArgumentParser])
     p.add_argument("output", type=Path, help="the Parquet file to write")
     p.add_argument("--split", help="only this release split")
     p.add_argument("--batch-size", type=int, default=64)
+    p = add("probe", cmd_probe, "few-shot probes of embeddings (10-500 and all labels)")
+    p.add_argument("embeddings", type=Path, help="a model folder, or `eocap embed`'s Parquet")
+    p.add_argument("release", help="the release (folder or URL) the samples come from")
+    p.add_argument("--out", type=Path, required=True, help="folder for the tables and plots")
+    p.add_argument("--split", help="only this release split (default: all)")
+    p.add_argument(
+        "--task",
+        action="append",
+        help="a task from the Overture context, e.g. cropland (repeatable; default: all four "
+        "unless --labels; a wrong name lists them)",
+    )
+    p.add_argument("--labels", type=Path, help="GeoJSON or Parquet of labelled points")
+    p.add_argument("--label-column", default="label", help="the label file's class column")
+    p.add_argument(
+        "--model",
+        action="append",
+        help="a probe model, e.g. logistic (repeatable; default: all; a wrong name lists them)",
+    )
+    p.add_argument("--seeds", type=int, default=5, help="splits and draws per budget (5)")
+    p.add_argument(
+        "--block-deg", type=float, default=0.05, help="spatial block size, degrees (0.05)"
+    )
+    p.add_argument("--test-fraction", type=float, default=0.3, help="share held out (0.3)")
+    p.add_argument("--batch-size", type=int, default=64, help="embedding batch size (64)")
     p = add("export-model", cmd_export_model, "export a training checkpoint as a model folder")
     p.add_argument("checkpoint", type=Path, help="checkpoints/step-NNNNNNN.pt of a run")
     p.add_argument("folder", type=Path, help="the model folder to write")

@@ -1,12 +1,29 @@
-"""Training curves as a self-contained SVG (no plotting library): loss and samples/s by step."""
+"""Charts without a plotting library: training curves (SVG) and learning curves (SVG and PNG).
+
+The learning curves are drawn once, as a list of shapes (:class:`Line`, :class:`Label`), and
+rendered twice: as SVG text and, with Pillow (a core dependency), as a PNG. No matplotlib:
+it is not in the stack, and two renderers of a few shapes are less than a plotting library.
+"""
 
 from __future__ import annotations
 
 import csv
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
+from typing import Literal
 
-__all__ = ["line_chart", "training_curves_svg"]
+__all__ = [
+    "Curve",
+    "Label",
+    "Line",
+    "learning_curve_shapes",
+    "learning_curves",
+    "line_chart",
+    "training_curves_svg",
+]
 
 
 def line_chart(
@@ -58,3 +75,173 @@ def training_curves_svg(metrics_csv: Path, output: Path) -> Path:
         f'font-family="sans-serif" font-size="11">{body}</svg>\n'
     )
     return output
+
+
+@dataclass(frozen=True)
+class Line:
+    """A polyline in pixels."""
+
+    points: tuple[tuple[float, float], ...]
+    colour: str = "#888888"
+    width: float = 1.0
+    dashed: bool = False
+
+
+@dataclass(frozen=True)
+class Label:
+    """A text anchored at its baseline: ``start``, ``middle`` or ``end`` at ``x``."""
+
+    x: float
+    y: float
+    text: str
+    anchor: Literal["start", "middle", "end"] = "start"
+    colour: str = "#000000"
+    bold: bool = False
+
+
+Shape = Line | Label
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One model's scores by label count: means with a ± spread bar at each point."""
+
+    name: str
+    labels: Sequence[float]
+    means: Sequence[float]
+    spreads: Sequence[float]
+
+
+CURVE_COLOURS = ("#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df")
+"""Colours of the curves of a panel, in order."""
+
+PANELS_PER_ROW = 2
+"""Learning-curve panels side by side; more start a new row."""
+
+_PANEL_W, _PANEL_H = 380, 260
+_LEFT, _RIGHT, _TOP, _BOTTOM = 48, 16, 44, 40
+
+
+def learning_curve_shapes(
+    panels: Sequence[tuple[str, float, Sequence[Curve]]], metric: str
+) -> tuple[int, int, list[Shape]]:
+    """Panels of score (0-1) against labels (log scale), :data:`PANELS_PER_ROW` to a row.
+
+    Args:
+        panels: (title, chance level, curves) per panel.
+        metric: The score's name, for the axis.
+
+    Returns:
+        Width, height and the shapes to draw.
+    """
+    shapes: list[Shape] = []
+    plot_w, plot_h = _PANEL_W - _LEFT - _RIGHT, _PANEL_H - _TOP - _BOTTOM
+    for i, (title, chance, curves) in enumerate(panels):
+        row, column = divmod(i, PANELS_PER_ROW)
+        top = row * _PANEL_H
+        x0, y0 = column * _PANEL_W + _LEFT, top + _TOP
+        counts = [n for c in curves for n in c.labels]
+        lo, hi = math.log(min(counts)), math.log(max(counts))
+        span = (hi - lo) or 1.0
+
+        def px(n: float, x0: float = x0, lo: float = lo, span: float = span) -> float:
+            return x0 + (math.log(n) - lo) / span * plot_w
+
+        def py(score: float, y0: float = y0) -> float:
+            return y0 + (1 - score) * plot_h
+
+        shapes.append(Label(x0, top + 16, title, bold=True))
+        for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+            shapes.append(Line(((x0, py(tick)), (x0 + plot_w, py(tick))), "#dddddd"))
+            shapes.append(Label(x0 - 4, py(tick) + 4, f"{tick:g}", "end"))
+        shapes.append(Line(((x0, py(chance)), (x0 + plot_w, py(chance))), dashed=True))
+        for n in sorted(set(counts)):
+            shapes.append(Line(((px(n), y0 + plot_h), (px(n), y0 + plot_h + 4))))
+            shapes.append(Label(px(n), y0 + plot_h + 16, f"{n:.0f}", "middle"))
+        shapes.append(
+            Label(x0 + plot_w / 2, top + _PANEL_H - 6, f"labels (log); {metric}", "middle")
+        )
+        for j, curve in enumerate(curves):
+            colour = CURVE_COLOURS[j % len(CURVE_COLOURS)]
+            points = [(px(n), py(m)) for n, m in zip(curve.labels, curve.means, strict=True)]
+            shapes.append(Line(tuple(points), colour, 1.5))
+            for (x, _), mean, spread in zip(points, curve.means, curve.spreads, strict=True):
+                bar = ((x, py(min(mean + spread, 1.0))), (x, py(max(mean - spread, 0.0))))
+                shapes.append(Line(bar, colour))
+            key_x, key_y = x0 + j * 110, top + 34
+            shapes.append(Line(((key_x, key_y - 4), (key_x + 14, key_y - 4)), colour, 1.5))
+            shapes.append(Label(key_x + 18, key_y, curve.name, colour=colour))
+    rows = max(math.ceil(len(panels) / PANELS_PER_ROW), 1)
+    return min(max(len(panels), 1), PANELS_PER_ROW) * _PANEL_W, rows * _PANEL_H, shapes
+
+
+def _svg(width: int, height: int, shapes: Sequence[Shape]) -> str:
+    body = []
+    for shape in shapes:
+        if isinstance(shape, Line):
+            points = " ".join(f"{x:.1f},{y:.1f}" for x, y in shape.points)
+            dash = ' stroke-dasharray="4 3"' if shape.dashed else ""
+            body.append(
+                f'<polyline points="{points}" fill="none" stroke="{shape.colour}" '
+                f'stroke-width="{shape.width:g}"{dash}/>'
+            )
+        else:
+            weight = ' font-weight="bold"' if shape.bold else ""
+            body.append(
+                f'<text x="{shape.x:.1f}" y="{shape.y:.1f}" text-anchor="{shape.anchor}" '
+                f'fill="{shape.colour}"{weight}>{escape(shape.text)}</text>'
+            )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'font-family="sans-serif" font-size="11"><rect width="100%" height="100%" '
+        f'fill="#ffffff"/>{"".join(body)}</svg>\n'
+    )
+
+
+def _png(width: int, height: int, shapes: Sequence[Shape], output: Path) -> None:
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.new("RGB", (width, height), "#ffffff")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=11)
+    anchors = {"start": "ls", "middle": "ms", "end": "rs"}
+    for shape in shapes:
+        if isinstance(shape, Line):
+            points = list(shape.points)
+            if shape.dashed:
+                (xa, ya), (xb, yb) = points[0], points[-1]
+                steps = max(int(math.hypot(xb - xa, yb - ya) / 7), 1)
+                for k in range(steps):
+                    t0, t1 = k / steps, (k + 4 / 7) / steps
+                    draw.line(
+                        [
+                            (xa + (xb - xa) * t0, ya + (yb - ya) * t0),
+                            (xa + (xb - xa) * t1, ya + (yb - ya) * t1),
+                        ],
+                        fill=shape.colour,
+                        width=round(shape.width),
+                    )
+            else:
+                draw.line(points, fill=shape.colour, width=max(round(shape.width), 1))
+        else:
+            draw.text(
+                (shape.x, shape.y),
+                shape.text,
+                fill=shape.colour,
+                font=font,
+                anchor=anchors[shape.anchor],
+                stroke_width=1 if shape.bold else 0,
+                stroke_fill=shape.colour,
+            )
+    image.save(output, format="PNG")
+
+
+def learning_curves(
+    panels: Sequence[tuple[str, float, Sequence[Curve]]], metric: str, output: Path
+) -> tuple[Path, Path]:
+    """Write the learning curves as ``output`` with the suffixes ``.svg`` and ``.png``."""
+    width, height, shapes = learning_curve_shapes(panels, metric)
+    svg, png = output.with_suffix(".svg"), output.with_suffix(".png")
+    svg.write_text(_svg(width, height, shapes))
+    _png(width, height, shapes, png)
+    return svg, png
