@@ -54,6 +54,7 @@ examples:
   eocap train --print-config > train.yaml   train a multispectral CLIP on a release (`train`)
   eocap eval MODEL --benchmark eurosat=/data/EuroSAT_MS   zero-shot accuracy and mAP@100
   eocap embed MODEL RELEASE embeddings.parquet   image embeddings (sample_id, vector)
+  eocap probe MODEL RELEASE --out probes/   few-shot probes: learning curves at 10..all labels
 
 Config values can also come from the environment: EOCAP_STAC__API_URL=..., EOCAP_OUTPUT__DIR=...
 A failure prints one line; `eocap --debug COMMAND ...` prints the traceback as well.
