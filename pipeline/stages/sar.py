@@ -1,0 +1,294 @@
+"""Sentinel-1 per sample: the acquisition closest to the optical scene, in dB on the chip grid.
+
+Assets are found by polarisation metadata (asset ``sar:polarizations``, then titles, then key
+suffixes), so Planetary Computer ``sentinel-1-rtc`` / ``sentinel-1-grd`` items and other
+catalogs' keys all work. Each polarisation is warped onto the chip's exact grid (the optical
+chip's CRS, transform and size, whatever the SAR item's own UTM zone or pixel grid) in linear
+units, then put in dB. A sample without SAR gets a :class:`SarMissing` with the reason, never a
+failure of its optical part. See docs/sentinel-1.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.vrt import WarpedVRT
+from shapely.geometry import shape
+from shapely.geometry.base import BaseGeometry
+
+from pipeline.core.errors import AssetError
+from pipeline.geo.grid import ChipGrid
+from pipeline.geo.sar import POLARISATIONS, Polarisation, SarValues, power_db
+from pipeline.io.cog import gdal_env
+from pipeline.stages.scenes import is_cog
+
+__all__ = [
+    "SarAcquisition",
+    "SarChip",
+    "SarMissing",
+    "SarState",
+    "choose_acquisition",
+    "polarisation_assets",
+    "read_sar_chip",
+    "resolve_acquisition",
+]
+
+NOT_DATA_ROLES = frozenset({"metadata", "thumbnail", "overview", "visual"})
+"""Asset roles that never hold backscatter, whatever their title says."""
+
+SarState = Literal["ok", "no_acquisition", "missing_polarisation", "read_error"]
+"""What a sample's SAR is: present, or why not."""
+
+
+@dataclass(frozen=True)
+class SarAcquisition:
+    """One Sentinel-1 item as the SAR reader needs it.
+
+    Attributes:
+        item_id: STAC item id.
+        collection: STAC collection id.
+        datetime: Acquisition time (UTC).
+        platform: e.g. ``SENTINEL-1A``.
+        orbit_state: ``sat:orbit_state`` (``ascending`` / ``descending``).
+        relative_orbit: ``sat:relative_orbit``.
+        footprint: Data footprint in lon/lat.
+        hrefs: COG href of each polarisation the item has.
+        nodata: Each polarisation's ``raster:bands`` nodata (None: the file's own).
+    """
+
+    item_id: str
+    collection: str
+    datetime: dt.datetime
+    platform: str | None
+    orbit_state: str | None
+    relative_orbit: int | None
+    footprint: BaseGeometry
+    hrefs: dict[Polarisation, str]
+    nodata: dict[Polarisation, float | None]
+
+
+@dataclass(frozen=True)
+class SarChip:
+    """A sample's SAR backscatter on its chip grid.
+
+    Attributes:
+        acquisition: The item it was read from.
+        polarisations: Channel order of ``db``.
+        db: (polarisations, size, size) float32 backscatter in dB, NaN = nodata.
+        time_offset_s: SAR acquisition time minus optical acquisition time, in seconds.
+    """
+
+    acquisition: SarAcquisition
+    polarisations: tuple[Polarisation, ...]
+    db: npt.NDArray[np.float32]
+    time_offset_s: float
+
+
+@dataclass(frozen=True)
+class SarMissing:
+    """Why a sample has no SAR; recorded in its row, the optical part is untouched.
+
+    Attributes:
+        state: ``no_acquisition``, ``missing_polarisation`` or ``read_error``.
+        message: What was looked for and what was found.
+    """
+
+    state: SarState
+    message: str
+
+
+def _roles(asset: dict[str, Any]) -> set[str]:
+    return {str(r) for r in asset.get("roles") or []}
+
+
+def _asset_nodata(asset: dict[str, Any]) -> float | None:
+    bands = asset.get("raster:bands") or asset.get("bands") or []
+    if bands and isinstance(bands[0], dict) and isinstance(bands[0].get("nodata"), int | float):
+        return float(bands[0]["nodata"])
+    return None
+
+
+def _match_rank(key: str, asset: dict[str, Any], pol: Polarisation) -> int | None:
+    """How surely an asset holds ``pol``: 0 by its own metadata, 1 by title, 2 by key; or None."""
+    own = [str(p).upper() for p in asset.get("sar:polarizations") or []]
+    if own:
+        return 0 if own == [pol] else None  # a multi-channel file is never one channel
+    title = str(asset.get("title", "")).upper()
+    if title == pol or title.startswith((f"{pol}:", f"{pol} ")):
+        return 1
+    upper = key.upper()
+    if upper == pol or upper.endswith((f"-{pol}", f"_{pol}")):
+        return 2
+    return None
+
+
+def polarisation_assets(
+    item: dict[str, Any], polarisations: Iterable[Polarisation]
+) -> dict[Polarisation, dict[str, Any]]:
+    """The data asset of each polarisation, found by metadata rather than by one catalog's keys.
+
+    The surest match wins (ties: the smaller key): the asset's own ``sar:polarizations`` is
+    exactly ``[P]``; its title starts with ``P:`` or ``P ``; its key is ``P`` or ends in ``-P``
+    / ``_P`` (any case). Only COG assets without metadata/thumbnail roles count, and a
+    polarisation the item's ``sar:polarizations`` leaves out is absent whatever assets it lists.
+
+    Raises:
+        AssetError: naming the first polarisation without an asset.
+    """
+    props = item.get("properties", {})
+    declared = {str(p).upper() for p in props.get("sar:polarizations") or POLARISATIONS}
+    data = {
+        key: asset
+        for key, asset in (item.get("assets") or {}).items()
+        if is_cog(asset) and not _roles(asset) & NOT_DATA_ROLES
+    }
+    found: dict[Polarisation, dict[str, Any]] = {}
+    for pol in polarisations:
+        if pol not in declared:
+            raise AssetError(f"{item.get('id')}: sar:polarizations {sorted(declared)} lacks {pol}")
+        ranked = [
+            (rank, key)
+            for key, asset in data.items()
+            if (rank := _match_rank(key, asset, pol)) is not None
+        ]
+        if not ranked:
+            raise AssetError(f"{item.get('id')}: no COG asset for polarisation {pol}")
+        found[pol] = data[min(ranked)[1]]
+    return found
+
+
+def resolve_acquisition(
+    item: dict[str, Any], polarisations: Iterable[Polarisation]
+) -> SarAcquisition:
+    """Read one STAC item's time, orbit and polarisation assets.
+
+    Raises:
+        AssetError: if a wanted polarisation has no asset.
+    """
+    props = item.get("properties", {})
+    assets = polarisation_assets(item, polarisations)
+    relative_orbit = props.get("sat:relative_orbit")
+    return SarAcquisition(
+        item_id=str(item["id"]),
+        collection=str(item.get("collection", "")),
+        datetime=dt.datetime.fromisoformat(str(props["datetime"]).replace("Z", "+00:00")),
+        platform=props.get("platform"),
+        orbit_state=props.get("sat:orbit_state"),
+        relative_orbit=None if relative_orbit is None else int(relative_orbit),
+        footprint=shape(item["geometry"]),
+        hrefs={pol: str(asset["href"]) for pol, asset in assets.items()},
+        nodata={pol: _asset_nodata(asset) for pol, asset in assets.items()},
+    )
+
+
+def choose_acquisition(
+    items: Iterable[dict[str, Any]],
+    *,
+    grid: ChipGrid,
+    optical_time: dt.datetime,
+    window: dt.timedelta,
+    polarisations: tuple[Polarisation, ...],
+) -> SarAcquisition | SarMissing:
+    """The item closest in time to the optical scene that covers the chip and has every channel.
+
+    Ties (same absolute offset) go to the earlier acquisition, then to the smaller item id, so
+    the choice never depends on the order a server returns items in.
+
+    Args:
+        items: Candidate STAC items (dicts), e.g. one search's results for a shard cell.
+        grid: The sample's chip grid (the optical chip's).
+        optical_time: Acquisition time of the sample's optical scene.
+        window: Largest allowed ``|SAR time - optical time|``.
+        polarisations: Channels the acquisition must have.
+
+    Returns:
+        The chosen acquisition, or :class:`SarMissing` (``no_acquisition``, or
+        ``missing_polarisation`` when covering items in the window lacked a channel).
+    """
+    chip = grid.footprint_lonlat()
+    ranked: list[tuple[dt.timedelta, dt.datetime, str, SarAcquisition]] = []
+    lacking: list[str] = []
+    for item in items:
+        props = item.get("properties", {})
+        when = dt.datetime.fromisoformat(str(props["datetime"]).replace("Z", "+00:00"))
+        if abs(when - optical_time) > window or not shape(item["geometry"]).covers(chip):
+            continue
+        try:
+            acq = resolve_acquisition(item, polarisations)
+        except AssetError as exc:
+            lacking.append(str(exc))
+            continue
+        ranked.append((abs(when - optical_time), when, acq.item_id, acq))
+    if ranked:
+        return min(ranked, key=lambda r: r[:3])[3]
+    if lacking:
+        return SarMissing("missing_polarisation", "; ".join(lacking[:3]))
+    days = window.total_seconds() / 86400
+    return SarMissing(
+        "no_acquisition",
+        f"no Sentinel-1 item covers the chip within {days:g} days of {optical_time.isoformat()}",
+    )
+
+
+def _warped(
+    href: str, grid: ChipGrid, nodata: float | None, kind: SarValues
+) -> npt.NDArray[np.float32]:
+    with rasterio.open(href) as src:
+        src_nodata = nodata if nodata is not None else src.nodata
+        with WarpedVRT(
+            src,
+            crs=grid.crs,
+            transform=grid.transform,
+            width=grid.size,
+            height=grid.size,
+            resampling=Resampling.bilinear,
+            src_nodata=src_nodata,
+            nodata=np.nan,
+            dtype="float32",
+        ) as vrt:
+            values = vrt.read(1)
+    return power_db(values, kind=kind)
+
+
+def read_sar_chip(
+    acquisition: SarAcquisition,
+    grid: ChipGrid,
+    *,
+    polarisations: tuple[Polarisation, ...],
+    optical_time: dt.datetime,
+    kind: SarValues = "power",
+) -> SarChip | SarMissing:
+    """Warp each polarisation onto the chip grid (bilinear, in linear units) and convert to dB.
+
+    Args:
+        acquisition: The chosen item.
+        grid: The sample's chip grid.
+        polarisations: Channels, in output order.
+        optical_time: Acquisition time of the optical scene (for the recorded offset).
+        kind: Whether the COGs hold linear power or amplitude.
+
+    Returns:
+        The chip, or :class:`SarMissing` (``read_error``) naming the COG that failed.
+    """
+    channels = []
+    for pol in polarisations:
+        href = acquisition.hrefs[pol]
+        try:
+            with gdal_env():
+                channels.append(_warped(href, grid, acquisition.nodata[pol], kind))
+        except (RasterioError, OSError, ValueError) as exc:
+            return SarMissing("read_error", f"{href}: {exc}")
+    return SarChip(
+        acquisition=acquisition,
+        polarisations=polarisations,
+        db=np.stack(channels),
+        time_offset_s=(acquisition.datetime - optical_time).total_seconds(),
+    )
