@@ -37,7 +37,7 @@ from pydantic import (
 
 from pipeline.core.yaml_config import ConfigSection, load_yaml_model
 from pipeline.geo.bands import BAND_PRESETS, Band, resolve_band_names
-from pipeline.geo.sar import Polarisation, SarValues
+from pipeline.geo.sar import SENTINEL_1_DUAL_POL, Polarisation, SarValues
 
 __all__ = [
     "DEMO_BBOX",
@@ -318,10 +318,6 @@ class ChipConfig(_Section):
     def size_m(self) -> float:
         """Chip edge length in metres."""
         return self.size_px * self.resolution_m
-
-
-SENTINEL_1_DUAL_POL: tuple[Polarisation, ...] = ("VV", "VH")
-"""Sentinel-1's usual land acquisition (IW mode, VV+VH): the default SAR channels."""
 
 
 class SarConfig(_Section):

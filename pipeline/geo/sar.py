@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 __all__ = [
     "POLARISATIONS",
+    "SENTINEL_1_DUAL_POL",
     "Polarisation",
     "SarValues",
     "power_db",
@@ -21,6 +22,8 @@ __all__ = [
 Polarisation = Literal["VV", "VH", "HH", "HV"]
 """Transmit and receive polarisation of one Sentinel-1 channel (SAR extension spelling)."""
 POLARISATIONS: tuple[Polarisation, ...] = ("VV", "VH", "HH", "HV")
+SENTINEL_1_DUAL_POL: tuple[Polarisation, ...] = ("VV", "VH")
+"""Sentinel-1's usual acquisition over land (IW mode, VV+VH): the default SAR channels."""
 
 SarValues = Literal["power", "amplitude"]
 """What a catalog's pixels are: linear power (gamma0/sigma0 RTC) or amplitude (GRD DN)."""
