@@ -11,7 +11,9 @@ failure of its optical part. See docs/sentinel-1.md.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,27 +26,32 @@ from rasterio.vrt import WarpedVRT
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
+from pipeline.core.config import SarConfig, StacConfig
 from pipeline.core.errors import AssetError
 from pipeline.geo.grid import ChipGrid
 from pipeline.geo.sar import POLARISATIONS, Polarisation, SarValues, power_db
 from pipeline.io.cog import gdal_env
+from pipeline.io.stac import open_catalog
+from pipeline.stages.chips import default_read_threads
 from pipeline.stages.scenes import is_cog
 
 __all__ = [
     "SarAcquisition",
     "SarChip",
     "SarMissing",
+    "SarRequest",
     "SarState",
     "choose_acquisition",
     "polarisation_assets",
     "read_sar_chip",
     "resolve_acquisition",
+    "sar_for_samples",
 ]
 
 NOT_DATA_ROLES = frozenset({"metadata", "thumbnail", "overview", "visual"})
 """Asset roles that never hold backscatter, whatever their title says."""
 
-SarState = Literal["ok", "no_acquisition", "missing_polarisation", "read_error"]
+SarState = Literal["ok", "no_acquisition", "missing_polarisation", "read_error", "search_error"]
 """What a sample's SAR is: present, or why not."""
 
 
@@ -97,12 +104,22 @@ class SarMissing:
     """Why a sample has no SAR; recorded in its row, the optical part is untouched.
 
     Attributes:
-        state: ``no_acquisition``, ``missing_polarisation`` or ``read_error``.
+        state: ``no_acquisition``, ``missing_polarisation``, ``read_error`` or
+            ``search_error``.
         message: What was looked for and what was found.
     """
 
     state: SarState
     message: str
+
+
+@dataclass(frozen=True)
+class SarRequest:
+    """One sample's SAR to find: its chip grid and when its optical scene was taken."""
+
+    sample_id: str
+    grid: ChipGrid
+    optical_time: dt.datetime
 
 
 def _roles(asset: dict[str, Any]) -> set[str]:
@@ -292,3 +309,101 @@ def read_sar_chip(
         db=np.stack(channels),
         time_offset_s=(acquisition.datetime - optical_time).total_seconds(),
     )
+
+
+def _search_items(
+    client: Any, sar: SarConfig, requests: list[SarRequest], stac: StacConfig
+) -> list[dict[str, Any]]:
+    """Every item of ``sar.collection`` over the requests' chips within the window of any."""
+    lons, lats = [], []
+    for req in requests:
+        x0, y0, x1, y1 = req.grid.footprint_lonlat().bounds
+        lons += [x0, x1]
+        lats += [y0, y1]
+    start = min(r.optical_time for r in requests) - sar.window
+    end = max(r.optical_time for r in requests) + sar.window
+    search = client.search(
+        collections=[sar.collection],
+        bbox=[min(lons), min(lats), max(lons), max(lats)],
+        datetime=f"{start.isoformat()}/{end.isoformat()}",
+        max_items=stac.max_items,
+        limit=min(stac.max_items, 100),
+    )
+    return list(search.items_as_dicts())
+
+
+def sar_for_samples(
+    requests: list[SarRequest],
+    sar: SarConfig,
+    stac: StacConfig,
+    *,
+    threads: int | None = None,
+) -> dict[str, SarChip | SarMissing]:
+    """Find and read every sample's SAR: one STAC search per 1-degree cell, reads in threads.
+
+    Args:
+        requests: The samples of one shard that have an optical chip.
+        sar: The run's SAR settings.
+        stac: The run's STAC settings (catalog, signing, retries); ``sar.api_url`` replaces
+            its ``api_url`` when set.
+        threads: Parallel samples; None: :func:`pipeline.stages.chips.default_read_threads`.
+
+    Returns:
+        For each sample id, its :class:`SarChip` or the :class:`SarMissing` that says why not;
+        never an exception for one sample's SAR.
+    """
+    if not requests:
+        return {}
+    if sar.api_url is not None:
+        stac = stac.model_copy(update={"api_url": sar.api_url})
+    cells: dict[tuple[int, int], list[SarRequest]] = {}
+    for req in requests:
+        centre = req.grid.footprint_lonlat().centroid
+        cells.setdefault((math.floor(centre.x), math.floor(centre.y)), []).append(req)
+    out: dict[str, SarChip | SarMissing] = {}
+    chosen: list[tuple[SarRequest, SarAcquisition]] = []
+    try:
+        client = open_catalog(stac)
+    except Exception as exc:  # any transport or parse failure: SAR is missing, optical goes on
+        missing = SarMissing("search_error", f"cannot open STAC API {stac.api_url}: {exc}")
+        return dict.fromkeys((r.sample_id for r in requests), missing)
+    pols = tuple(sar.polarisations)
+    for cell in cells.values():
+        try:
+            items = _search_items(client, sar, cell, stac)
+        except Exception as exc:  # as above: one failed search never fails the optical part
+            for req in cell:
+                out[req.sample_id] = SarMissing("search_error", f"{sar.collection}: {exc}")
+            continue
+        for req in cell:
+            found = choose_acquisition(
+                items,
+                grid=req.grid,
+                optical_time=req.optical_time,
+                window=sar.window,
+                polarisations=pols,
+            )
+            if isinstance(found, SarMissing):
+                out[req.sample_id] = found
+            else:
+                chosen.append((req, found))
+    if threads is None:
+        threads = default_read_threads([h for _, a in chosen for h in a.hrefs.values()])
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(chosen) or 1))) as pool:
+        futures = [
+            (
+                req.sample_id,
+                pool.submit(
+                    read_sar_chip,
+                    acq,
+                    req.grid,
+                    polarisations=pols,
+                    optical_time=req.optical_time,
+                    kind=sar.values,
+                ),
+            )
+            for req, acq in chosen
+        ]
+        for sample_id, future in futures:
+            out[sample_id] = future.result()
+    return out
