@@ -7,6 +7,7 @@ from rasterio.windows import from_bounds
 
 from pipeline.demo.land_cover import BARE, BUILT_UP, CROPLAND, FOREST, WATER
 from pipeline.demo.landscape import Landscape, build_landscape
+from pipeline.demo.region import load_sar_items
 from pipeline.demo.sar import (
     DEMO_SAR_PASSES,
     ENL,
@@ -84,3 +85,17 @@ def test_a_written_pass_reads_back_onto_a_chip_through_its_stac_item(landscape, 
         window = from_bounds(*grid.bounds, src.transform)
         raw = src.read(1, window=window)
     np.testing.assert_allclose(chip.db[1], 10 * np.log10(raw), atol=1e-4)
+
+
+def test_the_region_carries_sar_passes_consistent_with_its_truth_raster(region):
+    items = load_sar_items(region)
+    assert [i["id"] for i in items] == list(region.sar_item_ids)
+    assert [i["id"] for i in items] == [sar_item_id(p) for p in DEMO_SAR_PASSES]
+    assert {i["collection"] for i in items} == {"sentinel-1-rtc"}
+    with rasterio.open(region.root / "truth" / "landcover.tif") as src:
+        truth = src.read(1)
+    with rasterio.open(region.root / items[0]["assets"]["vv"]["href"]) as src:
+        assert (src.crs.to_string(), src.nodata) == (region.crs, RTC_NODATA)
+        vv = src.read(1)
+    assert vv.shape == truth.shape
+    assert db(vv[truth == WATER]) < -20 < db(vv[truth == FOREST]) < db(vv[truth == BUILT_UP])
