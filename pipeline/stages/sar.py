@@ -43,7 +43,7 @@ __all__ = [
     "SarState",
     "choose_acquisition",
     "polarisation_assets",
-    "read_sar_chip",
+    "read_sar_chips",
     "resolve_acquisition",
     "sar_for_samples",
 ]
@@ -255,60 +255,97 @@ def choose_acquisition(
     )
 
 
-def _warped(
-    href: str, grid: ChipGrid, nodata: float | None, kind: SarValues
-) -> npt.NDArray[np.float32]:
-    with rasterio.open(href) as src:
-        src_nodata = nodata if nodata is not None else src.nodata
-        with WarpedVRT(
-            src,
-            crs=grid.crs,
-            transform=grid.transform,
-            width=grid.size,
-            height=grid.size,
-            resampling=Resampling.bilinear,
-            src_nodata=src_nodata,
-            nodata=np.nan,
-            dtype="float32",
-        ) as vrt:
-            values = vrt.read(1)
-    return power_db(values, kind=kind)
+def _warped(src: Any, grid: ChipGrid, nodata: float | None) -> npt.NDArray[np.float32]:
+    """``src``'s band 1 on the chip grid: bilinear in the source's (linear) units, NaN = none."""
+    with WarpedVRT(
+        src,
+        crs=grid.crs,
+        transform=grid.transform,
+        width=grid.size,
+        height=grid.size,
+        resampling=Resampling.bilinear,
+        src_nodata=nodata if nodata is not None else src.nodata,
+        nodata=np.nan,
+        dtype="float32",
+    ) as vrt:
+        return np.asarray(vrt.read(1), dtype=np.float32)
 
 
-def read_sar_chip(
-    acquisition: SarAcquisition,
-    grid: ChipGrid,
+def _read_job(
+    href: str, nodata: float | None, requests: list[SarRequest]
+) -> tuple[dict[str, npt.NDArray[np.float32]], dict[str, SarMissing]]:
+    """One COG opened once, every requested chip warped from it."""
+    arrays: dict[str, npt.NDArray[np.float32]] = {}
+    failures: dict[str, SarMissing] = {}
+    try:
+        with gdal_env(), rasterio.open(href) as src:
+            for req in requests:
+                try:
+                    arrays[req.sample_id] = _warped(src, req.grid, nodata)
+                except (RasterioError, OSError, ValueError) as exc:
+                    failures[req.sample_id] = SarMissing("read_error", f"{href}: {exc}")
+    except (RasterioError, OSError) as exc:
+        failure = SarMissing("read_error", f"{href}: {exc}")
+        failures = {req.sample_id: failure for req in requests}
+    return arrays, failures
+
+
+def read_sar_chips(
+    chosen: Iterable[tuple[SarRequest, SarAcquisition]],
     *,
     polarisations: tuple[Polarisation, ...],
-    optical_time: dt.datetime,
     kind: SarValues = "power",
-) -> SarChip | SarMissing:
-    """Warp each polarisation onto the chip grid (bilinear, in linear units) and convert to dB.
+    threads: int | None = None,
+) -> dict[str, SarChip | SarMissing]:
+    """Warp each sample's channels onto its chip grid and convert to dB.
+
+    Each (item, polarisation) COG is opened once for all the samples that chose its item
+    (opening costs more than a window read over HTTP); jobs run in a thread pool.
 
     Args:
-        acquisition: The chosen item.
-        grid: The sample's chip grid.
-        polarisations: Channels, in output order.
-        optical_time: Acquisition time of the optical scene (for the recorded offset).
+        chosen: Each sample's request and the acquisition chosen for it.
+        polarisations: Channels, in output order (every acquisition has them).
         kind: Whether the COGs hold linear power or amplitude.
+        threads: Parallel COG jobs; None: :func:`pipeline.stages.chips.default_read_threads`.
 
     Returns:
-        The chip, or :class:`SarMissing` (``read_error``) naming the COG that failed.
+        For each sample id, its :class:`SarChip`, or :class:`SarMissing` (``read_error``)
+        naming the COG that failed.
     """
-    channels = []
-    for pol in polarisations:
-        href = acquisition.hrefs[pol]
-        try:
-            with gdal_env():
-                channels.append(_warped(href, grid, acquisition.nodata[pol], kind))
-        except (RasterioError, OSError, ValueError) as exc:
-            return SarMissing("read_error", f"{href}: {exc}")
-    return SarChip(
-        acquisition=acquisition,
-        polarisations=polarisations,
-        db=np.stack(channels),
-        time_offset_s=(acquisition.datetime - optical_time).total_seconds(),
-    )
+    pairs = list(chosen)
+    # One job per COG href (unique per item and polarisation), whoever chose it.
+    jobs: dict[str, tuple[Polarisation, float | None, list[SarRequest]]] = {}
+    for req, acq in pairs:
+        for pol in polarisations:
+            jobs.setdefault(acq.hrefs[pol], (pol, acq.nodata[pol], []))[2].append(req)
+    if threads is None:
+        threads = default_read_threads(list(jobs))
+    linear: dict[tuple[str, Polarisation], npt.NDArray[np.float32]] = {}
+    failures: dict[str, SarMissing] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(jobs) or 1))) as pool:
+        futures = [
+            (pol, pool.submit(_read_job, href, nodata, reqs))
+            for href, (pol, nodata, reqs) in jobs.items()
+        ]
+        for pol, future in futures:
+            arrays, errors = future.result()
+            for sample_id, error in errors.items():
+                failures.setdefault(sample_id, error)
+            for sample_id, array in arrays.items():
+                linear[sample_id, pol] = array
+    out: dict[str, SarChip | SarMissing] = {}
+    for req, acq in pairs:
+        if req.sample_id in failures:
+            out[req.sample_id] = failures[req.sample_id]
+            continue
+        channels = [power_db(linear[req.sample_id, pol], kind=kind) for pol in polarisations]
+        out[req.sample_id] = SarChip(
+            acquisition=acq,
+            polarisations=polarisations,
+            db=np.stack(channels),
+            time_offset_s=(acq.datetime - req.optical_time).total_seconds(),
+        )
+    return out
 
 
 def _search_items(
@@ -346,7 +383,7 @@ def sar_for_samples(
         sar: The run's SAR settings.
         stac: The run's STAC settings (catalog, signing, retries); ``sar.api_url`` replaces
             its ``api_url`` when set.
-        threads: Parallel samples; None: :func:`pipeline.stages.chips.default_read_threads`.
+        threads: Parallel COG jobs (see :func:`read_sar_chips`).
 
     Returns:
         For each sample id, its :class:`SarChip` or the :class:`SarMissing` that says why not;
@@ -387,23 +424,5 @@ def sar_for_samples(
                 out[req.sample_id] = found
             else:
                 chosen.append((req, found))
-    if threads is None:
-        threads = default_read_threads([h for _, a in chosen for h in a.hrefs.values()])
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(chosen) or 1))) as pool:
-        futures = [
-            (
-                req.sample_id,
-                pool.submit(
-                    read_sar_chip,
-                    acq,
-                    req.grid,
-                    polarisations=pols,
-                    optical_time=req.optical_time,
-                    kind=sar.values,
-                ),
-            )
-            for req, acq in chosen
-        ]
-        for sample_id, future in futures:
-            out[sample_id] = future.result()
+    out.update(read_sar_chips(chosen, polarisations=pols, kind=sar.values, threads=threads))
     return out

@@ -18,8 +18,9 @@ from pipeline.demo.sar import (
 )
 from pipeline.demo.scene import DEMO_ACQUISITIONS, scene_grid
 from pipeline.geo.grid import chip_grid, transformer
-from pipeline.stages.sar import SarChip, read_sar_chip, resolve_acquisition
+from pipeline.stages.sar import SarChip, resolve_acquisition
 from tests.conftest import SMALL_BBOX
+from tests.pipeline.stages.test_sar import read_one
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,7 @@ def test_a_written_pass_reads_back_onto_a_chip_through_its_stac_item(landscape, 
     x, y = (landscape.grid.bounds[0] + landscape.grid.bounds[2]) / 2, landscape.grid.y0 - 3000
     lon, lat = transformer(f"EPSG:{landscape.grid.epsg}", "EPSG:4326").transform(x, y)
     grid = chip_grid(lon, lat, f"EPSG:{landscape.grid.epsg}", 96, 10.0)
-    chip = read_sar_chip(acq, grid, polarisations=("VV", "VH"), optical_time=sar_pass.date)
+    chip = read_one(acq, grid, polarisations=("VV", "VH"), optical_time=sar_pass.date)
     assert isinstance(chip, SarChip) and chip.time_offset_s == 0
     with rasterio.open(acq.hrefs["VH"]) as src:
         window = from_bounds(*grid.bounds, src.transform)

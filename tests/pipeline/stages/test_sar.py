@@ -16,9 +16,10 @@ from pipeline.stages.sar import (
     SarAcquisition,
     SarChip,
     SarMissing,
+    SarRequest,
     choose_acquisition,
     polarisation_assets,
-    read_sar_chip,
+    read_sar_chips,
     resolve_acquisition,
 )
 
@@ -67,6 +68,19 @@ def source_grid_33(res: float, margin_m: float = 600.0) -> tuple[Affine, int, in
     return Affine(res, 0.0, x0, 0.0, -res, y1), width, height
 
 
+def read_one(
+    acq: SarAcquisition,
+    grid: ChipGrid,
+    *,
+    polarisations: tuple[str, ...],
+    optical_time: dt.datetime,
+    kind: str = "power",
+) -> SarChip | SarMissing:
+    """One sample's chip through the shard reader."""
+    request = SarRequest("sample", grid, optical_time)
+    return read_sar_chips([(request, acq)], polarisations=polarisations, kind=kind)["sample"]  # type: ignore[arg-type]
+
+
 def acquisition(hrefs: dict[str, str], nodata: float | None = NODATA) -> SarAcquisition:
     return SarAcquisition(
         item_id="S1A_test",
@@ -93,12 +107,35 @@ def test_a_linear_plane_in_another_zone_and_resolution_lands_exactly_on_the_chip
         return 0.02 + 2e-5 * (x - transform.c) + 4e-5 * (transform.f - y)
 
     href = write_tif(tmp_path / "vv.tif", plane(sx, sy).astype(np.float32), "EPSG:32633", transform)
-    chip = read_sar_chip(acquisition({"VV": href}), GRID, polarisations=("VV",), optical_time=T0)
+    chip = read_one(acquisition({"VV": href}), GRID, polarisations=("VV",), optical_time=T0)
     assert isinstance(chip, SarChip)
     assert chip.db.shape == (1, 64, 64) and chip.db.dtype == np.float32
     cx, cy = centres_in(GRID, "EPSG:32633")
     np.testing.assert_allclose(chip.db[0], 10 * np.log10(plane(cx, cy)), atol=0.01)
     assert chip.time_offset_s == 2 * 86400
+
+
+def test_samples_sharing_an_item_read_from_one_open_cog_and_fail_alone(tmp_path):
+    transform, width, height = source_grid_33(20.0)
+    cols, rows = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+    sx, _ = transform * (cols, rows)
+    power = (0.01 + 1e-5 * (sx - transform.c)).astype(np.float32)
+    good = acquisition({"VV": write_tif(tmp_path / "vv.tif", power, "EPSG:32633", transform)})
+    broken = acquisition({"VV": str(tmp_path / "missing.tif")})
+    east = ChipGrid(GRID.crs, GRID.transform * Affine.translation(20, 0), GRID.size)
+    found = read_sar_chips(
+        [
+            (SarRequest("a", GRID, T0), good),
+            (SarRequest("b", east, T0), good),
+            (SarRequest("c", GRID, T0), broken),
+        ],
+        polarisations=("VV",),
+    )
+    a, b, c = found["a"], found["b"], found["c"]
+    assert isinstance(a, SarChip) and isinstance(b, SarChip)
+    # The grid 20 pixels east sees the same ground 20 columns earlier.
+    np.testing.assert_allclose(b.db[0][:, :-20], a.db[0][:, 20:], atol=1e-3)
+    assert isinstance(c, SarMissing) and c.state == "read_error"
 
 
 def test_water_dark_built_up_bright_and_nodata_stays_out_of_the_interpolation(tmp_path):
@@ -114,7 +151,7 @@ def test_water_dark_built_up_bright_and_nodata_stays_out_of_the_interpolation(tm
     power[hole] = NODATA
     vv = write_tif(tmp_path / "vv.tif", power, "EPSG:32633", transform)
     vh = write_tif(tmp_path / "vh.tif", power / 10, "EPSG:32633", transform)
-    chip = read_sar_chip(
+    chip = read_one(
         acquisition({"VV": vv, "VH": vh}), GRID, polarisations=("VV", "VH"), optical_time=T0
     )
     assert isinstance(chip, SarChip)
@@ -139,7 +176,7 @@ def test_the_part_of_a_chip_outside_the_item_is_nan(tmp_path):
     cut = int((float(np.median(cx)) - transform.c) / 10.0)
     power = np.full((height, cut), 0.1, dtype=np.float32)
     href = write_tif(tmp_path / "vv.tif", power, "EPSG:32633", transform)
-    chip = read_sar_chip(acquisition({"VV": href}), GRID, polarisations=("VV",), optical_time=T0)
+    chip = read_one(acquisition({"VV": href}), GRID, polarisations=("VV",), optical_time=T0)
     assert isinstance(chip, SarChip)
     edge = transform.c + cut * 10.0
     np.testing.assert_allclose(chip.db[0][cx < edge - 20], -10.0, atol=1e-4)
@@ -171,13 +208,13 @@ def test_grd_amplitude_georeferenced_by_gcps_is_squared_and_warped(tmp_path):
     ) as dst:
         dst.write(amplitude, 1)
     acq = acquisition({"VV": str(tmp_path / "iw-vv.tiff")}, nodata=0.0)
-    chip = read_sar_chip(acq, GRID, polarisations=("VV",), optical_time=T0, kind="amplitude")
+    chip = read_one(acq, GRID, polarisations=("VV",), optical_time=T0, kind="amplitude")
     assert isinstance(chip, SarChip)
     np.testing.assert_allclose(chip.db[0], 40.0, atol=1e-3)  # 10 log10(100^2)
 
 
 def test_an_unreadable_cog_is_a_missing_state_not_an_exception(tmp_path):
-    missing = read_sar_chip(
+    missing = read_one(
         acquisition({"VV": str(tmp_path / "absent.tif")}),
         GRID,
         polarisations=("VV",),
