@@ -37,6 +37,7 @@ from pydantic import (
 
 from pipeline.core.yaml_config import ConfigSection, load_yaml_model
 from pipeline.geo.bands import BAND_PRESETS, Band, resolve_band_names
+from pipeline.geo.sar import SENTINEL_1_DUAL_POL, Polarisation, SarValues
 
 __all__ = [
     "DEMO_BBOX",
@@ -51,6 +52,7 @@ __all__ = [
     "RegionConfig",
     "RunConfig",
     "RuntimeConfig",
+    "SarConfig",
     "StacConfig",
     "default_periods",
     "load_config",
@@ -318,6 +320,58 @@ class ChipConfig(_Section):
         return self.size_px * self.resolution_m
 
 
+class SarConfig(_Section):
+    """Sentinel-1 backscatter per sample (docs/sentinel-1.md); absent (the default): no SAR.
+
+    Each sample gets the acquisition closest in time to its Sentinel-2 scene within
+    ``window_days``, read onto the optical chip's grid in dB. A sample without one keeps its
+    optical data and records why. Searched in the ``stac`` catalog (same signing) unless
+    ``api_url`` names another.
+    """
+
+    api_url: str | None = Field(
+        default=None,
+        description="STAC API root to search for Sentinel-1; unset: stac.api_url. Not part of "
+        "the config hash (the same catalog may be served from another address).",
+    )
+    collection: str = Field(
+        default="sentinel-1-rtc",
+        description="Sentinel-1 collection: Planetary Computer sentinel-1-rtc (gamma0, terrain "
+        "corrected, linear power; values: power) or sentinel-1-grd (uncalibrated amplitude "
+        "DN georeferenced by GCPs; values: amplitude).",
+    )
+    values: SarValues = Field(
+        default="power",
+        description="What the collection's pixels are: power (linear backscatter, e.g. RTC "
+        "gamma0) or amplitude (squared to power before dB, e.g. GRD DN).",
+    )
+    window_days: float = Field(
+        default=12.0,
+        gt=0,
+        le=366,
+        description="Largest time between the SAR and the optical acquisition, in days. 12 is "
+        "one Sentinel-1 repeat cycle: every relative orbit passes once.",
+    )
+    polarisations: list[Polarisation] = Field(
+        default_factory=lambda: list(SENTINEL_1_DUAL_POL),
+        description="Channels to read, in output order; an acquisition lacking one is not used.",
+    )
+
+    @field_validator("polarisations")
+    @classmethod
+    def _polarisations_unique(cls, v: list[Polarisation]) -> list[Polarisation]:
+        if not v:
+            raise ValueError("at least one polarisation is needed")
+        if len(set(v)) != len(v):
+            raise ValueError(f"polarisations must be unique, got {v}")
+        return v
+
+    @property
+    def window(self) -> dt.timedelta:
+        """``window_days`` as a timedelta."""
+        return dt.timedelta(days=self.window_days)
+
+
 class OvertureConfig(_Section):
     """The Overture Maps release that gives each chip its map context.
 
@@ -523,6 +577,11 @@ class RunConfig(_Section):
     periods: list[Period] = Field(default_factory=default_periods)
     stac: StacConfig = Field(default_factory=StacConfig)
     chips: ChipConfig = Field(default_factory=ChipConfig)
+    sar: SarConfig | None = Field(
+        default=None,
+        description="Sentinel-1 per sample; unset: none. `sar: {}` reads VV and VH from "
+        "sentinel-1-rtc within 12 days of each optical scene.",
+    )
     overture: OvertureConfig = Field(default_factory=OvertureConfig)
     captioner: CaptionerConfig = Field(default_factory=CaptionerConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)

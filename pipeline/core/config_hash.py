@@ -42,6 +42,10 @@ def config_hash(config: RunConfig) -> str:
     # Read concurrency does not change the data: hashed as its historical defaults, so the
     # hash of an existing output stays valid whatever these are set to.
     data["chips"].update(read_threads=8, max_requests_per_host=16)
+    if data["sar"] is None:
+        del data["sar"]  # no SAR hashes as before the section existed: existing runs keep theirs
+    else:
+        data["sar"].pop("api_url", None)
     data["overture"].pop("source", None)  # the release id identifies the data
     data["overture"].pop("catalog_url", None)  # only where `latest` was looked up
     # How the caption server is reached and loaded does not change the captions: hashed as

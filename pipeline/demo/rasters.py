@@ -330,7 +330,9 @@ def _workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def write_cog(path: Path, data: Array, grid: SceneGrid, res: int, resampling: str) -> None:
+def write_cog(
+    path: Path, data: Array, grid: SceneGrid, res: int, resampling: str, nodata: float = 0
+) -> None:
     """Write a raster on the ``res`` m grid as a DEFLATE COG; ``resampling`` makes overviews."""
     path.parent.mkdir(parents=True, exist_ok=True)
     h, w = data.shape
@@ -344,9 +346,9 @@ def write_cog(path: Path, data: Array, grid: SceneGrid, res: int, resampling: st
         dtype=data.dtype.name,
         crs=f"EPSG:{grid.epsg}",
         transform=grid.transform(res),
-        nodata=0,
+        nodata=nodata,
         compress="DEFLATE",
-        predictor=2,
+        predictor=3 if data.dtype.kind == "f" else 2,
         blocksize=256,
         resampling=resampling,
         num_threads="ALL_CPUS",

@@ -10,6 +10,9 @@ with each other:
 * ``stac/items.json``: a GeoJSON FeatureCollection of STAC items shaped like Earth Search v1 or
   Planetary Computer ``sentinel-2-l2a`` items, with hrefs relative to the region root
   (:mod:`pipeline.demo.stac_items`, per :mod:`pipeline.demo.flavors`);
+* ``cogs/<sar_item_id>/vv.tif``, ``vh.tif`` and ``stac/sar-items.json``: Sentinel-1 RTC passes
+  (linear gamma0, float32, nodata -32768) and their Planetary Computer ``sentinel-1-rtc``-shaped
+  items (:mod:`pipeline.demo.sar`);
 * ``overture/theme=<theme>/type=<type>/part-00000.parquet``: an Overture Maps extract (GeoParquet
   1.1, WKB in lon/lat) of the same fictional landscape (:mod:`pipeline.demo.overture`);
 * ``truth/landcover.tif``: the 10 m land-cover class raster (codes in
@@ -46,6 +49,7 @@ from pipeline.demo.land_cover import LAND_COVER_CLASSES
 from pipeline.demo.landscape import build_landscape
 from pipeline.demo.overture import PlacesSchema, write_overture
 from pipeline.demo.rasters import render_acquisition, write_acquisition_cogs, write_cog
+from pipeline.demo.sar import DEMO_SAR_PASSES, SarPass, write_sar_pass
 from pipeline.demo.scene import DEMO_ACQUISITIONS, DEMO_BBOX, Acquisition, iso_utc, scene_grid
 from pipeline.demo.stac_items import stac_item, stac_item_ids
 
@@ -55,9 +59,10 @@ __all__ = [
     "ensure_demo_region",
     "generate_demo_region",
     "load_items",
+    "load_sar_items",
 ]
 
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 """Bumped whenever the generated files change, so :func:`ensure_demo_region` regenerates."""
 
 
@@ -73,6 +78,7 @@ class DemoRegion:
         overture_root: ``root/overture``, a hive tree ``theme=*/type=*/*.parquet``.
         cog_root: ``root/cogs``, one folder of COGs per item.
         item_ids: Ids of the items, in acquisition order.
+        sar_item_ids: Ids of the Sentinel-1 items, in pass order.
     """
 
     root: Path
@@ -82,6 +88,17 @@ class DemoRegion:
     overture_root: Path
     cog_root: Path
     item_ids: tuple[str, ...]
+    sar_item_ids: tuple[str, ...] = ()
+
+    @property
+    def sar_items_path(self) -> Path:
+        """``root/stac/sar-items.json``, the Sentinel-1 items (a FeatureCollection)."""
+        return _sar_items_path(self.root)
+
+
+def _sar_items_path(root: Path) -> Path:
+    """Where a region under ``root`` keeps its Sentinel-1 items."""
+    return root / "stac" / "sar-items.json"
 
 
 def _params(
@@ -90,6 +107,7 @@ def _params(
     item_flavor: str,
     seed: int,
     places_schema: PlacesSchema = "categories",
+    sar_passes: Sequence[SarPass] = DEMO_SAR_PASSES,
 ) -> dict[str, Any]:
     params: dict[str, Any] = {
         "generator_version": GENERATOR_VERSION,
@@ -106,6 +124,15 @@ def _params(
         ],
         "item_flavor": item_flavor,
         "seed": int(seed),
+        "sar_passes": [
+            {
+                "date": iso_utc(p.date),
+                "orbit_state": p.orbit_state,
+                "relative_orbit": p.relative_orbit,
+                "platform": p.platform,
+            }
+            for p in sar_passes
+        ],
     }
     if places_schema != "categories":  # absent: categories, as before the parameter existed
         params["places_schema"] = places_schema
@@ -127,6 +154,7 @@ def generate_demo_region(
     item_flavor: ItemFlavor = "earth-search-c1",
     seed: int = 0,
     places_schema: PlacesSchema = "categories",
+    sar_passes: Sequence[SarPass] = DEMO_SAR_PASSES,
 ) -> DemoRegion:
     """Write a demo region (COGs, STAC items, Overture extract) into ``out_dir``.
 
@@ -148,6 +176,7 @@ def generate_demo_region(
         places_schema: ``categories`` (``categories.primary`` / ``alternate``, releases before
             September 2026) or ``taxonomy`` (``basic_category`` and ``taxonomy.primary`` /
             ``hierarchy`` / ``alternates`` instead): the same places either way.
+        sar_passes: The Sentinel-1 overpasses to fake, one ``sentinel-1-rtc`` item each.
 
     Returns:
         The region.
@@ -194,19 +223,24 @@ def generate_demo_region(
             items.append(stac_item(item_id, acq, grid, rendered, item_flavor))
         for f in pending:
             f.result()
+    sar_items = [write_sar_pass(out_dir, ls, p, i, seed) for i, p in enumerate(sar_passes)]
     write_cog(out_dir / "truth" / "landcover.tif", ls.cls, grid, 10, "nearest")
     write_overture(out_dir / "overture", grid, ls.features, seed, places_schema)
     (out_dir / "stac").mkdir(parents=True, exist_ok=True)
     (out_dir / "stac" / "items.json").write_text(
         json.dumps({"type": "FeatureCollection", "features": items}, indent=1)
     )
-    params = _params(bbox, acquisitions, item_flavor, seed, places_schema)
+    _sar_items_path(out_dir).write_text(
+        json.dumps({"type": "FeatureCollection", "features": sar_items}, indent=1)
+    )
+    params = _params(bbox, acquisitions, item_flavor, seed, places_schema, sar_passes)
     manifest = {
         "fingerprint": _fingerprint(params),
         "params": params,
         "crs": f"EPSG:{grid.epsg}",
         "grid": {"x0": grid.x0, "y0": grid.y0, "width": grid.width, "height": grid.height},
         "item_ids": ids,
+        "sar_item_ids": [i["id"] for i in sar_items],
         "land_cover_classes": {str(k): v for k, v in LAND_COVER_CLASSES.items()},
     }
     (out_dir / "demo.json").write_text(json.dumps(manifest, indent=1))
@@ -223,6 +257,7 @@ def _region(root: Path, manifest: dict[str, Any]) -> DemoRegion:
         overture_root=root / "overture",
         cog_root=root / "cogs",
         item_ids=tuple(manifest["item_ids"]),
+        sar_item_ids=tuple(manifest.get("sar_item_ids", ())),
     )
 
 
@@ -240,7 +275,8 @@ def _complete(root: Path, fingerprint: str) -> dict[str, Any] | None:
         return None
     if not (root / "stac" / "items.json").is_file() or not (root / "overture").is_dir():
         return None
-    if not all((root / "cogs" / i).is_dir() for i in manifest.get("item_ids", [])):
+    ids = [*manifest.get("item_ids", []), *manifest.get("sar_item_ids", [])]
+    if not all((root / "cogs" / i).is_dir() for i in ids):
         return None
     return manifest
 
@@ -253,6 +289,7 @@ def ensure_demo_region(
     item_flavor: ItemFlavor = "earth-search-c1",
     seed: int = 0,
     places_schema: PlacesSchema = "categories",
+    sar_passes: Sequence[SarPass] = DEMO_SAR_PASSES,
 ) -> DemoRegion:
     """Reuse the region in ``out_dir`` if it was generated with the same parameters, else make it.
 
@@ -267,6 +304,7 @@ def ensure_demo_region(
         item_flavor: As for :func:`generate_demo_region`.
         seed: As for :func:`generate_demo_region`.
         places_schema: As for :func:`generate_demo_region`.
+        sar_passes: As for :func:`generate_demo_region`.
 
     Returns:
         The region.
@@ -276,7 +314,9 @@ def ensure_demo_region(
         ValueError: as for :func:`generate_demo_region`.
     """
     out_dir = Path(out_dir)
-    fingerprint = _fingerprint(_params(bbox, acquisitions, item_flavor, seed, places_schema))
+    fingerprint = _fingerprint(
+        _params(bbox, acquisitions, item_flavor, seed, places_schema, sar_passes)
+    )
     manifest = _complete(out_dir, fingerprint)
     if manifest is not None:
         return _region(out_dir, manifest)
@@ -294,6 +334,7 @@ def ensure_demo_region(
             item_flavor=item_flavor,
             seed=seed,
             places_schema=places_schema,
+            sar_passes=sar_passes,
         )
         old: Path | None = None
         if out_dir.exists():
@@ -324,4 +365,14 @@ def load_items(region: DemoRegion) -> list[dict[str, Any]]:
     features = data.get("features", [])
     if not isinstance(features, list):
         raise ValueError(f"{region.items_path} is not a FeatureCollection")
+    return features
+
+
+def load_sar_items(region: DemoRegion) -> list[dict[str, Any]]:
+    """The region's Sentinel-1 items (hrefs relative to ``region.root``); none if it has none."""
+    if not region.sar_items_path.is_file():
+        return []  # a region copied from one generated before SAR
+    features = json.loads(region.sar_items_path.read_text()).get("features", [])
+    if not isinstance(features, list):
+        raise ValueError(f"{region.sar_items_path} is not a FeatureCollection")
     return features

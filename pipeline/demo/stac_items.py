@@ -30,7 +30,7 @@ from pipeline.demo.rasters import Rendered
 from pipeline.demo.scene import Acquisition, SceneGrid, as_utc, footprint_polygon, iso_utc
 from pipeline.geo.bands import L2A_BANDS, Band
 
-__all__ = ["stac_item", "stac_item_ids"]
+__all__ = ["geojson_footprint", "stac_item", "stac_item_ids"]
 
 _FWHM = {
     "B01": 0.027,
@@ -109,7 +109,8 @@ def _mgrs(grid: SceneGrid) -> tuple[int, str, str]:
     return zone, lat_band, column + row
 
 
-def _geojson_footprint(grid: SceneGrid, footprint: str) -> tuple[dict[str, Any], list[float]]:
+def geojson_footprint(grid: SceneGrid, footprint: str) -> tuple[dict[str, Any], list[float]]:
+    """A footprint (``full`` or ``east``) as a lon/lat GeoJSON geometry and its bbox."""
     poly = footprint_polygon(grid, footprint).segmentize(5000.0)
     to_ll = Transformer.from_crs(grid.epsg, 4326, always_xy=True)
     ll = shapely.transform(poly, lambda c: np.column_stack(to_ll.transform(c[:, 0], c[:, 1])))
@@ -178,7 +179,7 @@ def stac_item(
 ) -> dict[str, Any]:
     """The STAC item (a GeoJSON Feature) of one rendered acquisition, shaped like the flavor's."""
     when = as_utc(acq.date)
-    geometry, bbox = _geojson_footprint(grid, acq.footprint)
+    geometry, bbox = geojson_footprint(grid, acq.footprint)
     zone, lat_band, square = _mgrs(grid)
     tile = f"{zone:02d}{lat_band}{square}"
     keys = band_asset_files(flavor)

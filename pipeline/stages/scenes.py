@@ -39,6 +39,7 @@ __all__ = [
     "SceneAssets",
     "SceneChoice",
     "check_stac",
+    "is_cog",
     "resolve_scene",
     "search_scenes",
 ]
@@ -95,7 +96,8 @@ class SceneChoice:
     fallbacks: tuple[tuple[SceneAssets, ChipGrid], ...] = ()
 
 
-def _is_cog(asset: dict[str, Any]) -> bool:
+def is_cog(asset: dict[str, Any]) -> bool:
+    """Whether a STAC asset is a GeoTIFF: by media type, else by the href's extension."""
     media = str(asset.get("type", ""))
     if media:
         return any(h in media for h in COG_MEDIA_HINTS)
@@ -137,23 +139,23 @@ def _find_asset(assets: dict[str, dict[str, Any]], band: Band) -> tuple[str, dic
         asset = assets.get(key)
         if (
             asset is not None
-            and _is_cog(asset)
+            and is_cog(asset)
             and (not _asset_bands(asset) or _matches(key, asset, band))
         ):
             return key, asset
     for key, asset in assets.items():
-        if _is_cog(asset) and _asset_bands(asset) and _matches(key, asset, band):
+        if is_cog(asset) and _asset_bands(asset) and _matches(key, asset, band):
             return key, asset
     raise AssetError(f"no COG asset for band {band.name}")
 
 
 def _find_scl(assets: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for key in SCL.asset_keys:
-        if key in assets and _is_cog(assets[key]):
+        if key in assets and is_cog(assets[key]):
             return assets[key]
     for asset in assets.values():
         title = str(asset.get("title", "")).lower()
-        if _is_cog(asset) and "scene classification" in title:
+        if is_cog(asset) and "scene classification" in title:
             return asset
     raise AssetError("no scene classification (SCL) asset")
 

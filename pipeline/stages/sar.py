@@ -1,0 +1,428 @@
+"""Sentinel-1 per sample: the acquisition closest to the optical scene, in dB on the chip grid.
+
+Assets are found by polarisation metadata (asset ``sar:polarizations``, then titles, then key
+suffixes), so Planetary Computer ``sentinel-1-rtc`` / ``sentinel-1-grd`` items and other
+catalogs' keys all work. Each polarisation is warped onto the chip's exact grid (the optical
+chip's CRS, transform and size, whatever the SAR item's own UTM zone or pixel grid) in linear
+units, then put in dB. A sample without SAR gets a :class:`SarMissing` with the reason, never a
+failure of its optical part. See docs/sentinel-1.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.vrt import WarpedVRT
+from shapely.geometry import shape
+from shapely.geometry.base import BaseGeometry
+
+from pipeline.core.config import SarConfig, StacConfig
+from pipeline.core.errors import AssetError
+from pipeline.geo.grid import ChipGrid
+from pipeline.geo.sar import POLARISATIONS, Polarisation, SarValues, power_db
+from pipeline.io.cog import gdal_env
+from pipeline.io.stac import open_catalog
+from pipeline.stages.chips import default_read_threads
+from pipeline.stages.scenes import is_cog
+
+__all__ = [
+    "SarAcquisition",
+    "SarChip",
+    "SarMissing",
+    "SarRequest",
+    "SarState",
+    "choose_acquisition",
+    "polarisation_assets",
+    "read_sar_chips",
+    "resolve_acquisition",
+    "sar_for_samples",
+]
+
+NOT_DATA_ROLES = frozenset({"metadata", "thumbnail", "overview", "visual"})
+"""Asset roles that never hold backscatter, whatever their title says."""
+
+SarState = Literal["ok", "no_acquisition", "missing_polarisation", "read_error", "search_error"]
+"""What a sample's SAR is: present, or why not."""
+
+
+@dataclass(frozen=True)
+class SarAcquisition:
+    """One Sentinel-1 item as the SAR reader needs it.
+
+    Attributes:
+        item_id: STAC item id.
+        collection: STAC collection id.
+        datetime: Acquisition time (UTC).
+        platform: e.g. ``SENTINEL-1A``.
+        orbit_state: ``sat:orbit_state`` (``ascending`` / ``descending``).
+        relative_orbit: ``sat:relative_orbit``.
+        footprint: Data footprint in lon/lat.
+        hrefs: COG href of each polarisation the item has.
+        nodata: Each polarisation's ``raster:bands`` nodata (None: the file's own).
+    """
+
+    item_id: str
+    collection: str
+    datetime: dt.datetime
+    platform: str | None
+    orbit_state: str | None
+    relative_orbit: int | None
+    footprint: BaseGeometry
+    hrefs: dict[Polarisation, str]
+    nodata: dict[Polarisation, float | None]
+
+
+@dataclass(frozen=True)
+class SarChip:
+    """A sample's SAR backscatter on its chip grid.
+
+    Attributes:
+        acquisition: The item it was read from.
+        polarisations: Channel order of ``db``.
+        db: (polarisations, size, size) float32 backscatter in dB, NaN = nodata.
+        time_offset_s: SAR acquisition time minus optical acquisition time, in seconds.
+    """
+
+    acquisition: SarAcquisition
+    polarisations: tuple[Polarisation, ...]
+    db: npt.NDArray[np.float32]
+    time_offset_s: float
+
+
+@dataclass(frozen=True)
+class SarMissing:
+    """Why a sample has no SAR; recorded in its row, the optical part is untouched.
+
+    Attributes:
+        state: ``no_acquisition``, ``missing_polarisation``, ``read_error`` or
+            ``search_error``.
+        message: What was looked for and what was found.
+    """
+
+    state: SarState
+    message: str
+
+
+@dataclass(frozen=True)
+class SarRequest:
+    """One sample's SAR to find: its chip grid and when its optical scene was taken."""
+
+    sample_id: str
+    grid: ChipGrid
+    optical_time: dt.datetime
+
+
+def _roles(asset: dict[str, Any]) -> set[str]:
+    return {str(r) for r in asset.get("roles") or []}
+
+
+def _asset_nodata(asset: dict[str, Any]) -> float | None:
+    bands = asset.get("raster:bands") or asset.get("bands") or []
+    if bands and isinstance(bands[0], dict) and isinstance(bands[0].get("nodata"), int | float):
+        return float(bands[0]["nodata"])
+    return None
+
+
+def _match_rank(key: str, asset: dict[str, Any], pol: Polarisation) -> int | None:
+    """How surely an asset holds ``pol``: 0 by its own metadata, 1 by title, 2 by key; or None."""
+    own = [str(p).upper() for p in asset.get("sar:polarizations") or []]
+    if own:
+        return 0 if own == [pol] else None  # a multi-channel file is never one channel
+    title = str(asset.get("title", "")).upper()
+    if title == pol or title.startswith((f"{pol}:", f"{pol} ")):
+        return 1
+    upper = key.upper()
+    if upper == pol or upper.endswith((f"-{pol}", f"_{pol}")):
+        return 2
+    return None
+
+
+def polarisation_assets(
+    item: dict[str, Any], polarisations: Iterable[Polarisation]
+) -> dict[Polarisation, dict[str, Any]]:
+    """The data asset of each polarisation, found by metadata rather than by one catalog's keys.
+
+    The surest match wins (ties: the smaller key): the asset's own ``sar:polarizations`` is
+    exactly ``[P]``; its title starts with ``P:`` or ``P ``; its key is ``P`` or ends in ``-P``
+    / ``_P`` (any case). Only COG assets without metadata/thumbnail roles count, and a
+    polarisation the item's ``sar:polarizations`` leaves out is absent whatever assets it lists.
+
+    Raises:
+        AssetError: naming the first polarisation without an asset.
+    """
+    props = item.get("properties", {})
+    declared = {str(p).upper() for p in props.get("sar:polarizations") or POLARISATIONS}
+    data = {
+        key: asset
+        for key, asset in (item.get("assets") or {}).items()
+        if is_cog(asset) and not _roles(asset) & NOT_DATA_ROLES
+    }
+    found: dict[Polarisation, dict[str, Any]] = {}
+    for pol in polarisations:
+        if pol not in declared:
+            raise AssetError(f"{item.get('id')}: sar:polarizations {sorted(declared)} lacks {pol}")
+        ranked = [
+            (rank, key)
+            for key, asset in data.items()
+            if (rank := _match_rank(key, asset, pol)) is not None
+        ]
+        if not ranked:
+            raise AssetError(f"{item.get('id')}: no COG asset for polarisation {pol}")
+        found[pol] = data[min(ranked)[1]]
+    return found
+
+
+def resolve_acquisition(
+    item: dict[str, Any], polarisations: Iterable[Polarisation]
+) -> SarAcquisition:
+    """Read one STAC item's time, orbit and polarisation assets.
+
+    Raises:
+        AssetError: if a wanted polarisation has no asset.
+    """
+    props = item.get("properties", {})
+    assets = polarisation_assets(item, polarisations)
+    relative_orbit = props.get("sat:relative_orbit")
+    return SarAcquisition(
+        item_id=str(item["id"]),
+        collection=str(item.get("collection", "")),
+        datetime=dt.datetime.fromisoformat(str(props["datetime"]).replace("Z", "+00:00")),
+        platform=props.get("platform"),
+        orbit_state=props.get("sat:orbit_state"),
+        relative_orbit=None if relative_orbit is None else int(relative_orbit),
+        footprint=shape(item["geometry"]),
+        hrefs={pol: str(asset["href"]) for pol, asset in assets.items()},
+        nodata={pol: _asset_nodata(asset) for pol, asset in assets.items()},
+    )
+
+
+def choose_acquisition(
+    items: Iterable[dict[str, Any]],
+    *,
+    grid: ChipGrid,
+    optical_time: dt.datetime,
+    window: dt.timedelta,
+    polarisations: tuple[Polarisation, ...],
+) -> SarAcquisition | SarMissing:
+    """The item closest in time to the optical scene that covers the chip and has every channel.
+
+    Ties (same absolute offset) go to the earlier acquisition, then to the smaller item id, so
+    the choice never depends on the order a server returns items in.
+
+    Args:
+        items: Candidate STAC items (dicts), e.g. one search's results for a shard cell.
+        grid: The sample's chip grid (the optical chip's).
+        optical_time: Acquisition time of the sample's optical scene.
+        window: Largest allowed ``|SAR time - optical time|``.
+        polarisations: Channels the acquisition must have.
+
+    Returns:
+        The chosen acquisition, or :class:`SarMissing` (``no_acquisition``, or
+        ``missing_polarisation`` when covering items in the window lacked a channel).
+    """
+    chip = grid.footprint_lonlat()
+    ranked: list[tuple[dt.timedelta, dt.datetime, str, SarAcquisition]] = []
+    lacking: list[str] = []
+    for item in items:
+        props = item.get("properties", {})
+        when = dt.datetime.fromisoformat(str(props["datetime"]).replace("Z", "+00:00"))
+        if abs(when - optical_time) > window or not shape(item["geometry"]).covers(chip):
+            continue
+        try:
+            acq = resolve_acquisition(item, polarisations)
+        except AssetError as exc:
+            lacking.append(str(exc))
+            continue
+        ranked.append((abs(when - optical_time), when, acq.item_id, acq))
+    if ranked:
+        return min(ranked, key=lambda r: r[:3])[3]
+    if lacking:
+        return SarMissing("missing_polarisation", "; ".join(lacking[:3]))
+    days = window.total_seconds() / 86400
+    return SarMissing(
+        "no_acquisition",
+        f"no Sentinel-1 item covers the chip within {days:g} days of {optical_time.isoformat()}",
+    )
+
+
+def _warped(src: Any, grid: ChipGrid, nodata: float | None) -> npt.NDArray[np.float32]:
+    """``src``'s band 1 on the chip grid: bilinear in the source's (linear) units, NaN = none."""
+    with WarpedVRT(
+        src,
+        crs=grid.crs,
+        transform=grid.transform,
+        width=grid.size,
+        height=grid.size,
+        resampling=Resampling.bilinear,
+        src_nodata=nodata if nodata is not None else src.nodata,
+        nodata=np.nan,
+        dtype="float32",
+    ) as vrt:
+        return np.asarray(vrt.read(1), dtype=np.float32)
+
+
+def _read_job(
+    href: str, nodata: float | None, requests: list[SarRequest]
+) -> tuple[dict[str, npt.NDArray[np.float32]], dict[str, SarMissing]]:
+    """One COG opened once, every requested chip warped from it."""
+    arrays: dict[str, npt.NDArray[np.float32]] = {}
+    failures: dict[str, SarMissing] = {}
+    try:
+        with gdal_env(), rasterio.open(href) as src:
+            for req in requests:
+                try:
+                    arrays[req.sample_id] = _warped(src, req.grid, nodata)
+                except (RasterioError, OSError, ValueError) as exc:
+                    failures[req.sample_id] = SarMissing("read_error", f"{href}: {exc}")
+    except (RasterioError, OSError) as exc:
+        failure = SarMissing("read_error", f"{href}: {exc}")
+        failures = {req.sample_id: failure for req in requests}
+    return arrays, failures
+
+
+def read_sar_chips(
+    chosen: Iterable[tuple[SarRequest, SarAcquisition]],
+    *,
+    polarisations: tuple[Polarisation, ...],
+    kind: SarValues = "power",
+    threads: int | None = None,
+) -> dict[str, SarChip | SarMissing]:
+    """Warp each sample's channels onto its chip grid and convert to dB.
+
+    Each (item, polarisation) COG is opened once for all the samples that chose its item
+    (opening costs more than a window read over HTTP); jobs run in a thread pool.
+
+    Args:
+        chosen: Each sample's request and the acquisition chosen for it.
+        polarisations: Channels, in output order (every acquisition has them).
+        kind: Whether the COGs hold linear power or amplitude.
+        threads: Parallel COG jobs; None: :func:`pipeline.stages.chips.default_read_threads`.
+
+    Returns:
+        For each sample id, its :class:`SarChip`, or :class:`SarMissing` (``read_error``)
+        naming the COG that failed.
+    """
+    pairs = list(chosen)
+    # One job per COG href (unique per item and polarisation), whoever chose it.
+    jobs: dict[str, tuple[Polarisation, float | None, list[SarRequest]]] = {}
+    for req, acq in pairs:
+        for pol in polarisations:
+            jobs.setdefault(acq.hrefs[pol], (pol, acq.nodata[pol], []))[2].append(req)
+    if threads is None:
+        threads = default_read_threads(list(jobs))
+    linear: dict[tuple[str, Polarisation], npt.NDArray[np.float32]] = {}
+    failures: dict[str, SarMissing] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(jobs) or 1))) as pool:
+        futures = [
+            (pol, pool.submit(_read_job, href, nodata, reqs))
+            for href, (pol, nodata, reqs) in jobs.items()
+        ]
+        for pol, future in futures:
+            arrays, errors = future.result()
+            for sample_id, error in errors.items():
+                failures.setdefault(sample_id, error)
+            for sample_id, array in arrays.items():
+                linear[sample_id, pol] = array
+    out: dict[str, SarChip | SarMissing] = {}
+    for req, acq in pairs:
+        if req.sample_id in failures:
+            out[req.sample_id] = failures[req.sample_id]
+            continue
+        channels = [power_db(linear[req.sample_id, pol], kind=kind) for pol in polarisations]
+        out[req.sample_id] = SarChip(
+            acquisition=acq,
+            polarisations=polarisations,
+            db=np.stack(channels),
+            time_offset_s=(acq.datetime - req.optical_time).total_seconds(),
+        )
+    return out
+
+
+def _search_items(
+    client: Any, sar: SarConfig, requests: list[SarRequest], stac: StacConfig
+) -> list[dict[str, Any]]:
+    """Every item of ``sar.collection`` over the requests' chips within the window of any."""
+    lons, lats = [], []
+    for req in requests:
+        x0, y0, x1, y1 = req.grid.footprint_lonlat().bounds
+        lons += [x0, x1]
+        lats += [y0, y1]
+    start = min(r.optical_time for r in requests) - sar.window
+    end = max(r.optical_time for r in requests) + sar.window
+    search = client.search(
+        collections=[sar.collection],
+        bbox=[min(lons), min(lats), max(lons), max(lats)],
+        datetime=f"{start.isoformat()}/{end.isoformat()}",
+        max_items=stac.max_items,
+        limit=min(stac.max_items, 100),
+    )
+    return list(search.items_as_dicts())
+
+
+def sar_for_samples(
+    requests: list[SarRequest],
+    sar: SarConfig,
+    stac: StacConfig,
+    *,
+    threads: int | None = None,
+) -> dict[str, SarChip | SarMissing]:
+    """Find and read every sample's SAR: one STAC search per 1-degree cell, reads in threads.
+
+    Args:
+        requests: The samples of one shard that have an optical chip.
+        sar: The run's SAR settings.
+        stac: The run's STAC settings (catalog, signing, retries); ``sar.api_url`` replaces
+            its ``api_url`` when set.
+        threads: Parallel COG jobs (see :func:`read_sar_chips`).
+
+    Returns:
+        For each sample id, its :class:`SarChip` or the :class:`SarMissing` that says why not;
+        never an exception for one sample's SAR.
+    """
+    if not requests:
+        return {}
+    if sar.api_url is not None:
+        stac = stac.model_copy(update={"api_url": sar.api_url})
+    cells: dict[tuple[int, int], list[SarRequest]] = {}
+    for req in requests:
+        centre = req.grid.footprint_lonlat().centroid
+        cells.setdefault((math.floor(centre.x), math.floor(centre.y)), []).append(req)
+    out: dict[str, SarChip | SarMissing] = {}
+    chosen: list[tuple[SarRequest, SarAcquisition]] = []
+    try:
+        client = open_catalog(stac)
+    except Exception as exc:  # any transport or parse failure: SAR is missing, optical goes on
+        missing = SarMissing("search_error", f"cannot open STAC API {stac.api_url}: {exc}")
+        return dict.fromkeys((r.sample_id for r in requests), missing)
+    pols = tuple(sar.polarisations)
+    for cell in cells.values():
+        try:
+            items = _search_items(client, sar, cell, stac)
+        except Exception as exc:  # as above: one failed search never fails the optical part
+            for req in cell:
+                out[req.sample_id] = SarMissing("search_error", f"{sar.collection}: {exc}")
+            continue
+        for req in cell:
+            found = choose_acquisition(
+                items,
+                grid=req.grid,
+                optical_time=req.optical_time,
+                window=sar.window,
+                polarisations=pols,
+            )
+            if isinstance(found, SarMissing):
+                out[req.sample_id] = found
+            else:
+                chosen.append((req, found))
+    out.update(read_sar_chips(chosen, polarisations=pols, kind=sar.values, threads=threads))
+    return out

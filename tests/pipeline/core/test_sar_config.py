@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.cli import default_config_yaml
+from pipeline.core.config import SarConfig, load_config
+from pipeline.core.config_hash import config_hash
+from pipeline.core.errors import ConfigError
+
+PRE_SAR_DEFAULT_HASH = "58b408d3a2c7d564"
+"""The default config's hash before the sar section existed (resumes of old runs depend on it)."""
+
+
+def load(tmp_path: Path, text: str, env: dict[str, str] | None = None):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    return load_config(path, env=env or {})
+
+
+def test_sar_is_off_by_default_and_existing_hashes_are_unchanged():
+    config = load_config(env={})
+    assert config.sar is None
+    assert config_hash(config) == PRE_SAR_DEFAULT_HASH
+
+
+def test_an_empty_section_turns_sar_on_with_its_defaults(tmp_path):
+    sar = load(tmp_path, "sar: {}\n").sar
+    assert sar == SarConfig()
+    assert (sar.collection, sar.values, sar.polarisations) == (
+        "sentinel-1-rtc",
+        "power",
+        ["VV", "VH"],
+    )
+    assert sar.window == dt.timedelta(days=12)
+
+
+def test_an_environment_variable_turns_sar_on(tmp_path):
+    config = load_config(env={"EOCAP_SAR__WINDOW_DAYS": "6"})
+    assert config.sar is not None and config.sar.window == dt.timedelta(days=6)
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "words"),
+    [
+        ("sar:\n  polarisations: [VV, VV]\n", "sar.polarisations", "unique"),
+        ("sar:\n  polarisations: []\n", "sar.polarisations", "at least one"),
+        ("sar:\n  polarisations: [VV, XX]\n", "sar.polarisations", "VH"),
+        ("sar:\n  window_days: 0\n", "sar.window_days", "greater than 0"),
+        ("sar:\n  values: decibel\n", "sar.values", "power"),
+        ("sar:\n  colection: sentinel-1-grd\n", "sar.colection", "not permitted"),
+    ],
+)
+def test_invalid_sar_settings_name_their_field(tmp_path, text, field, words):
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text)
+    assert info.value.field.startswith(field)
+    assert words in str(info.value)
+
+
+def test_what_sar_reads_changes_the_hash_and_where_it_is_served_does_not(tmp_path):
+    on = load(tmp_path, "sar: {}\n")
+    assert config_hash(on) != PRE_SAR_DEFAULT_HASH
+    moved = on.with_updates({"sar.api_url": "https://planetarycomputer.microsoft.com/api/stac/v1"})
+    assert config_hash(moved) == config_hash(on)
+    for field, value in (
+        ("window_days", 6),
+        ("collection", "sentinel-1-grd"),
+        ("polarisations", ["VV"]),
+    ):
+        assert config_hash(on.with_updates({f"sar.{field}": value})) != config_hash(on)
+
+
+def test_the_documented_default_config_shows_sar_off_and_still_loads(tmp_path):
+    text = default_config_yaml()
+    assert "sar: null" in text and "Sentinel-1 per sample" in text
+    assert load(tmp_path, text).sar is None
+    assert yaml.safe_load(text)["sar"] is None
