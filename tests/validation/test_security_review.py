@@ -22,7 +22,7 @@ from pipeline.caption.claims import known_names
 from pipeline.caption.grounding import extract_claims, unsupported_claims
 from pipeline.core.types import ChipStats, MapContext
 from tests.conftest import review_postgres_url
-from tests.validation.test_app import client_for, csrf_of, db_snapshot
+from tests.validation.test_app import client_for, csrf_of, db_snapshot, state_changing_routes
 from validation.app import create_app
 from validation.auth import create_user
 from validation.campaigns import (
@@ -510,6 +510,26 @@ def test_oversized_body_is_413_before_it_is_read(app, ann_at_her_item):
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
     assert r.status_code == 413 and "larger than 1024 KiB" in r.text
+    assert db_snapshot(app.state.engine) == before
+
+
+def test_every_state_changing_route_refuses_an_oversized_body(app):
+    # Login, logout, admin and review forms alike: the size is checked before anything is
+    # parsed or authorised, so an anonymous client is enough.
+    before = db_snapshot(app.state.engine)
+    client = TestClient(app, follow_redirects=False)
+    huge = b"x" * (MAX_FORM_BYTES + 1)
+    routes = state_changing_routes(app)
+    assert ("POST", "/login") in routes and any(p.startswith("/admin") for _, p in routes)
+    for method, template in sorted(routes):
+        path = re.sub(r"\{[^}]+\}", "1", template)
+        r = client.request(
+            method,
+            path,
+            content=huge,
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+        assert r.status_code == 413, (method, template, r.status_code)
     assert db_snapshot(app.state.engine) == before
 
 

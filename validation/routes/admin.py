@@ -30,13 +30,13 @@ from ..campaigns import (
 )
 from ..dataset import DatasetError
 from ..db import audit, campaigns, users
-from ..deps import Admin, AdminForm, DatasetDep, EngineDep, get_campaign, page
+from ..deps import Admin, AdminForm, BoundedRoute, DatasetDep, EngineDep, get_campaign, page
 from ..plots import bar_chart, interval_chart
 from ..results import campaign_results, export_reviews, review_records
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/admin")
+router = APIRouter(prefix="/admin", route_class=BoundedRoute)
 
 
 @router.get("", response_class=HTMLResponse)

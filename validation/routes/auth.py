@@ -26,11 +26,19 @@ from ..auth import (
     presession_token,
     presession_token_ok,
 )
-from ..deps import PRESESSION_COOKIE, SESSION_COOKIE, EngineDep, ReviewerForm, page, review_state
+from ..deps import (
+    PRESESSION_COOKIE,
+    SESSION_COOKIE,
+    BoundedRoute,
+    EngineDep,
+    ReviewerForm,
+    page,
+    review_state,
+)
 
 __all__ = ["router"]
 
-router = APIRouter()
+router = APIRouter(route_class=BoundedRoute)
 
 
 def _safe_next(value: str) -> str:
