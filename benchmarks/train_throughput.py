@@ -5,16 +5,16 @@ Measured in one run, on CUDA when there is one (else the CPU), ``--device`` to c
 * ``flops``: FLOPs per sample counted by ``torch.utils.flop_counter.FlopCounterMode`` (2 per
   multiply-add): the image forward, the text forward, and a whole training step's forward and
   backward, of the ``--arch`` model in fp32.
-* ``synthetic``: full training steps of ``MultispectralCLIP(ARCHS[--arch], the 10
-  Llama3-MS-CLIP bands, eos_id=49407)`` on one fixed batch of random pixels
-  ``[B, 10, S, S]`` and random token ids (77 positions, an end token at a random length,
-  padding after it): forward, symmetric InfoNCE (:func:`trainer.loss.contrastive_loss`),
-  backward, gradient clipping, AdamW (``trainer.train``'s parameter groups), temperature clamp,
-  under ``trainer.train``'s autocast for each precision (fp32, bf16). Precisions alternate
-  block by block (``--repeats`` blocks each, ``--warmup`` untimed steps then ``--steps`` timed
-  ones per block); samples/s is the median over blocks, and bf16/fp32 their ratio. Peak
-  memory per block: on CUDA ``torch.cuda.max_memory_allocated`` (weights, gradients and AdamW
-  state included); on the CPU the process's peak resident set (``VmHWM`` of
+* ``synthetic``: full training steps of ``MultispectralCLIP(ARCHS[--arch], the 10 Llama3-MS-CLIP
+  bands, eos_id=49407)`` on one fixed batch of random pixels ``[B, 10, S, S]`` and random token
+  ids (77 positions, an end token at a random length, padding after it): forward, symmetric
+  InfoNCE (:func:`trainer.loss.contrastive_loss`), backward, gradient clipping, AdamW
+  (``trainer.train``'s parameter groups), temperature clamp: ``trainer.train.optimisation_step``
+  itself, under ``trainer.train``'s autocast for each precision (fp32, bf16). Precisions
+  alternate block by block (``--repeats`` blocks each, ``--warmup`` untimed steps then
+  ``--steps`` timed ones per block); samples/s is the median over blocks, and bf16/fp32 their
+  ratio. Peak memory per block: on CUDA ``torch.cuda.max_memory_allocated`` (weights, gradients
+  and AdamW state included); on the CPU the process's peak resident set (``VmHWM`` of
   ``/proc/self/status``, reset before each block through ``/proc/self/clear_refs``), and its
   rise over the resident set at the block's start (the activations, mostly).
 * ``loader``: the real input path without the model: ``trainer.data.train_dataset`` (the
@@ -65,10 +65,16 @@ from pipeline.dataset.loader import SampleDataset, parquet_files
 from trainer.checkpoints import Preprocessing
 from trainer.config import TrainConfig
 from trainer.data import caption_ids, to_model_input, train_dataset, train_loader
-from trainer.loss import ContrastiveLoss, clamp_logit_scale_, contrastive_loss
+from trainer.loss import contrastive_loss
 from trainer.model import ARCHS, MultispectralCLIP
 from trainer.text import FitCounts, TextTokenizer
-from trainer.train import _autocast, _optimizer, preprocessing_of, train
+from trainer.train import (
+    autocast_for,
+    build_optimizer,
+    optimisation_step,
+    preprocessing_of,
+    train,
+)
 
 BANDS = BAND_PRESETS["llama3-ms-clip-10"]
 EOS_ID = 49407  # CLIP's end-of-text token (trainer.text.TextTokenizer.clip().end_id)
@@ -143,30 +149,6 @@ def synthetic_batch(
     return pixels.to(device), ids.to(device)
 
 
-def train_step(
-    model: MultispectralCLIP,
-    optimizer: torch.optim.Optimizer,
-    loss_fn: ContrastiveLoss,
-    pixels: torch.Tensor,
-    ids: torch.Tensor,
-    *,
-    autocast: Any,
-    grad_clip: float | None,
-) -> torch.Tensor:
-    """One optimisation step as ``trainer.train.train`` takes it (no scheduler, no DDP)."""
-    with autocast:
-        image, text = model(pixels, ids)
-        loss = loss_fn(image.float(), text.float(), model.logit_scale.exp(), model.logit_bias)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
-    clamp_logit_scale_(model.logit_scale)
-    detached: torch.Tensor = loss.detach()
-    return detached
-
-
 def count_flops(arch_name: str) -> dict[str, float]:
     """GFLOP per sample (2 per multiply-add) of the forward passes and of a training step."""
     model = MultispectralCLIP(ARCHS[arch_name], BANDS, eos_id=EOS_ID)
@@ -215,19 +197,20 @@ def measure_synthetic(
     model = MultispectralCLIP(ARCHS[arch_name], BANDS, eos_id=EOS_ID).to(device)
     model.train()
     model.set_gradient_checkpointing(grad_checkpointing)
-    optimizer = _optimizer(model, config)
+    optimizer = build_optimizer(model, config)
     loss_fn = contrastive_loss("clip")
     pixels, ids = synthetic_batch(model, batch, device)
     configs = {p: config.with_updates({"train.precision": p}) for p in precisions}
 
     def step(precision: str) -> torch.Tensor:
-        return train_step(
+        return optimisation_step(
+            model,
             model,
             optimizer,
             loss_fn,
             pixels,
             ids,
-            autocast=_autocast(configs[precision], device),
+            autocast=autocast_for(configs[precision], device),
             grad_clip=config.train.grad_clip,
         )
 

@@ -31,7 +31,7 @@ from typing import Any
 import pyarrow as pa
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.core.errors import EocapError
@@ -54,11 +54,20 @@ from trainer.data import (
     train_dataset,
     train_loader,
 )
-from trainer.loss import clamp_logit_scale_, contrastive_loss
+from trainer.loss import ContrastiveLoss, clamp_logit_scale_, contrastive_loss
 from trainer.model import ARCHS, MultispectralCLIP
 from trainer.text import FitCounts, TextTokenizer
 
-__all__ = ["METRICS_COLUMNS", "RunPaths", "TrainError", "TrainResult", "train"]
+__all__ = [
+    "METRICS_COLUMNS",
+    "RunPaths",
+    "TrainError",
+    "TrainResult",
+    "autocast_for",
+    "build_optimizer",
+    "optimisation_step",
+    "train",
+]
 
 METRICS_COLUMNS = (
     "step",
@@ -150,7 +159,7 @@ def _device(local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW; gains, biases and the temperature are not decayed (OpenCLIP's rule)."""
     decay: list[nn.Parameter] = []
     keep: list[nn.Parameter] = []
@@ -196,13 +205,44 @@ def _tokenizer(config: TrainConfig, paths: RunPaths, resuming: bool) -> TextToke
     return tokenizer
 
 
-def _autocast(config: TrainConfig, device: torch.device) -> Any:
+def autocast_for(config: TrainConfig, device: torch.device) -> Any:
+    """bf16 autocast when ``train.precision`` asks for it (``auto``: on CUDA), else nothing."""
     bf16 = config.train.precision == "bf16" or (
         config.train.precision == "auto" and device.type == "cuda"
     )
     if not bf16:
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def optimisation_step(
+    forward: nn.Module,
+    model: MultispectralCLIP,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: ContrastiveLoss,
+    pixels: Tensor,
+    ids: Tensor,
+    *,
+    autocast: Any,
+    grad_clip: float | None,
+) -> Tensor:
+    """One step: forward under ``autocast``, loss, backward, clip, AdamW, temperature clamp.
+
+    ``forward`` is the module called (the DDP wrapper, or ``model`` itself); the temperature and
+    bias are read from ``model``. The learning-rate schedule is the caller's. Returns the loss.
+    """
+    with autocast:
+        image, text = forward(pixels, ids)
+        scale = model.logit_scale.exp()
+        loss = loss_fn(image.float(), text.float(), scale, model.logit_bias)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    clamp_logit_scale_(model.logit_scale)
+    detached: Tensor = loss.detach()
+    return detached
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -303,7 +343,7 @@ def train(
         if world > 1
         else model
     )
-    optimizer = _optimizer(model, config)
+    optimizer = build_optimizer(model, config)
     loop = config.train
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, warmup=loop.warmup_steps, total=loop.steps)
@@ -360,22 +400,22 @@ def train(
                     counts=fit,
                 )
                 pixels = to_model_input(batch["pixels"].to(device, non_blocking=True), prep)
-                with _autocast(config, device):
-                    image, text = wrapped(pixels, ids.to(device, non_blocking=True))
-                    scale = model.logit_scale.exp()
-                    loss = loss_fn(image.float(), text.float(), scale, model.logit_bias)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if loop.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), loop.grad_clip)
-                optimizer.step()
+                loss = optimisation_step(
+                    wrapped,
+                    model,
+                    optimizer,
+                    loss_fn,
+                    pixels,
+                    ids.to(device, non_blocking=True),
+                    autocast=autocast_for(config, device),
+                    grad_clip=loop.grad_clip,
+                )
                 scheduler.step()
-                clamp_logit_scale_(model.logit_scale)
                 step += 1
                 batch_samples = len(batch["sample_id"]) * world
                 samples_seen += batch_samples
                 window_samples += batch_samples
-                loss_value = float(loss.detach())
+                loss_value = float(loss)
                 losses.append(loss_value)
                 now = time.perf_counter()
                 rate = window_samples / max(now - window_start, 1e-9)
