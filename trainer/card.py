@@ -14,6 +14,27 @@ from trainer.evaluate import EvalResult, format_table
 __all__ = ["write_model_card"]
 
 
+def _use(folder: Path, prep: dict[str, Any], settings: dict[str, Any]) -> str:
+    """How to load the folder: transformers and OpenCLIP, or eocap only (modality-aware)."""
+    if "formats" in settings:
+        sar = ", ".join(prep.get("polarisations", []))
+        return (
+            f"Modalities {', '.join(prep['modalities'])} (S1: {sar or 'none'}, dB normalised "
+            f"by mean {prep.get('sar_mean')} / std {prep.get('sar_std')}). "
+            f"{settings['formats']}.\n"
+            f"`eocap embed {folder} SOURCE OUT.parquet --modalities s2,s1 --drop-bands B05` "
+            "embeds any subset."
+        )
+    channels = len(prep["bands"])
+    return f"""```python
+from transformers import CLIPModel
+model = CLIPModel.from_pretrained("{folder.name}")  # pixel_values: [B, {channels}, S, S]
+```
+OpenCLIP: `{OPENCLIP_WEIGHTS}` holds the same weights under OpenCLIP's names; build
+`open_clip.create_model("ViT-B-16")` (or the `open_clip_config.json` sizes), replace
+`visual.conv1` by a `{channels}`-channel `Conv2d`, then `load_state_dict`."""
+
+
 def write_model_card(
     folder: Path,
     config: TrainConfig,
@@ -80,13 +101,7 @@ Zero-shot (50 templates per class, logits 100 x cosine) and text-to-image retrie
 
 {evaluation}
 ## Use
-```python
-from transformers import CLIPModel
-model = CLIPModel.from_pretrained("{folder.name}")  # pixel_values: [B, {len(prep["bands"])}, S, S]
-```
-OpenCLIP: `{OPENCLIP_WEIGHTS}` holds the same weights under OpenCLIP's names; build
-`open_clip.create_model("ViT-B-16")` (or the `open_clip_config.json` sizes), replace
-`visual.conv1` by a `{len(prep["bands"])}`-channel `Conv2d`, then `load_state_dict`.
+{_use(folder, prep, settings)}
 eocap: `eocap eval {folder}` and `eocap embed {folder} SHARDS OUT.parquet`.
 """
     path = folder / "README.md"

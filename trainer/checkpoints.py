@@ -35,13 +35,23 @@ from transformers.utils import logging as transformers_logging
 
 from trainer.config import ModelConfig
 from trainer.convert import from_openclip, to_openclip, unwrap_openclip_checkpoint
+from trainer.modal import (
+    SAR_DB_STATS,
+    SAR_NODATA,
+    SAR_RAW_PER_DB,
+    ChannelLayout,
+    ModalCLIP,
+    model_from_description,
+)
 from trainer.model import ARCHS, ArchSpec, MultispectralCLIP, inflate_patch_embedding
 from trainer.text import TextTokenizer
 
 __all__ = [
+    "MODAL_WEIGHTS",
     "MODEL_FILE",
     "OPENCLIP_CONFIG",
     "OPENCLIP_WEIGHTS",
+    "SAR_STATS_KEY",
     "CheckpointError",
     "LoadedModel",
     "Preprocessing",
@@ -61,6 +71,16 @@ OPENCLIP_WEIGHTS = "open_clip_model.safetensors"
 """The same weights under OpenCLIP's names (``open_clip.load_checkpoint`` reads safetensors)."""
 OPENCLIP_CONFIG = "open_clip_config.json"
 """OpenCLIP's model and preprocessing config (the layout of ``hf-hub:`` OpenCLIP repos)."""
+MODAL_WEIGHTS = "eocap_modal_model.safetensors"
+"""A modality-aware model's weights (its own state dict; no Hugging Face or OpenCLIP form)."""
+MODAL_FORMAT_NOTE = (
+    "modality-aware model (trainer.modal.ModalCLIP): weights in "
+    f"{MODAL_WEIGHTS}, loaded by trainer.checkpoints.load_model_folder; no Hugging Face "
+    "CLIPModel or OpenCLIP export, which have one patch embedding and no modality tokens"
+)
+"""What a modality-aware model folder holds, written into its ``eocap_model.json``."""
+SAR_STATS_KEY = "sar_db"
+"""The band statistics' key of per-polarisation backscatter mean/std, in dB."""
 _CHECKPOINT_GLOB = "step-*.pt"
 
 # Saving and loading model folders would draw tqdm bars inside the trainer's rich progress.
@@ -81,6 +101,11 @@ class Preprocessing:
         std: Per-band standard deviation of raw DN.
         image_size: The side chips are resized to (bicubic), after an optional crop.
         crop: Native pixels cropped from the chip centre first; None: whole chips.
+        modalities: The model's modalities (:data:`trainer.modal.MODALITIES`); ``("s2",)``:
+            the plain :class:`MultispectralCLIP`, anything else a :class:`ModalCLIP`.
+        polarisations: Sentinel-1 channels (with ``s1``), in order.
+        sar_mean: Per-polarisation mean backscatter, dB.
+        sar_std: Per-polarisation standard deviation, dB.
     """
 
     bands: tuple[str, ...]
@@ -88,6 +113,20 @@ class Preprocessing:
     std: tuple[float, ...]
     image_size: int
     crop: int | None
+    modalities: tuple[str, ...] = ("s2",)
+    polarisations: tuple[str, ...] = ()
+    sar_mean: tuple[float, ...] = ()
+    sar_std: tuple[float, ...] = ()
+
+    @property
+    def modal(self) -> bool:
+        """Whether the model is modality-aware (:class:`ModalCLIP`)."""
+        return self.modalities != ("s2",)
+
+    @property
+    def layout(self) -> ChannelLayout:
+        """The model's input channels by modality."""
+        return ChannelLayout.of(self.modalities, self.bands, self.polarisations)
 
     def band_stats(self) -> dict[str, Any]:
         """The normalisation in band_stats.json's layout (what the loader takes)."""
@@ -107,18 +146,37 @@ class Preprocessing:
             tuple(float(s) for s in saved["std"]),
             int(saved["image_size"]),
             None if saved["crop"] is None else int(saved["crop"]),
+            tuple(saved.get("modalities", ("s2",))),
+            tuple(saved.get("polarisations", ())),
+            tuple(float(m) for m in saved.get("sar_mean", ())),
+            tuple(float(s) for s in saved.get("sar_std", ())),
         )
 
     @classmethod
     def from_band_stats(
-        cls, stats: Mapping[str, Any], bands: Sequence[str], *, image_size: int, crop: int | None
+        cls,
+        stats: Mapping[str, Any],
+        bands: Sequence[str],
+        *,
+        image_size: int,
+        crop: int | None,
+        modalities: Sequence[str] = ("s2",),
+        polarisations: Sequence[str] = (),
     ) -> Preprocessing:
         """The normalisation of ``bands`` read from band_stats.json's layout.
 
+        Sentinel-1 ``polarisations`` (with modality ``s1``) are normalised in dB by their
+        entry under :data:`SAR_STATS_KEY` (``{"sar_db": {"VV": {"mean": dB, "std": dB}}}``)
+        where the file has one, else by :data:`trainer.modal.SAR_DB_STATS`.
+        Without ``s2`` there are no bands.
+
         Raises:
-            CheckpointError: for a band without a mean and a positive std.
+            CheckpointError: for a band without a mean and a positive std, or a polarisation
+                without either.
         """
         per_band = stats.get("bands", {})
+        bands = tuple(bands) if "s2" in modalities else ()
+        polarisations = tuple(polarisations) if "s1" in modalities else ()
         mean, std = [], []
         for band in bands:
             entry = per_band.get(band) or {}
@@ -129,7 +187,32 @@ class Preprocessing:
                 )
             mean.append(float(entry["mean"]))
             std.append(float(entry["std"]))
-        return cls(tuple(bands), tuple(mean), tuple(std), image_size, crop)
+        sar_mean, sar_std = [], []
+        per_polarisation = stats.get(SAR_STATS_KEY, {})
+        for name in polarisations:
+            entry = per_polarisation.get(name) or {}
+            if entry.get("mean") is not None and entry.get("std"):
+                pair = (float(entry["mean"]), float(entry["std"]))
+            elif name in SAR_DB_STATS:
+                pair = SAR_DB_STATS[name]
+            else:
+                raise CheckpointError(
+                    f"no dB mean/std for polarisation {name}: add it to data.band_stats under "
+                    f"{SAR_STATS_KEY!r}"
+                )
+            sar_mean.append(pair[0])
+            sar_std.append(pair[1])
+        return cls(
+            bands,
+            tuple(mean),
+            tuple(std),
+            image_size,
+            crop,
+            tuple(modalities),
+            polarisations,
+            tuple(sar_mean),
+            tuple(sar_std),
+        )
 
 
 @dataclass
@@ -195,6 +278,11 @@ def _read_checkpoint(config: ModelConfig) -> tuple[dict[str, torch.Tensor], Arch
     path = Path(str(config.checkpoint))
     if not path.exists():
         raise CheckpointError(f"model.checkpoint {path} does not exist: give a local path")
+    if (path / MODAL_WEIGHTS).is_file():
+        raise CheckpointError(
+            f"{path} is a modality-aware eocap model folder: it has no Hugging Face or "
+            "OpenCLIP form to start from (load it with trainer.checkpoints.load_model_folder)"
+        )
     try:
         if config.init == "hf":
             clip = CLIPModel.from_pretrained(str(path), local_files_only=True)
@@ -222,8 +310,14 @@ def build_model(
     init_logit_scale: float,
     init_logit_bias: float | None,
     seed: int,
+    polarisations: Sequence[str] = (),
 ) -> MultispectralCLIP:
     """The model to train: fresh (seeded) weights, or a checkpoint's adapted to the bands.
+
+    With ``model.modalities`` other than ``[s2]`` it is a :class:`ModalCLIP` over ``bands``
+    (S2) and ``polarisations`` (S1); a checkpoint's patch embedding becomes its S2 one, and
+    what a CLIP checkpoint has no weights for (the S1 patch embedding, the modality and
+    channel embeddings) starts fresh.
 
     Raises:
         CheckpointError: for an unreadable checkpoint, or one whose vocabulary or input
@@ -245,26 +339,44 @@ def build_model(
                 "use model.tokenizer: clip with CLIP checkpoints"
             )
         arch = arch.with_updates(image_size=config.image_size or arch.image_size)
-    model = MultispectralCLIP(
-        arch.with_updates(context_length=config.context_length),
-        bands,
-        eos_id=tokenizer.end_id,
-        pad_id=tokenizer.pad_id,
-        init_logit_scale=init_logit_scale,
-        init_logit_bias=init_logit_bias,
-    )
+    arch = arch.with_updates(context_length=config.context_length)
+    model: MultispectralCLIP
+    if config.modalities == ["s2"]:
+        model = MultispectralCLIP(
+            arch,
+            bands,
+            eos_id=tokenizer.end_id,
+            pad_id=tokenizer.pad_id,
+            init_logit_scale=init_logit_scale,
+            init_logit_bias=init_logit_bias,
+        )
+    else:
+        model = ModalCLIP(
+            arch,
+            ChannelLayout.of(config.modalities, bands, polarisations),
+            eos_id=tokenizer.end_id,
+            pad_id=tokenizer.pad_id,
+            init_logit_scale=init_logit_scale,
+            init_logit_bias=init_logit_bias,
+        )
     if state is None:
         return model
-    arch = model.arch
     patch_key = "clip.vision_model.embeddings.patch_embedding.weight"
-    channels = state[patch_key].shape[1]
-    if channels == 3 and len(bands) != 3:
-        state[patch_key] = inflate_patch_embedding(state[patch_key], bands, config.inflation)
-    elif channels != len(bands):
-        raise CheckpointError(
-            f"checkpoint has {channels} input channels, the config {len(bands)} bands: "
-            "give an RGB checkpoint or the checkpoint's own bands"
-        )
+    fresh: set[str] = set()
+    if model.bands:
+        channels = state[patch_key].shape[1]
+        if channels == 3 and len(bands) != 3:
+            state[patch_key] = inflate_patch_embedding(state[patch_key], bands, config.inflation)
+        elif channels != len(bands):
+            raise CheckpointError(
+                f"checkpoint has {channels} input channels, the config {len(bands)} bands: "
+                "give an RGB checkpoint or the checkpoint's own bands"
+            )
+    if isinstance(model, ModalCLIP):
+        patch = state.pop(patch_key)
+        if model.bands:
+            state["patch_embeddings.s2.weight"] = patch
+        fresh = set(model.state_dict()) - set(state)
     vision_key = "clip.vision_model.embeddings.position_embedding.weight"
     state[vision_key] = _resize_positions_2d(state[vision_key], arch.image_size // arch.patch_size)
     text_key = "clip.text_model.embeddings.position_embedding.weight"
@@ -275,6 +387,7 @@ def build_model(
     else:
         state.pop("logit_bias", None)
     missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [key for key in missing if key not in fresh]
     if missing or unexpected:
         raise CheckpointError(
             f"checkpoint {config.checkpoint} does not fit: missing {missing[:3]}, "
@@ -377,13 +490,30 @@ def save_model_folder(
     context_length: int,
     extra: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write the model as a Hugging Face folder plus OpenCLIP weights and eocap's settings."""
+    """Write the model as a Hugging Face folder plus OpenCLIP weights and eocap's settings.
+
+    A :class:`ModalCLIP` has no Hugging Face or OpenCLIP form (both hold one patch embedding
+    and no modality or channel embeddings): its folder holds :data:`MODAL_WEIGHTS` (its own
+    state dict) beside ``eocap_model.json``, which records the modalities, bands,
+    polarisations and their normalisation, and says so under ``formats``.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    model.clip.save_pretrained(str(folder), safe_serialization=True)
     tokenizer.save(folder)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(to_openclip(state), str(folder / OPENCLIP_WEIGHTS))
-    (folder / OPENCLIP_CONFIG).write_text(json.dumps(_openclip_config(model, prep), indent=2))
+    modal: dict[str, Any] = {}
+    if isinstance(model, ModalCLIP):
+        save_file(state, str(folder / MODAL_WEIGHTS))
+        modal = {
+            "modalities": list(prep.modalities),
+            "polarisations": list(prep.polarisations),
+            "sar_mean": list(prep.sar_mean),
+            "sar_std": list(prep.sar_std),
+            "sar_convention": f"dB = raw / {SAR_RAW_PER_DB}, raw {SAR_NODATA} = nodata",
+        }
+    else:
+        model.clip.save_pretrained(str(folder), safe_serialization=True)
+        save_file(to_openclip(state), str(folder / OPENCLIP_WEIGHTS))
+        (folder / OPENCLIP_CONFIG).write_text(json.dumps(_openclip_config(model, prep), indent=2))
     settings = {
         "format": 1,
         "model": model.describe(),
@@ -395,9 +525,11 @@ def save_model_folder(
             "crop": prep.crop,
             "resize": "bicubic",
             "pixel_convention": "DN = reflectance x 10000, no BOA offset (eocap harmonised)",
+            **modal,
         },
         "context_length": context_length,
         "logit_bias": None if model.logit_bias is None else model.logit_bias.item(),
+        **({"formats": MODAL_FORMAT_NOTE} if modal else {}),
         **(extra or {}),
     }
     (folder / MODEL_FILE).write_text(json.dumps(settings, indent=2) + "\n")
@@ -413,7 +545,7 @@ def export_checkpoint(checkpoint: Path, folder: Path) -> None:
     """
     try:
         saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        model = MultispectralCLIP.from_description(saved["model_description"])
+        model = model_from_description(saved["model_description"])
         model.load_state_dict(saved["model"])
         prep = Preprocessing.from_dict(saved["preprocessing"])
         tokenizer = TextTokenizer.load(checkpoint.parent.parent / "text")
@@ -444,9 +576,12 @@ def load_model_folder(folder: Path, *, device: str | torch.device = "cpu") -> Lo
             "folder or an `eocap train` output dir"
         )
     settings = json.loads(settings_path.read_text())
-    model = MultispectralCLIP.from_description(settings["model"])
-    clip = CLIPModel.from_pretrained(str(folder), local_files_only=True)
-    model.clip.load_state_dict(clip.state_dict())
+    model = model_from_description(settings["model"])
+    if isinstance(model, ModalCLIP):
+        model.load_state_dict(load_file(str(folder / MODAL_WEIGHTS)))
+    else:
+        clip = CLIPModel.from_pretrained(str(folder), local_files_only=True)
+        model.clip.load_state_dict(clip.state_dict())
     if model.logit_bias is not None and settings.get("logit_bias") is not None:
         with torch.no_grad():
             model.logit_bias.fill_(float(settings["logit_bias"]))

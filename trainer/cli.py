@@ -7,6 +7,7 @@ so ``eocap --help`` stays fast and works without the ``train`` extra.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -316,6 +317,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
                 split=args.split,
                 batch_size=args.batch_size,
                 model_ref=str(args.model),
+                modalities=args.modalities,
+                drop_channels=args.drop_bands,
                 on_samples=lambda done, total: progress.update(task, completed=done, total=total),
             )
     except (CheckpointError, FileNotFoundError, KeyError, ValueError) as exc:
@@ -369,6 +372,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
                     split=args.split,
                     batch_size=args.batch_size,
                     model_ref=str(args.embeddings),
+                    modalities=args.modalities,
+                    drop_channels=args.drop_bands,
                     on_samples=lambda done, total: progress.update(
                         task, completed=done, total=total
                     ),
@@ -405,18 +410,47 @@ def cmd_export_model(args: argparse.Namespace) -> int:
     """Export a training checkpoint (checkpoints/step-*.pt) as a model folder.
 
     The folder loads in transformers' CLIPModel, holds the OpenCLIP weights and config, and
-    eocap_model.json (bands, normalisation); `eocap eval` and `eocap embed` read it.
+    eocap_model.json (bands, normalisation); `eocap eval` and `eocap embed` read it. A
+    modality-aware model (model.modalities) has no CLIPModel or OpenCLIP form: its folder
+    holds its own safetensors, which eocap reads, and the command says so.
     """
     try:
-        from trainer.checkpoints import CheckpointError, export_checkpoint
+        from trainer.checkpoints import MODEL_FILE, CheckpointError, export_checkpoint
     except ImportError as exc:
         return _missing_extra(exc)
     try:
         export_checkpoint(args.checkpoint, args.folder)
+        settings = json.loads((args.folder / MODEL_FILE).read_text())
     except CheckpointError as exc:
         return _error(str(exc))
     Console().print(f"model folder written to {args.folder}")
+    if "formats" in settings:
+        Console().print(f"[yellow]{settings['formats']}[/yellow]", soft_wrap=True)
     return 0
+
+
+def _names(text: str) -> list[str]:
+    """A comma-separated list of names."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _add_selection_arguments(p: argparse.ArgumentParser) -> None:
+    """--modalities and --drop-bands: what a modality-aware model embeds."""
+    p.add_argument(
+        "--modalities",
+        type=_names,
+        metavar="s2,s1",
+        help="embed only these modalities of a modality-aware model (default: all it has); "
+        "samples with none of them are left out",
+    )
+    p.add_argument(
+        "--drop-bands",
+        type=_names,
+        default=[],
+        metavar="B05,B06,...",
+        help="leave out these channels (S2 bands or S1 polarisations) of a modality-aware "
+        "model, as channel dropout does in training",
+    )
 
 
 def add_trainer_parsers(add: Callable[[str, Any, str], argparse.ArgumentParser]) -> None:
@@ -466,6 +500,7 @@ def add_trainer_parsers(add: Callable[[str, Any, str], argparse.ArgumentParser])
     p.add_argument("output", type=Path, help="the Parquet file to write")
     p.add_argument("--split", help="only this release split")
     p.add_argument("--batch-size", type=int, default=64)
+    _add_selection_arguments(p)
     p = add("probe", cmd_probe, "few-shot probes of embeddings (10-500 and all labels)")
     p.add_argument("embeddings", type=Path, help="a model folder, or `eocap embed`'s Parquet")
     p.add_argument("release", help="the release (folder or URL) the samples come from")
@@ -490,6 +525,7 @@ def add_trainer_parsers(add: Callable[[str, Any, str], argparse.ArgumentParser])
     )
     p.add_argument("--test-fraction", type=float, default=0.3, help="share held out (0.3)")
     p.add_argument("--batch-size", type=int, default=64, help="embedding batch size (64)")
+    _add_selection_arguments(p)
     p = add("export-model", cmd_export_model, "export a training checkpoint as a model folder")
     p.add_argument("checkpoint", type=Path, help="checkpoints/step-NNNNNNN.pt of a run")
     p.add_argument("folder", type=Path, help="the model folder to write")

@@ -69,6 +69,11 @@ class DataConfig(ConfigSection):
         description="Per-band mean/std JSON (band_stats.json layout) to normalise with; "
         "null: the release's band_stats.json.",
     )
+    polarisations: list[str] = Field(
+        default=["VV", "VH"],
+        description="Sentinel-1 channels read when model.modalities has s1 (dB; normalised by "
+        "band_stats' sar_db entries, else SSL4EO-S12's VV/VH statistics).",
+    )
     crop: int | None = Field(
         default=None,
         description="Crop chips to this many native pixels first (random in training, centre "
@@ -137,12 +142,25 @@ class ModelConfig(ConfigSection):
     gradient_checkpointing: bool = Field(
         default=False, description="Recompute activations in backward: less memory, slower."
     )
+    modalities: list[Literal["s2", "s1"]] = Field(
+        default=["s2"],
+        description="Input modalities: [s2] is the plain CLIP (Hugging Face and OpenCLIP "
+        "exports); any other set, e.g. [s2, s1], the modality-aware tower (trainer/modal.py), "
+        "which embeds any subset of them and of their channels.",
+    )
 
     @field_validator("arch")
     @classmethod
     def _known_arch(cls, v: str) -> str:
         if v not in ARCHS:
             raise ValueError(f"unknown arch {v!r}: use one of {', '.join(ARCHS)}")
+        return v
+
+    @field_validator("modalities")
+    @classmethod
+    def _distinct_modalities(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"modalities {v}: name each of s2, s1 at most once, at least one")
         return v
 
     @model_validator(mode="after")
@@ -194,6 +212,20 @@ class LoopConfig(ConfigSection):
         "replays the batches in the same order).",
     )
     keep_checkpoints: int = Field(default=2, ge=1, description="Newest checkpoints kept.")
+    modality_dropout: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="Probability of dropping one whole modality of a sample that has two "
+        "(never its last); needs two model.modalities.",
+    )
+    channel_dropout: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="Probability of dropping each channel (at least one kept per modality); "
+        "needs the modality-aware tower (model.modalities other than [s2]).",
+    )
 
     @field_validator("betas")
     @classmethod
@@ -246,6 +278,18 @@ class TrainConfig(ConfigSection):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: LoopConfig = Field(default_factory=LoopConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _dropout_has_a_tower(self) -> TrainConfig:
+        modalities = self.model.modalities
+        if self.train.modality_dropout and len(modalities) < 2:
+            raise ValueError(f"train.modality_dropout needs two model.modalities, not {modalities}")
+        if self.train.channel_dropout and modalities == ["s2"]:
+            raise ValueError(
+                "train.channel_dropout needs the modality-aware tower: set model.modalities "
+                "(e.g. [s2, s1])"
+            )
+        return self
 
     @model_validator(mode="after")
     def _resume_order(self) -> TrainConfig:

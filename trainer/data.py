@@ -29,11 +29,15 @@ from pipeline.dataset.loader import (
 )
 from trainer.checkpoints import Preprocessing
 from trainer.config import TrainConfig
+from trainer.modal import SAR_NODATA, SAR_RAW_PER_DB, mark_absent
 from trainer.text import FitCounts, TextTokenizer
 
 __all__ = [
+    "PIXEL_KEYS",
+    "batch_model_input",
     "caption_ids",
     "collate_pairs",
+    "modal_input",
     "prepared_samples",
     "read_band_stats",
     "read_captions",
@@ -63,17 +67,31 @@ def read_captions(source: str, split: str) -> list[str]:
     return captions
 
 
+PIXEL_KEYS = ("pixels", "sar_db", "sar_ok")
+"""A loader sample's image tensors: S2 raw DN, S1 hundredths of dB, whether it has SAR."""
+
+
 def collate_pairs(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """A batch: stacked pixels, the captions and sample ids as lists.
+    """A batch: stacked pixels (and SAR, where the samples have it), captions and ids as lists.
 
     ``default_collate`` stacks a worker's pixels straight into shared memory (no copy when
     the batch is pickled to the training process); ``torch.stack`` would not.
     """
-    return {
-        "pixels": default_collate([s["pixels"] for s in samples]),
-        "caption": [s["caption"] or "" for s in samples],
-        "sample_id": [s["sample_id"] for s in samples],
+    batch: dict[str, Any] = {
+        key: default_collate([s[key] for s in samples]) for key in PIXEL_KEYS if key in samples[0]
     }
+    batch["caption"] = [s["caption"] or "" for s in samples]
+    batch["sample_id"] = [s["sample_id"] for s in samples]
+    return batch
+
+
+def _selection(prep: Preprocessing) -> dict[str, Any]:
+    """The loader arguments that select ``prep``'s inputs.
+
+    The loader reads Sentinel-2 bands only until it selects modalities by name; a
+    modality-aware model then sees samples without SAR (:func:`batch_model_input`).
+    """
+    return {"bands": prep.bands}
 
 
 def train_dataset(
@@ -83,7 +101,7 @@ def train_dataset(
     return SampleDataset(
         config.data.source,
         split=config.data.train_split,
-        bands=prep.bands,
+        **_selection(prep),
         raw=True,
         crop=prep.crop,
         random_crop=prep.crop is not None,
@@ -101,7 +119,7 @@ def prepared_samples(source: str, split: str | None, prep: Preprocessing) -> Sam
     return SampleDataset(
         source,
         split=split,
-        bands=prep.bands,
+        **_selection(prep),
         raw=True,
         crop=prep.crop,
         shuffle=False,
@@ -122,29 +140,124 @@ def train_loader(
     )
 
 
+def _decode_dn(pixels: torch.Tensor) -> torch.Tensor:
+    """Raw DN of any dtype as float32 (few kernels take uint16 (CUDA's): its bits as int16)."""
+    if pixels.dtype == torch.uint16:
+        pixels = pixels.view(torch.int16).to(torch.int32) & 0xFFFF
+    return pixels.to(torch.float32)
+
+
+def _resize(pixels: torch.Tensor, image_size: int) -> torch.Tensor:
+    """A bicubic resize to ``image_size``; antialiased when shrinking, as CLIP's PIL resize."""
+    if pixels.shape[-1] == image_size and pixels.shape[-2] == image_size:
+        return pixels
+    shrink = pixels.shape[-1] > image_size
+    return F.interpolate(
+        pixels, size=(image_size, image_size), mode="bicubic", align_corners=False, antialias=shrink
+    )
+
+
+def _per_channel(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32, device=like.device)[:, None, None]
+
+
 def to_model_input(pixels: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
     """Raw-DN chips [B, C, H, W] (any dtype), normalised and resized as ``prep`` says.
 
     On the chips' device: ``(x - mean) / std`` per band in float32, then a bicubic resize to
     ``prep.image_size``. Downsizing uses antialiasing (as PIL's bicubic resize of CLIP's
-    preprocessing does); upsizing (EuroSAT's 64 px) does not need it.
+    preprocessing does); upsizing (EuroSAT's 64 px) does not need it. For a modality-aware
+    model the chips are its S2 bands, and its other modalities absent (:func:`modal_input`).
     """
     if pixels.shape[-3] != len(prep.bands):
         raise ValueError(
             f"chips have {pixels.shape[-3]} bands, the model takes {len(prep.bands)} "
             f"({','.join(prep.bands)}): select those bands"
         )
-    mean = torch.tensor(prep.mean, dtype=torch.float32, device=pixels.device)[:, None, None]
-    std = torch.tensor(prep.std, dtype=torch.float32, device=pixels.device)[:, None, None]
-    if pixels.dtype == torch.uint16:  # few kernels take uint16 (CUDA's): its bits as int16
-        pixels = pixels.view(torch.int16).to(torch.int32) & 0xFFFF
-    pixels = (pixels.to(torch.float32) - mean) / std
-    image_size = prep.image_size
-    if pixels.shape[-1] == image_size and pixels.shape[-2] == image_size:
-        return pixels
-    shrink = pixels.shape[-1] > image_size
-    return F.interpolate(
-        pixels, size=(image_size, image_size), mode="bicubic", align_corners=False, antialias=shrink
+    if prep.modal:
+        return modal_input(prep, pixels=pixels)
+    normalised = (_decode_dn(pixels) - _per_channel(prep.mean, pixels)) / _per_channel(
+        prep.std, pixels
+    )
+    return _resize(normalised, prep.image_size)
+
+
+def modal_input(
+    prep: Preprocessing,
+    *,
+    pixels: torch.Tensor | None = None,
+    sar_db: torch.Tensor | None = None,
+    sar_ok: torch.Tensor | None = None,
+    keep: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """A modality-aware model's input: every channel of ``prep.layout``, absent ones NaN.
+
+    Args:
+        prep: The model's preprocessing.
+        pixels: S2 raw DN [B, bands, H, W]; None: no S2 in the batch.
+        sar_db: S1 backscatter [B, polarisations, H, W] in hundredths of dB (int16,
+            :data:`trainer.modal.SAR_NODATA` where there is none); None: no S1 in the batch.
+        sar_ok: [B] bool, whether each sample has SAR; None: those whose ``sar_db`` has data.
+        keep: [channels] bool, the channels inference uses (``ChannelLayout.selection``);
+            None: all.
+
+    Each modality is normalised per channel (S2: DN by the band stats; S1: dB by the SAR
+    stats), nodata pixels of a present SAR channel become 0 (the mean), then all are resized
+    together (one crop window) and the channels a sample lacks (no SAR, a polarisation
+    without data, not kept) are set to NaN, which :class:`trainer.modal.ModalCLIP` reads as
+    absent.
+    """
+    given = next(t for t in (pixels, sar_db) if t is not None)
+    batch, size, device = given.shape[0], given.shape[-2:], given.device
+    parts, present = [], []
+    for modality, names in prep.layout.groups:
+        if modality == "s2" and pixels is not None:
+            values = (_decode_dn(pixels) - _per_channel(prep.mean, pixels)) / _per_channel(
+                prep.std, pixels
+            )
+            has = torch.ones(batch, len(names), dtype=torch.bool, device=device)
+        elif modality == "s1" and sar_db is not None:
+            valid = sar_db != SAR_NODATA
+            decibels = sar_db.to(torch.float32) / SAR_RAW_PER_DB
+            values = (decibels - _per_channel(prep.sar_mean, sar_db)) / _per_channel(
+                prep.sar_std, sar_db
+            )
+            values = values.masked_fill(~valid, 0.0)
+            has = valid.flatten(2).any(dim=-1)
+            if sar_ok is not None:
+                has &= sar_ok.to(device=device, dtype=torch.bool)[:, None]
+        else:
+            values = torch.zeros(batch, len(names), *size, device=device)
+            has = torch.zeros(batch, len(names), dtype=torch.bool, device=device)
+        parts.append(values)
+        present.append(has)
+    mask = torch.cat(present, dim=1)
+    if keep is not None:
+        mask &= keep.to(device)
+    return mark_absent(_resize(torch.cat(parts, dim=1), prep.image_size), mask)
+
+
+def batch_model_input(
+    batch: Mapping[str, Any],
+    prep: Preprocessing,
+    device: torch.device,
+    *,
+    keep: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The model input of a collated batch (:func:`collate_pairs`) on ``device``.
+
+    A batch without ``sar_db`` (a release or loader without SAR) has no S1: its samples are
+    S2-only for a modality-aware model.
+    """
+
+    def moved(key: str) -> torch.Tensor | None:
+        value = batch.get(key)
+        return None if value is None else value.to(device, non_blocking=True)
+
+    if not prep.modal:
+        return to_model_input(batch["pixels"].to(device, non_blocking=True), prep)
+    return modal_input(
+        prep, pixels=moved("pixels"), sar_db=moved("sar_db"), sar_ok=moved("sar_ok"), keep=keep
     )
 
 

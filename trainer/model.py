@@ -139,6 +139,8 @@ class MultispectralCLIP(nn.Module):
         init_logit_scale: Initial log-space temperature (the loss's; see :mod:`trainer.loss`).
         init_logit_bias: Initial learnable logit bias (SigLIP's); None: no bias.
         attn_implementation: transformers' attention kernel (``sdpa`` or ``eager``).
+        vision_channels: Input channels of CLIP's patch embedding; None: one per band. (The
+            modality-aware subclass, :class:`trainer.modal.ModalCLIP`, brings its own.)
     """
 
     def __init__(
@@ -151,6 +153,7 @@ class MultispectralCLIP(nn.Module):
         init_logit_scale: float = math.log(1 / 0.07),
         init_logit_bias: float | None = None,
         attn_implementation: str = "sdpa",
+        vision_channels: int | None = None,
     ) -> None:
         super().__init__()
         for name in bands:
@@ -159,7 +162,8 @@ class MultispectralCLIP(nn.Module):
         self.bands = tuple(bands)
         self.eos_id = eos_id
         self.pad_id = pad_id
-        config = _clip_config(arch, channels=len(self.bands), eos_id=eos_id, pad_id=pad_id)
+        channels = len(self.bands) if vision_channels is None else vision_channels
+        config = _clip_config(arch, channels=channels, eos_id=eos_id, pad_id=pad_id)
         config._attn_implementation = attn_implementation
         self.clip = CLIPModel(config)
         with torch.no_grad():

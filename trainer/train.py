@@ -47,14 +47,15 @@ from trainer.checkpoints import (
 )
 from trainer.config import TrainConfig
 from trainer.data import (
+    batch_model_input,
     caption_ids,
     read_band_stats,
     read_captions,
-    to_model_input,
     train_dataset,
     train_loader,
 )
 from trainer.loss import ContrastiveLoss, clamp_logit_scale_, contrastive_loss
+from trainer.modal import input_dropout
 from trainer.model import ARCHS, MultispectralCLIP
 from trainer.text import FitCounts, TextTokenizer
 
@@ -272,6 +273,8 @@ def preprocessing_of(config: TrainConfig) -> Preprocessing:
             config.data.band_names(),
             image_size=config.model.image_size or arch.image_size,
             crop=config.data.crop,
+            modalities=config.model.modalities,
+            polarisations=config.data.polarisations,
         )
     except (OSError, ValueError) as exc:
         raise TrainError(f"cannot read band statistics for {config.data.source}: {exc}") from None
@@ -333,6 +336,7 @@ def train(
             init_logit_scale=loss_fn.init_logit_scale,
             init_logit_bias=loss_fn.init_logit_bias,
             seed=config.train.seed,
+            polarisations=prep.polarisations,
         )
     except CheckpointError as exc:
         raise TrainError(str(exc)) from None
@@ -399,7 +403,14 @@ def train(
                     epoch=epoch,
                     counts=fit,
                 )
-                pixels = to_model_input(batch["pixels"].to(device, non_blocking=True), prep)
+                pixels = batch_model_input(batch, prep, device)
+                if loop.modality_dropout or loop.channel_dropout:
+                    pixels = input_dropout(
+                        pixels,
+                        prep.layout,
+                        modality_p=loop.modality_dropout,
+                        channel_p=loop.channel_dropout,
+                    )
                 loss = optimisation_step(
                     wrapped,
                     model,
