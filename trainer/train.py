@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import torch
 import torch.distributed as dist
@@ -246,6 +247,16 @@ def optimisation_step(
     return detached
 
 
+def _dropout_generator(seed: int, rank: int, step: int) -> torch.Generator:
+    """The modality/channel dropout draws of one step and rank.
+
+    Seeded per step rather than drawn from torch's global generator, which a resumed run's
+    new DataLoader iterator advances: the draws after a resume are the uninterrupted run's.
+    """
+    entropy = np.random.SeedSequence([seed, rank, step]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(entropy))
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop rows after ``step`` (written by a killed run after its last checkpoint)."""
     if not path.is_file():
@@ -410,6 +421,7 @@ def train(
                         prep.layout,
                         modality_p=loop.modality_dropout,
                         channel_p=loop.channel_dropout,
+                        generator=_dropout_generator(loop.seed, rank, step),
                     )
                 loss = optimisation_step(
                     wrapped,

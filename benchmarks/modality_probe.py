@@ -1,0 +1,250 @@
+"""Issue 14's must-show tables: one modality-aware model, probed per input view and label budget.
+
+Given a trained model folder (``model.modalities: [s2, s1]``, docs/training.md) and a release
+with SAR, every ok sample of the release (or ``--split``) is embedded once per **view**:
+
+* ``s2``: the Sentinel-2 bands only;
+* ``s1``: the Sentinel-1 polarisations only (samples without SAR are left out);
+* ``s2+s1``: both (samples without SAR embed their S2);
+* ``s2-half``: S2 with every second of its bands dropped (channels 2, 4, ... of the model's
+  S2 bands: for llama3-ms-clip-10, B03, B05, B07, B8A, B12), as channel dropout drops them.
+
+Each view's embeddings go through ``eocap probe``'s protocol (:func:`trainer.probe.run_probe`:
+spatially separated train and test, budgets drawn from train, seeds) for the four tasks of
+:data:`trainer.probe.TASKS` that have two classes among the embedded samples, at 200, 500 and
+all labels. Written to ``OUT``:
+
+* ``modality-probe.md``: the views table (balanced accuracy at all labels, per task and probe
+  model, one column per view) and the budgets table (200 and 500 labels against all, view
+  ``s2+s1``), mean ± std over the seeds; a task or view that could not be probed says why;
+* ``modality-probe.json``: every score summary per view, the skips, the settings;
+* ``embeddings-VIEW.parquet``: the vectors of each view.
+
+Run: ``.venv/bin/python -m benchmarks.modality_probe MODEL RELEASE --out DIR [--split test]
+[--seeds 5] [--task vegetation ...] [--block-deg 0.05] [--test-fraction 0.3]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainer.checkpoints import LoadedModel, load_model_folder
+from trainer.embed import embed_samples
+from trainer.probe import (
+    MODELS,
+    TASKS,
+    ProbeReport,
+    read_embeddings,
+    read_release_samples,
+    run_probe,
+    task_labels,
+)
+
+BUDGETS: tuple[int | None, ...] = (200, 500, None)
+"""The budgets of the tables: the paper's 200-500 labels against all."""
+FULL_VIEW = "s2+s1"
+"""The view of the budgets table: everything the model takes."""
+
+
+@dataclass(frozen=True)
+class View:
+    """One input subset: modalities (None: all the model has) and channels left out."""
+
+    name: str
+    modalities: tuple[str, ...] | None
+    drop: tuple[str, ...] = ()
+
+
+def views(loaded: LoadedModel) -> list[View]:
+    """The four views of ``loaded``'s model (``s2-half`` drops its odd-numbered S2 bands)."""
+    bands = loaded.preprocessing.bands
+    return [
+        View("s2", ("s2",)),
+        View("s1", ("s1",)),
+        View(FULL_VIEW, ("s2", "s1")),
+        View("s2-half", ("s2",), tuple(bands[1::2])),
+    ]
+
+
+def _cell(summary: dict[str, Any] | None) -> str:
+    if summary is None:
+        return "–"
+    capped = " (capped)" if summary["capped_seeds"] else ""
+    return (
+        f"{100 * summary['balanced_accuracy_mean']:.1f} ± "
+        f"{100 * summary['balanced_accuracy_std']:.1f}{capped}"
+    )
+
+
+def _summaries(report: ProbeReport) -> dict[tuple[str, str, Any], dict[str, Any]]:
+    found = {}
+    for score in report.scores:
+        summary = score.summary()
+        found[(summary["task"], summary["model"], summary["budget"])] = summary
+    return found
+
+
+def markdown(
+    results: dict[str, ProbeReport],
+    skipped: dict[str, str],
+    task_skips: dict[str, dict[str, str]],
+    tasks: Sequence[str],
+    embedded: dict[str, int],
+) -> str:
+    """The views table and the budgets table."""
+    names = [*results, *skipped]
+    by_view = {name: _summaries(report) for name, report in results.items()}
+    counts = ", ".join(f"{name} {n}" for name, n in embedded.items())
+    lines = [
+        "# Probe scores by input view and label budget",
+        "",
+        "Balanced accuracy (%), mean ± std over seeds; spatially separated train and test.",
+        f"Samples embedded per view: {counts}.",
+        "",
+        "## Views (all labels)",
+        "",
+        "| task | probe | " + " | ".join(names) + " |",
+        "|---|---|" + "---:|" * len(names),
+    ]
+    models = sorted({key[1] for found in by_view.values() for key in found})
+    for task in tasks:
+        for model in models:
+            cells = [_cell(by_view.get(name, {}).get((task, model, "all"))) for name in names]
+            lines.append(f"| {task} | {model} | " + " | ".join(cells) + " |")
+    full = by_view.get(FULL_VIEW, {})
+    columns = ["all" if b is None else b for b in BUDGETS]
+    lines += [
+        "",
+        f"## Label budgets (view {FULL_VIEW})",
+        "",
+        "| task | probe | " + " | ".join(f"{c} labels" for c in columns) + " |",
+        "|---|---|" + "---:|" * len(columns),
+    ]
+    for task in tasks:
+        for model in models:
+            cells = [_cell(full.get((task, model, c))) for c in columns]
+            lines.append(f"| {task} | {model} | " + " | ".join(cells) + " |")
+    notes = [f"- {name}: {why}" for name, why in skipped.items()]
+    notes += [
+        f"- {name} / {task}: {why}"
+        for name, whys in task_skips.items()
+        for task, why in whys.items()
+    ]
+    if notes:
+        lines += ["", "## Not scored", "", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def modality_probe(
+    loaded: LoadedModel,
+    release: str,
+    out: Path,
+    *,
+    model_ref: str,
+    split: str | None = None,
+    tasks: Sequence[str] = tuple(TASKS),
+    models: Sequence[str] = tuple(MODELS),
+    seeds: Sequence[int] = range(5),
+    block_deg: float = 0.05,
+    test_fraction: float = 0.3,
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    """Embed every view, probe each, write the tables; returns what the JSON holds."""
+    out.mkdir(parents=True, exist_ok=True)
+    samples = read_release_samples(release, split)
+    results: dict[str, ProbeReport] = {}
+    skipped: dict[str, str] = {}
+    task_skips: dict[str, dict[str, str]] = {}
+    embedded: dict[str, int] = {}
+    for view in views(loaded):
+        path = out / f"embeddings-{view.name}.parquet"
+        try:
+            embedded[view.name] = embed_samples(
+                loaded,
+                release,
+                path,
+                split=split,
+                batch_size=batch_size,
+                model_ref=model_ref,
+                modalities=view.modalities,
+                drop_channels=view.drop,
+            )
+        except ValueError as exc:
+            skipped[view.name] = str(exc)
+            continue
+        if not embedded[view.name]:
+            skipped[view.name] = "no sample has these channels"
+            continue
+        ids, vectors = read_embeddings(path)
+        report = ProbeReport(block_deg, test_fraction, list(seeds))
+        for name in tasks:
+            try:
+                one = run_probe(
+                    ids,
+                    vectors,
+                    samples,
+                    [task_labels(TASKS[name], samples)],
+                    models=models,
+                    budgets=BUDGETS,
+                    seeds=seeds,
+                    block_deg=block_deg,
+                    test_fraction=test_fraction,
+                )
+            except ValueError as exc:
+                task_skips.setdefault(view.name, {})[name] = str(exc)
+                continue
+            report.tasks.extend(one.tasks)
+            report.scores.extend(one.scores)
+        results[view.name] = report
+    text = markdown(results, skipped, task_skips, tasks, embedded)
+    summary = {
+        "model": model_ref,
+        "release": release,
+        "split": split,
+        "views": {v.name: {"modalities": v.modalities, "drop": v.drop} for v in views(loaded)},
+        "results": {name: report.to_json() for name, report in results.items()},
+        "embedded": embedded,
+        "skipped_views": skipped,
+        "skipped_tasks": task_skips,
+    }
+    (out / "modality-probe.md").write_text(text)
+    (out / "modality-probe.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model", type=Path, help="a modality-aware model folder")
+    parser.add_argument("release", help="the release (folder or URL), with SAR")
+    parser.add_argument("--out", type=Path, required=True, help="folder for tables, embeddings")
+    parser.add_argument("--split", help="only this release split (default: all)")
+    parser.add_argument("--task", action="append", choices=list(TASKS), help="default: all four")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--block-deg", type=float, default=0.05)
+    parser.add_argument("--test-fraction", type=float, default=0.3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    modality_probe(
+        load_model_folder(args.model),
+        args.release,
+        args.out,
+        model_ref=str(args.model),
+        split=args.split,
+        tasks=args.task or tuple(TASKS),
+        seeds=range(args.seeds),
+        block_deg=args.block_deg,
+        test_fraction=args.test_fraction,
+        batch_size=args.batch_size,
+    )
+    sys.stdout.write((args.out / "modality-probe.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
