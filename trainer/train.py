@@ -5,7 +5,9 @@ Each step: a batch from :func:`trainer.data.train_loader`, captions tokenised (l
 handled per ``model.long_captions``, counted), chips resized on the device, image and text
 embeddings under bf16 autocast on CUDA, the contrastive loss over the global batch
 (:mod:`trainer.loss` gathers features across ranks), AdamW with linear warmup and cosine
-decay, gradient clipping, and the temperature clamped to 100 as in OpenCLIP.
+decay, gradient clipping, and the temperature clamped to 100 as in OpenCLIP. A modality-aware
+model (``model.modalities``, :mod:`trainer.modal`) gets its inputs with random modalities and
+channels marked absent first (``train.modality_dropout``, ``train.channel_dropout``).
 
 Resume contract: a checkpoint written after step ``s`` holds model, optimiser, scheduler,
 every RNG, the loader's state (which samples each worker slot has yielded this epoch) and the
