@@ -145,7 +145,7 @@ def index_markdown_table() -> str:
 
 """Columns of ``metadata.parquet`` (docs/release.md)."""
 
-_COUNTED = ("captioner", "prompt_version", "overture_release", "caption_original")
+_COUNTED = ("captioner", "prompt_version", "overture_release", "caption_original", "sar_state")
 """Columns whose values the card counts (``caption_original``: captions a reviewer edited)."""
 
 _READ_BATCH = 16
@@ -513,6 +513,7 @@ def make_release(
         caption_flags=_value_counts(pc.list_flatten(index.column("caption_flags")).to_pylist()),
         review_status=_value_counts(review_status),
         edited_captions=sum(counted["caption_original"].values()),
+        sar_states=counted["sar_state"],
         split_rule=options.split_rule.describe(),
         config_hash=str(run.get("config_hash", "")),
         eocap_version={"build": str(run.get("eocap_version", "?")), "release": __version__},
