@@ -103,6 +103,7 @@ class CardFacts:
         caption_flags: Caption-check flags with their sample counts.
         review_status: Review statuses with their sample counts.
         edited_captions: Captions replaced by a reviewer's edit.
+        sar_states: Samples per ``sar_state`` (empty: the release has no Sentinel-1).
         split_rule: The split rule (:meth:`SplitRule.describe`).
         config_hash: The source run's config hash.
         eocap_version: Versions of eocap that built and released the data.
@@ -129,6 +130,7 @@ class CardFacts:
     bands: Sequence[str]
     periods: Sequence[Mapping[str, str]] = field(default_factory=list)
     include_failed: bool = False
+    sar_states: Mapping[str, int] = field(default_factory=dict)
 
 
 def _size_category(n: int) -> str:
@@ -145,7 +147,14 @@ def _front_matter(facts: CardFacts) -> dict[str, Any]:
         "license_name": "copernicus-sentinel-and-overture",
         "pretty_name": facts.name,
         "task_categories": ["image-to-text", "zero-shot-image-classification"],
-        "tags": ["sentinel-2", "multispectral", "remote-sensing", "geospatial", "overture-maps"],
+        "tags": [
+            "sentinel-2",
+            *(["sentinel-1", "sar"] if facts.sar_states else []),
+            "multispectral",
+            "remote-sensing",
+            "geospatial",
+            "overture-maps",
+        ],
         "size_categories": [_size_category(sum(facts.counts.values()))],
         "configs": [
             {
@@ -169,6 +178,20 @@ def _counts(counts: Mapping[str, int], empty: str = "none") -> str:
     if not counts:
         return empty
     return ", ".join(f"`{k}` {v}" for k, v in sorted(counts.items()))
+
+
+def _sar_lines(states: Mapping[str, int], total: int) -> list[str]:
+    """The card's Sentinel-1 line: the share of samples with SAR and why the others have none."""
+    if not states:
+        return []
+    ok = states.get("ok", 0)
+    return [
+        f"- Sentinel-1: {ok} of {total} samples ({ok / max(total, 1):.0%}) have backscatter "
+        "from the acquisition closest to their scene (`sar_db`: int16 hundredths of a dB on "
+        "the chip's grid, -32768 = nodata, channels in `sar_polarisations`); `sar_state` "
+        f"(samples): {_counts(states)}. A sample without SAR keeps its optical data. "
+        "Copernicus Sentinel-1 data, under the Sentinel terms below.",
+    ]
 
 
 def _body(facts: CardFacts) -> str:
@@ -209,6 +232,7 @@ def _body(facts: CardFacts) -> str:
         f"`{facts.stac.get('collection', '?')}`; per location and period the least cloudy "
         "scene whose COGs could be read.",
         f"- Periods: {periods or 'see release.json'}.",
+        *_sar_lines(facts.sar_states, total),
         f"- Map context: Overture Maps release {overture or '?'}.",
         f"- Captioners: {_counts(facts.captioners)}; prompt versions: "
         f"{_counts(facts.prompt_versions)}.",

@@ -27,6 +27,8 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from pipeline.geo.sar import CENTI_DB_NODATA, SENTINEL_1_DUAL_POL
+
 __all__ = [
     "CAPTION_OUTPUT_COLUMNS",
     "COLUMNS",
@@ -34,6 +36,8 @@ __all__ = [
     "CONTEXT_TYPE",
     "CUBE_COLUMNS",
     "IMAGE_COLUMNS",
+    "SAR_COLUMNS",
+    "SAR_SINCE",
     "SCHEMA_VERSION",
     "SCHEMA_VERSIONS",
     "SUMMARY_COLUMNS",
@@ -42,19 +46,25 @@ __all__ = [
     "Cube",
     "SampleRecord",
     "columns_in",
+    "cube_dims",
     "cube_field_metadata",
     "markdown_tables",
     "render_docs",
     "shard_schema",
+    "version_columns",
 ]
 
-SCHEMA_VERSION = "2.0"
+SCHEMA_VERSION = "2.1"
 """Version of the shard schema; bump on any column change (and commit the new column list,
 tests/data/shard_schema_v<version>.txt)."""
 
-SCHEMA_VERSIONS = ("1.2", "2.0")
+SCHEMA_VERSIONS = ("1.2", "2.0", "2.1")
 """The versions eocap writes and reads: 1.2 stores the cubes as nested fixed-size lists, 2.0
-as one byte-planed binary value per sample (:class:`Cube`); every other column is the same."""
+as one byte-planed binary value per sample (:class:`Cube`); 2.1 adds the Sentinel-1 columns
+(:attr:`ColumnGroup.SAR`). A 2.0 shard reads as a 2.1 one whose SAR columns are null."""
+
+SAR_SINCE = "2.1"
+"""The first schema version with the :attr:`ColumnGroup.SAR` columns; older ones lack them."""
 
 CUBE_ENCODING = "byte_planes_le"
 """How schema 2.0 stores a cube value: the little-endian C-order array split into byte planes
@@ -85,13 +95,15 @@ class ColumnGroup(StrEnum):
     """The Overture map context."""
     CAPTION = "caption"
     """The caption and what the captioner and the caption checks recorded about it."""
+    SAR = "sar"
+    """Sentinel-1 backscatter and its acquisition (docs/sentinel-1.md); null without ``sar:``."""
     SUMMARY = "summary"
     """The small columns review campaigns stratify on (no pixels, no captions)."""
 
 
 @dataclass(frozen=True)
 class Cube:
-    """A fixed-shape array column whose shape depends on the run: ``bands`` and ``size``.
+    """A fixed-shape array column whose shape depends on the run: ``bands``, ``size``...
 
     Schema 2.0 stores one ``large_binary`` value per sample (:data:`CUBE_ENCODING`): decoding
     it is a memory copy and a shift per byte plane, where 1.2's nested fixed-size lists cost
@@ -99,26 +111,40 @@ class Cube:
 
     Attributes:
         value_type: Arrow type of one pixel value.
-        dims: Dimension names, outermost first: ``bands`` (bands in the cube) or ``size``
-            (chip width and height in pixels).
+        dims: Dimension names, outermost first, each a key of :func:`cube_dims`: ``bands``
+            (bands in the cube), ``polarisations`` (SAR channels) or ``size`` (chip width and
+            height in pixels).
     """
 
     value_type: pa.DataType
     dims: tuple[str, ...]
 
-    def shape(self, n_bands: int, size: int) -> tuple[int, ...]:
-        """The array shape of one sample's cube."""
-        lengths = {"bands": n_bands, "size": size}
+    def shape(self, lengths: Mapping[str, int]) -> tuple[int, ...]:
+        """The array shape of one sample's cube, given each dimension's length."""
         return tuple(lengths[dim] for dim in self.dims)
 
-    def arrow(self, n_bands: int, size: int, version: str = SCHEMA_VERSION) -> pa.DataType:
-        """The Arrow type for ``n_bands`` bands of ``size`` x ``size`` pixels in ``version``."""
+    def arrow(self, lengths: Mapping[str, int], version: str = SCHEMA_VERSION) -> pa.DataType:
+        """The Arrow type of the cube in ``version``, given each dimension's length."""
         if version != "1.2":
             return pa.large_binary()
         arrow_type = self.value_type
-        for n in reversed(self.shape(n_bands, size)):
+        for n in reversed(self.shape(lengths)):
             arrow_type = pa.list_(arrow_type, n)
         return arrow_type
+
+
+def cube_dims(
+    n_bands: int, size: int, n_polarisations: int = len(SENTINEL_1_DUAL_POL)
+) -> dict[str, int]:
+    """The length of each :class:`Cube` dimension for a run's chips.
+
+    Args:
+        n_bands: Sentinel-2 bands in ``pixels``.
+        size: Chip width and height in pixels.
+        n_polarisations: Sentinel-1 channels in ``sar_db`` (``sar.polarisations``; VV, VH
+            when the run has no SAR, whose column is then null in every row).
+    """
+    return {"bands": n_bands, "size": size, "polarisations": n_polarisations}
 
 
 @dataclass(frozen=True)
@@ -643,6 +669,92 @@ class SampleRecord:
         default=None,
         metadata=_column(pa.string(), "`en` or `unknown`", ColumnGroup.CAPTION),
     )
+    sar_state: str | None = field(
+        default=None,
+        metadata=_column(
+            pa.string(),
+            "Sentinel-1 of the sample: `ok`, or why it has none: `no_acquisition` (none within "
+            "`sar.window_days` covering the chip), `missing_polarisation`, `read_error`, "
+            "`search_error`; never a failure of the sample. Null when the run has no `sar:` "
+            "or the sample failed before its chip was cut",
+            ColumnGroup.SAR,
+            ColumnGroup.SUMMARY,
+            dictionary=True,
+        ),
+    )
+    sar_message: str | None = field(
+        default=None,
+        metadata=_column(
+            pa.string(), "why there is no SAR (what was looked for and found)", ColumnGroup.SAR
+        ),
+    )
+    sar_item_id: str | None = field(
+        default=None,
+        metadata=_column(
+            pa.string(), "id of the Sentinel-1 STAC item read", ColumnGroup.SAR, dictionary=True
+        ),
+    )
+    sar_collection: str | None = field(
+        default=None,
+        metadata=_column(
+            pa.string(),
+            "its STAC collection (`sentinel-1-rtc`, `sentinel-1-grd`)",
+            ColumnGroup.SAR,
+            dictionary=True,
+        ),
+    )
+    sar_platform: str | None = field(
+        default=None,
+        metadata=_column(pa.string(), "e.g. `SENTINEL-1A`", ColumnGroup.SAR, dictionary=True),
+    )
+    sar_orbit_state: str | None = field(
+        default=None,
+        metadata=_column(
+            pa.string(),
+            "`sat:orbit_state`: `ascending` or `descending`",
+            ColumnGroup.SAR,
+            dictionary=True,
+        ),
+    )
+    sar_relative_orbit: int | None = field(
+        default=None,
+        metadata=_column(pa.int32(), "`sat:relative_orbit`", ColumnGroup.SAR),
+    )
+    sar_datetime: dt.datetime | None = field(
+        default=None,
+        metadata=_column(
+            pa.timestamp("us", tz="UTC"), "acquisition time of the SAR item", ColumnGroup.SAR
+        ),
+    )
+    sar_time_offset_s: float | None = field(
+        default=None,
+        metadata=_column(
+            pa.float64(),
+            "SAR acquisition time minus the optical scene's (`datetime`)",
+            ColumnGroup.SAR,
+            unit="s",
+        ),
+    )
+    sar_polarisations: list[str] | None = field(
+        default=None,
+        metadata=_column(
+            pa.list_(pa.string()),
+            "channels of `sar_db` in cube order (`sar.polarisations`: `VV`, `VH` by default)",
+            ColumnGroup.SAR,
+        ),
+    )
+    sar_db: npt.NDArray[np.int16] | None = field(
+        default=None,
+        metadata=_column(
+            Cube(pa.int16(), ("polarisations", "size", "size")),
+            "backscatter on the chip's grid in hundredths of a dB (`round(100 * dB)`, "
+            f"{CENTI_DB_NODATA} = nodata), linear power resampled then put in dB; null "
+            "unless `sar_state` is `ok`",
+            ColumnGroup.SAR,
+            ColumnGroup.CUBE,
+            unit="0.01 dB",
+        ),
+    )
 
     def fail(self, reason: str, message: str, *, keep_pixels: bool = False) -> None:
         """Mark the sample failed; its caption is dropped, and its pixels unless kept.
@@ -657,6 +769,7 @@ class SampleRecord:
             self.pixels = None
             self.scl = None
             self.rgb = None
+            self.sar_db = None
 
 
 @dataclass(frozen=True)
@@ -683,10 +796,10 @@ class Column:
     dictionary: bool = False
     statistics: bool = False
 
-    def arrow(self, n_bands: int, size: int, version: str = SCHEMA_VERSION) -> pa.DataType:
-        """The Arrow type for chips of ``n_bands`` bands and ``size`` x ``size`` pixels."""
+    def arrow(self, lengths: Mapping[str, int], version: str = SCHEMA_VERSION) -> pa.DataType:
+        """The Arrow type, given the length of each cube dimension (:func:`cube_dims`)."""
         if isinstance(self.type, Cube):
-            return self.type.arrow(n_bands, size, version)
+            return self.type.arrow(lengths, version)
         return self.type
 
 
@@ -718,34 +831,63 @@ CAPTION_OUTPUT_COLUMNS = columns_in(ColumnGroup.OUTCOME, ColumnGroup.CAPTION)
 """The columns the separate caption stage writes; it leaves every other column as it is."""
 SUMMARY_COLUMNS = columns_in(ColumnGroup.SUMMARY)
 """The small columns review campaigns stratify on (see :attr:`ColumnGroup.SUMMARY`)."""
+SAR_COLUMNS = columns_in(ColumnGroup.SAR)
+"""The Sentinel-1 columns (see :attr:`ColumnGroup.SAR`), absent from shards before 2.1."""
 
 
-def cube_field_metadata(name: str, n_bands: int, size: int) -> dict[str, Any]:
-    """What a reader needs to decode cube column ``name`` of a 2.0 shard: dtype, shape, encoding.
-
-    Stored per shard under the ``eocap`` key of the file metadata (``cubes``), together with the
-    band order, scale and offset (:func:`pipeline.dataset.writer.write_table`).
-    """
-    column = next(c for c in COLUMNS if c.name == name)
-    assert isinstance(column.type, Cube), name
-    return {
-        "dtype": np.dtype(column.type.value_type.to_pandas_dtype()).newbyteorder("<").str,
-        "shape": list(column.type.shape(n_bands, size)),
-        "dims": ["band", "y", "x"][-len(column.type.dims) :],
-        "order": "C",
-        "encoding": CUBE_ENCODING,
-    }
-
-
-def shard_schema(n_bands: int, size: int, version: str = SCHEMA_VERSION) -> pa.Schema:
-    """The Arrow schema of a shard for ``n_bands`` bands of ``size`` x ``size`` pixels.
+def version_columns(version: str = SCHEMA_VERSION) -> tuple[Column, ...]:
+    """The columns of a shard of schema ``version``, in schema order.
 
     Raises:
         ValueError: for a version eocap does not write.
     """
     if version not in SCHEMA_VERSIONS:
         raise ValueError(f"shard schema {version} is unknown; eocap writes {SCHEMA_VERSIONS}")
-    return pa.schema([(c.name, c.arrow(n_bands, size, version)) for c in COLUMNS])
+    if SCHEMA_VERSIONS.index(version) < SCHEMA_VERSIONS.index(SAR_SINCE):
+        return tuple(c for c in COLUMNS if ColumnGroup.SAR not in c.groups)
+    return COLUMNS
+
+
+# The per-sample axis name of each cube dimension in the decoding metadata ("size" is y, x).
+_AXIS_NAMES = {"bands": "band", "polarisations": "polarisation"}
+
+
+def cube_field_metadata(name: str, lengths: Mapping[str, int]) -> dict[str, Any]:
+    """What a reader needs to decode cube column ``name`` of a 2.x shard: dtype, shape, encoding.
+
+    Stored per shard under the ``eocap`` key of the file metadata (``cubes``), together with the
+    band order, scale and offset (:func:`pipeline.dataset.writer.write_table`).
+
+    Args:
+        name: A :data:`CUBE_COLUMNS` name.
+        lengths: The length of each cube dimension (:func:`cube_dims`).
+    """
+    column = next(c for c in COLUMNS if c.name == name)
+    assert isinstance(column.type, Cube), name
+    dims = column.type.dims
+    return {
+        "dtype": np.dtype(column.type.value_type.to_pandas_dtype()).newbyteorder("<").str,
+        "shape": list(column.type.shape(lengths)),
+        "dims": [_AXIS_NAMES[d] for d in dims[:-2]] + ["y", "x"],
+        "order": "C",
+        "encoding": CUBE_ENCODING,
+    }
+
+
+def shard_schema(
+    n_bands: int,
+    size: int,
+    version: str = SCHEMA_VERSION,
+    *,
+    n_polarisations: int = len(SENTINEL_1_DUAL_POL),
+) -> pa.Schema:
+    """The Arrow schema of a shard for ``n_bands`` bands of ``size`` x ``size`` pixels.
+
+    Raises:
+        ValueError: for a version eocap does not write.
+    """
+    lengths = cube_dims(n_bands, size, n_polarisations)
+    return pa.schema([(c.name, c.arrow(lengths, version)) for c in version_columns(version)])
 
 
 # The docs name Arrow's float and double by their widths, as the tables always have.

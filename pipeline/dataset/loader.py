@@ -32,6 +32,11 @@ a resume the DataLoader starts its turns at worker 0 again, so with workers each
 stream continues exactly, and the batch order is the same when the consumed batch count was a
 multiple of ``num_workers``.
 
+Modalities. ``modalities`` selects the sensors by name (:data:`MODALITIES`): ``s2`` gives
+``pixels`` (Sentinel-2, the default), ``s1`` gives ``sar_db`` (Sentinel-1 backscatter) and
+``sar_ok``; a sample without SAR gets an all-nodata ``sar_db`` of the same shape, so batches
+collate, and ``sar_ok`` False. A crop cuts the same window from every modality.
+
 Pixels are decoded only by :func:`pipeline.dataset.reader.read_cubes`, whatever the shard
 schema version stores. Files are opened by one function (:func:`open_parquet`, or the
 ``opener`` given), so a remote transport plugs in there.
@@ -57,12 +62,50 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.dataset.layout import DatasetLayout, ReleaseLayout
 from pipeline.dataset.reader import read_cubes
+from pipeline.geo.sar import CENTI_DB_NODATA, db_from_centi
 from pipeline.io.remote import RemoteFile, is_remote, open_release_source
 
-__all__ = ["SampleDataset", "open_parquet", "parquet_files", "read_release_file", "sample_key"]
+__all__ = [
+    "MODALITIES",
+    "Modality",
+    "SampleDataset",
+    "open_parquet",
+    "parquet_files",
+    "read_release_file",
+    "sample_key",
+]
 
 _ALWAYS_READ = ("sample_id", "status", "bands", "caption")
 _STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Modality:
+    """A sensor a sample may carry, and the shard columns that hold it.
+
+    Attributes:
+        name: What ``modalities=`` calls it.
+        cube: Its cube column, also the sample's key for it.
+        channels: The column naming the cube's channels in stored order.
+        channel: What one channel is called in messages.
+        state: The column saying whether a sample has it (``ok``); None: every read sample
+            has it.
+    """
+
+    name: str
+    cube: str
+    channels: str
+    channel: str
+    state: str | None = None
+
+
+MODALITIES: dict[str, Modality] = {
+    "s2": Modality("s2", cube="pixels", channels="bands", channel="band"),
+    "s1": Modality(
+        "s1", cube="sar_db", channels="sar_polarisations", channel="polarisation", state="sar_state"
+    ),
+}
+"""The modalities the loader selects by name: Sentinel-2 L2A and Sentinel-1 backscatter."""
 
 
 def open_parquet(path: str) -> pq.ParquetFile:
@@ -179,18 +222,31 @@ def sample_key(sample_id: str) -> int:
 class SampleDataset(IterableDataset[dict[str, Any]]):
     """Samples of Parquet shards or release files as ``{"pixels", "caption", "sample_id", ...}``.
 
+    A sample holds ``pixels`` (``s2``: bands x size x size), ``sar_db`` and ``sar_ok`` (``s1``:
+    polarisations x size x size, and whether the sample has SAR: ``sar_state`` is ``ok``),
+    ``caption``, ``sample_id`` and the ``columns`` asked for.
+
     Args:
         source: Files, a release root, a pipeline output dir, or a folder of Parquet files
             (see :func:`parquet_files`).
         split: Of a release root, only this split's files (``train``, ``validation``, ``test``).
+        modalities: Names of the sensors to return (:data:`MODALITIES`): ``s2`` (Sentinel-2
+            ``pixels``), ``s1`` (Sentinel-1 ``sar_db`` and ``sar_ok``; shards of schema 2.1 or
+            later, else ValueError).
         bands: Band names to return, in this order; the row's ``bands`` column says where each
             is stored. None: every stored band, in stored order.
+        polarisations: Of ``s1``, the polarisations to return in this order (``VV``, ``VH``);
+            None: every stored one, in stored order (``sar_polarisations``).
         band_stats: ``band_stats.json`` (path or parsed) of a release: pixels become
             ``(x - mean) / std`` per band. None: pixels are the stored values as float32.
-        raw: Pixels in their stored dtype (uint16 for Sentinel-2), never normalised: half the
-            bytes of float32 through a DataLoader's worker pipes, for a consumer that
-            normalises on its device (the trainer does). Not with ``band_stats``.
-        crop: Return ``crop`` x ``crop`` pixels; None: the whole chip.
+        raw: Cubes in their stored dtype, never normalised: ``pixels`` uint16 DN, ``sar_db``
+            int16 hundredths of a dB (-32768: nodata). Half the bytes of float32 through a
+            DataLoader's worker pipes, for a consumer that converts on its device (the trainer
+            does). Not with ``band_stats``. False: ``pixels`` float32 (normalised with
+            ``band_stats``), ``sar_db`` float32 dB with NaN for nodata. A sample without SAR
+            gets an all-nodata ``sar_db`` of the same shape.
+        crop: Return ``crop`` x ``crop`` pixels, the same window of every modality; None: the
+            whole chip.
         random_crop: Crop at a random offset (seeded by ``seed``, the epoch and the sample id,
             so the same whatever the worker layout); False: the centre.
         columns: Other columns to return, by name, as Python values.
@@ -209,7 +265,9 @@ class SampleDataset(IterableDataset[dict[str, Any]]):
         source: str | Path | Sequence[str | Path],
         *,
         split: str | None = None,
+        modalities: Sequence[str] = ("s2",),
         bands: Sequence[str] | None = None,
+        polarisations: Sequence[str] | None = None,
         band_stats: str | Path | Mapping[str, Any] | None = None,
         raw: bool = False,
         crop: int | None = None,
@@ -234,8 +292,15 @@ class SampleDataset(IterableDataset[dict[str, Any]]):
             )
         if shuffle_buffer < 1:
             raise ValueError(f"shuffle_buffer is {shuffle_buffer}: use 1 or more")
+        unknown = [m for m in modalities if m not in MODALITIES]
+        if unknown or not modalities:
+            raise ValueError(
+                f"modalities {list(modalities)}: choose one or more of {', '.join(MODALITIES)}"
+            )
+        self.modalities = [MODALITIES[m] for m in dict.fromkeys(modalities)]
         self.files = parquet_files(source, split)
         self.bands = None if bands is None else list(bands)
+        self.polarisations = None if polarisations is None else list(polarisations)
         if raw and band_stats is not None:
             raise ValueError("raw pixels are never normalised: pass band_stats or raw, not both")
         self.stats = None if band_stats is None else _load_band_stats(band_stats)
@@ -262,6 +327,13 @@ class SampleDataset(IterableDataset[dict[str, Any]]):
         units = []
         for i in range(len(self.files)):
             parquet = self._file(i)
+            absent = [m.name for m in self.modalities if m.cube not in parquet.schema_arrow.names]
+            if absent:
+                raise ValueError(
+                    f"{self.files[i]} has no {absent[0]} column ({MODALITIES[absent[0]].cube}): "
+                    "built before that modality (Sentinel-1: schema 2.1 and a run with sar:); "
+                    f"choose from the modalities it has"
+                )
             if self.statuses is None:
                 statuses = None
             else:
@@ -403,41 +475,65 @@ class SampleDataset(IterableDataset[dict[str, Any]]):
                 entry.sample = sample
 
     def _read_unit(self, unit: _Unit, rows: Sequence[int]) -> list[dict[str, Any]]:
-        """The given rows of one row group, band-selected and cropped, still uint16."""
-        names = [*_ALWAYS_READ, "pixels", *self.columns]
+        """The given rows of one row group, channel-selected and cropped, still as stored."""
+        cubes = [m.cube for m in self.modalities]
+        about = [c for m in self.modalities for c in (m.channels, m.state) if c is not None]
+        names = list(dict.fromkeys([*_ALWAYS_READ, *cubes, *about, *self.columns]))
         table = self._file(unit.file).read_row_group(unit.row_group, columns=names)
         if list(rows) != list(range(table.num_rows)):
             table = table.take(pa.array(rows, pa.int64()))
-        cubes = read_cubes(table, "pixels")
-        meta = table.drop_columns(["pixels"]).to_pylist()
-        return [self._select(cube, row) for cube, row in zip(cubes, meta, strict=True)]
+        decoded = {c: read_cubes(table, c) for c in cubes}
+        meta = table.drop_columns(cubes).to_pylist()
+        return [self._select({c: decoded[c][i] for c in cubes}, row) for i, row in enumerate(meta)]
 
-    def _select(self, cube: npt.NDArray[Any], row: dict[str, Any]) -> dict[str, Any]:
+    def _select(self, cubes: dict[str, npt.NDArray[Any]], row: dict[str, Any]) -> dict[str, Any]:
         sid = row["sample_id"]
-        stored = list(row["bands"] or [])
-        names = stored if self.bands is None else self.bands
+        window = None
+        if self.crop is not None:
+            window = self._window(sid, *next(iter(cubes.values())).shape[-2:])
+        out: dict[str, Any] = {}
+        for modality in self.modalities:
+            out |= self._channels(modality, cubes[modality.cube], row, window)
+        extra = {c: row[c] for c in self.columns}
+        return {**out, "caption": row["caption"], "sample_id": sid, **extra}
+
+    def _channels(
+        self,
+        modality: Modality,
+        cube: npt.NDArray[Any],
+        row: dict[str, Any],
+        window: tuple[slice, slice] | None,
+    ) -> dict[str, Any]:
+        """One modality of a row: its wanted channels in order, cropped (s2 also its band names).
+
+        A row without the modality (``s1`` whose ``sar_state`` is not ``ok``) gets all nodata,
+        of the wanted channel count (else the stored cube's), and ``sar_ok`` False.
+        """
+        sid = row["sample_id"]
+        wanted = self.bands if modality.name == "s2" else self.polarisations
+        if window is not None:
+            cube = cube[:, window[0], window[1]]  # a view: only the window is copied, below
+        present = modality.state is None or row[modality.state] == "ok"
+        if not present:
+            shape = (len(wanted) if wanted is not None else cube.shape[0], *cube.shape[1:])
+            return {modality.cube: np.full(shape, CENTI_DB_NODATA, cube.dtype), "sar_ok": False}
+        stored = list(row[modality.channels] or [])
+        names = stored if wanted is None else wanted
         missing = [b for b in names if b not in stored]
         if missing:
             raise KeyError(
-                f"band {missing[0]} is not in sample {sid} (bands {','.join(stored)}): "
-                "choose from those"
+                f"{modality.channel} {missing[0]} is not in sample {sid} "
+                f"({modality.channels} {','.join(stored)}): choose from those"
             )
-        if self.crop is not None:
-            cube = self._cropped(cube, sid)  # a view: only the window is copied, below
         cube = np.take(cube, [stored.index(b) for b in names], axis=0)
-        extra = {c: row[c] for c in self.columns}
-        return {
-            "pixels": cube,
-            "bands": names,
-            "caption": row["caption"],
-            "sample_id": sid,
-            **extra,
-        }
+        if modality.name == "s2":
+            return {"pixels": cube, "bands": names}
+        return {modality.cube: cube, "sar_ok": True}
 
-    def _cropped(self, cube: npt.NDArray[Any], sample_id: str) -> npt.NDArray[Any]:
+    def _window(self, sample_id: str, height: int, width: int) -> tuple[slice, slice]:
+        """The crop window of a sample (rows, columns), the same for each of its modalities."""
         size = self.crop
         assert size is not None
-        height, width = cube.shape[-2:]
         if size > min(height, width):
             raise ValueError(
                 f"crop {size} is larger than sample {sample_id} ({height}x{width}): crop smaller"
@@ -448,23 +544,31 @@ class SampleDataset(IterableDataset[dict[str, Any]]):
             left = int(rng.integers(width - size + 1))
         else:
             top, left = (height - size) // 2, (width - size) // 2
-        return cube[:, top : top + size, left : left + size]
+        return slice(top, top + size), slice(left, left + size)
 
     def _finish(self, sample: dict[str, Any]) -> dict[str, Any]:
-        """The sample as returned: float32 pixels (normalised with band stats), or raw ones."""
+        """The sample as returned: float32 cubes (pixels normalised with band stats), or raw."""
         out = {k: v for k, v in sample.items() if k != "bands"}
+        if "pixels" in sample:
+            out["pixels"] = self._optical(sample["pixels"], sample["bands"])
+        if "sar_db" in sample:
+            stored = sample["sar_db"]
+            backscatter = np.ascontiguousarray(stored) if self.raw else db_from_centi(stored)
+            out["sar_db"] = torch.from_numpy(backscatter)
+        return out
+
+    def _optical(self, pixels: npt.NDArray[Any], bands: Sequence[str]) -> torch.Tensor:
+        """Sentinel-2 pixels as returned: raw uint16, else float32 (normalised by band stats)."""
         if self.raw:
-            out["pixels"] = torch.from_numpy(np.ascontiguousarray(sample["pixels"]))
-            return out
-        pixels = sample["pixels"].astype(np.float32)
+            return torch.from_numpy(np.ascontiguousarray(pixels))
+        values = pixels.astype(np.float32)
         if self.stats is not None:
             per_band = self.stats["bands"]
-            mean = np.array([per_band[b]["mean"] for b in sample["bands"]], np.float32)
-            std = np.array([per_band[b]["std"] for b in sample["bands"]], np.float32)
-            pixels -= mean[:, None, None]  # in place: (x - mean) / std, one array
-            pixels /= std[:, None, None]
-        out["pixels"] = torch.from_numpy(pixels)
-        return out
+            mean = np.array([per_band[b]["mean"] for b in bands], np.float32)
+            std = np.array([per_band[b]["std"] for b in bands], np.float32)
+            values -= mean[:, None, None]  # in place: (x - mean) / std, one array
+            values /= std[:, None, None]
+        return torch.from_numpy(values)
 
     # -- resume -----------------------------------------------------------------------------
 

@@ -14,13 +14,18 @@ import pyarrow.parquet as pq
 
 __all__ = ["file_schema_version", "read_cubes", "read_rows", "read_shard", "table_schema_version"]
 
-_CUBES = ("pixels", "scl")  # = columns.CUBE_COLUMNS; read here by name to keep reader.py leaf
+# = columns.CUBE_COLUMNS, and a column schema 2.1 added (columns.SAR_SINCE): named here to
+# keep reader.py a leaf
+_CUBES = ("pixels", "scl", "sar_db")
+_A_SAR_COLUMN = "sar_state"
 
 
 def table_schema_version(table: pa.Table | pa.RecordBatch | pa.Schema) -> str:
-    """The shard schema version a table's cube columns are in: "1.2" (nested lists) or "2.0"."""
+    """The shard schema version of a table: "1.2" (nested cube lists), "2.0", or "2.1" (SAR)."""
     schema = table if isinstance(table, pa.Schema) else table.schema
-    return "1.2" if pa.types.is_fixed_size_list(schema.field("pixels").type) else "2.0"
+    if pa.types.is_fixed_size_list(schema.field("pixels").type):
+        return "1.2"
+    return "2.1" if _A_SAR_COLUMN in schema.names else "2.0"
 
 
 def file_schema_version(path: Path) -> str:
@@ -65,9 +70,11 @@ def read_cubes(table: pa.Table | pa.RecordBatch, column: str = "pixels") -> npt.
     """The fixed-shape array column ``column`` of ``table`` as one numpy array, rows first.
 
     ``pixels`` comes back as (rows, bands, size, size) uint16 and ``scl`` as (rows, size, size)
-    uint8, in the column's stored band order (the row's ``bands``). Rows where the cube is null
-    (failed samples) are zeros. This is the one place a cube is decoded: readers, the release
-    and the loader call it, for schema 1.2 (nested lists) and 2.0 (byte planes) alike.
+    uint8, in the column's stored band order (the row's ``bands``); ``sar_db`` as (rows,
+    polarisations, size, size) int16 (the row's ``sar_polarisations``). Rows where the cube is
+    null (failed samples, samples without SAR) are zeros. This is the one place a cube is
+    decoded: readers, the release and the loader call it, for schema 1.2 (nested lists) and 2.x
+    (byte planes) alike.
     """
     if pa.types.is_fixed_size_list(table.schema.field(column).type):  # schema 1.2
         return _nested_cubes(table.column(column))

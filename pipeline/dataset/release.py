@@ -36,9 +36,9 @@ from pipeline.dataset.columns import markdown_cell, type_name
 from pipeline.dataset.geoparquet import geo_metadata
 from pipeline.dataset.integrity import byte_range, write_sha256sums
 from pipeline.dataset.layout import SPLITS, DatasetLayout, ReleaseLayout
-from pipeline.dataset.reader import read_cubes, table_schema_version
+from pipeline.dataset.reader import read_cubes
 from pipeline.dataset.splits import SplitRule
-from pipeline.dataset.writer import ROWS_PER_GROUP, with_v2_cubes, write_table
+from pipeline.dataset.writer import ROWS_PER_GROUP, with_current_columns, write_table
 from pipeline.geo.bands import band_by_name
 from pipeline.io.atomic import atomic_write
 
@@ -145,7 +145,7 @@ def index_markdown_table() -> str:
 
 """Columns of ``metadata.parquet`` (docs/release.md)."""
 
-_COUNTED = ("captioner", "prompt_version", "overture_release", "caption_original")
+_COUNTED = ("captioner", "prompt_version", "overture_release", "caption_original", "sar_state")
 """Columns whose values the card counts (``caption_original``: captions a reviewer edited)."""
 
 _READ_BATCH = 16
@@ -229,10 +229,11 @@ def _plan(shards: dict[int, Path], options: ReleaseOptions) -> _Plan:
 
 def _batches(path: Path) -> Iterator[pa.Table]:
     # A release is always in the current schema: 1.2 shards (an output not yet migrated, or
-    # partly) are re-encoded on the way, so every data file has one schema.
+    # partly) are re-encoded on the way, 2.0 ones gain null SAR columns, so every data file has
+    # one schema.
     for batch in pq.ParquetFile(path).iter_batches(batch_size=_READ_BATCH):
         table = pa.Table.from_batches([batch]).replace_schema_metadata(None)
-        yield with_v2_cubes(table) if table_schema_version(table) == "1.2" else table
+        yield with_current_columns(table)
 
 
 class _Writer:
@@ -512,6 +513,7 @@ def make_release(
         caption_flags=_value_counts(pc.list_flatten(index.column("caption_flags")).to_pylist()),
         review_status=_value_counts(review_status),
         edited_captions=sum(counted["caption_original"].values()),
+        sar_states=counted["sar_state"],
         split_rule=options.split_rule.describe(),
         config_hash=str(run.get("config_hash", "")),
         eocap_version={"build": str(run.get("eocap_version", "?")), "release": __version__},

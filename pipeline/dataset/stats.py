@@ -12,7 +12,14 @@ import pyarrow.compute as pc
 
 from pipeline.io.atomic import atomic_write
 
-__all__ = ["ShardStats", "radiometry_overruled", "read_stats", "table_counts", "write_stats"]
+__all__ = [
+    "ShardStats",
+    "radiometry_overruled",
+    "read_stats",
+    "sar_states",
+    "table_counts",
+    "write_stats",
+]
 
 
 @dataclass
@@ -31,7 +38,7 @@ class ShardStats:
     failures_by_reason: dict[str, int] = field(metadata={"doc": "failed rows per `error_reason`"})
     stage_seconds: dict[str, float] = field(
         metadata={
-            "doc": "wall seconds per stage (search, chips, composite, context, caption, write)"
+            "doc": "wall seconds per stage (search, chips, sar, composite, context, caption, write)"
         }
     )
     duration_s: float = field(metadata={"doc": "wall seconds of the whole shard"})
@@ -57,6 +64,10 @@ class ShardStats:
             "`radiometry_check`"
         },
     )
+    sar_states: dict[str, int] = field(
+        default_factory=dict,
+        metadata={"doc": "rows per `sar_state` (`ok`, `no_acquisition`...); empty without `sar:`"},
+    )
 
 
 def table_counts(table: pa.Table) -> tuple[int, int, int, dict[str, int], dict[str, int]]:
@@ -75,6 +86,14 @@ def radiometry_overruled(table: pa.Table) -> dict[str, int]:
     checks = table.column("radiometry_check").to_pylist()
     overruled = Counter(str(c) for c in checks if c and c.startswith("offset_"))
     return dict(sorted(overruled.items()))
+
+
+def sar_states(table: pa.Table) -> dict[str, int]:
+    """Rows per ``sar_state`` value (rows without one, and 2.0 shards, are not counted)."""
+    if "sar_state" not in table.column_names:
+        return {}
+    states = Counter(str(s) for s in table.column("sar_state").to_pylist() if s is not None)
+    return dict(sorted(states.items()))
 
 
 def write_stats(stats: ShardStats, path: Path) -> None:

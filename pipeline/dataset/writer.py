@@ -30,6 +30,7 @@ from pipeline.dataset.columns import (
     SCHEMA_VERSION,
     Cube,
     SampleRecord,
+    cube_dims,
     cube_field_metadata,
     shard_schema,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "ROWS_PER_GROUP",
     "encode_cubes",
     "records_table",
+    "with_current_columns",
     "with_v2_cubes",
     "write_shard",
     "write_table",
@@ -102,32 +104,41 @@ def _nested_cube_array(
     )
 
 
-def _cube_fields(schema: pa.Schema, n_bands: int, size: int) -> pa.Schema:
-    """``schema`` with each 2.0 cube field carrying its dtype, shape and encoding."""
+def _cube_fields(schema: pa.Schema, lengths: dict[str, int]) -> pa.Schema:
+    """``schema`` with each 2.x cube field carrying its dtype, shape and encoding."""
     for name in CUBE_COLUMNS:
         i = schema.get_field_index(name)
-        meta = {b"eocap": json.dumps(cube_field_metadata(name, n_bands, size)).encode()}
+        if i < 0:  # a 2.0 schema has no sar_db
+            continue
+        meta = {b"eocap": json.dumps(cube_field_metadata(name, lengths)).encode()}
         schema = schema.set(i, schema.field(i).with_metadata(meta))
     return schema
 
 
 def records_table(
-    records: list[SampleRecord], *, n_bands: int, size: int, version: str = SCHEMA_VERSION
+    records: list[SampleRecord],
+    *,
+    n_bands: int,
+    size: int,
+    n_polarisations: int | None = None,
+    version: str = SCHEMA_VERSION,
 ) -> pa.Table:
     """The rows of a shard as an Arrow table of :func:`~pipeline.dataset.columns.shard_schema`.
 
-    ``version`` "1.2" builds the old nested cube columns (tests and benchmarks of migration).
+    ``n_polarisations`` is the run's SAR channel count (None: the default's). ``version`` "1.2"
+    or "2.0" builds those versions' columns (tests and benchmarks of migration and reading).
     """
-    schema = shard_schema(n_bands, size, version)
+    lengths = cube_dims(n_bands, size, *([] if n_polarisations is None else [n_polarisations]))
+    schema = shard_schema(n_bands, size, version, n_polarisations=lengths["polarisations"])
     if version != "1.2":
-        schema = _cube_fields(schema, n_bands, size)
+        schema = _cube_fields(schema, lengths)
     cubes = {c.name: c.type for c in COLUMNS if isinstance(c.type, Cube)}
     arrays = []
     for f in schema:
         if f.name in cubes:
             cube = cubes[f.name]
             dtype = cube.value_type.to_pandas_dtype()
-            stack, valid = _stacked(records, f.name, cube.shape(n_bands, size), dtype)
+            stack, valid = _stacked(records, f.name, cube.shape(lengths), dtype)
             arrays.append(
                 _nested_cube_array(stack, valid, f.type)
                 if version == "1.2"
@@ -139,19 +150,55 @@ def records_table(
 
 
 def with_v2_cubes(table: pa.Table, cubes: dict[str, npt.NDArray[Any]] | None = None) -> pa.Table:
-    """A 1.2 shard table with its cube columns re-encoded as 2.0; other columns untouched.
+    """A 1.2 shard table in the current schema: cubes re-encoded, columns it lacks null.
 
-    ``cubes`` are the table's decoded cube columns, when the caller has them already.
+    Its other columns are untouched. ``cubes`` are the table's decoded cube columns, when the
+    caller has them already.
     """
+    present = [name for name in CUBE_COLUMNS if name in table.column_names]
     if cubes is None:
-        cubes = {name: read_cubes(table, name) for name in CUBE_COLUMNS}
+        cubes = {name: read_cubes(table, name) for name in present}
     n_bands, size = cubes["pixels"].shape[1], cubes["pixels"].shape[2]
-    schema = _cube_fields(shard_schema(n_bands, size), n_bands, size)
-    for name in CUBE_COLUMNS:
+    schema = _cube_fields(shard_schema(n_bands, size), cube_dims(n_bands, size))
+    for name in present:
         valid = np.asarray(table.column(name).is_valid())
         i = table.schema.get_field_index(name)
         table = table.set_column(i, schema.field(name), encode_cubes(cubes[name], valid))
-    return table.replace_schema_metadata(None)
+    return _with_absent_columns(table.replace_schema_metadata(None), schema)
+
+
+def _with_absent_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with each column of ``schema`` it lacks added, null, at its schema position."""
+    for i, f in enumerate(schema):
+        if f.name not in table.column_names:
+            table = table.add_column(i, f, pa.nulls(table.num_rows, f.type))
+    return table
+
+
+def with_current_columns(table: pa.Table) -> pa.Table:
+    """A shard table of any version in the current one: a 2.0 table gains null SAR columns.
+
+    1.2 tables are re-encoded (:func:`with_v2_cubes`); current ones are returned as they are.
+    """
+    version = table_schema_version(table)
+    if version == "1.2":
+        return with_v2_cubes(table)
+    if version == SCHEMA_VERSION:
+        return table
+    n_bands, size = _cube_metadata_of(table, "pixels")["shape"][:2]
+    schema = _cube_fields(shard_schema(n_bands, size), cube_dims(n_bands, size))
+    return _with_absent_columns(table, schema)
+
+
+def _cube_metadata_of(table: pa.Table, name: str) -> dict[str, Any]:
+    """The decoding metadata a 2.x cube field carries (:func:`cube_field_metadata`)."""
+    field_meta = table.schema.field(name).metadata or {}
+    if b"eocap" not in field_meta:
+        raise ValueError(
+            f"cube column {name} has no eocap field metadata; build the table "
+            "with records_table or with_v2_cubes"
+        )
+    return dict(json.loads(field_meta[b"eocap"]))
 
 
 def leaf_paths(name: str, arrow_type: pa.DataType) -> list[str]:
@@ -177,20 +224,15 @@ docs/benchmarks.md, "Pixel storage")."""
 
 
 def _cubes_metadata(table: pa.Table) -> dict[str, Any]:
-    """Per cube column of a 2.0 table: dtype, shape, encoding.
+    """Per cube column of a 2.x table: dtype, shape, encoding.
 
     For ``pixels`` also the band order, scale and offset of its rows (one band list per shard:
     the run's).
     """
     out: dict[str, Any] = {}
     for name in CUBE_COLUMNS:
-        field_meta = table.schema.field(name).metadata or {}
-        if b"eocap" not in field_meta:
-            raise ValueError(
-                f"cube column {name} has no eocap field metadata; build the table "
-                "with records_table or with_v2_cubes"
-            )
-        out[name] = json.loads(field_meta[b"eocap"])
+        if name in table.column_names:
+            out[name] = _cube_metadata_of(table, name)
     radiometry = table.select(["bands", "band_scale", "band_offset"]).drop_null()
     first = radiometry.slice(0, 1).to_pylist()
     out["pixels"] |= {
@@ -248,7 +290,12 @@ def write_table(
     by_size = max(1, int(row_group_mb * 1e6 // bytes_per_row))
     if rows_per_group is None:
         rows_per_group = by_size if version == "1.2" else min(ROWS_PER_GROUP, by_size)
-    cube_leaves = {p for c in CUBE_COLUMNS for p in leaf_paths(c, table.schema.field(c).type)}
+    cube_leaves = {
+        p
+        for c in CUBE_COLUMNS
+        if c in table.column_names
+        for p in leaf_paths(c, table.schema.field(c).type)
+    }
     level = {p: 3 for f in table.schema for p in leaf_paths(f.name, f.type)}
     encoding: dict[str, str] = {}
     if version == "1.2":
@@ -279,11 +326,14 @@ def write_shard(
     size: int,
     row_group_mb: float = 100.0,
     extra_metadata: dict[str, Any] | None = None,
+    n_polarisations: int | None = None,
     version: str = SCHEMA_VERSION,
 ) -> int:
     """Write ``records`` as a shard (see :func:`write_table`); return the file size.
 
-    ``version`` "1.2" writes the old nested cubes (tests of reading and migrating 1.2 shards).
+    ``version`` "1.2" or "2.0" writes an older schema (tests of reading and migrating them).
     """
-    table = records_table(records, n_bands=n_bands, size=size, version=version)
+    table = records_table(
+        records, n_bands=n_bands, size=size, n_polarisations=n_polarisations, version=version
+    )
     return write_table(table, path, row_group_mb=row_group_mb, extra_metadata=extra_metadata)

@@ -3,8 +3,8 @@
 Both run as child processes bound to 127.0.0.1 so the pipeline talks to them over HTTP exactly
 as it talks to Earth Search and S3 in production:
 
-* the STAC API is stac-fastapi-geoparquet over a stac-geoparquet file, its DuckDB loading the
-  spatial/icu/parquet extensions shipped in pip wheels (never downloading);
+* the STAC API is stac-fastapi-geoparquet over stac-geoparquet files (one per collection), its
+  DuckDB loading the spatial/icu/parquet extensions shipped in pip wheels (never downloading);
 * the file server is Starlette's ``StaticFiles``, which answers HTTP Range requests (GDAL's
   ``/vsicurl/`` needs them; ``python -m http.server`` ignores them).
 
@@ -356,12 +356,10 @@ class _OneQueryAtATime:
 
 def _run_stac(items_json: Path, port: int, port_file: Path | None) -> None:
     import rustac
-    from stac_fastapi.geoparquet.api import create
+    from stac_fastapi.geoparquet.api import collections_from_geoparquet_href, create
     from stac_fastapi.geoparquet.settings import Settings
 
     items = json.loads(items_json.read_text())["features"]
-    parquet = items_json.with_suffix(".parquet")
-    rustac.write_sync(str(parquet), items)
     client: Any = _OneQueryAtATime(
         rustac.DuckdbClient(
             extension_directory=_duckdb_extension_dir(),
@@ -369,7 +367,20 @@ def _run_stac(items_json: Path, port: int, port_file: Path | None) -> None:
             extensions=["spatial", "icu"],
         )
     )
-    settings = Settings(stac_fastapi_geoparquet_href=str(parquet))
+    # One stac-geoparquet file per collection: the server searches a collection by querying
+    # its file whole, so one file of Sentinel-2 and Sentinel-1 items would answer a search of
+    # either collection with both.
+    by_collection: dict[str, list[dict[str, Any]]] = {}
+    for item in items:
+        by_collection.setdefault(str(item["collection"]), []).append(item)
+    collections = []
+    for name, collection_items in sorted(by_collection.items()):
+        parquet = items_json.with_name(f"{items_json.stem}-{name}.parquet").absolute()
+        rustac.write_sync(str(parquet), collection_items)
+        collections += collections_from_geoparquet_href(str(parquet), client)
+    collections_json = items_json.with_name("collections.json").absolute()
+    collections_json.write_text(json.dumps(collections))
+    settings = Settings(stac_fastapi_collections_href=str(collections_json))
     serve_app(create(settings=settings, duckdb_client=client).app, port, port_file)
 
 

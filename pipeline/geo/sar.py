@@ -12,10 +12,13 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "CENTI_DB_NODATA",
     "POLARISATIONS",
     "SENTINEL_1_DUAL_POL",
     "Polarisation",
     "SarValues",
+    "centi_db",
+    "db_from_centi",
     "power_db",
 ]
 
@@ -29,6 +32,10 @@ SarValues = Literal["power", "amplitude"]
 """What a catalog's pixels are: linear power (gamma0/sigma0 RTC) or amplitude (GRD DN)."""
 
 Float32Array = npt.NDArray[np.float32]
+
+CENTI_DB_NODATA = -32768
+"""Stored backscatter value of a pixel without data (int16's minimum; NaN in dB)."""
+_CENTI_DB_RANGE = (CENTI_DB_NODATA + 1, 32767)  # -327.67 .. 327.67 dB: far beyond any echo
 
 
 def power_db(
@@ -51,4 +58,25 @@ def power_db(
     power = linear * linear if kind == "amplitude" else linear
     out = np.full(linear.shape, np.nan, dtype=np.float32)
     out[valid] = (10.0 * np.log10(power[valid])).astype(np.float32)
+    return out
+
+
+def centi_db(db: npt.NDArray[np.floating]) -> npt.NDArray[np.int16]:
+    """Backscatter in dB as stored: int16 hundredths of a dB, :data:`CENTI_DB_NODATA` for NaN.
+
+    ``round(100 * dB)``, clipped to int16 (never onto the nodata value). 0.01 dB is far below
+    speckle, and int16 is half the bytes of float32.
+    """
+    values = np.asarray(db, dtype=np.float64)
+    valid = np.isfinite(values)
+    out = np.full(values.shape, CENTI_DB_NODATA, dtype=np.int16)
+    out[valid] = np.clip(np.rint(100.0 * values[valid]), *_CENTI_DB_RANGE)
+    return out
+
+
+def db_from_centi(stored: npt.NDArray[np.integer]) -> Float32Array:
+    """Stored hundredths of a dB (:func:`centi_db`) back to float32 dB, NaN for nodata."""
+    values = np.asarray(stored)
+    out = values.astype(np.float32) / np.float32(100.0)
+    out[values == CENTI_DB_NODATA] = np.nan
     return out

@@ -44,11 +44,12 @@ from pipeline.stages.chips import Chip, ChipRequest, read_chips
 from pipeline.stages.composite import render_rgb
 from pipeline.stages.context import map_context
 from pipeline.stages.sampling import SampleSpec, ShardPlan
+from pipeline.stages.sar import SarRequest, sar_for_samples
 from pipeline.stages.scenes import SceneChoice, search_scenes
 
 __all__ = ["STAGES", "StageTimer", "build_records", "build_shard"]
 
-STAGES = ("search", "chips", "composite", "context", "caption", "write")
+STAGES = ("search", "chips", "sar", "composite", "context", "caption", "write")
 """Stage names, in order, as they appear in stats and reports."""
 
 
@@ -146,6 +147,18 @@ def _run_stages(
             work.cut = result
             cut.append((work, result))
 
+    # Sentinel-1 (sar:): a sample without it records why and stays ok, so no failure here.
+    if config.sar is not None:
+        with timer.stage("sar"):
+            sar = sar_for_samples(
+                [SarRequest(w.sample_id, c.scene.grid, c.scene.scene.datetime) for w, c in cut],
+                config.sar,
+                config.stac,
+                threads=config.chips.read_threads,
+            )
+        for work, _ in cut:
+            work.sar = sar[work.sample_id]
+
     with timer.stage("composite"):
         for work, c in cut:
             work.rgb_png = render_rgb(c.chip.pixels, c.chip.band_names)
@@ -218,7 +231,12 @@ def build_shard(
         samples, config, overture_root=overture_root, timer=timer, captioner=captioner
     )
     with timer.stage("write"):
-        table = records_table(rows, n_bands=len(config.chips.band_list), size=config.chips.size_px)
+        table = records_table(
+            rows,
+            n_bands=len(config.chips.band_list),
+            size=config.chips.size_px,
+            n_polarisations=None if config.sar is None else len(config.sar.polarisations),
+        )
         if only is not None:
             old = DatasetLayout(config.output.dir).shard_path(shard.index)
             table = merge_retried(table, old, shard)

@@ -75,7 +75,8 @@ def caption_shard(
     t0 = time.perf_counter()
     parquet, stats_path = DatasetLayout(config.output.dir).shard_paths(index)
     table = read_shard(parquet)
-    rows: list[dict[str, Any]] = table.drop_columns(list(CUBE_COLUMNS)).to_pylist()
+    cubes = [c for c in CUBE_COLUMNS if c in table.column_names]  # a 2.0 shard has no sar_db
+    rows: list[dict[str, Any]] = table.drop_columns(cubes).to_pylist()
     inputs = [_caption_input(r) for r in rows if r["status"] == "pending_caption"]
     captioned = {
         sid: {

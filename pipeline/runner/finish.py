@@ -18,7 +18,13 @@ from pipeline.core.config import RunConfig
 from pipeline.core.config_hash import config_hash
 from pipeline.core.errors import disk_full_names
 from pipeline.dataset.layout import DatasetLayout
-from pipeline.dataset.stats import ShardStats, radiometry_overruled, table_counts, write_stats
+from pipeline.dataset.stats import (
+    ShardStats,
+    radiometry_overruled,
+    sar_states,
+    table_counts,
+    write_stats,
+)
 from pipeline.dataset.writer import write_table
 
 __all__ = ["finish_shard"]
@@ -76,6 +82,7 @@ def finish_shard(
         sample_ids_sha1=hashlib.sha1("\n".join(sample_ids).encode()).hexdigest(),
         caption_flags=flags,
         radiometry_overruled=radiometry_overruled(table),
+        sar_states=sar_states(table),
     )
     with disk_full_names(config.output.dir):
         write_stats(stats, stats_path)

@@ -35,6 +35,7 @@ class RunReport:
     caption_flags: dict[str, int] = field(default_factory=dict)
     pending_caption: int = 0
     radiometry_overruled: dict[str, int] = field(default_factory=dict)
+    sar_states: dict[str, int] = field(default_factory=dict)
     shard_files: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -44,19 +45,22 @@ class RunReport:
 
 def _sum_counts(
     stats: list[ShardStats],
-) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
-    """Failures per reason, captions per flag and radiometry overrules, summed, sorted."""
+) -> tuple[dict[str, int], dict[str, int], dict[str, int], dict[str, int]]:
+    """Failures per reason, captions per flag, radiometry overrules and SAR states, summed."""
     reasons: Counter[str] = Counter()
     flags: Counter[str] = Counter()
     overruled: Counter[str] = Counter()
+    sar: Counter[str] = Counter()
     for st in stats:
         reasons.update(st.failures_by_reason)
         flags.update(st.caption_flags)
         overruled.update(st.radiometry_overruled)
+        sar.update(st.sar_states)
     return (
         dict(sorted(reasons.items())),
         dict(sorted(flags.items())),
         dict(sorted(overruled.items())),
+        dict(sorted(sar.items())),
     )
 
 
@@ -77,7 +81,7 @@ def summarize(
         path = layout.stats_path(index)
         if path.exists():
             stats.append(read_stats(path))
-    reasons, flags, overruled = _sum_counts(stats)
+    reasons, flags, overruled, sar = _sum_counts(stats)
     stages: dict[str, float] = dict.fromkeys(STAGES, 0.0)
     for s in built:
         for stage, secs in s.stage_seconds.items():
@@ -96,6 +100,7 @@ def summarize(
         caption_flags=flags,
         pending_caption=sum(s.pending_caption for s in stats),
         radiometry_overruled=overruled,
+        sar_states=sar,
         shard_files=[str(layout.shards_dir / s.path) for s in stats],
     )
     with disk_full_names(output_dir), atomic_write(layout.report) as tmp:
@@ -191,7 +196,7 @@ def run_status(output_dir: Path) -> RunStatus:
             stats.append(read_stats(stats_path))
         elif layout.is_partial(index):
             partial += 1
-    reasons, flags, overruled = _sum_counts(stats)
+    reasons, flags, overruled, _ = _sum_counts(stats)
     seconds = sum(st.duration_s for st in stats)
     written = sum(st.count for st in stats)
     return RunStatus(

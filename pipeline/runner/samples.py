@@ -1,9 +1,9 @@
 """One sample on its way through a shard's stages, and the one place its row is assembled.
 
 The shard flow (:mod:`pipeline.runner.build`) keeps a :class:`SampleWork` per sample and stores
-in it what each stage returned for that sample (scene choice, chip, composite, map context,
-caption outcome) or the failure that stopped it. Stages never see or change a row: when they
-are done, :func:`sample_record` turns each :class:`SampleWork` into its
+in it what each stage returned for that sample (scene choice, chip, Sentinel-1, composite, map
+context, caption outcome) or the failure that stopped it. Stages never see or change a row:
+when they are done, :func:`sample_record` turns each :class:`SampleWork` into its
 :class:`~pipeline.dataset.columns.SampleRecord`, once.
 
 A row's status follows from what its sample reached (:func:`status_columns`): ``failed`` with
@@ -25,9 +25,11 @@ from pipeline.core.errors import SampleFailure
 from pipeline.core.types import MapContext
 from pipeline.dataset.columns import ColumnGroup, SampleRecord, columns_in
 from pipeline.geo.grid import ChipGrid
+from pipeline.geo.sar import centi_db
 from pipeline.runner.captioning import CaptionOutcome
 from pipeline.stages.chips import Chip
 from pipeline.stages.sampling import SampleSpec
+from pipeline.stages.sar import SarChip, SarMissing
 from pipeline.stages.scenes import SceneAssets, SceneChoice
 
 __all__ = [
@@ -92,6 +94,8 @@ class SampleWork:
         cut: The chip and the scene it came from.
         rgb_png: The true-colour composite (PNG bytes).
         context: The chip's map context.
+        sar: Its Sentinel-1 chip, or why it has none (None: the run reads no SAR, or the
+            sample failed before its chip); never a failure of the sample.
         caption: What captioning gave it (None until captioned, or when the separate caption
             stage will caption it).
         failure: The failure that stopped it; a failed sample goes through no later stage.
@@ -102,6 +106,7 @@ class SampleWork:
     cut: CutChip | None = None
     rgb_png: bytes | None = None
     context: MapContext | None = None
+    sar: SarChip | SarMissing | None = None
     caption: CaptionOutcome | None = None
     failure: StageFailure | None = None
 
@@ -199,6 +204,24 @@ def _context_columns(context: MapContext) -> dict[str, Any]:
     }
 
 
+def _sar_columns(sar: SarChip | SarMissing) -> dict[str, Any]:
+    if isinstance(sar, SarMissing):
+        return {"sar_state": sar.state, "sar_message": sar.message}
+    acquisition = sar.acquisition
+    return {
+        "sar_state": "ok",
+        "sar_item_id": acquisition.item_id,
+        "sar_collection": acquisition.collection,
+        "sar_platform": acquisition.platform,
+        "sar_orbit_state": acquisition.orbit_state,
+        "sar_relative_orbit": acquisition.relative_orbit,
+        "sar_datetime": acquisition.datetime,
+        "sar_time_offset_s": sar.time_offset_s,
+        "sar_polarisations": list(sar.polarisations),
+        "sar_db": centi_db(sar.db),
+    }
+
+
 def sample_record(work: SampleWork, config: RunConfig) -> SampleRecord:
     """The shard row of a sample, from everything its stages returned."""
     spec = work.spec
@@ -218,5 +241,6 @@ def sample_record(work: SampleWork, config: RunConfig) -> SampleRecord:
         **({} if scene is None else _scene_columns(scene, config)),
         **({} if work.cut is None else _chip_columns(work.cut.chip)),
         **({} if work.context is None else _context_columns(work.context)),
+        **({} if work.sar is None else _sar_columns(work.sar)),
         **({} if work.caption is None else work.caption.columns()),
     )

@@ -68,6 +68,7 @@ def test_report_and_layout(built):
     assert stats["count"] == 4 and set(stats["stage_seconds"]) == {
         "search",
         "chips",
+        "sar",
         "composite",
         "context",
         "caption",

@@ -77,7 +77,7 @@ def test_record_fields_are_the_columns():
 
 
 def test_groups_readers_select():
-    assert CUBE_COLUMNS == ("pixels", "scl")
+    assert CUBE_COLUMNS == ("pixels", "scl", "sar_db")
     # build.py copies ChipStats onto the record field by field, the caption stage back.
     assert columns_in(ColumnGroup.CHIP_STATS) == tuple(
         f.name for f in dataclasses.fields(ChipStats)
@@ -94,6 +94,7 @@ def test_groups_readers_select():
         "captioner",
         "prompt_version",
         "context",
+        "sar_state",
     }
     assert CAPTION_OUTPUT_COLUMNS[:3] == ("status", "error_reason", "error_message")
     assert "caption" in CAPTION_OUTPUT_COLUMNS and "pixels" not in CAPTION_OUTPUT_COLUMNS
@@ -124,7 +125,7 @@ def test_written_metadata(tmp_path):
     )
     assert json.loads(meta[b"huggingface"]) == {"info": {"features": {"rgb": {"_type": "Image"}}}}
     eocap = json.loads(meta[b"eocap"])
-    assert eocap == {"schema_version": "2.0", "cubes": eocap["cubes"], "shard": 0}
+    assert eocap == {"schema_version": SCHEMA_VERSION, "cubes": eocap["cubes"], "shard": 0}
     assert eocap["cubes"]["pixels"] == {
         "dtype": "<u2",
         "shape": [2, 4, 4],

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.dataset.columns import CUBE_COLUMNS, SampleRecord
+from pipeline.dataset.columns import CUBE_COLUMNS, SAR_COLUMNS, SCHEMA_VERSION, SampleRecord
 from pipeline.dataset.layout import DatasetLayout
 from pipeline.dataset.migrate import migrate_output
 from pipeline.dataset.reader import file_schema_version, read_cubes, read_rows
@@ -66,10 +66,14 @@ def v1_output(review_dataset: Path, tmp_path: Path) -> Path:
 
 def _assert_same_samples(v1_path: Path, v2_path: Path) -> None:
     old, new = pq.read_table(v1_path), pq.read_table(v2_path)
-    assert new.column_names == old.column_names
+    # 1.2 had no SAR columns: a migrated shard has them, null
+    added = [] if file_schema_version(v2_path) == "1.2" else list(SAR_COLUMNS)
+    assert new.column_names == [*old.column_names, *added]
+    assert all(new.column(c).null_count == new.num_rows for c in added)
     for c in CUBE_COLUMNS:
-        assert np.array_equal(read_cubes(old, c), read_cubes(new, c)), c
-        assert old.column(c).is_valid() == new.column(c).is_valid(), c
+        if c in old.column_names:
+            assert np.array_equal(read_cubes(old, c), read_cubes(new, c)), c
+            assert old.column(c).is_valid() == new.column(c).is_valid(), c
     others = [c for c in old.column_names if c not in CUBE_COLUMNS]
     assert new.select(others).equals(old.select(others))
 
@@ -91,14 +95,14 @@ def test_migrate_rewrites_v1_shards_as_v2_with_identical_samples(v1_output, tmp_
     assert summary.migrated == len(shards) and summary.already_current == 0
     assert summary.bytes_after < summary.bytes_before
     for index, path in shards.items():
-        assert file_schema_version(path) == "2.0"
+        assert file_schema_version(path) == SCHEMA_VERSION
         _assert_same_samples(DatasetLayout(before).shard_path(index), path)
         meta = json.loads(pq.read_schema(path).metadata[b"eocap"])
         old_meta = json.loads(
             pq.read_schema(DatasetLayout(before).shard_path(index)).metadata[b"eocap"]
         )
         assert meta["config_hash"] == old_meta["config_hash"] and meta["shard"] == index
-        assert meta["schema_version"] == "2.0" and meta["migrated_from"] == "1.2"
+        assert meta["schema_version"] == SCHEMA_VERSION and meta["migrated_from"] == "1.2"
     _check_stats(v1_output)
     assert list(layout.temp_files()) == []
     # Idempotent: a second run rewrites nothing.
@@ -158,14 +162,14 @@ def test_a_killed_migration_leaves_readable_shards_and_a_rerun_finishes(v1_outpu
             proc.kill()
     layout = DatasetLayout(v1_output)
     versions = {i: file_schema_version(p) for i, p in layout.finished_shards().items()}
-    assert versions[0] == "2.0" and set(list(versions.values())[1:]) == {"1.2"}
+    assert versions[0] == SCHEMA_VERSION and set(list(versions.values())[1:]) == {"1.2"}
     for index, path in layout.finished_shards().items():  # every shard complete and readable
         _assert_same_samples(DatasetLayout(before).shard_path(index), path)
         read_stats(layout.stats_path(index))
     summary = migrate_output(v1_output, show_progress=False)
     assert summary.migrated == len(versions) - 1 and summary.already_current == 1
     assert summary.stats_corrected == 1  # the killed run's sidecar of shard 0
-    assert {file_schema_version(p) for p in layout.finished_shards().values()} == {"2.0"}
+    assert {file_schema_version(p) for p in layout.finished_shards().values()} == {SCHEMA_VERSION}
     _check_stats(v1_output)
 
 
@@ -180,7 +184,7 @@ def test_a_partly_migrated_output_releases_like_a_migrated_one(v1_output, review
     _migrate_shard(DatasetLayout(mixed).shard_path(0))
     assert {file_schema_version(p) for p in DatasetLayout(mixed).finished_shards().values()} == {
         "1.2",
-        "2.0",
+        SCHEMA_VERSION,
     }
     migrated = tmp_path / "migrated"
     shutil.copytree(v1_output, migrated)

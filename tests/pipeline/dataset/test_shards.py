@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.dataset.columns import SampleRecord, shard_schema
+from pipeline.dataset.columns import SCHEMA_VERSION, SampleRecord, shard_schema
 from pipeline.dataset.reader import file_schema_version, read_cubes, read_rows
 from pipeline.dataset.stats import ShardStats, read_stats, write_stats
 from pipeline.dataset.writer import write_shard
@@ -62,7 +62,7 @@ def test_write_and_read_back(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["00000.parquet"]  # no temp file left
     table = pq.read_table(path)
     assert table.schema.remove_metadata() == shard_schema(2, 4)
-    assert file_schema_version(path) == "2.0"
+    assert file_schema_version(path) == SCHEMA_VERSION
     expected = np.arange(32, dtype=np.uint16).reshape(2, 4, 4) * 1000
     pixels = read_cubes(table)
     assert pixels.dtype == np.uint16 and np.array_equal(pixels[0], expected)
@@ -73,7 +73,7 @@ def test_write_and_read_back(tmp_path):
     assert table.column("pixels").null_count == 1
     meta = table.schema.metadata
     eocap = json.loads(meta[b"eocap"])
-    assert eocap["config_hash"] == "abc" and eocap["schema_version"] == "2.0"
+    assert eocap["config_hash"] == "abc" and eocap["schema_version"] == SCHEMA_VERSION
     assert eocap["cubes"]["pixels"]["bands"] == ["B04", "B08"]
     assert eocap["cubes"]["pixels"]["scale"] == [1e-4, 1e-4]
     assert json.loads(meta[b"geo"])["columns"]["geometry"]["bbox"] == [10.8, 47.4, 11.0, 47.6]
@@ -145,7 +145,7 @@ def test_the_documented_numpy_recipe_decodes_the_cubes(tmp_path):
     assert np.array_equal(read_cube(path, "scl", 1), np.full((4, 4), 4))
 
 
-@pytest.mark.parametrize("version", ["1.2", "2.0"])
+@pytest.mark.parametrize("version", ["1.2", "2.0", "2.1"])
 def test_read_rows_returns_decoded_cubes_in_either_version(tmp_path, version):
     path = tmp_path / "00000.parquet"
     records = [record("a", True), record("b", False), record("c", True)]
