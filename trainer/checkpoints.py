@@ -33,12 +33,11 @@ from safetensors.torch import load_file, save_file
 from transformers import CLIPModel
 from transformers.utils import logging as transformers_logging
 
+from pipeline.dataset.loader import CENTI_DB_NODATA, CENTI_DB_PER_DB
 from trainer.config import ModelConfig
 from trainer.convert import from_openclip, to_openclip, unwrap_openclip_checkpoint
 from trainer.modal import (
     SAR_DB_STATS,
-    SAR_NODATA,
-    SAR_RAW_PER_DB,
     ChannelLayout,
     ModalCLIP,
     model_from_description,
@@ -508,7 +507,7 @@ def save_model_folder(
             "polarisations": list(prep.polarisations),
             "sar_mean": list(prep.sar_mean),
             "sar_std": list(prep.sar_std),
-            "sar_convention": f"dB = raw / {SAR_RAW_PER_DB}, raw {SAR_NODATA} = nodata",
+            "sar_convention": f"dB = raw / {CENTI_DB_PER_DB}, raw {CENTI_DB_NODATA} = nodata",
         }
     else:
         model.clip.save_pretrained(str(folder), safe_serialization=True)

@@ -21,15 +21,18 @@ from torch.utils.data import DataLoader, default_collate
 
 from pipeline.dataset.layout import ReleaseLayout
 from pipeline.dataset.loader import (
+    CENTI_DB_NODATA,
+    CENTI_DB_PER_DB,
     SampleDataset,
     open_parquet,
     parquet_files,
     read_release_file,
     sample_key,
+    stored_modalities,
 )
 from trainer.checkpoints import Preprocessing
 from trainer.config import TrainConfig
-from trainer.modal import SAR_NODATA, SAR_RAW_PER_DB, mark_absent
+from trainer.modal import mark_absent
 from trainer.text import FitCounts, TextTokenizer
 
 __all__ = [
@@ -85,13 +88,23 @@ def collate_pairs(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-def _selection(prep: Preprocessing) -> dict[str, Any]:
-    """The loader arguments that select ``prep``'s inputs.
+def _selection(prep: Preprocessing, source: str, split: str | None) -> dict[str, Any]:
+    """The loader arguments that select ``prep``'s inputs from ``source``.
 
-    The loader reads Sentinel-2 bands only until it selects modalities by name; a
-    modality-aware model then sees samples without SAR (:func:`batch_model_input`).
+    A modality-aware model reads each of its modalities that the data stores; one the data
+    lacks (Sentinel-1 in shards older than schema 2.1, or of a run without ``sar:``) is absent
+    from every sample, as in :func:`batch_model_input`. When the data stores none of them,
+    the loader's error says which column is missing.
     """
-    return {"bands": prep.bands}
+    if not prep.modal:
+        return {"bands": prep.bands}
+    stored = stored_modalities(source, split)
+    modalities = [m for m in prep.modalities if m in stored] or list(prep.modalities)
+    return {
+        "modalities": modalities,
+        "bands": prep.bands if "s2" in modalities else None,
+        "polarisations": prep.polarisations if "s1" in modalities else None,
+    }
 
 
 def train_dataset(
@@ -101,7 +114,7 @@ def train_dataset(
     return SampleDataset(
         config.data.source,
         split=config.data.train_split,
-        **_selection(prep),
+        **_selection(prep, config.data.source, config.data.train_split),
         raw=True,
         crop=prep.crop,
         random_crop=prep.crop is not None,
@@ -119,7 +132,7 @@ def prepared_samples(source: str, split: str | None, prep: Preprocessing) -> Sam
     return SampleDataset(
         source,
         split=split,
-        **_selection(prep),
+        **_selection(prep, source, split),
         raw=True,
         crop=prep.crop,
         shuffle=False,
@@ -196,7 +209,8 @@ def modal_input(
         prep: The model's preprocessing.
         pixels: S2 raw DN [B, bands, H, W]; None: no S2 in the batch.
         sar_db: S1 backscatter [B, polarisations, H, W] in hundredths of dB (int16,
-            :data:`trainer.modal.SAR_NODATA` where there is none); None: no S1 in the batch.
+            :data:`pipeline.dataset.loader.CENTI_DB_NODATA` where there is none); None: no
+            S1 in the batch.
         sar_ok: [B] bool, whether each sample has SAR; None: those whose ``sar_db`` has data.
         keep: [channels] bool, the channels inference uses (``ChannelLayout.selection``);
             None: all.
@@ -217,8 +231,8 @@ def modal_input(
             )
             has = torch.ones(batch, len(names), dtype=torch.bool, device=device)
         elif modality == "s1" and sar_db is not None:
-            valid = sar_db != SAR_NODATA
-            decibels = sar_db.to(torch.float32) / SAR_RAW_PER_DB
+            valid = sar_db != CENTI_DB_NODATA
+            decibels = sar_db.to(torch.float32) / CENTI_DB_PER_DB
             values = (decibels - _per_channel(prep.sar_mean, sar_db)) / _per_channel(
                 prep.sar_std, sar_db
             )

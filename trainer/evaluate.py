@@ -17,7 +17,7 @@ held-out split comes through the dataset contract's loader.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import numpy.typing as npt
 import torch
 
 from trainer.checkpoints import LoadedModel
-from trainer.data import prepared_samples, to_model_input
+from trainer.data import batch_model_input, collate_pairs, prepared_samples
 from trainer.evaldata import BenchmarkDataset
 from trainer.evaldata.templates import prompts
 from trainer.heldout import held_out_labels
@@ -108,14 +108,14 @@ def class_embeddings(loaded: LoadedModel, class_prompt_names: Sequence[str]) -> 
 @torch.no_grad()
 def _embed(
     loaded: LoadedModel,
-    batches: Iterable[torch.Tensor],
+    batches: Iterable[Mapping[str, Any]],
     on_images: ProgressHook | None,
 ) -> torch.Tensor:
-    """[N, D] normalised image embeddings of raw-DN pixel batches."""
+    """[N, D] normalised image embeddings of collated raw batches (:func:`collate_pairs`)."""
     model, device = loaded.model, next(loaded.model.parameters()).device
     out, done = [], 0
-    for pixels in batches:
-        pixels = to_model_input(pixels.to(device), loaded.preprocessing)
+    for batch in batches:
+        pixels = batch_model_input(batch, loaded.preprocessing, device)
         out.append(model.encode_image(pixels).float().cpu())
         done += len(pixels)
         if on_images is not None:
@@ -250,10 +250,10 @@ def evaluate_benchmark(
         )
     all_labels: list[tuple[int, ...]] = []
 
-    def batches() -> Iterator[torch.Tensor]:
+    def batches() -> Iterator[dict[str, Any]]:
         for pixels, labels in _cropped_batches(dataset, loaded, batch_size):
             all_labels.extend(labels)
-            yield pixels
+            yield {"pixels": pixels}
 
     image = _embed(loaded, batches(), on_images)
     classes = list(dataset.classes)
@@ -292,18 +292,18 @@ def evaluate_held_out(
     dataset = prepared_samples(source, split, loaded.preprocessing)
     order: list[str] = []
 
-    def batches() -> Iterator[torch.Tensor]:
-        pixels: list[torch.Tensor] = []
+    def batches() -> Iterator[dict[str, Any]]:
+        samples: list[dict[str, Any]] = []
         for sample in dataset:
             if sample["sample_id"] not in labelled.labels:
                 continue
             order.append(sample["sample_id"])
-            pixels.append(sample["pixels"])
-            if len(pixels) == batch_size:
-                yield torch.stack(pixels)
-                pixels = []
-        if pixels:
-            yield torch.stack(pixels)
+            samples.append(sample)
+            if len(samples) == batch_size:
+                yield collate_pairs(samples)
+                samples = []
+        if samples:
+            yield collate_pairs(samples)
 
     image = _embed(loaded, batches(), on_images)
     labels = np.array([labelled.labels[s] for s in order], dtype=np.int64)

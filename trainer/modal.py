@@ -54,8 +54,6 @@ from trainer.model import ArchSpec, MultispectralCLIP
 __all__ = [
     "MODALITIES",
     "SAR_DB_STATS",
-    "SAR_NODATA",
-    "SAR_RAW_PER_DB",
     "ChannelLayout",
     "ModalCLIP",
     "channels_present",
@@ -74,11 +72,6 @@ SAR_DB_STATS: dict[str, tuple[float, float]] = {
 """Default (mean, std) of Sentinel-1 backscatter in dB per polarisation: SSL4EO-S12's, from 50k
 global S1 GRD chips (Wang et al. 2022). A band statistics file with ``VV``/``VH`` entries (in
 dB) replaces them."""
-
-SAR_NODATA = -32768
-"""The loader's raw SAR nodata value (int16)."""
-SAR_RAW_PER_DB = 100
-"""Raw SAR values are hundredths of a dB (int16)."""
 
 
 @dataclass(frozen=True)

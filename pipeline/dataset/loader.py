@@ -62,10 +62,12 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.dataset.layout import DatasetLayout, ReleaseLayout
 from pipeline.dataset.reader import read_cubes
-from pipeline.geo.sar import CENTI_DB_NODATA, db_from_centi
+from pipeline.geo.sar import CENTI_DB_NODATA, CENTI_DB_PER_DB, db_from_centi
 from pipeline.io.remote import RemoteFile, is_remote, open_release_source
 
 __all__ = [
+    "CENTI_DB_NODATA",
+    "CENTI_DB_PER_DB",
     "MODALITIES",
     "Modality",
     "SampleDataset",
@@ -73,6 +75,7 @@ __all__ = [
     "parquet_files",
     "read_release_file",
     "sample_key",
+    "stored_modalities",
 ]
 
 _ALWAYS_READ = ("sample_id", "status", "bands", "caption")
@@ -117,6 +120,19 @@ def open_parquet(path: str) -> pq.ParquetFile:
     if is_remote(path):
         return pq.ParquetFile(RemoteFile(path))
     return pq.ParquetFile(path)
+
+
+def stored_modalities(
+    source: str | Path | Sequence[str | Path],
+    split: str | None = None,
+    opener: Callable[[str], pq.ParquetFile] = open_parquet,
+) -> tuple[str, ...]:
+    """The :data:`MODALITIES` every file of ``source`` stores (a footer read per file).
+
+    Sentinel-2 is in every shard; Sentinel-1 only in those of schema 2.1 or later.
+    """
+    names = [set(opener(path).schema_arrow.names) for path in parquet_files(source, split)]
+    return tuple(m.name for m in MODALITIES.values() if all(m.cube in n for n in names))
 
 
 def read_release_file(root: str | Path, name: str) -> bytes:

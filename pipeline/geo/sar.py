@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 __all__ = [
     "CENTI_DB_NODATA",
+    "CENTI_DB_PER_DB",
     "POLARISATIONS",
     "SENTINEL_1_DUAL_POL",
     "Polarisation",
@@ -35,6 +36,8 @@ Float32Array = npt.NDArray[np.float32]
 
 CENTI_DB_NODATA = -32768
 """Stored backscatter value of a pixel without data (int16's minimum; NaN in dB)."""
+CENTI_DB_PER_DB = 100
+"""Stored backscatter is hundredths of a dB: ``stored = round(CENTI_DB_PER_DB * dB)``."""
 _CENTI_DB_RANGE = (CENTI_DB_NODATA + 1, 32767)  # -327.67 .. 327.67 dB: far beyond any echo
 
 
@@ -70,13 +73,13 @@ def centi_db(db: npt.NDArray[np.floating]) -> npt.NDArray[np.int16]:
     values = np.asarray(db, dtype=np.float64)
     valid = np.isfinite(values)
     out = np.full(values.shape, CENTI_DB_NODATA, dtype=np.int16)
-    out[valid] = np.clip(np.rint(100.0 * values[valid]), *_CENTI_DB_RANGE)
+    out[valid] = np.clip(np.rint(CENTI_DB_PER_DB * values[valid]), *_CENTI_DB_RANGE)
     return out
 
 
 def db_from_centi(stored: npt.NDArray[np.integer]) -> Float32Array:
     """Stored hundredths of a dB (:func:`centi_db`) back to float32 dB, NaN for nodata."""
     values = np.asarray(stored)
-    out = values.astype(np.float32) / np.float32(100.0)
+    out = values.astype(np.float32) / np.float32(CENTI_DB_PER_DB)
     out[values == CENTI_DB_NODATA] = np.nan
     return out

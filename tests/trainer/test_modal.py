@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline.dataset.loader import CENTI_DB_NODATA
 from trainer.checkpoints import (
     MODAL_WEIGHTS,
     MODEL_FILE,
@@ -22,7 +23,6 @@ from trainer.data import modal_input, to_model_input
 from trainer.loss import contrastive_loss
 from trainer.modal import (
     SAR_DB_STATS,
-    SAR_NODATA,
     ChannelLayout,
     ModalCLIP,
     channels_present,
@@ -193,8 +193,8 @@ def test_modal_input_converts_hundredths_of_db_and_marks_missing_sar_absent():
     vv_mean, vv_std = SAR_DB_STATS["VV"]
     sar = torch.empty(3, 2, 16, 16, dtype=torch.int16)
     sar[:, 0] = round(100 * (vv_mean + vv_std))  # one std above the mean: 1 after normalising
-    sar[:, 1] = SAR_NODATA  # VH without data in every sample: absent
-    sar[0, 0, 0, 0] = SAR_NODATA  # a nodata pixel of a present channel: 0
+    sar[:, 1] = CENTI_DB_NODATA  # VH without data in every sample: absent
+    sar[0, 0, 0, 0] = CENTI_DB_NODATA  # a nodata pixel of a present channel: 0
     sar_ok = torch.tensor([True, True, False])
     out = modal_input(prep, pixels=pixels, sar_db=sar, sar_ok=sar_ok)
     assert out.shape == (3, 6, 16, 16)
