@@ -11,8 +11,10 @@ with SAR, every ok sample of the release (or ``--split``) is embedded once per *
 
 Each view's embeddings go through ``eocap probe``'s protocol (:func:`trainer.probe.run_probe`:
 spatially separated train and test, budgets drawn from train, seeds) for the four tasks of
-:data:`trainer.probe.TASKS` that have two classes among the embedded samples, at 200, 500 and
-all labels. Written to ``OUT``:
+:data:`trainer.probe.TASKS` that have two classes among the embedded samples: every view at
+all labels on the samples all views embed (so the views differ only in their inputs, not in
+their samples), and the ``s2+s1`` view at 200, 500 and all labels on every sample it embeds.
+Written to ``OUT``:
 
 * ``modality-probe.md``: the views table (balanced accuracy at all labels, per task and probe
   model, one column per view) and the budgets table (200 and 500 labels against all, view
@@ -33,6 +35,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from trainer.checkpoints import LoadedModel, load_model_folder
 from trainer.embed import embed_samples
@@ -92,14 +96,17 @@ def _summaries(report: ProbeReport) -> dict[tuple[str, str, Any], dict[str, Any]
 
 def markdown(
     results: dict[str, ProbeReport],
+    budgets: ProbeReport | None,
     skipped: dict[str, str],
     task_skips: dict[str, dict[str, str]],
     tasks: Sequence[str],
     embedded: dict[str, int],
+    common: int,
 ) -> str:
     """The views table and the budgets table."""
     names = [*results, *skipped]
     by_view = {name: _summaries(report) for name, report in results.items()}
+    full = {} if budgets is None else _summaries(budgets)
     counts = ", ".join(f"{name} {n}" for name, n in embedded.items())
     lines = [
         "# Probe scores by input view and label budget",
@@ -109,19 +116,23 @@ def markdown(
         "",
         "## Views (all labels)",
         "",
+        f"Every view on the same {common} samples: those embedded in every view (with S1, the "
+        "samples that have SAR), so the columns differ only in the model's inputs.",
+        "",
         "| task | probe | " + " | ".join(names) + " |",
         "|---|---|" + "---:|" * len(names),
     ]
-    models = sorted({key[1] for found in by_view.values() for key in found})
+    models = sorted({key[1] for found in [*by_view.values(), full] for key in found})
     for task in tasks:
         for model in models:
             cells = [_cell(by_view.get(name, {}).get((task, model, "all"))) for name in names]
             lines.append(f"| {task} | {model} | " + " | ".join(cells) + " |")
-    full = by_view.get(FULL_VIEW, {})
     columns = ["all" if b is None else b for b in BUDGETS]
     lines += [
         "",
         f"## Label budgets (view {FULL_VIEW})",
+        "",
+        f"Every sample the {FULL_VIEW} view embeds (those without SAR as S2 only).",
         "",
         "| task | probe | " + " | ".join(f"{c} labels" for c in columns) + " |",
         "|---|---|" + "---:|" * len(columns),
@@ -158,10 +169,10 @@ def modality_probe(
     """Embed every view, probe each, write the tables; returns what the JSON holds."""
     out.mkdir(parents=True, exist_ok=True)
     samples = read_release_samples(release, split)
-    results: dict[str, ProbeReport] = {}
     skipped: dict[str, str] = {}
     task_skips: dict[str, dict[str, str]] = {}
     embedded: dict[str, int] = {}
+    vectors_of: dict[str, dict[str, Any]] = {}
     for view in views(loaded):
         path = out / f"embeddings-{view.name}.parquet"
         try:
@@ -182,6 +193,11 @@ def modality_probe(
             skipped[view.name] = "no sample has these channels"
             continue
         ids, vectors = read_embeddings(path)
+        vectors_of[view.name] = dict(zip(ids, vectors, strict=True))
+    common = sorted(set.intersection(*(set(v) for v in vectors_of.values()))) if vectors_of else []
+
+    def probe(view: str, ids: list[str], budgets: Sequence[int | None]) -> ProbeReport:
+        vectors = np.stack([vectors_of[view][i] for i in ids])
         report = ProbeReport(block_deg, test_fraction, list(seeds))
         for name in tasks:
             try:
@@ -191,24 +207,31 @@ def modality_probe(
                     samples,
                     [task_labels(TASKS[name], samples)],
                     models=models,
-                    budgets=BUDGETS,
+                    budgets=budgets,
                     seeds=seeds,
                     block_deg=block_deg,
                     test_fraction=test_fraction,
                 )
             except ValueError as exc:
-                task_skips.setdefault(view.name, {})[name] = str(exc)
+                task_skips.setdefault(view, {})[name] = str(exc)
                 continue
             report.tasks.extend(one.tasks)
             report.scores.extend(one.scores)
-        results[view.name] = report
-    text = markdown(results, skipped, task_skips, tasks, embedded)
+        return report
+
+    results = {view: probe(view, common, (None,)) for view in vectors_of} if common else {}
+    budgets = None
+    if FULL_VIEW in vectors_of:
+        budgets = probe(FULL_VIEW, sorted(vectors_of[FULL_VIEW]), BUDGETS)
+    text = markdown(results, budgets, skipped, task_skips, tasks, embedded, len(common))
     summary = {
         "model": model_ref,
         "release": release,
         "split": split,
         "views": {v.name: {"modalities": v.modalities, "drop": v.drop} for v in views(loaded)},
+        "common_samples": len(common),
         "results": {name: report.to_json() for name, report in results.items()},
+        "budgets": None if budgets is None else budgets.to_json(),
         "embedded": embedded,
         "skipped_views": skipped,
         "skipped_tasks": task_skips,

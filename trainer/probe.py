@@ -307,7 +307,13 @@ def spatial_blocks(
 def spatial_split(
     blocks: npt.ArrayLike, labels: npt.ArrayLike, *, test_fraction: float, seed: int
 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-    """Train and test indices with no block in both (``StratifiedGroupKFold``, first fold).
+    """Train and test indices with no block in both: fold ``seed % k`` of a spatial k-fold.
+
+    ``StratifiedGroupKFold`` deals the blocks into ``k = round(1 / test_fraction)`` folds.
+    Its shuffle only breaks ties between blocks of equal class balance (scikit-learn
+    PR #32540), so on real blocks every ``random_state`` tends to give the same folds: the
+    seed therefore picks the test fold, and seeds ``0 .. k-1`` test on every block once (a
+    spatial cross-validation); later seeds reshuffle (``random_state = seed // k``).
 
     Raises:
         ValueError: when there are fewer than two blocks.
@@ -319,13 +325,14 @@ def spatial_split(
     if n_blocks < 2:
         raise ValueError(f"the samples lie in {n_blocks} spatial block: lower the block size")
     folds = min(max(round(1 / test_fraction), 2), n_blocks)
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed // folds)
     y = np.asarray(labels)
     with warnings.catch_warnings():
         # Rare classes with fewer samples than folds are expected here (a probe reports
         # its class counts); the split stays a valid group split.
         warnings.filterwarnings("ignore", "The least populated class", UserWarning)
-        train, test = next(splitter.split(np.zeros(len(y)), y, groups))
+        splits = list(splitter.split(np.zeros(len(y)), y, groups))
+    train, test = splits[seed % folds]
     return train, test
 
 

@@ -71,6 +71,15 @@ def test_spatial_split_changes_with_the_seed():
     assert len(tests) == 5
 
 
+def test_spatial_split_seeds_test_every_block_once():
+    # Blocks of distinct class balance: scikit-learn's shuffle only breaks ties, so its folds
+    # are the same for every random_state; the seed must still move the test set.
+    blocks = np.repeat(np.arange(9), 10)
+    labels = np.concatenate([(np.arange(10) < b + 1).astype(np.int64) for b in range(9)])
+    tests = [spatial_split(blocks, labels, test_fraction=1 / 3, seed=s)[1] for s in range(3)]
+    assert sorted(np.concatenate(tests).tolist()) == list(range(90))  # disjoint, all covered
+
+
 def test_spatial_blocks_are_grid_cells():
     blocks = spatial_blocks([10.01, 10.04, 10.06, 10.01], [47.01, 47.04, 47.01, 47.06], BLOCK_DEG)
     assert blocks[0] == blocks[1]
