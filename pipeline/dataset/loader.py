@@ -78,6 +78,7 @@ from pipeline.io.remote import RemoteFile, is_remote, open_release_source
 __all__ = [
     "CENTI_DB_NODATA",
     "CENTI_DB_PER_DB",
+    "COHERENCE_CHANNELS",
     "COHERENCE_NODATA",
     "COHERENCE_PER_UNIT",
     "MODALITIES",
