@@ -83,6 +83,8 @@ def _print_report(report: RunReport) -> None:
         table.add_row(f"  pixels overruled metadata: {check}", str(n))
     for state, n in report.sar_states.items():
         table.add_row(f"  Sentinel-1: {state}", str(n))
+    for state, n in report.coh_states.items():
+        table.add_row(f"  coherence: {state}", str(n))
     table.add_row("size", f"{report.bytes / 1e6:.1f} MB")
     table.add_row("wall time", f"{report.wall_seconds:.1f} s")
     total = sum(report.stage_seconds.values()) or 1.0

@@ -36,6 +36,7 @@ class RunReport:
     pending_caption: int = 0
     radiometry_overruled: dict[str, int] = field(default_factory=dict)
     sar_states: dict[str, int] = field(default_factory=dict)
+    coh_states: dict[str, int] = field(default_factory=dict)
     shard_files: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -43,25 +44,27 @@ class RunReport:
         return asdict(self)
 
 
-def _sum_counts(
-    stats: list[ShardStats],
-) -> tuple[dict[str, int], dict[str, int], dict[str, int], dict[str, int]]:
-    """Failures per reason, captions per flag, radiometry overrules and SAR states, summed."""
-    reasons: Counter[str] = Counter()
-    flags: Counter[str] = Counter()
-    overruled: Counter[str] = Counter()
-    sar: Counter[str] = Counter()
+def _sum_counts(stats: list[ShardStats]) -> tuple[dict[str, int], ...]:
+    """The stats' counts summed, in this order.
+
+    Failures per reason, captions per flag, radiometry overrules, SAR states and coherence
+    states.
+    """
+    counters: tuple[Counter[str], ...] = tuple(Counter() for _ in range(5))
     for st in stats:
-        reasons.update(st.failures_by_reason)
-        flags.update(st.caption_flags)
-        overruled.update(st.radiometry_overruled)
-        sar.update(st.sar_states)
-    return (
-        dict(sorted(reasons.items())),
-        dict(sorted(flags.items())),
-        dict(sorted(overruled.items())),
-        dict(sorted(sar.items())),
-    )
+        for counter, counts in zip(
+            counters,
+            (
+                st.failures_by_reason,
+                st.caption_flags,
+                st.radiometry_overruled,
+                st.sar_states,
+                st.coh_states,
+            ),
+            strict=True,
+        ):
+            counter.update(counts)
+    return tuple(dict(sorted(c.items())) for c in counters)
 
 
 def summarize(
@@ -81,7 +84,7 @@ def summarize(
         path = layout.stats_path(index)
         if path.exists():
             stats.append(read_stats(path))
-    reasons, flags, overruled, sar = _sum_counts(stats)
+    reasons, flags, overruled, sar, coherence = _sum_counts(stats)
     stages: dict[str, float] = dict.fromkeys(STAGES, 0.0)
     for s in built:
         for stage, secs in s.stage_seconds.items():
@@ -101,6 +104,7 @@ def summarize(
         pending_caption=sum(s.pending_caption for s in stats),
         radiometry_overruled=overruled,
         sar_states=sar,
+        coh_states=coherence,
         shard_files=[str(layout.shards_dir / s.path) for s in stats],
     )
     with disk_full_names(output_dir), atomic_write(layout.report) as tmp:

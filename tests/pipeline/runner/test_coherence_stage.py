@@ -16,6 +16,7 @@ from pipeline.demo.region import DemoRegion
 from pipeline.demo.servers import DemoServers
 from pipeline.geo.grid import ChipGrid
 from pipeline.geo.sar import COHERENCE_NODATA
+from pipeline.runner.report import summarize
 from tests.conftest import make_config
 from tests.pipeline.runner.test_sar_stage import WINDOW_DAYS, build
 
@@ -51,6 +52,9 @@ def test_samples_without_a_pair_stay_ok_and_the_stats_count_the_states(with_cohe
         if r["coh_state"] is not None:
             expected[r["coh_state"]] = expected.get(r["coh_state"], 0) + 1
     assert counted == expected
+    # ... and the run report sums them.
+    report = summarize(config.output.dir, len(layout.finished_shards()), [], 0.0)
+    assert report.coh_states == expected
 
 
 def test_each_ok_sample_holds_the_pair_containing_its_scene_as_stored_in_the_cog(
