@@ -217,9 +217,8 @@ def choose_coherence(
     for item in items:
         try:
             start, end = item_interval(item)
-        except AssetError as exc:
-            lacking.append(str(exc))
-            continue
+        except AssetError:
+            continue  # not a valid STAC item (no time at all): nothing to choose
         contains = start <= optical_time <= end
         distance = abs(start + (end - start) / 2 - optical_time)
         if not (contains or distance <= config.window):
