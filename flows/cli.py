@@ -83,6 +83,8 @@ def _print_report(report: RunReport) -> None:
         table.add_row(f"  pixels overruled metadata: {check}", str(n))
     for state, n in report.sar_states.items():
         table.add_row(f"  Sentinel-1: {state}", str(n))
+    for state, n in report.coh_states.items():
+        table.add_row(f"  coherence: {state}", str(n))
     table.add_row("size", f"{report.bytes / 1e6:.1f} MB")
     table.add_row("wall time", f"{report.wall_seconds:.1f} s")
     total = sum(report.stage_seconds.values()) or 1.0
@@ -143,7 +145,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     `transformers serve` (the protocol of `vllm serve`); with --captioner transformers the
     same model runs in-process. Their text is random; the mechanics are the production ones.
     """
-    from pipeline.demo.region import ensure_demo_region, load_items, load_sar_items
+    from pipeline.demo.coherence import COHERENCE_COLLECTION
+    from pipeline.demo.region import ensure_demo_region, served_items
     from pipeline.demo.servers import serve_demo, start_transformers_server
     from pipeline.demo.tiny_llava import ensure_tiny_llava_next
 
@@ -168,10 +171,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 console.print(f"  caption server (transformers serve) at {server.url}")
                 updates["captioner.base_url"] = server.url.rstrip("/")
         config = _load(args.config, args.set).with_updates(updates)
-        if config.sar is None:  # the demo region has Sentinel-1 passes: read them
-            config = config.with_updates({"sar": {}})
-        items = load_items(region) + load_sar_items(region)
-        servers = stack.enter_context(serve_demo(region.root, items))
+        if config.sar is None:  # the demo region has Sentinel-1 passes and coherence: read them
+            config = config.with_updates(
+                {"sar": {"coherence": {"collection": COHERENCE_COLLECTION}}}
+            )
+        servers = stack.enter_context(serve_demo(region.root, served_items(region)))
         console.print(f"  STAC API at {servers.stac_url}, COGs at {servers.files.url}")
         code = _run(config.with_updates({"stac.api_url": servers.stac_url}), args.session)
     if code:
@@ -187,11 +191,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_serve_demo(args: argparse.Namespace) -> int:
     """Serve the demo STAC API and COGs until Ctrl-C, SIGTERM or SIGHUP stops both servers."""
-    from pipeline.demo.region import ensure_demo_region, load_items, load_sar_items
+    from pipeline.demo.region import ensure_demo_region, served_items
     from pipeline.demo.servers import serve_demo
 
     region = ensure_demo_region(args.data_dir)
-    items = load_items(region) + load_sar_items(region)
+    items = served_items(region)
     # Stopping is how a server ends: the signal unwinds the with block, which stops both.
     with (
         contextlib.suppress(KeyboardInterrupt),

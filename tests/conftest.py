@@ -37,7 +37,7 @@ import pytest
 
 from pipeline.core.config import Period, RunConfig, load_config
 from pipeline.demo.flavors import ItemFlavor
-from pipeline.demo.region import DemoRegion, generate_demo_region, load_items, load_sar_items
+from pipeline.demo.region import DemoRegion, generate_demo_region, load_items, served_items
 from pipeline.demo.scene import Acquisition
 from pipeline.demo.servers import DemoServers, ServerHandle, serve_demo, start_transformers_server
 from pipeline.demo.tiny_llava import ensure_tiny_llava_next
@@ -107,19 +107,19 @@ def pc_region(tmp_path_factory: pytest.TempPathFactory) -> DemoRegion:
 
 @pytest.fixture(scope="session")
 def servers(region: DemoRegion) -> Iterator[DemoServers]:
-    with serve_demo(region.root, load_items(region) + load_sar_items(region)) as s:
+    with serve_demo(region.root, served_items(region)) as s:
         yield s
 
 
 @pytest.fixture(scope="session")
 def pc_servers(pc_region: DemoRegion) -> Iterator[DemoServers]:
-    with serve_demo(pc_region.root, load_items(pc_region) + load_sar_items(pc_region)) as s:
+    with serve_demo(pc_region.root, served_items(pc_region)) as s:
         yield s
 
 
 @pytest.fixture(scope="session")
 def l2a_servers(l2a_region: DemoRegion) -> Iterator[DemoServers]:
-    with serve_demo(l2a_region.root, load_items(l2a_region) + load_sar_items(l2a_region)) as s:
+    with serve_demo(l2a_region.root, served_items(l2a_region)) as s:
         yield s
 
 

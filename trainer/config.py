@@ -142,7 +142,7 @@ class ModelConfig(ConfigSection):
     gradient_checkpointing: bool = Field(
         default=False, description="Recompute activations in backward: less memory, slower."
     )
-    modalities: list[Literal["s2", "s1"]] = Field(
+    modalities: list[Literal["s2", "s1", "coh"]] = Field(
         default=["s2"],
         description="Input modalities: [s2] is the plain CLIP (Hugging Face and OpenCLIP "
         "exports); any other set, e.g. [s2, s1], the modality-aware tower (trainer/modal.py), "
@@ -160,7 +160,7 @@ class ModelConfig(ConfigSection):
     @classmethod
     def _distinct_modalities(cls, v: list[str]) -> list[str]:
         if not v or len(set(v)) != len(v):
-            raise ValueError(f"modalities {v}: name each of s2, s1 at most once, at least one")
+            raise ValueError(f"modalities {v}: name each of s2, s1, coh at most once, at least one")
         return v
 
     @model_validator(mode="after")

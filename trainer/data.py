@@ -23,6 +23,8 @@ from pipeline.dataset.layout import ReleaseLayout
 from pipeline.dataset.loader import (
     CENTI_DB_NODATA,
     CENTI_DB_PER_DB,
+    COHERENCE_NODATA,
+    COHERENCE_PER_UNIT,
     SampleDataset,
     open_parquet,
     parquet_files,
@@ -32,7 +34,7 @@ from pipeline.dataset.loader import (
 )
 from trainer.checkpoints import Preprocessing
 from trainer.config import TrainConfig
-from trainer.modal import mark_absent
+from trainer.modal import COHERENCE_NORMALISATION, mark_absent
 from trainer.text import FitCounts, TextTokenizer
 
 __all__ = [
@@ -70,8 +72,9 @@ def read_captions(source: str, split: str) -> list[str]:
     return captions
 
 
-PIXEL_KEYS = ("pixels", "sar_db", "sar_ok")
-"""A loader sample's image tensors: S2 raw DN, S1 hundredths of dB, whether it has SAR."""
+PIXEL_KEYS = ("pixels", "sar_db", "sar_ok", "coherence", "coh_ok")
+"""A loader sample's image tensors: S2 raw DN, S1 hundredths of dB, whether it has SAR,
+coherence in hundredths, whether it has coherence."""
 
 
 def collate_pairs(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -195,12 +198,28 @@ def to_model_input(pixels: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
     return _resize(normalised, prep.image_size)
 
 
+def _masked(
+    values: torch.Tensor, valid: torch.Tensor, ok: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised values with nodata pixels at 0 (the mean), and which channels samples have.
+
+    A sample has a channel ([B, channels] bool) where some pixel of it is valid and, where
+    ``ok`` is given, its state says so.
+    """
+    has = valid.flatten(2).any(dim=-1)
+    if ok is not None:
+        has &= ok.to(device=values.device, dtype=torch.bool)[:, None]
+    return values.masked_fill(~valid, 0.0), has
+
+
 def modal_input(
     prep: Preprocessing,
     *,
     pixels: torch.Tensor | None = None,
     sar_db: torch.Tensor | None = None,
     sar_ok: torch.Tensor | None = None,
+    coherence: torch.Tensor | None = None,
+    coh_ok: torch.Tensor | None = None,
     keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """A modality-aware model's input: every channel of ``prep.layout``, absent ones NaN.
@@ -212,16 +231,21 @@ def modal_input(
             :data:`pipeline.dataset.loader.CENTI_DB_NODATA` where there is none); None: no
             S1 in the batch.
         sar_ok: [B] bool, whether each sample has SAR; None: those whose ``sar_db`` has data.
+        coherence: Coherence [B, 1, H, W] in hundredths (uint8,
+            :data:`pipeline.dataset.loader.COHERENCE_NODATA` where there is none); None: no
+            coherence in the batch.
+        coh_ok: [B] bool, whether each sample has coherence; None: those with data.
         keep: [channels] bool, the channels inference uses (``ChannelLayout.selection``);
             None: all.
 
     Each modality is normalised per channel (S2: DN by the band stats; S1: dB by the SAR
-    stats), nodata pixels of a present SAR channel become 0 (the mean), then all are resized
+    stats; coherence by :data:`trainer.modal.COHERENCE_NORMALISATION`), nodata pixels of a
+    present SAR or coherence channel become 0 (the mean), then all are resized
     together (one crop window) and the channels a sample lacks (no SAR, a polarisation
     without data, not kept) are set to NaN, which :class:`trainer.modal.ModalCLIP` reads as
     absent.
     """
-    given = next(t for t in (pixels, sar_db) if t is not None)
+    given = next(t for t in (pixels, sar_db, coherence) if t is not None)
     batch, size, device = given.shape[0], given.shape[-2:], given.device
     parts, present = [], []
     for modality, names in prep.layout.groups:
@@ -231,15 +255,15 @@ def modal_input(
             )
             has = torch.ones(batch, len(names), dtype=torch.bool, device=device)
         elif modality == "s1" and sar_db is not None:
-            valid = sar_db != CENTI_DB_NODATA
             decibels = sar_db.to(torch.float32) / CENTI_DB_PER_DB
             values = (decibels - _per_channel(prep.sar_mean, sar_db)) / _per_channel(
                 prep.sar_std, sar_db
             )
-            values = values.masked_fill(~valid, 0.0)
-            has = valid.flatten(2).any(dim=-1)
-            if sar_ok is not None:
-                has &= sar_ok.to(device=device, dtype=torch.bool)[:, None]
+            values, has = _masked(values, sar_db != CENTI_DB_NODATA, sar_ok)
+        elif modality == "coh" and coherence is not None:
+            centre, spread = COHERENCE_NORMALISATION
+            values = (coherence.to(torch.float32) / COHERENCE_PER_UNIT - centre) / spread
+            values, has = _masked(values, coherence != COHERENCE_NODATA, coh_ok)
         else:
             values = torch.zeros(batch, len(names), *size, device=device)
             has = torch.zeros(batch, len(names), dtype=torch.bool, device=device)
@@ -260,8 +284,8 @@ def batch_model_input(
 ) -> torch.Tensor:
     """The model input of a collated batch (:func:`collate_pairs`) on ``device``.
 
-    A batch without ``sar_db`` (a release or loader without SAR) has no S1: its samples are
-    S2-only for a modality-aware model.
+    A batch without ``sar_db`` (``coherence``), from a release or loader without it, has no S1
+    (coherence): its samples lack that modality for a modality-aware model.
     """
 
     def moved(key: str) -> torch.Tensor | None:
@@ -271,7 +295,13 @@ def batch_model_input(
     if not prep.modal:
         return to_model_input(batch["pixels"].to(device, non_blocking=True), prep)
     return modal_input(
-        prep, pixels=moved("pixels"), sar_db=moved("sar_db"), sar_ok=moved("sar_ok"), keep=keep
+        prep,
+        pixels=moved("pixels"),
+        sar_db=moved("sar_db"),
+        sar_ok=moved("sar_ok"),
+        coherence=moved("coherence"),
+        coh_ok=moved("coh_ok"),
+        keep=keep,
     )
 
 

@@ -49,9 +49,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.dataset.loader import COHERENCE_CHANNELS
 from trainer.model import ArchSpec, MultispectralCLIP
 
 __all__ = [
+    "COHERENCE_NORMALISATION",
     "MODALITIES",
     "SAR_DB_STATS",
     "ChannelLayout",
@@ -62,8 +64,13 @@ __all__ = [
     "model_from_description",
 ]
 
-MODALITIES = ("s2", "s1")
-"""The modalities by name, in channel order: Sentinel-2 L2A bands, Sentinel-1 backscatter."""
+MODALITIES = ("s2", "s1", "coh")
+"""The modalities by name, in channel order: Sentinel-2 L2A bands, Sentinel-1 backscatter,
+Sentinel-1 interferometric coherence (one channel, ``COH``)."""
+
+COHERENCE_NORMALISATION: tuple[float, float] = (0.5, 0.25)
+"""(centre, spread) coherence is normalised by: a fixed map of 0..1 onto -2..2, not statistics
+of data (coherence is bounded and has no per-catalog unit to learn)."""
 
 SAR_DB_STATS: dict[str, tuple[float, float]] = {
     "VV": (-12.54847273, 5.25697717),
@@ -90,13 +97,15 @@ class ChannelLayout:
     ) -> ChannelLayout:
         """The layout of ``modalities`` with S2 ``bands`` and S1 ``polarisations``.
 
+        Coherence (``coh``) has its one channel, ``COH``.
+
         Raises:
             ValueError: for an unknown modality, or a selected modality without channels.
         """
         unknown = sorted(set(modalities) - set(MODALITIES))
         if unknown or not modalities:
             raise ValueError(f"modalities {list(modalities)}: use some of {list(MODALITIES)}")
-        channels = {"s2": tuple(bands), "s1": tuple(polarisations)}
+        channels = {"s2": tuple(bands), "s1": tuple(polarisations), "coh": COHERENCE_CHANNELS}
         groups = tuple((m, channels[m]) for m in MODALITIES if m in modalities)
         for modality, names in groups:
             if not names:

@@ -45,6 +45,7 @@ __all__ = [
     "RELEASE_PLACEHOLDER",
     "CaptionerConfig",
     "ChipConfig",
+    "CoherenceConfig",
     "OutputConfig",
     "OvertureConfig",
     "Period",
@@ -320,6 +321,49 @@ class ChipConfig(_Section):
         return self.size_px * self.resolution_m
 
 
+class CoherenceConfig(_Section):
+    """Sentinel-1 interferometric coherence per sample (docs/sentinel-1.md), from ``collection``.
+
+    Each sample gets the coherence item closest in time to its Sentinel-2 scene: an item whose
+    interval (``start_datetime`` .. ``end_datetime``, e.g. a 12-day pair or a season) contains
+    the optical time first, else the one whose midpoint (or ``datetime``) is nearest within
+    ``window_days``. Searched in the same catalog as the backscatter (``sar.api_url``).
+    """
+
+    collection: str = Field(
+        description="STAC collection of coherence COGs (one coherence raster per item).",
+    )
+    asset: str | None = Field(
+        default=None,
+        description="Asset key of the coherence COG; unset: found by role `coherence`, then "
+        "a title naming coherence, then a key containing `coh` (docs/sentinel-1.md).",
+    )
+    polarisation: Polarisation = Field(
+        default="VV",
+        description="Polarisation of the coherence to read, where an item has several.",
+    )
+    window_days: float = Field(
+        default=12.0,
+        gt=0,
+        le=366,
+        description="Largest time between the optical scene and a coherence item's midpoint "
+        "(an item whose interval contains the scene's time is always eligible), in days.",
+    )
+    scale: float | None = Field(
+        default=None,
+        description="coherence = DN * scale + offset; unset: the asset's `raster:bands` scale "
+        "and offset, else 1 and 0 (values already 0..1). 0.01 for percent in bytes.",
+    )
+    offset: float = Field(
+        default=0.0, description="Added after `scale` when `scale` is set (see `scale`)."
+    )
+
+    @property
+    def window(self) -> dt.timedelta:
+        """``window_days`` as a timedelta."""
+        return dt.timedelta(days=self.window_days)
+
+
 class SarConfig(_Section):
     """Sentinel-1 backscatter per sample (docs/sentinel-1.md); absent (the default): no SAR.
 
@@ -355,6 +399,11 @@ class SarConfig(_Section):
     polarisations: list[Polarisation] = Field(
         default_factory=lambda: list(SENTINEL_1_DUAL_POL),
         description="Channels to read, in output order; an acquisition lacking one is not used.",
+    )
+    coherence: CoherenceConfig | None = Field(
+        default=None,
+        description="Interferometric coherence per sample; unset: none (not part of the "
+        "config hash while unset).",
     )
 
     @field_validator("polarisations")

@@ -46,6 +46,8 @@ def config_hash(config: RunConfig) -> str:
         del data["sar"]  # no SAR hashes as before the section existed: existing runs keep theirs
     else:
         data["sar"].pop("api_url", None)
+        if data["sar"]["coherence"] is None:
+            del data["sar"]["coherence"]  # as above: SAR runs without coherence keep theirs
     data["overture"].pop("source", None)  # the release id identifies the data
     data["overture"].pop("catalog_url", None)  # only where `latest` was looked up
     # How the caption server is reached and loaded does not change the captions: hashed as

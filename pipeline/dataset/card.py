@@ -104,6 +104,7 @@ class CardFacts:
         review_status: Review statuses with their sample counts.
         edited_captions: Captions replaced by a reviewer's edit.
         sar_states: Samples per ``sar_state`` (empty: the release has no Sentinel-1).
+        coh_states: Samples per ``coh_state`` (empty: the release has no coherence).
         split_rule: The split rule (:meth:`SplitRule.describe`).
         config_hash: The source run's config hash.
         eocap_version: Versions of eocap that built and released the data.
@@ -131,6 +132,7 @@ class CardFacts:
     periods: Sequence[Mapping[str, str]] = field(default_factory=list)
     include_failed: bool = False
     sar_states: Mapping[str, int] = field(default_factory=dict)
+    coh_states: Mapping[str, int] = field(default_factory=dict)
 
 
 def _size_category(n: int) -> str:
@@ -180,17 +182,33 @@ def _counts(counts: Mapping[str, int], empty: str = "none") -> str:
     return ", ".join(f"`{k}` {v}" for k, v in sorted(counts.items()))
 
 
+def _having(states: Mapping[str, int], total: int) -> str:
+    """How many samples of ``total`` are in state ``ok``, and their share."""
+    ok = states.get("ok", 0)
+    return f"{ok} of {total} samples ({ok / max(total, 1):.0%}) have"
+
+
 def _sar_lines(states: Mapping[str, int], total: int) -> list[str]:
     """The card's Sentinel-1 line: the share of samples with SAR and why the others have none."""
     if not states:
         return []
-    ok = states.get("ok", 0)
     return [
-        f"- Sentinel-1: {ok} of {total} samples ({ok / max(total, 1):.0%}) have backscatter "
+        f"- Sentinel-1: {_having(states, total)} backscatter "
         "from the acquisition closest to their scene (`sar_db`: int16 hundredths of a dB on "
         "the chip's grid, -32768 = nodata, channels in `sar_polarisations`); `sar_state` "
         f"(samples): {_counts(states)}. A sample without SAR keeps its optical data. "
         "Copernicus Sentinel-1 data, under the Sentinel terms below.",
+    ]
+
+
+def _coherence_lines(states: Mapping[str, int], total: int) -> list[str]:
+    """The card's coherence line: the share of samples with it and why the others have none."""
+    if not states:
+        return []
+    return [
+        f"- Sentinel-1 coherence: {_having(states, total)} interferometric coherence from the "
+        "item closest to their scene (`coherence`: uint8 hundredths on the chip's grid, 255 = "
+        f"nodata); `coh_state` (samples): {_counts(states)}.",
     ]
 
 
@@ -233,6 +251,7 @@ def _body(facts: CardFacts) -> str:
         "scene whose COGs could be read.",
         f"- Periods: {periods or 'see release.json'}.",
         *_sar_lines(facts.sar_states, total),
+        *_coherence_lines(facts.coh_states, total),
         f"- Map context: Overture Maps release {overture or '?'}.",
         f"- Captioners: {_counts(facts.captioners)}; prompt versions: "
         f"{_counts(facts.prompt_versions)}.",

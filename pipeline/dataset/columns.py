@@ -27,7 +27,12 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from pipeline.geo.sar import CENTI_DB_NODATA, SENTINEL_1_DUAL_POL
+from pipeline.geo.sar import (
+    CENTI_DB_NODATA,
+    COHERENCE_CHANNELS,
+    COHERENCE_NODATA,
+    SENTINEL_1_DUAL_POL,
+)
 
 __all__ = [
     "CAPTION_OUTPUT_COLUMNS",
@@ -96,7 +101,8 @@ class ColumnGroup(StrEnum):
     CAPTION = "caption"
     """The caption and what the captioner and the caption checks recorded about it."""
     SAR = "sar"
-    """Sentinel-1 backscatter and its acquisition (docs/sentinel-1.md); null without ``sar:``."""
+    """Sentinel-1 backscatter, coherence and their items (docs/sentinel-1.md); null without
+    ``sar:`` (the coherence columns also without ``sar.coherence``)."""
     SUMMARY = "summary"
     """The small columns review campaigns stratify on (no pixels, no captions)."""
 
@@ -112,8 +118,9 @@ class Cube:
     Attributes:
         value_type: Arrow type of one pixel value.
         dims: Dimension names, outermost first, each a key of :func:`cube_dims`: ``bands``
-            (bands in the cube), ``polarisations`` (SAR channels) or ``size`` (chip width and
-            height in pixels).
+            (bands in the cube), ``polarisations`` (SAR channels), ``coherence_channels``
+            (:data:`pipeline.geo.sar.COHERENCE_CHANNELS`) or ``size`` (chip width and height in
+            pixels).
     """
 
     value_type: pa.DataType
@@ -144,7 +151,12 @@ def cube_dims(
         n_polarisations: Sentinel-1 channels in ``sar_db`` (``sar.polarisations``; VV, VH
             when the run has no SAR, whose column is then null in every row).
     """
-    return {"bands": n_bands, "size": size, "polarisations": n_polarisations}
+    return {
+        "bands": n_bands,
+        "size": size,
+        "polarisations": n_polarisations,
+        "coherence_channels": len(COHERENCE_CHANNELS),
+    }
 
 
 @dataclass(frozen=True)
@@ -755,6 +767,68 @@ class SampleRecord:
             unit="0.01 dB",
         ),
     )
+    coh_state: str | None = field(
+        default=None,
+        metadata=_column(
+            pa.string(),
+            "interferometric coherence of the sample, in `sar_state`'s terms: `ok`, "
+            "`no_acquisition` (no `sar.coherence.collection` item covering the chip whose "
+            "interval contains the optical time or lies within `sar.coherence.window_days`), "
+            "`missing_polarisation` (no coherence asset), `read_error`, `search_error`. Null "
+            "without `sar.coherence`",
+            ColumnGroup.SAR,
+            ColumnGroup.SUMMARY,
+            dictionary=True,
+        ),
+    )
+    coh_message: str | None = field(
+        default=None,
+        metadata=_column(pa.string(), "why there is no coherence", ColumnGroup.SAR),
+    )
+    coh_item_id: str | None = field(
+        default=None,
+        metadata=_column(
+            pa.string(), "id of the coherence STAC item read", ColumnGroup.SAR, dictionary=True
+        ),
+    )
+    coh_start_datetime: dt.datetime | None = field(
+        default=None,
+        metadata=_column(
+            pa.timestamp("us", tz="UTC"),
+            "start of the coherence item's interval (a pair's first acquisition; the item's "
+            "`datetime` for an instant item)",
+            ColumnGroup.SAR,
+        ),
+    )
+    coh_end_datetime: dt.datetime | None = field(
+        default=None,
+        metadata=_column(
+            pa.timestamp("us", tz="UTC"),
+            "end of the interval (a pair's second acquisition)",
+            ColumnGroup.SAR,
+        ),
+    )
+    coh_time_offset_s: float | None = field(
+        default=None,
+        metadata=_column(
+            pa.float64(),
+            "the interval's midpoint minus the optical scene's time (`datetime`)",
+            ColumnGroup.SAR,
+            unit="s",
+        ),
+    )
+    coherence: npt.NDArray[np.uint8] | None = field(
+        default=None,
+        metadata=_column(
+            Cube(pa.uint8(), ("coherence_channels", "size", "size")),
+            "interferometric coherence on the chip's grid in hundredths (`round(100 * "
+            f"coherence)`, 0..100, {COHERENCE_NODATA} = nodata), channel `COH`; null unless "
+            "`coh_state` is `ok`",
+            ColumnGroup.SAR,
+            ColumnGroup.CUBE,
+            unit="0.01",
+        ),
+    )
 
     def fail(self, reason: str, message: str, *, keep_pixels: bool = False) -> None:
         """Mark the sample failed; its caption is dropped, and its pixels unless kept.
@@ -770,6 +844,7 @@ class SampleRecord:
             self.scl = None
             self.rgb = None
             self.sar_db = None
+            self.coherence = None
 
 
 @dataclass(frozen=True)
@@ -849,7 +924,7 @@ def version_columns(version: str = SCHEMA_VERSION) -> tuple[Column, ...]:
 
 
 # The per-sample axis name of each cube dimension in the decoding metadata ("size" is y, x).
-_AXIS_NAMES = {"bands": "band", "polarisations": "polarisation"}
+_AXIS_NAMES = {"bands": "band", "polarisations": "polarisation", "coherence_channels": "channel"}
 
 
 def cube_field_metadata(name: str, lengths: Mapping[str, int]) -> dict[str, Any]:

@@ -34,8 +34,10 @@ multiple of ``num_workers``.
 
 Modalities. ``modalities`` selects the sensors by name (:data:`MODALITIES`): ``s2`` gives
 ``pixels`` (Sentinel-2, the default), ``s1`` gives ``sar_db`` (Sentinel-1 backscatter) and
-``sar_ok``; a sample without SAR gets an all-nodata ``sar_db`` of the same shape, so batches
-collate, and ``sar_ok`` False. A crop cuts the same window from every modality.
+``sar_ok``, ``coh`` gives ``coherence`` (Sentinel-1 interferometric coherence, channel ``COH``)
+and ``coh_ok``; a sample without SAR (coherence) gets an all-nodata ``sar_db`` (``coherence``) of
+the same shape, so batches collate, and ``sar_ok`` (``coh_ok``) False. A crop cuts the same
+window from every modality.
 
 Pixels are decoded only by :func:`pipeline.dataset.reader.read_cubes`, whatever the shard
 schema version stores. Files are opened by one function (:func:`open_parquet`, or the
@@ -62,12 +64,23 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.dataset.layout import DatasetLayout, ReleaseLayout
 from pipeline.dataset.reader import read_cubes
-from pipeline.geo.sar import CENTI_DB_NODATA, CENTI_DB_PER_DB, db_from_centi
+from pipeline.geo.sar import (
+    CENTI_DB_NODATA,
+    CENTI_DB_PER_DB,
+    COHERENCE_CHANNELS,
+    COHERENCE_NODATA,
+    COHERENCE_PER_UNIT,
+    coherence_from_centi,
+    db_from_centi,
+)
 from pipeline.io.remote import RemoteFile, is_remote, open_release_source
 
 __all__ = [
     "CENTI_DB_NODATA",
     "CENTI_DB_PER_DB",
+    "COHERENCE_CHANNELS",
+    "COHERENCE_NODATA",
+    "COHERENCE_PER_UNIT",
     "MODALITIES",
     "Modality",
     "SampleDataset",
@@ -89,26 +102,53 @@ class Modality:
     Attributes:
         name: What ``modalities=`` calls it.
         cube: Its cube column, also the sample's key for it.
-        channels: The column naming the cube's channels in stored order.
         channel: What one channel is called in messages.
+        channels: The column naming the cube's channels in stored order; None: ``names``.
+        names: The cube's channels when every sample has the same (``channels`` is None).
         state: The column saying whether a sample has it (``ok``); None: every read sample
             has it.
+        ok: The sample's key saying whether it has it (with ``state``).
+        nodata: The stored value of a pixel without data (a sample without it: all).
+        decode: Stored values to float32 with NaN for nodata (None: ``s2``, normalised by
+            the band statistics instead).
     """
 
     name: str
     cube: str
-    channels: str
     channel: str
+    channels: str | None = None
+    names: tuple[str, ...] = ()
     state: str | None = None
+    ok: str | None = None
+    nodata: int = 0
+    decode: Callable[[npt.NDArray[Any]], npt.NDArray[np.float32]] | None = None
 
 
 MODALITIES: dict[str, Modality] = {
-    "s2": Modality("s2", cube="pixels", channels="bands", channel="band"),
+    "s2": Modality("s2", cube="pixels", channel="band", channels="bands"),
     "s1": Modality(
-        "s1", cube="sar_db", channels="sar_polarisations", channel="polarisation", state="sar_state"
+        "s1",
+        cube="sar_db",
+        channel="polarisation",
+        channels="sar_polarisations",
+        state="sar_state",
+        ok="sar_ok",
+        nodata=CENTI_DB_NODATA,
+        decode=db_from_centi,
+    ),
+    "coh": Modality(
+        "coh",
+        cube="coherence",
+        channel="channel",
+        names=COHERENCE_CHANNELS,
+        state="coh_state",
+        ok="coh_ok",
+        nodata=COHERENCE_NODATA,
+        decode=coherence_from_centi,
     ),
 }
-"""The modalities the loader selects by name: Sentinel-2 L2A and Sentinel-1 backscatter."""
+"""The modalities the loader selects by name: Sentinel-2 L2A, Sentinel-1 backscatter and
+Sentinel-1 interferometric coherence."""
 
 
 def open_parquet(path: str) -> pq.ParquetFile:
@@ -240,6 +280,7 @@ class SampleDataset(IterableDataset[dict[str, Any]]):
 
     A sample holds ``pixels`` (``s2``: bands x size x size), ``sar_db`` and ``sar_ok`` (``s1``:
     polarisations x size x size, and whether the sample has SAR: ``sar_state`` is ``ok``),
+    ``coherence`` and ``coh_ok`` (``coh``: 1 x size x size, ``coh_state`` is ``ok``),
     ``caption``, ``sample_id`` and the ``columns`` asked for.
 
     Args:
@@ -247,8 +288,9 @@ class SampleDataset(IterableDataset[dict[str, Any]]):
             (see :func:`parquet_files`).
         split: Of a release root, only this split's files (``train``, ``validation``, ``test``).
         modalities: Names of the sensors to return (:data:`MODALITIES`): ``s2`` (Sentinel-2
-            ``pixels``), ``s1`` (Sentinel-1 ``sar_db`` and ``sar_ok``; shards of schema 2.1 or
-            later, else ValueError).
+            ``pixels``), ``s1`` (Sentinel-1 ``sar_db`` and ``sar_ok``), ``coh`` (Sentinel-1
+            ``coherence`` and ``coh_ok``); ``s1`` and ``coh`` need shards with their columns
+            (schema 2.1 or later, or ValueError).
         bands: Band names to return, in this order; the row's ``bands`` column says where each
             is stored. None: every stored band, in stored order.
         polarisations: Of ``s1``, the polarisations to return in this order (``VV``, ``VH``);
@@ -256,11 +298,12 @@ class SampleDataset(IterableDataset[dict[str, Any]]):
         band_stats: ``band_stats.json`` (path or parsed) of a release: pixels become
             ``(x - mean) / std`` per band. None: pixels are the stored values as float32.
         raw: Cubes in their stored dtype, never normalised: ``pixels`` uint16 DN, ``sar_db``
-            int16 hundredths of a dB (-32768: nodata). Half the bytes of float32 through a
+            int16 hundredths of a dB (-32768: nodata), ``coherence`` uint8 hundredths (255:
+            nodata). Half the bytes of float32 through a
             DataLoader's worker pipes, for a consumer that converts on its device (the trainer
             does). Not with ``band_stats``. False: ``pixels`` float32 (normalised with
-            ``band_stats``), ``sar_db`` float32 dB with NaN for nodata. A sample without SAR
-            gets an all-nodata ``sar_db`` of the same shape.
+            ``band_stats``), ``sar_db`` float32 dB and ``coherence`` float32 0..1, NaN for
+            nodata. A sample without SAR (coherence) gets an all-nodata cube of the same shape.
         crop: Return ``crop`` x ``crop`` pixels, the same window of every modality; None: the
             whole chip.
         random_crop: Crop at a random offset (seeded by ``seed``, the epoch and the sample id,
@@ -523,17 +566,21 @@ class SampleDataset(IterableDataset[dict[str, Any]]):
         """One modality of a row: its wanted channels in order, cropped (s2 also its band names).
 
         A row without the modality (``s1`` whose ``sar_state`` is not ``ok``) gets all nodata,
-        of the wanted channel count (else the stored cube's), and ``sar_ok`` False.
+        of the wanted channel count (else the stored cube's), and its ``ok`` key False.
         """
         sid = row["sample_id"]
-        wanted = self.bands if modality.name == "s2" else self.polarisations
+        wanted = {"s2": self.bands, "s1": self.polarisations}.get(modality.name)
         if window is not None:
             cube = cube[:, window[0], window[1]]  # a view: only the window is copied, below
         present = modality.state is None or row[modality.state] == "ok"
+        flag = {} if modality.ok is None else {modality.ok: present}
         if not present:
             shape = (len(wanted) if wanted is not None else cube.shape[0], *cube.shape[1:])
-            return {modality.cube: np.full(shape, CENTI_DB_NODATA, cube.dtype), "sar_ok": False}
-        stored = list(row[modality.channels] or [])
+            return {modality.cube: np.full(shape, modality.nodata, cube.dtype), **flag}
+        if modality.channels is None:
+            stored = list(modality.names)
+        else:
+            stored = list(row[modality.channels] or [])
         names = stored if wanted is None else wanted
         missing = [b for b in names if b not in stored]
         if missing:
@@ -544,7 +591,7 @@ class SampleDataset(IterableDataset[dict[str, Any]]):
         cube = np.take(cube, [stored.index(b) for b in names], axis=0)
         if modality.name == "s2":
             return {"pixels": cube, "bands": names}
-        return {modality.cube: cube, "sar_ok": True}
+        return {modality.cube: cube, **flag}
 
     def _window(self, sample_id: str, height: int, width: int) -> tuple[slice, slice]:
         """The crop window of a sample (rows, columns), the same for each of its modalities."""
@@ -567,10 +614,11 @@ class SampleDataset(IterableDataset[dict[str, Any]]):
         out = {k: v for k, v in sample.items() if k != "bands"}
         if "pixels" in sample:
             out["pixels"] = self._optical(sample["pixels"], sample["bands"])
-        if "sar_db" in sample:
-            stored = sample["sar_db"]
-            backscatter = np.ascontiguousarray(stored) if self.raw else db_from_centi(stored)
-            out["sar_db"] = torch.from_numpy(backscatter)
+        for modality in self.modalities:
+            if modality.decode is not None:
+                stored = sample[modality.cube]
+                values = np.ascontiguousarray(stored) if self.raw else modality.decode(stored)
+                out[modality.cube] = torch.from_numpy(values)
         return out
 
     def _optical(self, pixels: npt.NDArray[Any], bands: Sequence[str]) -> torch.Tensor:

@@ -16,7 +16,7 @@ __all__ = ["file_schema_version", "read_cubes", "read_rows", "read_shard", "tabl
 
 # = columns.CUBE_COLUMNS, and a column schema 2.1 added (columns.SAR_SINCE): named here to
 # keep reader.py a leaf
-_CUBES = ("pixels", "scl", "sar_db")
+_CUBES = ("pixels", "scl", "sar_db", "coherence")
 _A_SAR_COLUMN = "sar_state"
 
 

@@ -145,7 +145,14 @@ def index_markdown_table() -> str:
 
 """Columns of ``metadata.parquet`` (docs/release.md)."""
 
-_COUNTED = ("captioner", "prompt_version", "overture_release", "caption_original", "sar_state")
+_COUNTED = (
+    "captioner",
+    "prompt_version",
+    "overture_release",
+    "caption_original",
+    "sar_state",
+    "coh_state",
+)
 """Columns whose values the card counts (``caption_original``: captions a reviewer edited)."""
 
 _READ_BATCH = 16
@@ -514,6 +521,7 @@ def make_release(
         review_status=_value_counts(review_status),
         edited_captions=sum(counted["caption_original"].values()),
         sar_states=counted["sar_state"],
+        coh_states=counted["coh_state"],
         split_rule=options.split_rule.describe(),
         config_hash=str(run.get("config_hash", "")),
         eocap_version={"build": str(run.get("eocap_version", "?")), "release": __version__},

@@ -16,7 +16,7 @@ __all__ = [
     "ShardStats",
     "radiometry_overruled",
     "read_stats",
-    "sar_states",
+    "state_counts",
     "table_counts",
     "write_stats",
 ]
@@ -68,6 +68,10 @@ class ShardStats:
         default_factory=dict,
         metadata={"doc": "rows per `sar_state` (`ok`, `no_acquisition`...); empty without `sar:`"},
     )
+    coh_states: dict[str, int] = field(
+        default_factory=dict,
+        metadata={"doc": "rows per `coh_state`; empty without `sar.coherence`"},
+    )
 
 
 def table_counts(table: pa.Table) -> tuple[int, int, int, dict[str, int], dict[str, int]]:
@@ -88,11 +92,14 @@ def radiometry_overruled(table: pa.Table) -> dict[str, int]:
     return dict(sorted(overruled.items()))
 
 
-def sar_states(table: pa.Table) -> dict[str, int]:
-    """Rows per ``sar_state`` value (rows without one, and 2.0 shards, are not counted)."""
-    if "sar_state" not in table.column_names:
+def state_counts(table: pa.Table, column: str) -> dict[str, int]:
+    """Rows per value of a state column (``sar_state``, ``coh_state``), nulls not counted.
+
+    A shard without the column (schema 2.0, or built before it existed) counts none.
+    """
+    if column not in table.column_names:
         return {}
-    states = Counter(str(s) for s in table.column("sar_state").to_pylist() if s is not None)
+    states = Counter(str(s) for s in table.column(column).to_pylist() if s is not None)
     return dict(sorted(states.items()))
 
 

@@ -13,6 +13,9 @@ with each other:
 * ``cogs/<sar_item_id>/vv.tif``, ``vh.tif`` and ``stac/sar-items.json``: Sentinel-1 RTC passes
   (linear gamma0, float32, nodata -32768) and their Planetary Computer ``sentinel-1-rtc``-shaped
   items (:mod:`pipeline.demo.sar`);
+* ``cogs/<coherence_item_id>/coherence.tif`` and ``stac/coherence-items.json``: 12-day
+  interferometric coherence pairs (uint8 hundredths, nodata 0) and their interval items
+  (:mod:`pipeline.demo.coherence`);
 * ``overture/theme=<theme>/type=<type>/part-00000.parquet``: an Overture Maps extract (GeoParquet
   1.1, WKB in lon/lat) of the same fictional landscape (:mod:`pipeline.demo.overture`);
 * ``truth/landcover.tif``: the 10 m land-cover class raster (codes in
@@ -38,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.demo.coherence import DEMO_COHERENCE_PAIRS, CoherencePair, write_coherence_pair
 from pipeline.demo.flavors import (
     FLAVOR_COLLECTIONS,
     ItemFlavor,
@@ -58,11 +62,13 @@ __all__ = [
     "DemoRegion",
     "ensure_demo_region",
     "generate_demo_region",
+    "load_coherence_items",
     "load_items",
     "load_sar_items",
+    "served_items",
 ]
 
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 """Bumped whenever the generated files change, so :func:`ensure_demo_region` regenerates."""
 
 
@@ -79,6 +85,7 @@ class DemoRegion:
         cog_root: ``root/cogs``, one folder of COGs per item.
         item_ids: Ids of the items, in acquisition order.
         sar_item_ids: Ids of the Sentinel-1 items, in pass order.
+        coherence_item_ids: Ids of the coherence items, in pair order.
     """
 
     root: Path
@@ -89,16 +96,27 @@ class DemoRegion:
     cog_root: Path
     item_ids: tuple[str, ...]
     sar_item_ids: tuple[str, ...] = ()
+    coherence_item_ids: tuple[str, ...] = ()
 
     @property
     def sar_items_path(self) -> Path:
         """``root/stac/sar-items.json``, the Sentinel-1 items (a FeatureCollection)."""
         return _sar_items_path(self.root)
 
+    @property
+    def coherence_items_path(self) -> Path:
+        """``root/stac/coherence-items.json``, the coherence items (a FeatureCollection)."""
+        return _coherence_items_path(self.root)
+
 
 def _sar_items_path(root: Path) -> Path:
     """Where a region under ``root`` keeps its Sentinel-1 items."""
     return root / "stac" / "sar-items.json"
+
+
+def _coherence_items_path(root: Path) -> Path:
+    """Where a region under ``root`` keeps its coherence items."""
+    return root / "stac" / "coherence-items.json"
 
 
 def _params(
@@ -108,6 +126,7 @@ def _params(
     seed: int,
     places_schema: PlacesSchema = "categories",
     sar_passes: Sequence[SarPass] = DEMO_SAR_PASSES,
+    coherence_pairs: Sequence[CoherencePair] = DEMO_COHERENCE_PAIRS,
 ) -> dict[str, Any]:
     params: dict[str, Any] = {
         "generator_version": GENERATOR_VERSION,
@@ -133,6 +152,10 @@ def _params(
             }
             for p in sar_passes
         ],
+        "coherence_pairs": [
+            {"start": iso_utc(p.start), "days": p.days, "relative_orbit": p.relative_orbit}
+            for p in coherence_pairs
+        ],
     }
     if places_schema != "categories":  # absent: categories, as before the parameter existed
         params["places_schema"] = places_schema
@@ -155,6 +178,7 @@ def generate_demo_region(
     seed: int = 0,
     places_schema: PlacesSchema = "categories",
     sar_passes: Sequence[SarPass] = DEMO_SAR_PASSES,
+    coherence_pairs: Sequence[CoherencePair] = DEMO_COHERENCE_PAIRS,
 ) -> DemoRegion:
     """Write a demo region (COGs, STAC items, Overture extract) into ``out_dir``.
 
@@ -177,6 +201,7 @@ def generate_demo_region(
             September 2026) or ``taxonomy`` (``basic_category`` and ``taxonomy.primary`` /
             ``hierarchy`` / ``alternates`` instead): the same places either way.
         sar_passes: The Sentinel-1 overpasses to fake, one ``sentinel-1-rtc`` item each.
+        coherence_pairs: The interferometric pairs to fake, one coherence item each.
 
     Returns:
         The region.
@@ -224,6 +249,9 @@ def generate_demo_region(
         for f in pending:
             f.result()
     sar_items = [write_sar_pass(out_dir, ls, p, i, seed) for i, p in enumerate(sar_passes)]
+    coherence_items = [
+        write_coherence_pair(out_dir, ls, p, i, seed) for i, p in enumerate(coherence_pairs)
+    ]
     write_cog(out_dir / "truth" / "landcover.tif", ls.cls, grid, 10, "nearest")
     write_overture(out_dir / "overture", grid, ls.features, seed, places_schema)
     (out_dir / "stac").mkdir(parents=True, exist_ok=True)
@@ -233,7 +261,12 @@ def generate_demo_region(
     _sar_items_path(out_dir).write_text(
         json.dumps({"type": "FeatureCollection", "features": sar_items}, indent=1)
     )
-    params = _params(bbox, acquisitions, item_flavor, seed, places_schema, sar_passes)
+    _coherence_items_path(out_dir).write_text(
+        json.dumps({"type": "FeatureCollection", "features": coherence_items}, indent=1)
+    )
+    params = _params(
+        bbox, acquisitions, item_flavor, seed, places_schema, sar_passes, coherence_pairs
+    )
     manifest = {
         "fingerprint": _fingerprint(params),
         "params": params,
@@ -241,6 +274,7 @@ def generate_demo_region(
         "grid": {"x0": grid.x0, "y0": grid.y0, "width": grid.width, "height": grid.height},
         "item_ids": ids,
         "sar_item_ids": [i["id"] for i in sar_items],
+        "coherence_item_ids": [i["id"] for i in coherence_items],
         "land_cover_classes": {str(k): v for k, v in LAND_COVER_CLASSES.items()},
     }
     (out_dir / "demo.json").write_text(json.dumps(manifest, indent=1))
@@ -258,6 +292,7 @@ def _region(root: Path, manifest: dict[str, Any]) -> DemoRegion:
         cog_root=root / "cogs",
         item_ids=tuple(manifest["item_ids"]),
         sar_item_ids=tuple(manifest.get("sar_item_ids", ())),
+        coherence_item_ids=tuple(manifest.get("coherence_item_ids", ())),
     )
 
 
@@ -275,7 +310,11 @@ def _complete(root: Path, fingerprint: str) -> dict[str, Any] | None:
         return None
     if not (root / "stac" / "items.json").is_file() or not (root / "overture").is_dir():
         return None
-    ids = [*manifest.get("item_ids", []), *manifest.get("sar_item_ids", [])]
+    ids = [
+        *manifest.get("item_ids", []),
+        *manifest.get("sar_item_ids", []),
+        *manifest.get("coherence_item_ids", []),
+    ]
     if not all((root / "cogs" / i).is_dir() for i in ids):
         return None
     return manifest
@@ -290,6 +329,7 @@ def ensure_demo_region(
     seed: int = 0,
     places_schema: PlacesSchema = "categories",
     sar_passes: Sequence[SarPass] = DEMO_SAR_PASSES,
+    coherence_pairs: Sequence[CoherencePair] = DEMO_COHERENCE_PAIRS,
 ) -> DemoRegion:
     """Reuse the region in ``out_dir`` if it was generated with the same parameters, else make it.
 
@@ -305,6 +345,7 @@ def ensure_demo_region(
         seed: As for :func:`generate_demo_region`.
         places_schema: As for :func:`generate_demo_region`.
         sar_passes: As for :func:`generate_demo_region`.
+        coherence_pairs: As for :func:`generate_demo_region`.
 
     Returns:
         The region.
@@ -315,7 +356,7 @@ def ensure_demo_region(
     """
     out_dir = Path(out_dir)
     fingerprint = _fingerprint(
-        _params(bbox, acquisitions, item_flavor, seed, places_schema, sar_passes)
+        _params(bbox, acquisitions, item_flavor, seed, places_schema, sar_passes, coherence_pairs)
     )
     manifest = _complete(out_dir, fingerprint)
     if manifest is not None:
@@ -335,6 +376,7 @@ def ensure_demo_region(
             seed=seed,
             places_schema=places_schema,
             sar_passes=sar_passes,
+            coherence_pairs=coherence_pairs,
         )
         old: Path | None = None
         if out_dir.exists():
@@ -368,11 +410,26 @@ def load_items(region: DemoRegion) -> list[dict[str, Any]]:
     return features
 
 
+def _optional_features(path: Path) -> list[dict[str, Any]]:
+    """The features of an optional FeatureCollection file; none if the region lacks it."""
+    if not path.is_file():
+        return []  # a region copied from one generated before that collection
+    features = json.loads(path.read_text()).get("features", [])
+    if not isinstance(features, list):
+        raise ValueError(f"{path} is not a FeatureCollection")
+    return features
+
+
 def load_sar_items(region: DemoRegion) -> list[dict[str, Any]]:
     """The region's Sentinel-1 items (hrefs relative to ``region.root``); none if it has none."""
-    if not region.sar_items_path.is_file():
-        return []  # a region copied from one generated before SAR
-    features = json.loads(region.sar_items_path.read_text()).get("features", [])
-    if not isinstance(features, list):
-        raise ValueError(f"{region.sar_items_path} is not a FeatureCollection")
-    return features
+    return _optional_features(region.sar_items_path)
+
+
+def load_coherence_items(region: DemoRegion) -> list[dict[str, Any]]:
+    """The region's coherence items (hrefs relative to ``region.root``); none if it has none."""
+    return _optional_features(region.coherence_items_path)
+
+
+def served_items(region: DemoRegion) -> list[dict[str, Any]]:
+    """Every item the region's STAC API serves: Sentinel-2, Sentinel-1 and coherence."""
+    return load_items(region) + load_sar_items(region) + load_coherence_items(region)

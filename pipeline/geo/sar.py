@@ -1,7 +1,8 @@
-"""Sentinel-1 backscatter facts: polarisations and the linear-to-dB conversion.
+"""Sentinel-1 facts: polarisations, the linear-to-dB conversion, stored coherence.
 
 Backscatter is resampled in linear power and only then put in decibels: the mean of dB values
-is the log of a geometric mean, biased low against the physical (linear) mean.
+is the log of a geometric mean, biased low against the physical (linear) mean. Interferometric
+coherence (0..1) is stored in hundredths, like backscatter in hundredths of a dB.
 """
 
 from __future__ import annotations
@@ -14,11 +15,16 @@ import numpy.typing as npt
 __all__ = [
     "CENTI_DB_NODATA",
     "CENTI_DB_PER_DB",
+    "COHERENCE_CHANNELS",
+    "COHERENCE_NODATA",
+    "COHERENCE_PER_UNIT",
     "POLARISATIONS",
     "SENTINEL_1_DUAL_POL",
     "Polarisation",
     "SarValues",
+    "centi_coherence",
     "centi_db",
+    "coherence_from_centi",
     "db_from_centi",
     "power_db",
 ]
@@ -39,6 +45,13 @@ CENTI_DB_NODATA = -32768
 CENTI_DB_PER_DB = 100
 """Stored backscatter is hundredths of a dB: ``stored = round(CENTI_DB_PER_DB * dB)``."""
 _CENTI_DB_RANGE = (CENTI_DB_NODATA + 1, 32767)  # -327.67 .. 327.67 dB: far beyond any echo
+
+COHERENCE_CHANNELS = ("COH",)
+"""The channel of the stored coherence cube: one repeat-pass coherence magnitude per sample."""
+COHERENCE_NODATA = 255
+"""Stored coherence of a pixel without data (NaN as a fraction); valid values are 0..100."""
+COHERENCE_PER_UNIT = 100
+"""Stored coherence is hundredths: ``stored = round(COHERENCE_PER_UNIT * coherence)``."""
 
 
 def power_db(
@@ -82,4 +95,25 @@ def db_from_centi(stored: npt.NDArray[np.integer]) -> Float32Array:
     values = np.asarray(stored)
     out = values.astype(np.float32) / np.float32(CENTI_DB_PER_DB)
     out[values == CENTI_DB_NODATA] = np.nan
+    return out
+
+
+def centi_coherence(coherence: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8]:
+    """Coherence (0..1) as stored: uint8 hundredths, :data:`COHERENCE_NODATA` for NaN.
+
+    ``round(100 * coherence)`` clipped to 0..100: 0.01 is below the estimator's own spread
+    (a few hundredths at the usual tens of looks), and one byte per pixel.
+    """
+    values = np.asarray(coherence, dtype=np.float64)
+    valid = np.isfinite(values)
+    out = np.full(values.shape, COHERENCE_NODATA, dtype=np.uint8)
+    out[valid] = np.clip(np.rint(COHERENCE_PER_UNIT * values[valid]), 0, COHERENCE_PER_UNIT)
+    return out
+
+
+def coherence_from_centi(stored: npt.NDArray[np.integer]) -> Float32Array:
+    """Stored hundredths (:func:`centi_coherence`) back to float32 coherence, NaN for nodata."""
+    values = np.asarray(stored)
+    out = values.astype(np.float32) / np.float32(COHERENCE_PER_UNIT)
+    out[values == COHERENCE_NODATA] = np.nan
     return out

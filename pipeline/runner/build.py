@@ -41,6 +41,7 @@ from pipeline.runner.samples import (
     scene_options,
 )
 from pipeline.stages.chips import Chip, ChipRequest, read_chips
+from pipeline.stages.coherence import coherence_for_samples
 from pipeline.stages.composite import render_rgb
 from pipeline.stages.context import map_context
 from pipeline.stages.sampling import SampleSpec, ShardPlan
@@ -148,16 +149,20 @@ def _run_stages(
             cut.append((work, result))
 
     # Sentinel-1 (sar:): a sample without it records why and stays ok, so no failure here.
+    # Coherence (sar.coherence) is part of the same stage, and as optional.
     if config.sar is not None:
+        requests = [SarRequest(w.sample_id, c.scene.grid, c.scene.scene.datetime) for w, c in cut]
+        threads = config.chips.read_threads
         with timer.stage("sar"):
-            sar = sar_for_samples(
-                [SarRequest(w.sample_id, c.scene.grid, c.scene.scene.datetime) for w, c in cut],
-                config.sar,
-                config.stac,
-                threads=config.chips.read_threads,
+            sar = sar_for_samples(requests, config.sar, config.stac, threads=threads)
+            coherence = (
+                {}
+                if config.sar.coherence is None
+                else coherence_for_samples(requests, config.sar, config.stac, threads=threads)
             )
         for work, _ in cut:
             work.sar = sar[work.sample_id]
+            work.coherence = coherence.get(work.sample_id)
 
     with timer.stage("composite"):
         for work, c in cut:

@@ -21,7 +21,7 @@ from pipeline.dataset.layout import DatasetLayout
 from pipeline.dataset.stats import (
     ShardStats,
     radiometry_overruled,
-    sar_states,
+    state_counts,
     table_counts,
     write_stats,
 )
@@ -82,7 +82,8 @@ def finish_shard(
         sample_ids_sha1=hashlib.sha1("\n".join(sample_ids).encode()).hexdigest(),
         caption_flags=flags,
         radiometry_overruled=radiometry_overruled(table),
-        sar_states=sar_states(table),
+        sar_states=state_counts(table, "sar_state"),
+        coh_states=state_counts(table, "coh_state"),
     )
     with disk_full_names(config.output.dir):
         write_stats(stats, stats_path)

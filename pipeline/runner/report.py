@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow.parquet as pq
 
@@ -36,6 +36,7 @@ class RunReport:
     pending_caption: int = 0
     radiometry_overruled: dict[str, int] = field(default_factory=dict)
     sar_states: dict[str, int] = field(default_factory=dict)
+    coh_states: dict[str, int] = field(default_factory=dict)
     shard_files: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -43,25 +44,30 @@ class RunReport:
         return asdict(self)
 
 
-def _sum_counts(
-    stats: list[ShardStats],
-) -> tuple[dict[str, int], dict[str, int], dict[str, int], dict[str, int]]:
-    """Failures per reason, captions per flag, radiometry overrules and SAR states, summed."""
-    reasons: Counter[str] = Counter()
-    flags: Counter[str] = Counter()
-    overruled: Counter[str] = Counter()
-    sar: Counter[str] = Counter()
+class _Summed(NamedTuple):
+    """The shards' counts, summed."""
+
+    reasons: dict[str, int]
+    flags: dict[str, int]
+    overruled: dict[str, int]
+    sar: dict[str, int]
+    coherence: dict[str, int]
+
+
+def _sum_counts(stats: list[ShardStats]) -> _Summed:
+    """Failures per reason, captions per flag, radiometry overrules, SAR and coherence states."""
+    counters: list[Counter[str]] = [Counter() for _ in _Summed._fields]
     for st in stats:
-        reasons.update(st.failures_by_reason)
-        flags.update(st.caption_flags)
-        overruled.update(st.radiometry_overruled)
-        sar.update(st.sar_states)
-    return (
-        dict(sorted(reasons.items())),
-        dict(sorted(flags.items())),
-        dict(sorted(overruled.items())),
-        dict(sorted(sar.items())),
-    )
+        counts = (
+            st.failures_by_reason,
+            st.caption_flags,
+            st.radiometry_overruled,
+            st.sar_states,
+            st.coh_states,
+        )
+        for counter, counted in zip(counters, counts, strict=True):
+            counter.update(counted)
+    return _Summed(*(dict(sorted(c.items())) for c in counters))
 
 
 def summarize(
@@ -81,7 +87,7 @@ def summarize(
         path = layout.stats_path(index)
         if path.exists():
             stats.append(read_stats(path))
-    reasons, flags, overruled, sar = _sum_counts(stats)
+    summed = _sum_counts(stats)
     stages: dict[str, float] = dict.fromkeys(STAGES, 0.0)
     for s in built:
         for stage, secs in s.stage_seconds.items():
@@ -93,14 +99,15 @@ def summarize(
         samples=sum(s.count for s in stats),
         ok=sum(s.ok for s in stats),
         failed=sum(s.failed for s in stats),
-        failures_by_reason=reasons,
+        failures_by_reason=summed.reasons,
         stage_seconds=stages,
         wall_seconds=round(wall_seconds, 2),
         bytes=sum(s.bytes for s in stats),
-        caption_flags=flags,
+        caption_flags=summed.flags,
         pending_caption=sum(s.pending_caption for s in stats),
-        radiometry_overruled=overruled,
-        sar_states=sar,
+        radiometry_overruled=summed.overruled,
+        sar_states=summed.sar,
+        coh_states=summed.coherence,
         shard_files=[str(layout.shards_dir / s.path) for s in stats],
     )
     with disk_full_names(output_dir), atomic_write(layout.report) as tmp:
@@ -196,7 +203,7 @@ def run_status(output_dir: Path) -> RunStatus:
             stats.append(read_stats(stats_path))
         elif layout.is_partial(index):
             partial += 1
-    reasons, flags, overruled, _ = _sum_counts(stats)
+    summed = _sum_counts(stats)
     seconds = sum(st.duration_s for st in stats)
     written = sum(st.count for st in stats)
     return RunStatus(
@@ -210,9 +217,9 @@ def run_status(output_dir: Path) -> RunStatus:
         ok=sum(st.ok for st in stats),
         failed=sum(st.failed for st in stats),
         pending_caption=sum(st.pending_caption for st in stats),
-        failures_by_reason=reasons,
-        caption_flags=flags,
-        radiometry_overruled=overruled,
+        failures_by_reason=summed.reasons,
+        caption_flags=summed.flags,
+        radiometry_overruled=summed.overruled,
         shard_seconds=round(seconds, 2),
         samples_per_shard_second=round(written / seconds, 2) if seconds else 0.0,
     )

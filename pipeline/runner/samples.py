@@ -25,9 +25,10 @@ from pipeline.core.errors import SampleFailure
 from pipeline.core.types import MapContext
 from pipeline.dataset.columns import ColumnGroup, SampleRecord, columns_in
 from pipeline.geo.grid import ChipGrid
-from pipeline.geo.sar import centi_db
+from pipeline.geo.sar import centi_coherence, centi_db
 from pipeline.runner.captioning import CaptionOutcome
 from pipeline.stages.chips import Chip
+from pipeline.stages.coherence import CoherenceChip
 from pipeline.stages.sampling import SampleSpec
 from pipeline.stages.sar import SarChip, SarMissing
 from pipeline.stages.scenes import SceneAssets, SceneChoice
@@ -96,6 +97,8 @@ class SampleWork:
         context: The chip's map context.
         sar: Its Sentinel-1 chip, or why it has none (None: the run reads no SAR, or the
             sample failed before its chip); never a failure of the sample.
+        coherence: Its interferometric coherence, or why it has none (None: the run reads
+            none, ``sar.coherence`` unset); never a failure of the sample.
         caption: What captioning gave it (None until captioned, or when the separate caption
             stage will caption it).
         failure: The failure that stopped it; a failed sample goes through no later stage.
@@ -107,6 +110,7 @@ class SampleWork:
     rgb_png: bytes | None = None
     context: MapContext | None = None
     sar: SarChip | SarMissing | None = None
+    coherence: CoherenceChip | SarMissing | None = None
     caption: CaptionOutcome | None = None
     failure: StageFailure | None = None
 
@@ -222,6 +226,20 @@ def _sar_columns(sar: SarChip | SarMissing) -> dict[str, Any]:
     }
 
 
+def _coherence_columns(coherence: CoherenceChip | SarMissing) -> dict[str, Any]:
+    if isinstance(coherence, SarMissing):
+        return {"coh_state": coherence.state, "coh_message": coherence.message}
+    item = coherence.item
+    return {
+        "coh_state": "ok",
+        "coh_item_id": item.item_id,
+        "coh_start_datetime": item.start,
+        "coh_end_datetime": item.end,
+        "coh_time_offset_s": coherence.time_offset_s,
+        "coherence": centi_coherence(coherence.coherence)[None],  # (COH, size, size)
+    }
+
+
 def sample_record(work: SampleWork, config: RunConfig) -> SampleRecord:
     """The shard row of a sample, from everything its stages returned."""
     spec = work.spec
@@ -242,5 +260,6 @@ def sample_record(work: SampleWork, config: RunConfig) -> SampleRecord:
         **({} if work.cut is None else _chip_columns(work.cut.chip)),
         **({} if work.context is None else _context_columns(work.context)),
         **({} if work.sar is None else _sar_columns(work.sar)),
+        **({} if work.coherence is None else _coherence_columns(work.coherence)),
         **({} if work.caption is None else work.caption.columns()),
     )

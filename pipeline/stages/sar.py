@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -41,15 +41,23 @@ __all__ = [
     "SarMissing",
     "SarRequest",
     "SarState",
+    "asset_band",
+    "asset_roles",
     "choose_acquisition",
+    "choose_by_cell",
+    "data_assets",
     "polarisation_assets",
     "read_sar_chips",
     "resolve_acquisition",
     "sar_for_samples",
+    "sar_stac",
+    "warp_cogs",
 ]
 
 NOT_DATA_ROLES = frozenset({"metadata", "thumbnail", "overview", "visual"})
 """Asset roles that never hold backscatter, whatever their title says."""
+
+_Chosen = TypeVar("_Chosen")
 
 SarState = Literal["ok", "no_acquisition", "missing_polarisation", "read_error", "search_error"]
 """What a sample's SAR is: present, or why not."""
@@ -122,15 +130,26 @@ class SarRequest:
     optical_time: dt.datetime
 
 
-def _roles(asset: dict[str, Any]) -> set[str]:
+def asset_roles(asset: dict[str, Any]) -> set[str]:
+    """An asset's ``roles``."""
     return {str(r) for r in asset.get("roles") or []}
 
 
-def _asset_nodata(asset: dict[str, Any]) -> float | None:
+def asset_band(asset: dict[str, Any], key: str) -> float | None:
+    """A number of the asset's first ``raster:bands`` entry (``nodata``, ``scale``...), or None."""
     bands = asset.get("raster:bands") or asset.get("bands") or []
-    if bands and isinstance(bands[0], dict) and isinstance(bands[0].get("nodata"), int | float):
-        return float(bands[0]["nodata"])
+    if bands and isinstance(bands[0], dict) and isinstance(bands[0].get(key), int | float):
+        return float(bands[0][key])
     return None
+
+
+def data_assets(item: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """An item's COG assets that may hold data (no metadata, thumbnail or overview role)."""
+    return {
+        key: asset
+        for key, asset in (item.get("assets") or {}).items()
+        if is_cog(asset) and not asset_roles(asset) & NOT_DATA_ROLES
+    }
 
 
 def _match_rank(key: str, asset: dict[str, Any], pol: Polarisation) -> int | None:
@@ -162,11 +181,7 @@ def polarisation_assets(
     """
     props = item.get("properties", {})
     declared = {str(p).upper() for p in props.get("sar:polarizations") or POLARISATIONS}
-    data = {
-        key: asset
-        for key, asset in (item.get("assets") or {}).items()
-        if is_cog(asset) and not _roles(asset) & NOT_DATA_ROLES
-    }
+    data = data_assets(item)
     found: dict[Polarisation, dict[str, Any]] = {}
     for pol in polarisations:
         if pol not in declared:
@@ -202,7 +217,7 @@ def resolve_acquisition(
         relative_orbit=None if relative_orbit is None else int(relative_orbit),
         footprint=shape(item["geometry"]),
         hrefs={pol: str(asset["href"]) for pol, asset in assets.items()},
-        nodata={pol: _asset_nodata(asset) for pol, asset in assets.items()},
+        nodata={pol: asset_band(asset, "nodata") for pol, asset in assets.items()},
     )
 
 
@@ -290,6 +305,37 @@ def _read_job(
     return arrays, failures
 
 
+def warp_cogs(
+    jobs: Mapping[str, tuple[float | None, list[SarRequest]]], threads: int | None = None
+) -> tuple[dict[tuple[str, str], npt.NDArray[np.float32]], dict[str, SarMissing]]:
+    """Warp every requested chip from each COG, each COG opened once, jobs in a thread pool.
+
+    Args:
+        jobs: For each COG href, its nodata (None: the file's own) and the samples to read.
+        threads: Parallel COG jobs; None: :func:`pipeline.stages.chips.default_read_threads`.
+
+    Returns:
+        The float32 chips by (href, sample id), in the COG's units (NaN = nodata); and for
+        each sample a COG failed for, the :class:`SarMissing` (``read_error``) naming it.
+    """
+    if threads is None:
+        threads = default_read_threads(list(jobs))
+    arrays: dict[tuple[str, str], npt.NDArray[np.float32]] = {}
+    failures: dict[str, SarMissing] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(jobs) or 1))) as pool:
+        futures = [
+            (href, pool.submit(_read_job, href, nodata, reqs))
+            for href, (nodata, reqs) in jobs.items()
+        ]
+        for href, future in futures:
+            read, errors = future.result()
+            for sample_id, error in errors.items():
+                failures.setdefault(sample_id, error)
+            for sample_id, array in read.items():
+                arrays[href, sample_id] = array
+    return arrays, failures
+
+
 def read_sar_chips(
     chosen: Iterable[tuple[SarRequest, SarAcquisition]],
     *,
@@ -306,7 +352,7 @@ def read_sar_chips(
         chosen: Each sample's request and the acquisition chosen for it.
         polarisations: Channels, in output order (every acquisition has them).
         kind: Whether the COGs hold linear power or amplitude.
-        threads: Parallel COG jobs; None: :func:`pipeline.stages.chips.default_read_threads`.
+        threads: Parallel COG jobs (see :func:`warp_cogs`).
 
     Returns:
         For each sample id, its :class:`SarChip`, or :class:`SarMissing` (``read_error``)
@@ -314,31 +360,19 @@ def read_sar_chips(
     """
     pairs = list(chosen)
     # One job per COG href (unique per item and polarisation), whoever chose it.
-    jobs: dict[str, tuple[Polarisation, float | None, list[SarRequest]]] = {}
+    jobs: dict[str, tuple[float | None, list[SarRequest]]] = {}
     for req, acq in pairs:
         for pol in polarisations:
-            jobs.setdefault(acq.hrefs[pol], (pol, acq.nodata[pol], []))[2].append(req)
-    if threads is None:
-        threads = default_read_threads(list(jobs))
-    linear: dict[tuple[str, Polarisation], npt.NDArray[np.float32]] = {}
-    failures: dict[str, SarMissing] = {}
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(jobs) or 1))) as pool:
-        futures = [
-            (pol, pool.submit(_read_job, href, nodata, reqs))
-            for href, (pol, nodata, reqs) in jobs.items()
-        ]
-        for pol, future in futures:
-            arrays, errors = future.result()
-            for sample_id, error in errors.items():
-                failures.setdefault(sample_id, error)
-            for sample_id, array in arrays.items():
-                linear[sample_id, pol] = array
+            jobs.setdefault(acq.hrefs[pol], (acq.nodata[pol], []))[1].append(req)
+    linear, failures = warp_cogs(jobs, threads)
     out: dict[str, SarChip | SarMissing] = {}
     for req, acq in pairs:
         if req.sample_id in failures:
             out[req.sample_id] = failures[req.sample_id]
             continue
-        channels = [power_db(linear[req.sample_id, pol], kind=kind) for pol in polarisations]
+        channels = [
+            power_db(linear[acq.hrefs[pol], req.sample_id], kind=kind) for pol in polarisations
+        ]
         out[req.sample_id] = SarChip(
             acquisition=acq,
             polarisations=polarisations,
@@ -349,24 +383,84 @@ def read_sar_chips(
 
 
 def _search_items(
-    client: Any, sar: SarConfig, requests: list[SarRequest], stac: StacConfig
+    client: Any,
+    collection: str,
+    window: dt.timedelta,
+    requests: list[SarRequest],
+    stac: StacConfig,
 ) -> list[dict[str, Any]]:
-    """Every item of ``sar.collection`` over the requests' chips within the window of any."""
+    """Every item of ``collection`` over the requests' chips within ``window`` of any."""
     lons, lats = [], []
     for req in requests:
         x0, y0, x1, y1 = req.grid.footprint_lonlat().bounds
         lons += [x0, x1]
         lats += [y0, y1]
-    start = min(r.optical_time for r in requests) - sar.window
-    end = max(r.optical_time for r in requests) + sar.window
+    start = min(r.optical_time for r in requests) - window
+    end = max(r.optical_time for r in requests) + window
     search = client.search(
-        collections=[sar.collection],
+        collections=[collection],
         bbox=[min(lons), min(lats), max(lons), max(lats)],
         datetime=f"{start.isoformat()}/{end.isoformat()}",
         max_items=stac.max_items,
         limit=min(stac.max_items, 100),
     )
     return list(search.items_as_dicts())
+
+
+def choose_by_cell(
+    requests: list[SarRequest],
+    *,
+    collection: str,
+    window: dt.timedelta,
+    stac: StacConfig,
+    choose: Callable[[list[dict[str, Any]], SarRequest], _Chosen | SarMissing],
+) -> tuple[list[tuple[SarRequest, _Chosen]], dict[str, SarMissing]]:
+    """One STAC search per 1-degree cell of the requests, then ``choose`` an item per sample.
+
+    Args:
+        requests: The samples of one shard that have an optical chip.
+        collection: The collection to search.
+        window: How far before the first and after the last optical time to search.
+        stac: The catalog (signing, retries) to search.
+        choose: A sample's pick among its cell's items, or why there is none.
+
+    Returns:
+        The samples with their chosen items, and the others' :class:`SarMissing`
+        (``search_error`` when the catalog could not be opened or searched); never an
+        exception for one sample.
+    """
+    cells: dict[tuple[int, int], list[SarRequest]] = {}
+    for req in requests:
+        centre = req.grid.footprint_lonlat().centroid
+        cells.setdefault((math.floor(centre.x), math.floor(centre.y)), []).append(req)
+    chosen: list[tuple[SarRequest, _Chosen]] = []
+    missing: dict[str, SarMissing] = {}
+    if not requests:
+        return chosen, missing
+    try:
+        client = open_catalog(stac)
+    except Exception as exc:  # any transport or parse failure: SAR is missing, optical goes on
+        failure = SarMissing("search_error", f"cannot open STAC API {stac.api_url}: {exc}")
+        return chosen, dict.fromkeys((r.sample_id for r in requests), failure)
+    for cell in cells.values():
+        try:
+            items = _search_items(client, collection, window, cell, stac)
+        except Exception as exc:  # as above: one failed search never fails the optical part
+            for req in cell:
+                missing[req.sample_id] = SarMissing("search_error", f"{collection}: {exc}")
+            continue
+        for req in cell:
+            found = choose(items, req)
+            if isinstance(found, SarMissing):
+                missing[req.sample_id] = found
+            else:
+                chosen.append((req, found))
+    return chosen, missing
+
+
+def sar_stac(sar: SarConfig, stac: StacConfig) -> StacConfig:
+    """The catalog Sentinel-1 is searched in: ``stac`` at ``sar.api_url`` when that is set."""
+    return stac if sar.api_url is None else stac.model_copy(update={"api_url": sar.api_url})
 
 
 def sar_for_samples(
@@ -389,40 +483,20 @@ def sar_for_samples(
         For each sample id, its :class:`SarChip` or the :class:`SarMissing` that says why not;
         never an exception for one sample's SAR.
     """
-    if not requests:
-        return {}
-    if sar.api_url is not None:
-        stac = stac.model_copy(update={"api_url": sar.api_url})
-    cells: dict[tuple[int, int], list[SarRequest]] = {}
-    for req in requests:
-        centre = req.grid.footprint_lonlat().centroid
-        cells.setdefault((math.floor(centre.x), math.floor(centre.y)), []).append(req)
-    out: dict[str, SarChip | SarMissing] = {}
-    chosen: list[tuple[SarRequest, SarAcquisition]] = []
-    try:
-        client = open_catalog(stac)
-    except Exception as exc:  # any transport or parse failure: SAR is missing, optical goes on
-        missing = SarMissing("search_error", f"cannot open STAC API {stac.api_url}: {exc}")
-        return dict.fromkeys((r.sample_id for r in requests), missing)
     pols = tuple(sar.polarisations)
-    for cell in cells.values():
-        try:
-            items = _search_items(client, sar, cell, stac)
-        except Exception as exc:  # as above: one failed search never fails the optical part
-            for req in cell:
-                out[req.sample_id] = SarMissing("search_error", f"{sar.collection}: {exc}")
-            continue
-        for req in cell:
-            found = choose_acquisition(
-                items,
-                grid=req.grid,
-                optical_time=req.optical_time,
-                window=sar.window,
-                polarisations=pols,
-            )
-            if isinstance(found, SarMissing):
-                out[req.sample_id] = found
-            else:
-                chosen.append((req, found))
+    chosen, missing = choose_by_cell(
+        requests,
+        collection=sar.collection,
+        window=sar.window,
+        stac=sar_stac(sar, stac),
+        choose=lambda items, req: choose_acquisition(
+            items,
+            grid=req.grid,
+            optical_time=req.optical_time,
+            window=sar.window,
+            polarisations=pols,
+        ),
+    )
+    out: dict[str, SarChip | SarMissing] = dict(missing)
     out.update(read_sar_chips(chosen, polarisations=pols, kind=sar.values, threads=threads))
     return out

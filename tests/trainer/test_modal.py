@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.dataset.loader import CENTI_DB_NODATA
+from pipeline.dataset.loader import CENTI_DB_NODATA, COHERENCE_NODATA
 from trainer.checkpoints import (
     MODAL_WEIGHTS,
     MODEL_FILE,
@@ -19,7 +19,7 @@ from trainer.checkpoints import (
     save_model_folder,
 )
 from trainer.config import ModelConfig, TrainConfig
-from trainer.data import modal_input, to_model_input
+from trainer.data import batch_model_input, modal_input, to_model_input
 from trainer.loss import contrastive_loss
 from trainer.modal import (
     SAR_DB_STATS,
@@ -264,3 +264,73 @@ def test_dropout_settings_need_the_modality_aware_tower():
         }
     )
     assert both.model.modalities == ["s2", "s1"]
+
+
+COH_LAYOUT = ChannelLayout.of(["s2", "s1", "coh"], S2, S1)
+
+
+def test_a_model_of_s2_s1_and_coherence_learns_from_each_alone():
+    """Rows cycle S2 only, S1 only, coherence only: each alone must tell the classes apart."""
+    assert COH_LAYOUT.channels == (*S2, *S1, "COH")
+    model = _model(COH_LAYOUT)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    loss_fn = contrastive_loss("clip")
+    generator = torch.Generator().manual_seed(5)
+    patterns = torch.randn(4, 7, generator=generator)
+    losses = []
+    for _ in range(40):
+        classes = torch.randperm(4, generator=generator).repeat(3)
+        pixels = patterns[classes][..., None, None] + 0.3 * torch.randn(
+            12, 7, 16, 16, generator=generator
+        )
+        pixels[0::3, 4:] = math.nan  # S2 only
+        pixels[1::3, :4] = math.nan  # S1 only
+        pixels[1::3, 6:] = math.nan
+        pixels[2::3, :6] = math.nan  # coherence only
+        pixels = input_dropout(pixels, COH_LAYOUT, modality_p=0.2, channel_p=0.0)
+        ids = torch.zeros(12, ARCH.context_length, dtype=torch.long)
+        ids[:, 0] = classes + 2
+        ids[:, 1] = EOS
+        loss = optimisation_step(
+            model,
+            model,
+            optimizer,
+            loss_fn,
+            pixels,
+            ids,
+            autocast=torch.autocast("cpu", enabled=False),
+            grad_clip=1.0,
+        )
+        losses.append(float(loss))
+    assert all(math.isfinite(x) for x in losses)
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5, losses
+    coherence_only = torch.full((1, 7, 16, 16), math.nan)
+    coherence_only[:, 6] = 1.0
+    with torch.no_grad():
+        assert torch.isfinite(model.eval().encode_image(coherence_only)).all()
+
+
+def test_modal_input_reads_coherence_in_hundredths_and_marks_missing_coherence_absent():
+    prep = Preprocessing.from_band_stats(
+        {"bands": {b: {"mean": 1000.0, "std": 500.0} for b in S2}},
+        S2,
+        image_size=16,
+        crop=None,
+        modalities=("s2", "s1", "coh"),
+        polarisations=S1,
+    )
+    assert prep.layout == COH_LAYOUT
+    pixels = torch.full((3, 4, 16, 16), 1500, dtype=torch.uint16)
+    coherence = torch.full((3, 1, 16, 16), 75, dtype=torch.uint8)  # (0.75 - 0.5) / 0.25 = 1
+    coherence[0, 0, 0, 0] = COHERENCE_NODATA  # a nodata pixel of a present channel: 0
+    coherence[2] = COHERENCE_NODATA  # no data at all: absent
+    coh_ok = torch.tensor([True, False, True])  # the second's state says none
+    out = modal_input(prep, pixels=pixels, coherence=coherence, coh_ok=coh_ok)
+    assert out.shape == (3, 7, 16, 16)
+    assert out[0, 6, 0, 0] == 0 and out[0, 6, 5, 5] == pytest.approx(1.0)
+    present = [[True] * 4 + [False, False, has] for has in (True, False, False)]
+    assert channels_present(out).tolist() == present  # no S1 in the batch: absent
+    batch = {"pixels": pixels, "coherence": coherence, "coh_ok": coh_ok}
+    torch.testing.assert_close(
+        batch_model_input(batch, prep, torch.device("cpu")), out, equal_nan=True
+    )

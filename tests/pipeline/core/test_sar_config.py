@@ -79,3 +79,32 @@ def test_the_documented_default_config_shows_sar_off_and_still_loads(tmp_path):
     assert "sar: null" in text and "Sentinel-1 per sample" in text
     assert load(tmp_path, text).sar is None
     assert yaml.safe_load(text)["sar"] is None
+
+
+PRE_COHERENCE_SAR_HASH = "6bd138c63491819b"
+"""The hash of the default config with `sar: {}` before `sar.coherence` existed."""
+
+
+def test_coherence_is_off_by_default_and_sar_hashes_are_unchanged(tmp_path):
+    on = load(tmp_path, "sar: {}\n")
+    assert on.sar is not None and on.sar.coherence is None
+    assert config_hash(on) == PRE_COHERENCE_SAR_HASH
+
+
+def test_a_coherence_section_names_its_collection_and_changes_the_hash(tmp_path):
+    config = load(
+        tmp_path,
+        "sar:\n  coherence:\n    collection: sentinel-1-coherence\n    scale: 0.01\n",
+    )
+    assert config.sar is not None and config.sar.coherence is not None
+    coherence = config.sar.coherence
+    assert (coherence.collection, coherence.polarisation, coherence.scale) == (
+        "sentinel-1-coherence",
+        "VV",
+        0.01,
+    )
+    assert coherence.window == dt.timedelta(days=12)
+    assert config_hash(config) != PRE_COHERENCE_SAR_HASH
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, "sar:\n  coherence: {}\n")
+    assert info.value.field.startswith("sar.coherence.collection")

@@ -77,7 +77,7 @@ def test_record_fields_are_the_columns():
 
 
 def test_groups_readers_select():
-    assert CUBE_COLUMNS == ("pixels", "scl", "sar_db")
+    assert CUBE_COLUMNS == ("pixels", "scl", "sar_db", "coherence")
     # build.py copies ChipStats onto the record field by field, the caption stage back.
     assert columns_in(ColumnGroup.CHIP_STATS) == tuple(
         f.name for f in dataclasses.fields(ChipStats)
@@ -95,6 +95,7 @@ def test_groups_readers_select():
         "prompt_version",
         "context",
         "sar_state",
+        "coh_state",
     }
     assert CAPTION_OUTPUT_COLUMNS[:3] == ("status", "error_reason", "error_message")
     assert "caption" in CAPTION_OUTPUT_COLUMNS and "pixels" not in CAPTION_OUTPUT_COLUMNS

@@ -1,4 +1,4 @@
-"""The loader's modalities by name: s2 (pixels), s1 (sar_db, sar_ok), aligned crops."""
+"""The loader's modalities by name: s2 (pixels), s1 (sar_db, sar_ok), coh (coherence, coh_ok)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from pipeline.dataset.columns import SampleRecord
 from pipeline.dataset.loader import SampleDataset
 from pipeline.dataset.writer import write_shard
-from pipeline.geo.sar import CENTI_DB_NODATA
+from pipeline.geo.sar import CENTI_DB_NODATA, COHERENCE_NODATA
 from tests.pipeline.dataset.test_shards import record
 
 SIZE = 6
@@ -30,8 +30,12 @@ def sample(sid: str, sar: bool) -> SampleRecord:
         db = np.stack([-1000 - where, -2000 - where]).astype(np.int16)
         db[0, 0, 0] = CENTI_DB_NODATA
         rec.sar_db = db
+        rec.coh_state = "ok"
+        coherence = where[None].astype(np.uint8)  # hundredths: 0.00 .. 0.55
+        coherence[0, 0, 1] = COHERENCE_NODATA
+        rec.coherence = coherence
     else:
-        rec.sar_state = "no_acquisition"
+        rec.sar_state = rec.coh_state = "no_acquisition"
     return rec
 
 
@@ -111,5 +115,39 @@ def test_s1_on_shards_without_sar_columns_is_refused(tmp_path):
     assert len(SampleDataset(path)) == 1
     with pytest.raises(ValueError, match="no s1 column"):
         SampleDataset(path, modalities=("s2", "s1"))
-    with pytest.raises(ValueError, match="choose one or more of s2, s1"):
+    with pytest.raises(ValueError, match="no coh column"):
+        SampleDataset(path, modalities=("coh",))
+    with pytest.raises(ValueError, match="choose one or more of s2, s1, coh"):
         SampleDataset(path, modalities=("s3",))
+
+
+def test_coh_gives_coherence_as_a_fraction_and_whether_the_sample_has_it(shard):
+    coh = by_id(SampleDataset(shard, modalities=("coh",), shuffle=False))
+    assert set(coh["a"]) == {"coherence", "coh_ok", "caption", "sample_id"}
+    a, b = coh["a"], coh["b"]
+    assert a["coh_ok"] is True and b["coh_ok"] is False
+    assert a["coherence"].dtype == torch.float32 and a["coherence"].shape == (1, SIZE, SIZE)
+    assert a["coherence"][0, 2, 3].item() == pytest.approx(0.23)
+    assert torch.isnan(a["coherence"][0, 0, 1]) and int(torch.isnan(a["coherence"]).sum()) == 1
+    assert b["coherence"].shape == (1, SIZE, SIZE) and bool(torch.isnan(b["coherence"]).all())
+    raw = by_id(SampleDataset(shard, modalities=("coh",), raw=True, shuffle=False))
+    assert raw["a"]["coherence"].dtype == torch.uint8
+    assert raw["a"]["coherence"][0, 2, 3].item() == 23
+    assert bool((raw["b"]["coherence"] == COHERENCE_NODATA).all())
+    every = SampleDataset(shard, modalities=("s2", "s1", "coh"), shuffle=False)
+    batch = next(iter(DataLoader(every, batch_size=2)))
+    assert batch["coherence"].shape == (2, 1, SIZE, SIZE)
+    assert batch["coh_ok"].tolist() == batch["sar_ok"].tolist() == [True, False]
+
+
+def test_a_crop_cuts_the_same_window_of_coherence(shard):
+    dataset = SampleDataset(
+        shard, modalities=("s2", "coh"), raw=True, crop=3, random_crop=True, seed=3
+    )
+    for epoch in range(3):
+        dataset.set_epoch(epoch)
+        a = by_id(dataset)["a"]
+        optical = a["pixels"][0].numpy().astype(int) - 1000
+        coherence = a["coherence"][0].numpy().astype(int)
+        valid = coherence != COHERENCE_NODATA
+        assert np.array_equal(optical[valid], coherence[valid])

@@ -1,4 +1,5 @@
-"""A release of an output built with sar: carries the SAR columns, counts them, pulls and loads."""
+"""A release of an output built with sar (and coherence): carries the SAR columns, counts
+them, pulls and loads."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pipeline.dataset.loader import SampleDataset
 from pipeline.dataset.pull import PullFilter, plan_pull, pull_release
 from pipeline.dataset.reader import read_cubes
 from pipeline.dataset.release import ReleaseOptions, make_release
+from pipeline.demo.coherence import COHERENCE_COLLECTION
 from pipeline.demo.region import DemoRegion
 from pipeline.demo.servers import DemoServers
 from pipeline.io.remote import open_release_source
@@ -28,9 +30,8 @@ def released(
     region: DemoRegion, servers: DemoServers, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, Path]:
     work = tmp_path_factory.mktemp("sar-release")
-    config, _, _ = build(
-        make_config(region, servers, work / "out", sar={"window_days": WINDOW_DAYS})
-    )
+    sar = {"window_days": WINDOW_DAYS, "coherence": {"collection": COHERENCE_COLLECTION}}
+    config, _, _ = build(make_config(region, servers, work / "out", sar=sar))
     options = ReleaseOptions(split_rule=RULE, samples_per_file=3)
     make_release(config.output.dir, work / "release", options)
     return config.output.dir, work / "release"
@@ -46,7 +47,8 @@ def shard_rows(output: Path) -> pa.Table:
 
 
 def by_id(table: pa.Table, column: str) -> dict[str, object]:
-    values = read_cubes(table, column) if column == "sar_db" else table.column(column).to_pylist()
+    cube = column in ("sar_db", "coherence")
+    values = read_cubes(table, column) if cube else table.column(column).to_pylist()
     return dict(zip(table.column("sample_id").to_pylist(), values, strict=True))
 
 
@@ -54,12 +56,21 @@ def test_the_release_carries_the_sar_columns_untouched(released):
     output, release = released
     rows, shards = data_rows(release), shard_rows(output)
     assert rows.num_rows > 0
-    for column in ("sar_state", "sar_item_id", "sar_time_offset_s", "sar_polarisations"):
+    for column in (
+        "sar_state",
+        "sar_item_id",
+        "sar_time_offset_s",
+        "sar_polarisations",
+        "coh_state",
+        "coh_item_id",
+        "coh_start_datetime",
+    ):
         source = by_id(shards, column)
         assert all(source[sid] == v for sid, v in by_id(rows, column).items()), column
-    source_db = by_id(shards, "sar_db")
-    for sid, cube in by_id(rows, "sar_db").items():
-        assert np.array_equal(cube, source_db[sid])
+    for column in ("sar_db", "coherence"):
+        source_cube = by_id(shards, column)
+        for sid, cube in by_id(rows, column).items():
+            assert np.array_equal(cube, source_cube[sid]), column
     assert rows.column("sar_db").null_count == rows.column("sar_state").to_pylist().count(
         "no_acquisition"
     )
@@ -75,6 +86,11 @@ def test_the_card_reports_the_share_of_samples_with_sar(released):
     assert f"Sentinel-1: {ok} of {len(states)} samples ({share}) have backscatter" in card
     assert f"`no_acquisition` {missing}, `ok` {ok}" in card
     assert "- sentinel-1" in card  # a Hub tag
+    coh = data_rows(release).column("coh_state").to_pylist()
+    coh_ok = coh.count("ok")
+    assert 0 < coh_ok < len(coh)
+    having = f"{coh_ok} of {len(coh)} samples ({coh_ok / len(coh):.0%}) have interferometric"
+    assert f"Sentinel-1 coherence: {having}" in card
 
 
 def test_pulled_rows_keep_their_sar_and_load_as_s1(released, tmp_path):
@@ -92,3 +108,15 @@ def test_pulled_rows_keep_their_sar_and_load_as_s1(released, tmp_path):
     assert [s["sar_ok"] for s in samples] == [states[s["sample_id"]] == "ok" for s in samples]
     for s in samples:
         assert s["sar_ok"] == bool(torch.isfinite(s["sar_db"]).any())
+
+
+def test_a_release_loads_as_coh(released):
+    _, release = released
+    samples = list(SampleDataset(release, modalities=("s2", "coh"), shuffle=False))
+    states = by_id(data_rows(release), "coh_state")
+    assert {s["coh_ok"] for s in samples} == {True, False}
+    for s in samples:
+        assert s["coh_ok"] == (states[s["sample_id"]] == "ok")
+        finite = s["coherence"][torch.isfinite(s["coherence"])]
+        assert s["coh_ok"] == bool(finite.numel())
+        assert bool(((finite >= 0) & (finite <= 1)).all())

@@ -11,6 +11,7 @@ import pytest
 from affine import Affine
 
 from pipeline.core.config import RunConfig
+from pipeline.dataset.columns import CUBE_COLUMNS
 from pipeline.dataset.layout import DatasetLayout
 from pipeline.dataset.reader import read_cubes
 from pipeline.dataset.stats import read_stats
@@ -35,10 +36,9 @@ def build(config: RunConfig) -> tuple[RunConfig, list[dict], dict[str, np.ndarra
         build_shard(shard, plan.config, overture_root=plan.overture_root)
     layout = DatasetLayout(plan.config.output.dir)
     tables = [pq.read_table(p) for p in layout.finished_shards().values()]
-    rows = [r for t in tables for r in t.drop_columns(["pixels", "scl", "sar_db"]).to_pylist()]
-    sar = np.concatenate([read_cubes(t, "sar_db") for t in tables])
-    pixels = np.concatenate([read_cubes(t, "pixels") for t in tables])
-    return plan.config, rows, {"sar_db": sar, "pixels": pixels}
+    rows = [r for t in tables for r in t.drop_columns(list(CUBE_COLUMNS)).to_pylist()]
+    cubes = {c: np.concatenate([read_cubes(t, c) for t in tables]) for c in CUBE_COLUMNS}
+    return plan.config, rows, cubes
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +78,8 @@ def test_samples_without_a_pass_stay_ok_with_their_optical_data(with_sar):
     report = summarize(config.output.dir, len(layout.finished_shards()), [], 0.0)
     assert report.sar_states == expected
     assert all(r["sar_state"] is None for r in rows if r["crs"] is None)  # failed before a chip
+    # Without sar.coherence no coherence is read: its columns are null.
+    assert all(r["coh_state"] is None for r in rows) and not cubes["coherence"].any()
 
 
 def test_sar_columns_hold_what_the_sar_stage_reads(with_sar):
