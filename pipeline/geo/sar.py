@@ -7,7 +7,7 @@ coherence (0..1) is stored in hundredths, like backscatter in hundredths of a dB
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -77,25 +77,37 @@ def power_db(
     return out
 
 
+def _fixed_point(
+    values: npt.NDArray[np.floating], per_unit: int, nodata: int, low: int, high: int, dtype: Any
+) -> npt.NDArray[Any]:
+    """``round(per_unit * values)`` clipped to ``low..high`` in ``dtype``; NaN -> ``nodata``."""
+    floats = np.asarray(values, dtype=np.float64)
+    valid = np.isfinite(floats)
+    out = np.full(floats.shape, nodata, dtype=dtype)
+    out[valid] = np.clip(np.rint(per_unit * floats[valid]), low, high)
+    return out
+
+
+def _from_fixed_point(stored: npt.NDArray[np.integer], per_unit: int, nodata: int) -> Float32Array:
+    """The float32 values of :func:`_fixed_point`'s integers, NaN for ``nodata``."""
+    values = np.asarray(stored)
+    out = values.astype(np.float32) / np.float32(per_unit)
+    out[values == nodata] = np.nan
+    return out
+
+
 def centi_db(db: npt.NDArray[np.floating]) -> npt.NDArray[np.int16]:
     """Backscatter in dB as stored: int16 hundredths of a dB, :data:`CENTI_DB_NODATA` for NaN.
 
     ``round(100 * dB)``, clipped to int16 (never onto the nodata value). 0.01 dB is far below
     speckle, and int16 is half the bytes of float32.
     """
-    values = np.asarray(db, dtype=np.float64)
-    valid = np.isfinite(values)
-    out = np.full(values.shape, CENTI_DB_NODATA, dtype=np.int16)
-    out[valid] = np.clip(np.rint(CENTI_DB_PER_DB * values[valid]), *_CENTI_DB_RANGE)
-    return out
+    return _fixed_point(db, CENTI_DB_PER_DB, CENTI_DB_NODATA, *_CENTI_DB_RANGE, np.int16)
 
 
 def db_from_centi(stored: npt.NDArray[np.integer]) -> Float32Array:
     """Stored hundredths of a dB (:func:`centi_db`) back to float32 dB, NaN for nodata."""
-    values = np.asarray(stored)
-    out = values.astype(np.float32) / np.float32(CENTI_DB_PER_DB)
-    out[values == CENTI_DB_NODATA] = np.nan
-    return out
+    return _from_fixed_point(stored, CENTI_DB_PER_DB, CENTI_DB_NODATA)
 
 
 def centi_coherence(coherence: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8]:
@@ -104,16 +116,11 @@ def centi_coherence(coherence: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8
     ``round(100 * coherence)`` clipped to 0..100: 0.01 is below the estimator's own spread
     (a few hundredths at the usual tens of looks), and one byte per pixel.
     """
-    values = np.asarray(coherence, dtype=np.float64)
-    valid = np.isfinite(values)
-    out = np.full(values.shape, COHERENCE_NODATA, dtype=np.uint8)
-    out[valid] = np.clip(np.rint(COHERENCE_PER_UNIT * values[valid]), 0, COHERENCE_PER_UNIT)
-    return out
+    return _fixed_point(
+        coherence, COHERENCE_PER_UNIT, COHERENCE_NODATA, 0, COHERENCE_PER_UNIT, np.uint8
+    )
 
 
 def coherence_from_centi(stored: npt.NDArray[np.integer]) -> Float32Array:
     """Stored hundredths (:func:`centi_coherence`) back to float32 coherence, NaN for nodata."""
-    values = np.asarray(stored)
-    out = values.astype(np.float32) / np.float32(COHERENCE_PER_UNIT)
-    out[values == COHERENCE_NODATA] = np.nan
-    return out
+    return _from_fixed_point(stored, COHERENCE_PER_UNIT, COHERENCE_NODATA)
