@@ -69,6 +69,14 @@ def _load(path: Path | None, sets: Sequence[str]) -> RunConfig:
     return config.with_updates(updates) if updates else config
 
 
+def _add_sar_rows(table: Table, sar_states: dict[str, int], coh_states: dict[str, int]) -> None:
+    """The Sentinel-1 and coherence states of the samples, one row each (none without SAR)."""
+    for state, n in sar_states.items():
+        table.add_row(f"  Sentinel-1: {state}", str(n))
+    for state, n in coh_states.items():
+        table.add_row(f"  coherence: {state}", str(n))
+
+
 def _print_report(report: RunReport) -> None:
     table = Table(title="eocap run report", show_header=False)
     table.add_row("output", report.output_dir)
@@ -81,10 +89,7 @@ def _print_report(report: RunReport) -> None:
         table.add_row(f"  caption flag: {flag}", f"{n} of {report.ok}")
     for check, n in report.radiometry_overruled.items():
         table.add_row(f"  pixels overruled metadata: {check}", str(n))
-    for state, n in report.sar_states.items():
-        table.add_row(f"  Sentinel-1: {state}", str(n))
-    for state, n in report.coh_states.items():
-        table.add_row(f"  coherence: {state}", str(n))
+    _add_sar_rows(table, report.sar_states, report.coh_states)
     table.add_row("size", f"{report.bytes / 1e6:.1f} MB")
     table.add_row("wall time", f"{report.wall_seconds:.1f} s")
     total = sum(report.stage_seconds.values()) or 1.0
@@ -259,6 +264,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         table.add_row(f"  caption flag: {flag}", str(n))
     for check, n in st.radiometry_overruled.items():
         table.add_row(f"  pixels overruled metadata: {check}", str(n))
+    _add_sar_rows(table, st.sar_states, st.coh_states)
     table.add_row(
         "throughput",
         f"{st.samples_per_shard_second} samples per shard-second "
@@ -271,10 +277,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    """Rewrite every schema 1.2 shard of an output dir as schema 2.0, shard by shard.
+    """Rewrite every schema 1.2 shard of an output dir in the current schema, shard by shard.
 
     Each shard is replaced atomically and its stats sidecar updated, so the command can be
-    killed at any moment and run again to finish; shards already 2.0 are skipped. The pixels
+    killed at any moment and run again to finish; shards of 2.0 or later are skipped (2.0
+    reads as 2.1, with null Sentinel-1 columns). The pixels
     and every other column stay identical (docs/dataset-schema.md).
     """
     from pipeline.dataset.migrate import migrate_output

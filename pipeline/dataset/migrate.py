@@ -1,12 +1,14 @@
-"""``eocap migrate OUTPUT``: rewrite every schema 1.2 shard of an output dir as schema 2.0.
+"""``eocap migrate OUTPUT``: rewrite every schema 1.2 shard of an output dir in the current schema.
 
-Shard by shard: the 1.2 file is read, its cubes re-encoded (:func:`writer.with_v2_cubes`),
-every other column and the file's ``eocap`` metadata kept, and the 2.0 file renamed over the
+Shard by shard: the 1.2 file is read, its cubes re-encoded (:func:`writer.with_v2_cubes`, which
+also adds the Sentinel-1 columns of 2.1, null), every other column and the file's ``eocap``
+metadata kept, and the new file renamed over the
 old one (:func:`pipeline.io.atomic.atomic_write`); then the stats sidecar gets the new
 ``bytes``, written the same way. A kill at any moment leaves each shard a complete 1.2 or 2.0
 file with a readable sidecar; at worst the sidecar of the one shard being migrated still holds
-the old size, which the next run corrects. A second run rewrites nothing (2.0 shards are
-skipped), so a killed migration is finished by running it again.
+the old size, which the next run corrects. A second run rewrites nothing (2.0 and 2.1 shards
+are skipped: 2.0 reads as 2.1 with null Sentinel-1 columns), so a killed migration is finished
+by running it again.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ class MigrationSummary:
     """What a migration did.
 
     Attributes:
-        migrated: Shards rewritten from 1.2 to 2.0 by this run.
-        already_current: Shards that were 2.0 already (skipped).
+        migrated: Shards rewritten from 1.2 to the current schema by this run.
+        already_current: Shards that were 2.0 or later already (skipped).
         stats_corrected: Sidecars whose ``bytes`` a killed earlier run had left stale.
         bytes_before: Size of the migrated shards before.
         bytes_after: Their size after.
@@ -49,7 +51,7 @@ class MigrationSummary:
 
 
 def _migrate_shard(path: Path) -> int:
-    """Rewrite the 1.2 shard ``path`` as 2.0 in place (atomically); return its new size."""
+    """Rewrite the 1.2 shard ``path`` in the current schema in place; return its new size."""
     table = pq.read_table(path)
     kept = json.loads((table.schema.metadata or {}).get(b"eocap", b"{}"))
     kept = {k: v for k, v in kept.items() if k not in ("schema_version", "cubes")}
@@ -68,7 +70,7 @@ def migrate_output(
     Args:
         output: The run's output directory.
         show_progress: Show a rich progress bar on stderr.
-        on_shard_written: Called with a shard's index after its 2.0 file replaced the old one
+        on_shard_written: Called with a shard's index after its new file replaced the old one
             and before its sidecar is updated (the kill-safety test stops the run there).
 
     Raises:

@@ -178,6 +178,8 @@ class RunStatus:
     failures_by_reason: dict[str, int]
     caption_flags: dict[str, int]
     radiometry_overruled: dict[str, int]
+    sar_states: dict[str, int]
+    coh_states: dict[str, int]
     shard_seconds: float
     samples_per_shard_second: float
 
@@ -220,6 +222,8 @@ def run_status(output_dir: Path) -> RunStatus:
         failures_by_reason=summed.reasons,
         caption_flags=summed.flags,
         radiometry_overruled=summed.overruled,
+        sar_states=summed.sar,
+        coh_states=summed.coherence,
         shard_seconds=round(seconds, 2),
         samples_per_shard_second=round(written / seconds, 2) if seconds else 0.0,
     )

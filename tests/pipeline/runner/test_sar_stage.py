@@ -21,7 +21,7 @@ from pipeline.geo.grid import ChipGrid
 from pipeline.geo.sar import centi_db, db_from_centi
 from pipeline.runner.build import build_shard
 from pipeline.runner.plan import plan_run
-from pipeline.runner.report import summarize
+from pipeline.runner.report import run_status, summarize
 from pipeline.stages.sar import SarChip, SarRequest, sar_for_samples
 from tests.conftest import make_config
 
@@ -77,6 +77,7 @@ def test_samples_without_a_pass_stay_ok_with_their_optical_data(with_sar):
     # ... and the run report sums them.
     report = summarize(config.output.dir, len(layout.finished_shards()), [], 0.0)
     assert report.sar_states == expected
+    assert run_status(config.output.dir).sar_states == expected  # eocap status too
     assert all(r["sar_state"] is None for r in rows if r["crs"] is None)  # failed before a chip
     # Without sar.coherence no coherence is read: its columns are null.
     assert all(r["coh_state"] is None for r in rows) and not cubes["coherence"].any()
