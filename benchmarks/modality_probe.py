@@ -40,6 +40,7 @@ import numpy as np
 
 from trainer.checkpoints import LoadedModel, load_model_folder
 from trainer.embed import embed_samples
+from trainer.plots import Bar, bar_charts, learning_curves
 from trainer.probe import (
     MODELS,
     TASKS,
@@ -152,6 +153,25 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
+def views_chart(
+    results: dict[str, ProbeReport], tasks: Sequence[str], output: Path, probe: str = "logistic"
+) -> tuple[Path, Path]:
+    """``output`` .svg and .png: per task, one bar per view (``probe`` model, all labels)."""
+    by_view = {name: _summaries(report) for name, report in results.items()}
+    panels = []
+    for task in tasks:
+        key = (task, probe, "all")
+        found = [(name, f[key]) for name, f in by_view.items() if key in f]
+        if not found:
+            continue
+        classes = next(t.classes for r in results.values() for t in r.tasks if t.name == task)
+        bars = [
+            Bar(name, s["balanced_accuracy_mean"], s["balanced_accuracy_std"]) for name, s in found
+        ]
+        panels.append((task, 1 / len(classes), [bars]))
+    return bar_charts(panels, [f"{probe}, all labels"], "balanced accuracy", output)
+
+
 def modality_probe(
     loaded: LoadedModel,
     release: str,
@@ -238,6 +258,10 @@ def modality_probe(
     }
     (out / "modality-probe.md").write_text(text)
     (out / "modality-probe.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if results:
+        views_chart(results, tasks, out / "modality-views")
+    if budgets is not None and budgets.tasks:
+        learning_curves(budgets.curves(), "balanced accuracy", out / "modality-budgets")
     return summary
 
 

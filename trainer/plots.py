@@ -1,7 +1,8 @@
-"""Charts without a plotting library: training curves (SVG) and learning curves (SVG and PNG).
+"""Charts without a plotting library: training curves (SVG), learning curves and bars (+ PNG).
 
-The learning curves are drawn once, as a list of shapes (:class:`Line`, :class:`Label`), and
-rendered twice: as SVG text and, with Pillow (a core dependency), as a PNG. No matplotlib:
+The learning curves and bar charts are drawn once, as a list of shapes (:class:`Line`,
+:class:`Label`; a bar is a thick line), and rendered twice: as SVG text and, with Pillow (a
+core dependency), as a PNG. No matplotlib:
 it is not in the stack, and two renderers of a few shapes are less than a plotting library.
 """
 
@@ -16,9 +17,12 @@ from pathlib import Path
 from typing import Literal
 
 __all__ = [
+    "Bar",
     "Curve",
     "Label",
     "Line",
+    "bar_chart_shapes",
+    "bar_charts",
     "learning_curve_shapes",
     "learning_curves",
     "line_chart",
@@ -112,6 +116,15 @@ class Curve:
     spreads: Sequence[float]
 
 
+@dataclass(frozen=True)
+class Bar:
+    """One bar of a group: a mean score (0-1) with a ± spread whisker."""
+
+    name: str
+    mean: float
+    spread: float
+
+
 CURVE_COLOURS = ("#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df")
 """Colours of the curves of a panel, in order."""
 
@@ -151,10 +164,7 @@ def learning_curve_shapes(
             return y0 + (1 - score) * plot_h
 
         shapes.append(Label(x0, top + 16, title, bold=True))
-        for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
-            shapes.append(Line(((x0, py(tick)), (x0 + plot_w, py(tick))), "#dddddd"))
-            shapes.append(Label(x0 - 4, py(tick) + 4, f"{tick:g}", "end"))
-        shapes.append(Line(((x0, py(chance)), (x0 + plot_w, py(chance))), dashed=True))
+        shapes.extend(_score_axis(x0, y0, plot_w, plot_h, chance))
         for n in sorted(set(counts)):
             shapes.append(Line(((px(n), y0 + plot_h), (px(n), y0 + plot_h + 4))))
             shapes.append(Label(px(n), y0 + plot_h + 16, f"{n:.0f}", "middle"))
@@ -171,6 +181,68 @@ def learning_curve_shapes(
             key_x, key_y = x0 + j * 110, top + 34
             shapes.append(Line(((key_x, key_y - 4), (key_x + 14, key_y - 4)), colour, 1.5))
             shapes.append(Label(key_x + 18, key_y, curve.name, colour=colour))
+    rows = max(math.ceil(len(panels) / PANELS_PER_ROW), 1)
+    return min(max(len(panels), 1), PANELS_PER_ROW) * _PANEL_W, rows * _PANEL_H, shapes
+
+
+def _score_axis(x0: float, y0: float, plot_w: float, plot_h: float, chance: float) -> list[Shape]:
+    """Grid lines and labels of a 0-1 score axis, and the chance level dashed."""
+    shapes: list[Shape] = []
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        y = y0 + (1 - tick) * plot_h
+        shapes.append(Line(((x0, y), (x0 + plot_w, y)), "#dddddd"))
+        shapes.append(Label(x0 - 4, y + 4, f"{tick:g}", "end"))
+    y = y0 + (1 - chance) * plot_h
+    shapes.append(Line(((x0, y), (x0 + plot_w, y)), dashed=True))
+    return shapes
+
+
+def bar_chart_shapes(
+    panels: Sequence[tuple[str, float, Sequence[Sequence[Bar]]]],
+    groups: Sequence[str],
+    metric: str,
+) -> tuple[int, int, list[Shape]]:
+    """Panels of grouped bars (score 0-1, ± spread), :data:`PANELS_PER_ROW` to a row.
+
+    Args:
+        panels: (title, chance level, one list of bars per group) per panel; the bars of a
+            group share their names and colours across groups and panels.
+        groups: The group names, under the groups.
+        metric: The score's name, for the axis.
+
+    Returns:
+        Width, height and the shapes to draw.
+    """
+    shapes: list[Shape] = []
+    plot_w, plot_h = _PANEL_W - _LEFT - _RIGHT, _PANEL_H - _TOP - _BOTTOM
+    names = list(dict.fromkeys(b.name for _, _, bars in panels for group in bars for b in group))
+    for i, (title, chance, bars) in enumerate(panels):
+        row, column = divmod(i, PANELS_PER_ROW)
+        top = row * _PANEL_H
+        x0, y0 = column * _PANEL_W + _LEFT, top + _TOP
+        shapes.append(Label(x0, top + 16, title, bold=True))
+        shapes.extend(_score_axis(x0, y0, plot_w, plot_h, chance))
+        slot = plot_w / max(len(bars), 1)
+        width = slot * 0.8 / max(len(names), 1)
+        for g, group in enumerate(bars):
+            left = x0 + g * slot + slot * 0.1
+            shapes.append(Label(x0 + (g + 0.5) * slot, y0 + plot_h + 16, groups[g], "middle"))
+            for bar in group:
+                colour = CURVE_COLOURS[names.index(bar.name) % len(CURVE_COLOURS)]
+                x = left + (names.index(bar.name) + 0.5) * width
+                base, height = y0 + plot_h, y0 + (1 - bar.mean) * plot_h
+                shapes.append(Line(((x, base), (x, height)), colour, width * 0.9))
+                whisker = (
+                    (x, y0 + (1 - min(bar.mean + bar.spread, 1.0)) * plot_h),
+                    (x, y0 + (1 - max(bar.mean - bar.spread, 0.0)) * plot_h),
+                )
+                shapes.append(Line(whisker, "#000000"))
+        shapes.append(Label(x0 + plot_w / 2, top + _PANEL_H - 6, metric, "middle"))
+        for j, name in enumerate(names):
+            key_x, key_y = x0 + j * 80, top + 34
+            colour = CURVE_COLOURS[j % len(CURVE_COLOURS)]
+            shapes.append(Line(((key_x, key_y - 4), (key_x + 14, key_y - 4)), colour, 6))
+            shapes.append(Label(key_x + 18, key_y, name, colour=colour))
     rows = max(math.ceil(len(panels) / PANELS_PER_ROW), 1)
     return min(max(len(panels), 1), PANELS_PER_ROW) * _PANEL_W, rows * _PANEL_H, shapes
 
@@ -236,12 +308,25 @@ def _png(width: int, height: int, shapes: Sequence[Shape], output: Path) -> None
     image.save(output, format="PNG")
 
 
-def learning_curves(
-    panels: Sequence[tuple[str, float, Sequence[Curve]]], metric: str, output: Path
-) -> tuple[Path, Path]:
-    """Write the learning curves as ``output`` with the suffixes ``.svg`` and ``.png``."""
-    width, height, shapes = learning_curve_shapes(panels, metric)
+def _write(width: int, height: int, shapes: Sequence[Shape], output: Path) -> tuple[Path, Path]:
     svg, png = output.with_suffix(".svg"), output.with_suffix(".png")
     svg.write_text(_svg(width, height, shapes))
     _png(width, height, shapes, png)
     return svg, png
+
+
+def learning_curves(
+    panels: Sequence[tuple[str, float, Sequence[Curve]]], metric: str, output: Path
+) -> tuple[Path, Path]:
+    """Write the learning curves as ``output`` with the suffixes ``.svg`` and ``.png``."""
+    return _write(*learning_curve_shapes(panels, metric), output)
+
+
+def bar_charts(
+    panels: Sequence[tuple[str, float, Sequence[Sequence[Bar]]]],
+    groups: Sequence[str],
+    metric: str,
+    output: Path,
+) -> tuple[Path, Path]:
+    """Write grouped bar charts (:func:`bar_chart_shapes`) as ``output`` ``.svg`` and ``.png``."""
+    return _write(*bar_chart_shapes(panels, groups, metric), output)

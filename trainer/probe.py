@@ -9,8 +9,8 @@ Protocol, per task and seed:
 - **Spatial split.** Every sample falls in a block of a lon/lat grid (``block_deg`` degrees,
   from the sample's requested chip centre): samples of one location (all its periods) share a
   block, and no block has samples in both train and test. The blocks are dealt into folds by
-  scikit-learn's ``StratifiedGroupKFold`` (shuffled by the seed, balancing the classes over
-  the folds where the blocks allow); the first fold is the test set.
+  scikit-learn's ``StratifiedGroupKFold`` (balancing the classes over the folds where the
+  blocks allow), and the seed picks the test fold (:func:`spatial_split`).
 - **Budget draws** come from the train set only. A draw of ``n`` labels holds one random
   sample of each class of the train set, then ``n - classes`` more drawn uniformly, so every
   model sees every class (with fewer labels than classes the draw is uniform). A budget over

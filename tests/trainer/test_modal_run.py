@@ -127,6 +127,9 @@ def test_the_modality_probe_writes_both_tables_and_says_what_it_could_not_score(
     )
     text = (tmp_path / "modality-probe.md").read_text()
     assert "## Views (all labels)" in text and "## Label budgets (view s2+s1)" in text
+    for chart in ("modality-views", "modality-budgets"):
+        assert (tmp_path / f"{chart}.svg").read_text().startswith("<svg")
+        assert (tmp_path / f"{chart}.png").read_bytes().startswith(b"\x89PNG")
     assert summary["skipped_views"] == {"s1": "no sample has these channels"}
     assert set(summary["results"]) == {"s2", "s2+s1", "s2-half"}
     assert json.loads((tmp_path / "modality-probe.json").read_text()) == json.loads(
