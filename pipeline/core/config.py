@@ -237,6 +237,12 @@ class StacConfig(_Section):
         "{signing_token_url}/{account}/{container} answers a token and its msft:expiry. "
         "Fetched with the STAC timeout and retries.",
     )
+    signing_key_env: str | None = Field(
+        default=None,
+        description="Environment variable holding a Planetary Computer account (subscription) "
+        "key, sent as Ocp-Apim-Subscription-Key with token requests only: collections such as "
+        "sentinel-1-rtc give tokens to accounts only. Unset: anonymous tokens. Not hashed.",
+    )
     timeout_s: float = Field(
         default=30.0,
         gt=0,
@@ -370,13 +376,24 @@ class SarConfig(_Section):
     Each sample gets the acquisition closest in time to its Sentinel-2 scene within
     ``window_days``, read onto the optical chip's grid in dB. A sample without one keeps its
     optical data and records why. Searched in the ``stac`` catalog (same signing) unless
-    ``api_url`` names another.
+    ``api_url``, ``signing`` and ``signing_key_env`` name another.
     """
 
     api_url: str | None = Field(
         default=None,
         description="STAC API root to search for Sentinel-1; unset: stac.api_url. Not part of "
         "the config hash (the same catalog may be served from another address).",
+    )
+    signing: Literal["none", "planetary-computer"] | None = Field(
+        default=None,
+        description="How the Sentinel-1 catalog's hrefs are signed; unset: stac.signing. Set "
+        "it when Sentinel-1 comes from another catalog than Sentinel-2 (e.g. Sentinel-2 from "
+        "Earth Search, sentinel-1-rtc from Planetary Computer). Not hashed.",
+    )
+    signing_key_env: str | None = Field(
+        default=None,
+        description="Environment variable holding the Planetary Computer account key for the "
+        "Sentinel-1 catalog (sentinel-1-rtc needs one); unset: stac.signing_key_env. Not hashed.",
     )
     collection: str = Field(
         default="sentinel-1-rtc",

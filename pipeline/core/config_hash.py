@@ -39,13 +39,15 @@ def config_hash(config: RunConfig) -> str:
         data.pop(key, None)
     data["stac"].pop("api_url", None)  # the same catalog may be served from another address
     data["stac"].pop("timeout_s", None)
+    data["stac"].pop("signing_key_env", None)  # which variable holds a key is no data
     # Read concurrency does not change the data: hashed as its historical defaults, so the
     # hash of an existing output stays valid whatever these are set to.
     data["chips"].update(read_threads=8, max_requests_per_host=16)
     if data["sar"] is None:
         del data["sar"]  # no SAR hashes as before the section existed: existing runs keep theirs
     else:
-        data["sar"].pop("api_url", None)
+        for transport in ("api_url", "signing", "signing_key_env"):
+            data["sar"].pop(transport, None)
         if data["sar"]["coherence"] is None:
             del data["sar"]["coherence"]  # as above: SAR runs without coherence keep theirs
     data["overture"].pop("source", None)  # the release id identifies the data

@@ -23,14 +23,19 @@ The modifier is :class:`PlanetaryComputerSigner`, not the ``planetary-computer``
 * renews a token only with under 60 s left, but hrefs signed during the search are read
   afterwards, in the chips stage.
 
-The signer fetches tokens through the catalog's own ``StacApiIO``: the same timeout and
-retries as the searches.
+The signer fetches tokens through the catalog's own ``StacApiIO`` session: the same timeout and
+retries as the searches. Some collections (``sentinel-1-rtc``) get tokens only for a
+Planetary Computer account: its subscription key, read from the environment variable that
+``stac.signing_key_env`` names, goes with every token request as ``Ocp-Apim-Subscription-Key``
+(and to no other host). The key is sent through the session directly, not
+``StacApiIO.request``, whose debug log prints request headers.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import time
 from typing import Any
 from urllib.parse import urlparse
@@ -43,9 +48,11 @@ from urllib3 import Retry
 
 from pipeline.core.config import StacConfig
 
-__all__ = ["PlanetaryComputerSigner", "open_catalog"]
+__all__ = ["PlanetaryComputerSigner", "open_catalog", "subscription_key"]
 
 BLOB_HOST_SUFFIX = ".blob.core.windows.net"
+SUBSCRIPTION_KEY_HEADER = "Ocp-Apim-Subscription-Key"
+"""The header of a Planetary Computer account key (its SAS API's API Management gateway)."""
 # A cached token is renewed this long before it expires: hrefs signed during the search must
 # still be valid when the chips stage reads them.
 TOKEN_RENEWAL_S = 300.0
@@ -61,12 +68,15 @@ class PlanetaryComputerSigner:
 
     Args:
         token_url: The SAS token endpoint; ``/{account}/{container}`` is appended.
-        io: The transport that fetches tokens (its timeout and retries apply).
+        io: The transport that fetches tokens (its session's retries and its timeout apply).
+        subscription_key: A Planetary Computer account key for collections that need one;
+            None: anonymous tokens.
     """
 
-    def __init__(self, token_url: str, io: StacApiIO) -> None:
+    def __init__(self, token_url: str, io: StacApiIO, subscription_key: str | None = None) -> None:
         self.token_url = token_url.rstrip("/")
         self.io = io
+        self._headers = {SUBSCRIPTION_KEY_HEADER: subscription_key} if subscription_key else {}
         self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
 
     def __call__(
@@ -110,13 +120,52 @@ class PlanetaryComputerSigner:
             return cached[0]
         url = f"{self.token_url}/{account}/{container}"
         try:
-            body = json.loads(self.io.request(url))
+            body = json.loads(self._get(url))
             token = str(body["token"])
             expiry = dt.datetime.fromisoformat(str(body["msft:expiry"])).timestamp()
         except (APIError, KeyError, ValueError) as exc:
-            raise APIError(f"no SAS token for {account}/{container} from {url}: {exc}") from exc
+            status = getattr(exc, "status_code", None)
+            detail = f"HTTP {status} {exc}" if status else str(exc)
+            hint = ""
+            if status in (401, 403) and not self._headers:
+                hint = (
+                    " (this container serves tokens only to a Planetary Computer account, as "
+                    "sentinel-1-rtc's does: put the account's key in an environment variable "
+                    "and name it in signing_key_env)"
+                )
+            raise APIError(
+                f"no SAS token for {account}/{container} from {url}: {detail}{hint}"
+            ) from exc
         self._tokens[(account, container)] = (token, expiry)
         return token
+
+    def _get(self, url: str) -> str:
+        """GET ``url`` with the account key, through the session's retries and timeout."""
+        try:
+            response = self.io.session.get(url, headers=self._headers, timeout=self.io.timeout)
+        except Exception as exc:  # any transport failure, as StacApiIO.request reports it
+            raise APIError(str(exc)) from exc
+        if not 200 <= response.status_code < 300:
+            raise APIError.from_response(response)
+        return response.text
+
+
+def subscription_key(stac: StacConfig) -> str | None:
+    """The account key that ``stac.signing_key_env`` names, or None when it names none.
+
+    Raises:
+        APIError: when the variable it names is unset or empty (say so, rather than sign
+            anonymously and fail on every token).
+    """
+    if stac.signing_key_env is None:
+        return None
+    key = os.environ.get(stac.signing_key_env, "").strip()
+    if not key:
+        raise APIError(
+            f"signing_key_env names {stac.signing_key_env}, which is not set: export the "
+            "Planetary Computer account key in it, or unset signing_key_env"
+        )
+    return key
 
 
 def open_catalog(stac: StacConfig, *, timeout_s: float | None = None) -> pystac_client.Client:
@@ -141,7 +190,7 @@ def open_catalog(stac: StacConfig, *, timeout_s: float | None = None) -> pystac_
     )
     io = StacApiIO(max_retries=retry)
     signer = (
-        PlanetaryComputerSigner(stac.signing_token_url, io)
+        PlanetaryComputerSigner(stac.signing_token_url, io, subscription_key(stac))
         if stac.signing == "planetary-computer"
         else None
     )

@@ -459,8 +459,9 @@ def choose_by_cell(
 
 
 def sar_stac(sar: SarConfig, stac: StacConfig) -> StacConfig:
-    """The catalog Sentinel-1 is searched in: ``stac`` at ``sar.api_url`` when that is set."""
-    return stac if sar.api_url is None else stac.model_copy(update={"api_url": sar.api_url})
+    """The catalog Sentinel-1 is searched in: ``stac`` with what ``sar`` sets of its own."""
+    own = {"api_url": sar.api_url, "signing": sar.signing, "signing_key_env": sar.signing_key_env}
+    return stac.model_copy(update={k: v for k, v in own.items() if v is not None})
 
 
 def sar_for_samples(

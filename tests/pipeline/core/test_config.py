@@ -108,8 +108,14 @@ def test_default_config_yaml_round_trips(tmp_path: Path):
     assert load_config(write(tmp_path, text), env={}) == RunConfig()
 
 
+def _default_config(tmp_path: Path) -> RunConfig:
+    """The defaults, writing into ``tmp_path``: never the checkout's output/demo, which
+    `make demo` (Sentinel-1 on, another config hash) may have filled."""
+    return load_config(env={}).with_updates({"output.dir": str(tmp_path / "out")})
+
+
 def test_missing_overture_path_fails_preflight(tmp_path: Path):
-    config = load_config(env={}).with_updates({"overture.source": str(tmp_path / "nope")})
+    config = _default_config(tmp_path).with_updates({"overture.source": str(tmp_path / "nope")})
     with pytest.raises(PreflightError) as info:
         preflight(config)
     assert info.value.field == "overture.source"
@@ -118,7 +124,7 @@ def test_missing_overture_path_fails_preflight(tmp_path: Path):
 def test_unreachable_stac_fails_preflight(region, tmp_path: Path):
     from pipeline.demo.servers import free_port
 
-    config = load_config(env={}).with_updates(
+    config = _default_config(tmp_path).with_updates(
         {
             "overture.source": str(region.overture_root),
             "stac.api_url": f"http://127.0.0.1:{free_port()}/",
@@ -130,8 +136,8 @@ def test_unreachable_stac_fails_preflight(region, tmp_path: Path):
     assert info.value.field == "stac.api_url"
 
 
-def test_unknown_collection_fails_preflight(region, servers):
-    config = load_config(env={}).with_updates(
+def test_unknown_collection_fails_preflight(region, servers, tmp_path: Path):
+    config = _default_config(tmp_path).with_updates(
         {
             "overture.source": str(region.overture_root),
             "stac.api_url": servers.stac_url,

@@ -10,6 +10,7 @@ from flows.cli import default_config_yaml
 from pipeline.core.config import SarConfig, load_config
 from pipeline.core.config_hash import config_hash
 from pipeline.core.errors import ConfigError
+from pipeline.stages.sar import sar_stac
 
 PRE_SAR_DEFAULT_HASH = "58b408d3a2c7d564"
 """The default config's hash before the sar section existed (resumes of old runs depend on it)."""
@@ -64,8 +65,15 @@ def test_invalid_sar_settings_name_their_field(tmp_path, text, field, words):
 def test_what_sar_reads_changes_the_hash_and_where_it_is_served_does_not(tmp_path):
     on = load(tmp_path, "sar: {}\n")
     assert config_hash(on) != PRE_SAR_DEFAULT_HASH
-    moved = on.with_updates({"sar.api_url": "https://planetarycomputer.microsoft.com/api/stac/v1"})
-    assert config_hash(moved) == config_hash(on)
+    moved = on.with_updates(
+        {
+            "sar.api_url": "https://planetarycomputer.microsoft.com/api/stac/v1",
+            "sar.signing": "planetary-computer",
+            "sar.signing_key_env": "PC_SDK_SUBSCRIPTION_KEY",
+            "stac.signing_key_env": "PC_SDK_SUBSCRIPTION_KEY",
+        }
+    )
+    assert config_hash(moved) == config_hash(on)  # where and how it is fetched is no data
     for field, value in (
         ("window_days", 6),
         ("collection", "sentinel-1-grd"),
@@ -108,3 +116,20 @@ def test_a_coherence_section_names_its_collection_and_changes_the_hash(tmp_path)
     with pytest.raises(ConfigError) as info:
         load(tmp_path, "sar:\n  coherence: {}\n")
     assert info.value.field.startswith("sar.coherence.collection")
+
+
+def test_sentinel_1_may_come_from_another_catalog_with_its_own_signing():
+    stac = load_config(env={}).stac  # Sentinel-2 from an unsigned catalog
+    assert stac.signing == "none" and stac.signing_key_env is None
+    assert sar_stac(SarConfig(), stac) == stac  # nothing of its own: the stac section's
+    own = sar_stac(
+        SarConfig(
+            api_url="https://planetarycomputer.microsoft.com/api/stac/v1",
+            signing="planetary-computer",
+            signing_key_env="PC_SDK_SUBSCRIPTION_KEY",
+        ),
+        stac,
+    )
+    assert own.api_url == "https://planetarycomputer.microsoft.com/api/stac/v1"
+    assert (own.signing, own.signing_key_env) == ("planetary-computer", "PC_SDK_SUBSCRIPTION_KEY")
+    assert own.signing_token_url == stac.signing_token_url and own.timeout_s == stac.timeout_s

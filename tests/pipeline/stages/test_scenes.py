@@ -3,17 +3,19 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Header, HTTPException
+from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
 
-from pipeline.core.config import load_config
+from pipeline.core.config import StacConfig, load_config
 from pipeline.core.errors import AssetError, SampleFailure
 from pipeline.demo.region import load_items
 from pipeline.demo.servers import free_port, start_stac_server
 from pipeline.geo.bands import L2A_BANDS, band_by_name
-from pipeline.io.stac import PlanetaryComputerSigner
+from pipeline.io.stac import PlanetaryComputerSigner, subscription_key
 from pipeline.stages.sampling import plan_shards
 from pipeline.stages.scenes import SceneChoice, resolve_scene, search_scenes
 from tests.conftest import make_config, search_all
@@ -160,6 +162,8 @@ class TokenEndpoint:
     url: str
     calls: list[str] = field(default_factory=list)
     expiry: dt.datetime = dt.datetime(2099, 1, 1, tzinfo=dt.UTC)
+    account_key: str | None = None
+    """Tokens only for requests with this Ocp-Apim-Subscription-Key (as sentinel-1-rtc's)."""
 
 
 @pytest.fixture
@@ -168,7 +172,13 @@ def token_endpoint() -> Iterator[TokenEndpoint]:
     endpoint = TokenEndpoint(url="")
 
     @app.get("/api/sas/v1/token/{account}/{container}")
-    def token(account: str, container: str) -> dict[str, str]:
+    def token(
+        account: str,
+        container: str,
+        key: Annotated[str | None, Header(alias="Ocp-Apim-Subscription-Key")] = None,
+    ) -> dict[str, str]:
+        if endpoint.account_key is not None and key != endpoint.account_key:
+            raise HTTPException(403, "Forbidden: this dataset requires an account")
         endpoint.calls.append(f"{account}/{container}")
         n = len(endpoint.calls)
         expiry = endpoint.expiry.isoformat().replace("+00:00", "Z")
@@ -249,6 +259,25 @@ def test_planetary_computer_signing(token_endpoint):
     signed = sign(href)
     assert sign(signed) == signed  # already signed
     assert sign("http://127.0.0.1/x.tif") == "http://127.0.0.1/x.tif"
+
+
+def test_an_account_key_goes_with_token_requests_and_its_absence_is_explained(
+    token_endpoint, monkeypatch
+):
+    token_endpoint.account_key = "k3y"
+    href = f"{BLOB_ROOT}/32/T/PT/B04.tif"
+    anonymous = PlanetaryComputerSigner(token_endpoint.url, StacApiIO(timeout=5)).sign
+    with pytest.raises(APIError, match=r"HTTP 403 .*Planetary Computer account.*signing_key_env"):
+        anonymous(href)
+    monkeypatch.setenv("EOCAP_TEST_PC_KEY", "k3y")
+    stac = StacConfig(signing="planetary-computer", signing_key_env="EOCAP_TEST_PC_KEY")
+    keyed = PlanetaryComputerSigner(
+        token_endpoint.url, StacApiIO(timeout=5), subscription_key(stac)
+    ).sign
+    assert keyed(href) == href + "?sv=1&sig=sentinel2l2a011"
+    monkeypatch.setenv("EOCAP_TEST_PC_KEY", "")
+    with pytest.raises(APIError, match="EOCAP_TEST_PC_KEY, which is not set"):
+        subscription_key(stac)
 
 
 def test_planetary_computer_token_is_renewed_before_it_expires(token_endpoint):
