@@ -118,6 +118,7 @@ def test_check_of_a_release_the_tree_lacks_lists_the_available(
         add_release(tree, release, region.overture_root)
     (tmp_path / "run.yaml").write_text(
         f"overture:\n  source: {tree}/{{release}}\n  release: {NEWER}\n"
+        f"output:\n  dir: {tmp_path / 'out'}\n"  # not the checkout's output/demo
     )
     assert main(["check", str(tmp_path / "run.yaml")]) == 2
     expected = f"config field 'overture.release': release {NEWER} is not in {tree}; available: "
