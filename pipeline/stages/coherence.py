@@ -285,7 +285,8 @@ def coherence_for_samples(
     Args:
         requests: The samples of one shard that have an optical chip.
         sar: The run's SAR settings; ``sar.coherence`` must be set.
-        stac: The run's STAC settings; ``sar.api_url`` replaces its ``api_url`` when set.
+        stac: The run's STAC settings, with what ``sar`` sets of its own
+            (:func:`pipeline.stages.sar.sar_stac`).
         threads: Parallel COG jobs (see :func:`pipeline.stages.sar.warp_cogs`).
 
     Returns:

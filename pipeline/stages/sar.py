@@ -476,8 +476,8 @@ def sar_for_samples(
     Args:
         requests: The samples of one shard that have an optical chip.
         sar: The run's SAR settings.
-        stac: The run's STAC settings (catalog, signing, retries); ``sar.api_url`` replaces
-            its ``api_url`` when set.
+        stac: The run's STAC settings (catalog, signing, retries), with what ``sar`` sets of
+            its own (:func:`sar_stac`).
         threads: Parallel COG jobs (see :func:`read_sar_chips`).
 
     Returns:
