@@ -293,8 +293,9 @@ class ChipConfig(_Section):
         default=16,
         ge=1,
         le=1024,
-        description="COG reads in flight per host across all shards of this process, so "
-        "parallel shards do not flood one server.",
+        description="COGs read at once per host (optical, Sentinel-1 and coherence "
+        "together) across all shards of this process, so parallel shards do not flood one "
+        "server.",
     )
     max_scene_fallbacks: int = Field(
         default=2,

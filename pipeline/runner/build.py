@@ -45,7 +45,7 @@ from pipeline.stages.coherence import coherence_for_samples
 from pipeline.stages.composite import render_rgb
 from pipeline.stages.context import map_context
 from pipeline.stages.sampling import SampleSpec, ShardPlan
-from pipeline.stages.sar import SarRequest, sar_for_samples
+from pipeline.stages.sar import SarCatalog, SarRequest, sar_for_samples
 from pipeline.stages.scenes import SceneChoice, search_scenes
 
 __all__ = ["STAGES", "StageTimer", "build_records", "build_shard"]
@@ -152,13 +152,18 @@ def _run_stages(
     # Coherence (sar.coherence) is part of the same stage, and as optional.
     if config.sar is not None:
         requests = [SarRequest(w.sample_id, c.scene.grid, c.scene.scene.datetime) for w, c in cut]
-        threads = config.chips.read_threads
+        catalog = SarCatalog(config.sar, config.stac)  # one open serves SAR and coherence
+        threads, per_host = config.chips.read_threads, config.chips.max_requests_per_host
         with timer.stage("sar"):
-            sar = sar_for_samples(requests, config.sar, config.stac, threads=threads)
+            sar = sar_for_samples(
+                requests, config.sar, catalog, threads=threads, max_requests_per_host=per_host
+            )
             coherence = (
                 {}
                 if config.sar.coherence is None
-                else coherence_for_samples(requests, config.sar, config.stac, threads=threads)
+                else coherence_for_samples(
+                    requests, config.sar, catalog, threads=threads, max_requests_per_host=per_host
+                )
             )
         for work, _ in cut:
             work.sar = sar[work.sample_id]

@@ -1,10 +1,10 @@
 """Chips: windowed reads of every band onto each chip's 10 m grid, harmonised, with cloud stats.
 
 Each (scene, band) COG is opened once per shard and every chip that falls in the scene is cut
-from that open dataset; the (scene, band) jobs run in a thread pool (GDAL releases the GIL while
-it reads). 20 m and 60 m bands are resampled bilinearly onto the chip grid, SCL with nearest
-neighbour. A failure to open a COG fails the samples of that scene only, with the reason; a
-failure to read one window fails that one sample.
+from that open dataset; the (scene, band) jobs run in a thread pool with a per-host limit
+(:mod:`pipeline.io.cog_reads`). 20 m and 60 m bands are resampled bilinearly onto the chip
+grid, SCL with nearest neighbour. A failure to open a COG fails the samples of that scene only,
+with the reason; a failure to read one window fails that one sample.
 
 Pixel convention of the output: uint16 DN with reflectance = DN / 10000 (offset removed), and
 0 = nodata. Valid pixels that harmonise to 0 or below are stored as 1 so that 0 stays nodata.
@@ -15,18 +15,12 @@ The offset taken off is the scene metadata's unless the chip's own pixels contra
 from __future__ import annotations
 
 import math
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 import numpy.typing as npt
-import rasterio
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from pipeline.core.errors import SampleFailure
@@ -34,13 +28,12 @@ from pipeline.core.types import ChipStats
 from pipeline.geo.bands import Band
 from pipeline.geo.grid import ChipGrid
 from pipeline.geo.radiometry import PixelCheck, check_pixels, harmonise
-from pipeline.io.cog import gdal_env
+from pipeline.io.cog_reads import READ_ERRORS, CogError, CogJob, run_cog_jobs
 from pipeline.stages.scenes import SceneAssets
 
 __all__ = [
     "Chip",
     "ChipRequest",
-    "default_read_threads",
     "read_chips",
 ]
 
@@ -110,38 +103,19 @@ def _read_window(src: Any, grid: ChipGrid, resampling: Resampling) -> npt.NDArra
     return np.asarray(data)
 
 
-_HOST_GATES: dict[str, threading.BoundedSemaphore] = {}
-_HOST_GATES_LOCK = threading.Lock()
+def _read_bilinear(src: Any, grid: ChipGrid) -> npt.NDArray[Any]:
+    return _read_window(src, grid, Resampling.bilinear)
 
 
-def _host_gate(href: str, limit: int) -> threading.BoundedSemaphore:
-    """The process-wide semaphore limiting reads in flight to ``href``'s host."""
-    host = urlparse(href).netloc or "local"
-    with _HOST_GATES_LOCK:
-        gate = _HOST_GATES.get(host)
-        if gate is None:
-            gate = _HOST_GATES[host] = threading.BoundedSemaphore(limit)
-        return gate
+def _read_nearest(src: Any, grid: ChipGrid) -> npt.NDArray[Any]:
+    return _read_window(src, grid, Resampling.nearest)
 
 
-def _job(
-    href: str, requests: list[ChipRequest], resampling: Resampling, per_host: int
-) -> tuple[dict[str, npt.NDArray[Any]], dict[str, SampleFailure]]:
-    arrays: dict[str, npt.NDArray[Any]] = {}
-    failures: dict[str, SampleFailure] = {}
-    try:
-        with _host_gate(href, per_host), gdal_env(), rasterio.open(href) as src:
-            for req in requests:
-                try:
-                    arrays[req.sample_id] = _read_window(src, req.grid, resampling)
-                except SampleFailure as exc:
-                    failures[req.sample_id] = exc
-                except (RasterioError, OSError, ValueError) as exc:
-                    failures[req.sample_id] = SampleFailure("cog_read", f"{href}: {exc}")
-    except (RasterioError, OSError) as exc:
-        failure = SampleFailure("cog_open", f"{href}: {exc}")
-        failures = {r.sample_id: failure for r in requests}
-    return arrays, failures
+def _failure(error: CogError) -> SampleFailure:
+    """A COG's error as the sample's failure: ``cog_open`` fails the scene, ``cog_read`` one."""
+    if isinstance(error.error, SampleFailure):
+        return error.error
+    return SampleFailure("cog_open" if error.opening else "cog_read", str(error))
 
 
 def _index(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -185,22 +159,6 @@ def chip_stats(pixels: UInt16Array, scl: UInt8Array, band_names: tuple[str, ...]
     )
 
 
-REMOTE_READ_THREADS = 8
-"""Read threads when COGs come over the network: each read mostly waits on round trips."""
-
-
-def default_read_threads(hrefs: list[str]) -> int:
-    """Threads for reading ``hrefs``: 8 if any is remote, else one per CPU core.
-
-    Remote reads (http, https, s3, gs, /vsi*) mostly wait on round trips; local window reads
-    are CPU-bound decoding (GDAL releases the GIL), so more threads than cores only contend.
-    """
-    remote = ("http://", "https://", "s3://", "gs://", "az://", "/vsicurl", "/vsis3", "/vsigs")
-    if any(h.startswith(remote) for h in hrefs):
-        return REMOTE_READ_THREADS
-    return max(1, os.cpu_count() or 1)
-
-
 def read_chips(
     requests: list[ChipRequest],
     bands: tuple[Band, ...],
@@ -213,7 +171,8 @@ def read_chips(
     Args:
         requests: Chips to cut (any number of scenes).
         bands: Bands in output order.
-        threads: Parallel (scene, band) jobs; None: :func:`default_read_threads` of the jobs.
+        threads: Parallel (scene, band) jobs; None: as
+            :func:`pipeline.io.cog_reads.default_read_threads` says for their hrefs.
         max_requests_per_host: Jobs in flight per host across every caller in the process.
 
     Returns:
@@ -222,33 +181,33 @@ def read_chips(
     by_scene: dict[str, list[ChipRequest]] = {}
     for req in requests:
         by_scene.setdefault(req.scene.item_id, []).append(req)
-    jobs: list[tuple[str, str, list[ChipRequest], Resampling]] = []
+    # One job per (scene, band) COG; its requests are that scene's chips.
+    jobs: list[tuple[str, CogJob[ChipGrid, npt.NDArray[Any]]]] = []
     for reqs in by_scene.values():
         scene = reqs[0].scene
+        grids = {r.sample_id: r.grid for r in reqs}
         for band in bands:
-            jobs.append((band.name, scene.band_hrefs[band.name], reqs, Resampling.bilinear))
-        jobs.append(("SCL", scene.scl_href, reqs, Resampling.nearest))
+            jobs.append((band.name, CogJob(scene.band_hrefs[band.name], grids, _read_bilinear)))
+        jobs.append(("SCL", CogJob(scene.scl_href, grids, _read_nearest)))
     size = requests[0].grid.size if requests else 0
     cubes = {r.sample_id: np.zeros((len(bands), size, size), np.uint16) for r in requests}
     scls = {r.sample_id: np.zeros((size, size), np.uint8) for r in requests}
     failures: dict[str, SampleFailure] = {}
     band_index = {b.name: i for i, b in enumerate(bands)}
-    if threads is None:
-        threads = default_read_threads([href for _, href, _, _ in jobs])
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(jobs) or 1))) as pool:
-        futures = [
-            (name, pool.submit(_job, href, reqs, rs, max_requests_per_host))
-            for name, href, reqs, rs in jobs
-        ]
-        for name, fut in futures:
-            arrays, errs = fut.result()
-            for sid, err in errs.items():
-                failures.setdefault(sid, err)
-            for sid, arr in arrays.items():
-                if name == "SCL":
-                    scls[sid] = arr.astype(np.uint8)
-                else:
-                    cubes[sid][band_index[name]] = arr  # raw DN: harmonised once all are in
+    results = run_cog_jobs(
+        [job for _, job in jobs],
+        threads=threads,
+        max_requests_per_host=max_requests_per_host,
+        read_errors=(*READ_ERRORS, SampleFailure),
+    )
+    for (name, _), result in zip(jobs, results, strict=True):
+        for sid, err in result.errors.items():
+            failures.setdefault(sid, _failure(err))
+        for sid, arr in result.values.items():
+            if name == "SCL":
+                scls[sid] = arr.astype(np.uint8)
+            else:
+                cubes[sid][band_index[name]] = arr  # raw DN: harmonised once all are in
     names = tuple(b.name for b in bands)
     out: dict[str, Chip | SampleFailure] = {}
     for req in requests:

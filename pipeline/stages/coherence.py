@@ -21,18 +21,18 @@ import numpy.typing as npt
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
-from pipeline.core.config import CoherenceConfig, SarConfig, StacConfig
+from pipeline.core.config import CoherenceConfig, SarConfig
 from pipeline.core.errors import AssetError
 from pipeline.geo.grid import ChipGrid
 from pipeline.geo.sar import POLARISATIONS
 from pipeline.stages.sar import (
+    SarCatalog,
     SarMissing,
     SarRequest,
     asset_band,
     asset_roles,
     choose_by_cell,
     data_assets,
-    sar_stac,
     warp_cogs,
 )
 
@@ -243,7 +243,10 @@ def choose_coherence(
 
 
 def read_coherence_chips(
-    chosen: Iterable[tuple[SarRequest, CoherenceItem]], *, threads: int | None = None
+    chosen: Iterable[tuple[SarRequest, CoherenceItem]],
+    *,
+    threads: int | None = None,
+    max_requests_per_host: int = 16,
 ) -> dict[str, CoherenceChip | SarMissing]:
     """Warp each sample's coherence onto its chip grid (bilinear in DN, then scaled).
 
@@ -258,7 +261,7 @@ def read_coherence_chips(
     jobs: dict[str, tuple[float | None, list[SarRequest]]] = {}
     for req, found in pairs:
         jobs.setdefault(found.href, (found.nodata, []))[1].append(req)
-    arrays, failures = warp_cogs(jobs, threads)
+    arrays, failures = warp_cogs(jobs, threads=threads, max_requests_per_host=max_requests_per_host)
     out: dict[str, CoherenceChip | SarMissing] = {}
     for req, found in pairs:
         if req.sample_id in failures:
@@ -276,18 +279,20 @@ def read_coherence_chips(
 def coherence_for_samples(
     requests: list[SarRequest],
     sar: SarConfig,
-    stac: StacConfig,
+    catalog: SarCatalog,
     *,
     threads: int | None = None,
+    max_requests_per_host: int = 16,
 ) -> dict[str, CoherenceChip | SarMissing]:
     """Find and read every sample's coherence (``sar.coherence``), as SAR is found and read.
 
     Args:
         requests: The samples of one shard that have an optical chip.
         sar: The run's SAR settings; ``sar.coherence`` must be set.
-        stac: The run's STAC settings, with what ``sar`` sets of its own
-            (:func:`pipeline.stages.sar.sar_stac`).
+        catalog: The shard's Sentinel-1 catalog, shared with
+            :func:`pipeline.stages.sar.sar_for_samples` (opened once for both).
         threads: Parallel COG jobs (see :func:`pipeline.stages.sar.warp_cogs`).
+        max_requests_per_host: COG jobs in flight per host (as above).
 
     Returns:
         For each sample id, its :class:`CoherenceChip` or the :class:`SarMissing` that says
@@ -301,13 +306,15 @@ def coherence_for_samples(
         raise ValueError("sar.coherence is unset: no coherence collection to read")
     chosen, missing = choose_by_cell(
         requests,
+        catalog=catalog,
         collection=config.collection,
         window=config.window,
-        stac=sar_stac(sar, stac),
         choose=lambda items, req: choose_coherence(
             items, grid=req.grid, optical_time=req.optical_time, config=config
         ),
     )
     out: dict[str, CoherenceChip | SarMissing] = dict(missing)
-    out.update(read_coherence_chips(chosen, threads=threads))
+    out.update(
+        read_coherence_chips(chosen, threads=threads, max_requests_per_host=max_requests_per_host)
+    )
     return out

@@ -13,15 +13,13 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-import rasterio
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
@@ -30,13 +28,13 @@ from pipeline.core.config import SarConfig, StacConfig
 from pipeline.core.errors import AssetError
 from pipeline.geo.grid import ChipGrid
 from pipeline.geo.sar import POLARISATIONS, Polarisation, SarValues, power_db
-from pipeline.io.cog import gdal_env
+from pipeline.io.cog_reads import CogJob, run_cog_jobs
 from pipeline.io.stac import open_catalog
-from pipeline.stages.chips import default_read_threads
 from pipeline.stages.scenes import is_cog
 
 __all__ = [
     "SarAcquisition",
+    "SarCatalog",
     "SarChip",
     "SarMissing",
     "SarRequest",
@@ -286,53 +284,41 @@ def _warped(src: Any, grid: ChipGrid, nodata: float | None) -> npt.NDArray[np.fl
         return np.asarray(vrt.read(1), dtype=np.float32)
 
 
-def _read_job(
-    href: str, nodata: float | None, requests: list[SarRequest]
-) -> tuple[dict[str, npt.NDArray[np.float32]], dict[str, SarMissing]]:
-    """One COG opened once, every requested chip warped from it."""
-    arrays: dict[str, npt.NDArray[np.float32]] = {}
-    failures: dict[str, SarMissing] = {}
-    try:
-        with gdal_env(), rasterio.open(href) as src:
-            for req in requests:
-                try:
-                    arrays[req.sample_id] = _warped(src, req.grid, nodata)
-                except (RasterioError, OSError, ValueError) as exc:
-                    failures[req.sample_id] = SarMissing("read_error", f"{href}: {exc}")
-    except (RasterioError, OSError) as exc:
-        failure = SarMissing("read_error", f"{href}: {exc}")
-        failures = {req.sample_id: failure for req in requests}
-    return arrays, failures
-
-
 def warp_cogs(
-    jobs: Mapping[str, tuple[float | None, list[SarRequest]]], threads: int | None = None
+    jobs: Mapping[str, tuple[float | None, list[SarRequest]]],
+    *,
+    threads: int | None = None,
+    max_requests_per_host: int = 16,
 ) -> tuple[dict[tuple[str, str], npt.NDArray[np.float32]], dict[str, SarMissing]]:
-    """Warp every requested chip from each COG, each COG opened once, jobs in a thread pool.
+    """Warp every requested chip from each COG, each COG opened once (:mod:`pipeline.io.cog_reads`).
 
     Args:
         jobs: For each COG href, its nodata (None: the file's own) and the samples to read.
-        threads: Parallel COG jobs; None: :func:`pipeline.stages.chips.default_read_threads`.
+        threads: Parallel COG jobs; None: as :func:`pipeline.io.cog_reads.default_read_threads`
+            says for the hrefs.
+        max_requests_per_host: COG jobs in flight per host across every reader in the process
+            (``chips.max_requests_per_host``, shared with the optical reads).
 
     Returns:
         The float32 chips by (href, sample id), in the COG's units (NaN = nodata); and for
         each sample a COG failed for, the :class:`SarMissing` (``read_error``) naming it.
     """
-    if threads is None:
-        threads = default_read_threads(list(jobs))
+    cog_jobs = [
+        CogJob(
+            href,
+            {req.sample_id: req.grid for req in reqs},
+            partial(_warped, nodata=nodata),
+        )
+        for href, (nodata, reqs) in jobs.items()
+    ]
+    results = run_cog_jobs(cog_jobs, threads=threads, max_requests_per_host=max_requests_per_host)
     arrays: dict[tuple[str, str], npt.NDArray[np.float32]] = {}
     failures: dict[str, SarMissing] = {}
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(jobs) or 1))) as pool:
-        futures = [
-            (href, pool.submit(_read_job, href, nodata, reqs))
-            for href, (nodata, reqs) in jobs.items()
-        ]
-        for href, future in futures:
-            read, errors = future.result()
-            for sample_id, error in errors.items():
-                failures.setdefault(sample_id, error)
-            for sample_id, array in read.items():
-                arrays[href, sample_id] = array
+    for job, result in zip(cog_jobs, results, strict=True):
+        for sample_id, error in result.errors.items():
+            failures.setdefault(sample_id, SarMissing("read_error", str(error)))
+        for sample_id, array in result.values.items():
+            arrays[job.href, sample_id] = array
     return arrays, failures
 
 
@@ -342,6 +328,7 @@ def read_sar_chips(
     polarisations: tuple[Polarisation, ...],
     kind: SarValues = "power",
     threads: int | None = None,
+    max_requests_per_host: int = 16,
 ) -> dict[str, SarChip | SarMissing]:
     """Warp each sample's channels onto its chip grid and convert to dB.
 
@@ -353,6 +340,7 @@ def read_sar_chips(
         polarisations: Channels, in output order (every acquisition has them).
         kind: Whether the COGs hold linear power or amplitude.
         threads: Parallel COG jobs (see :func:`warp_cogs`).
+        max_requests_per_host: COG jobs in flight per host (see :func:`warp_cogs`).
 
     Returns:
         For each sample id, its :class:`SarChip`, or :class:`SarMissing` (``read_error``)
@@ -364,7 +352,7 @@ def read_sar_chips(
     for req, acq in pairs:
         for pol in polarisations:
             jobs.setdefault(acq.hrefs[pol], (acq.nodata[pol], []))[1].append(req)
-    linear, failures = warp_cogs(jobs, threads)
+    linear, failures = warp_cogs(jobs, threads=threads, max_requests_per_host=max_requests_per_host)
     out: dict[str, SarChip | SarMissing] = {}
     for req, acq in pairs:
         if req.sample_id in failures:
@@ -382,12 +370,36 @@ def read_sar_chips(
     return out
 
 
+class SarCatalog:
+    """The catalog Sentinel-1 (and coherence) is searched in for one shard, opened at most once.
+
+    Backscatter and coherence search the same catalog (:func:`sar_stac`); opening it costs a
+    round trip, and all its retries when it is down, so one shard's readers share one open and
+    one failure to open.
+    """
+
+    def __init__(self, sar: SarConfig, stac: StacConfig) -> None:
+        self.stac = sar_stac(sar, stac)
+        self._opened: Any = None
+
+    def open(self) -> Any:
+        """The pystac-client ``Client``, or the :class:`SarMissing` saying why it cannot open."""
+        if self._opened is None:
+            try:
+                self._opened = open_catalog(self.stac)
+            except Exception as exc:  # any transport or parse failure: SAR missing, optical on
+                self._opened = SarMissing(
+                    "search_error", f"cannot open STAC API {self.stac.api_url}: {exc}"
+                )
+        return self._opened
+
+
 def _search_items(
     client: Any,
     collection: str,
     window: dt.timedelta,
     requests: list[SarRequest],
-    stac: StacConfig,
+    max_items: int,
 ) -> list[dict[str, Any]]:
     """Every item of ``collection`` over the requests' chips within ``window`` of any."""
     lons, lats = [], []
@@ -401,8 +413,8 @@ def _search_items(
         collections=[collection],
         bbox=[min(lons), min(lats), max(lons), max(lats)],
         datetime=f"{start.isoformat()}/{end.isoformat()}",
-        max_items=stac.max_items,
-        limit=min(stac.max_items, 100),
+        max_items=max_items,
+        limit=min(max_items, 100),
     )
     return list(search.items_as_dicts())
 
@@ -410,18 +422,18 @@ def _search_items(
 def choose_by_cell(
     requests: list[SarRequest],
     *,
+    catalog: SarCatalog,
     collection: str,
     window: dt.timedelta,
-    stac: StacConfig,
     choose: Callable[[list[dict[str, Any]], SarRequest], _Chosen | SarMissing],
 ) -> tuple[list[tuple[SarRequest, _Chosen]], dict[str, SarMissing]]:
     """One STAC search per 1-degree cell of the requests, then ``choose`` an item per sample.
 
     Args:
         requests: The samples of one shard that have an optical chip.
+        catalog: The catalog to search (opened on the first search, if not yet).
         collection: The collection to search.
         window: How far before the first and after the last optical time to search.
-        stac: The catalog (signing, retries) to search.
         choose: A sample's pick among its cell's items, or why there is none.
 
     Returns:
@@ -437,14 +449,12 @@ def choose_by_cell(
     missing: dict[str, SarMissing] = {}
     if not requests:
         return chosen, missing
-    try:
-        client = open_catalog(stac)
-    except Exception as exc:  # any transport or parse failure: SAR is missing, optical goes on
-        failure = SarMissing("search_error", f"cannot open STAC API {stac.api_url}: {exc}")
-        return chosen, dict.fromkeys((r.sample_id for r in requests), failure)
+    client = catalog.open()
+    if isinstance(client, SarMissing):
+        return chosen, dict.fromkeys((r.sample_id for r in requests), client)
     for cell in cells.values():
         try:
-            items = _search_items(client, collection, window, cell, stac)
+            items = _search_items(client, collection, window, cell, catalog.stac.max_items)
         except Exception as exc:  # as above: one failed search never fails the optical part
             for req in cell:
                 missing[req.sample_id] = SarMissing("search_error", f"{collection}: {exc}")
@@ -467,18 +477,20 @@ def sar_stac(sar: SarConfig, stac: StacConfig) -> StacConfig:
 def sar_for_samples(
     requests: list[SarRequest],
     sar: SarConfig,
-    stac: StacConfig,
+    catalog: SarCatalog,
     *,
     threads: int | None = None,
+    max_requests_per_host: int = 16,
 ) -> dict[str, SarChip | SarMissing]:
     """Find and read every sample's SAR: one STAC search per 1-degree cell, reads in threads.
 
     Args:
         requests: The samples of one shard that have an optical chip.
         sar: The run's SAR settings.
-        stac: The run's STAC settings (catalog, signing, retries), with what ``sar`` sets of
-            its own (:func:`sar_stac`).
-        threads: Parallel COG jobs (see :func:`read_sar_chips`).
+        catalog: The shard's Sentinel-1 catalog (``SarCatalog(sar, stac)``), shared with
+            :func:`pipeline.stages.coherence.coherence_for_samples`.
+        threads: Parallel COG jobs (see :func:`warp_cogs`).
+        max_requests_per_host: COG jobs in flight per host (see :func:`warp_cogs`).
 
     Returns:
         For each sample id, its :class:`SarChip` or the :class:`SarMissing` that says why not;
@@ -487,9 +499,9 @@ def sar_for_samples(
     pols = tuple(sar.polarisations)
     chosen, missing = choose_by_cell(
         requests,
+        catalog=catalog,
         collection=sar.collection,
         window=sar.window,
-        stac=sar_stac(sar, stac),
         choose=lambda items, req: choose_acquisition(
             items,
             grid=req.grid,
@@ -499,5 +511,13 @@ def sar_for_samples(
         ),
     )
     out: dict[str, SarChip | SarMissing] = dict(missing)
-    out.update(read_sar_chips(chosen, polarisations=pols, kind=sar.values, threads=threads))
+    out.update(
+        read_sar_chips(
+            chosen,
+            polarisations=pols,
+            kind=sar.values,
+            threads=threads,
+            max_requests_per_host=max_requests_per_host,
+        )
+    )
     return out

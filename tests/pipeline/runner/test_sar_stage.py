@@ -22,7 +22,7 @@ from pipeline.geo.sar import centi_db, db_from_centi
 from pipeline.runner.build import build_shard
 from pipeline.runner.plan import plan_run
 from pipeline.runner.report import run_status, summarize
-from pipeline.stages.sar import SarChip, SarRequest, sar_for_samples
+from pipeline.stages.sar import SarCatalog, SarChip, SarRequest, sar_for_samples
 from tests.conftest import make_config
 
 # 2.5 days: every small-region scene has a pass that close but 25 October's (22 October,
@@ -93,7 +93,7 @@ def test_sar_columns_hold_what_the_sar_stage_reads(with_sar):
         SarRequest(r["sample_id"], ChipGrid(r["crs"], Affine(*r["transform"]), size), r["datetime"])
         for _, r in ok
     ]
-    found = sar_for_samples(requests, config.sar, config.stac)
+    found = sar_for_samples(requests, config.sar, SarCatalog(config.sar, config.stac))
     for i, r in ok:
         chip = found[r["sample_id"]]
         assert isinstance(chip, SarChip)

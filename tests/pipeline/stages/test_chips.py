@@ -94,14 +94,3 @@ def test_missing_and_corrupt_cogs_fail_only_their_samples(region_copy, tmp_path)
     assert "scl.tif" in chips[by_scene[missing][0]].message  # type: ignore[union-attr]
     others = [s for k, v in by_scene.items() if k not in scenes[:3] for s in v]
     assert all(isinstance(chips[s], Chip) for s in others)
-
-
-def test_default_read_threads_follow_the_href_scheme():
-    import os
-
-    from pipeline.stages.chips import REMOTE_READ_THREADS, default_read_threads
-
-    local = ["/data/B02.tif", "file:///data/B03.tif"]
-    assert default_read_threads(local) == os.cpu_count()
-    assert default_read_threads([*local, "https://host/B04.tif"]) == REMOTE_READ_THREADS
-    assert default_read_threads(["s3://bucket/B04.tif"]) == REMOTE_READ_THREADS

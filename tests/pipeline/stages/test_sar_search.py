@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -9,13 +11,25 @@ import rasterio
 from rasterio.windows import from_bounds
 
 from pipeline.core.config import SarConfig, StacConfig
+from pipeline.demo.coherence import (
+    COHERENCE_COLLECTION,
+    DEMO_COHERENCE_PAIRS,
+    write_coherence_pair,
+)
 from pipeline.demo.landscape import build_landscape
 from pipeline.demo.sar import DEMO_SAR_PASSES, write_sar_pass
 from pipeline.demo.scene import scene_grid
-from pipeline.demo.servers import serve_demo
+from pipeline.demo.servers import (
+    absolutize_items,
+    serve_demo,
+    start_file_server,
+    start_stac_server,
+)
 from pipeline.geo.grid import chip_grid
-from pipeline.stages.sar import SarChip, SarMissing, SarRequest, sar_for_samples
+from pipeline.stages.coherence import CoherenceChip, coherence_for_samples
+from pipeline.stages.sar import SarCatalog, SarChip, SarMissing, SarRequest, sar_for_samples
 from tests.conftest import SMALL_BBOX
+from tests.faults import FaultPlan, fault_proxy
 
 PASSES = (DEMO_SAR_PASSES[2], DEMO_SAR_PASSES[3])  # 4 July descending, 13 August ascending
 
@@ -44,9 +58,8 @@ def test_each_sample_gets_its_closest_pass_over_http_or_a_missing_state(sar_root
         request("outside", 12.5, 47.575, "EPSG:32633", july),
     ]
     with serve_demo(root, items) as srv:
-        found = sar_for_samples(
-            requests, SarConfig(window_days=12), StacConfig(api_url=srv.stac_url)
-        )
+        sar = SarConfig(window_days=12)
+        found = sar_for_samples(requests, sar, SarCatalog(sar, StacConfig(api_url=srv.stac_url)))
     assert set(found) == {"july", "august", "winter", "outside"}
     july_chip, august_chip = found["july"], found["august"]
     assert isinstance(july_chip, SarChip) and isinstance(august_chip, SarChip)
@@ -67,10 +80,79 @@ def test_each_sample_gets_its_closest_pass_over_http_or_a_missing_state(sar_root
 def test_an_unreachable_catalog_is_a_missing_state_for_every_sample(sar_root):
     _, _, crs = sar_root
     when = dt.datetime(2024, 7, 6, 10, 20, tzinfo=dt.UTC)
+    sar = SarConfig(api_url="http://127.0.0.1:9/")
     found = sar_for_samples(
         [request("a", 10.90, 47.575, crs, when)],
-        SarConfig(api_url="http://127.0.0.1:9/"),
-        StacConfig(max_retries=0, timeout_s=2),
+        sar,
+        SarCatalog(sar, StacConfig(max_retries=0, timeout_s=2)),
     )
     assert isinstance(found["a"], SarMissing) and found["a"].state == "search_error"
     assert "127.0.0.1:9" in found["a"].message
+
+
+@pytest.fixture(scope="module")
+def sar_and_coherence_root(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, list[dict], str]:
+    """Two SAR passes and the coherence pair containing 6 July, over the small region."""
+    root = tmp_path_factory.mktemp("sar-coh")
+    ls = build_landscape(scene_grid(SMALL_BBOX), 0)
+    items = [write_sar_pass(root, ls, p, i, seed=0) for i, p in enumerate(PASSES)]
+    items.append(write_coherence_pair(root, ls, DEMO_COHERENCE_PAIRS[1], 1, seed=0))
+    return root, items, f"EPSG:{ls.grid.epsg}"
+
+
+@contextmanager
+def behind_proxies(
+    root: Path, items: list[dict], stac_plan: FaultPlan, cog_plan: FaultPlan
+) -> Iterator[str]:
+    """The region's COG server and STAC API, each behind a counting proxy; yields the API URL.
+
+    The items' hrefs name the COG proxy, so every COG request a reader makes is counted.
+    """
+    files = start_file_server(root)
+    try:
+        with fault_proxy(files.url, cog_plan) as cog_url:
+            stac = start_stac_server(absolutize_items(items, cog_url))
+            try:
+                with fault_proxy(stac.url, stac_plan) as stac_url:
+                    yield stac_url
+            finally:
+                stac.stop()
+    finally:
+        files.stop()
+
+
+@pytest.mark.parametrize("per_host", [1, 4])
+def test_sar_and_coherence_share_one_catalog_open_and_the_per_host_limit(
+    sar_and_coherence_root, per_host
+):
+    root, items, crs = sar_and_coherence_root
+    july = dt.datetime(2024, 7, 6, 10, 20, tzinfo=dt.UTC)
+    august = dt.datetime(2024, 8, 10, 10, 20, tzinfo=dt.UTC)
+    requests = [
+        request("july", 10.90, 47.575, crs, july),
+        request("august", 10.88, 47.565, crs, august),
+    ]
+    sar = SarConfig(window_days=12, coherence={"collection": COHERENCE_COLLECTION})
+    stac_plan, cog_plan = FaultPlan(), FaultPlan(delay_s=0.05)
+    with behind_proxies(root, items, stac_plan, cog_plan) as stac_url:
+        catalog = SarCatalog(sar, StacConfig(api_url=stac_url))
+        reads = {"threads": 4, "max_requests_per_host": per_host}
+        backscatter = sar_for_samples(requests, sar, catalog, **reads)
+        coherence = coherence_for_samples(requests, sar, catalog, **reads)
+    assert all(isinstance(backscatter[r.sample_id], SarChip) for r in requests)
+    assert isinstance(coherence["july"], CoherenceChip)
+    assert isinstance(coherence["august"], SarMissing)  # no pair near 10 August here
+    # Backscatter and coherence searched the catalog once opened: one landing page request.
+    assert stac_plan.seen.count("GET /") == 1
+    assert sum("/search" in s for s in stac_plan.seen) == 2
+    # 4 COG jobs (2 passes x VV, VH; each opened once) and the coherence COG. With one job
+    # per host allowed, no two COGs were ever read at once (GDAL may fetch one COG's ranges
+    # in parallel: that is one job); with 4 allowed, they were.
+    cogs = {s.split(" ")[1].split("?")[0] for s in cog_plan.seen}
+    assert len(cogs) == 5
+    if per_host == 1:
+        assert cog_plan.max_paths_in_flight == 1
+    else:
+        assert cog_plan.max_paths_in_flight > 1
