@@ -350,8 +350,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     The config's fields; the periods (over, and within Sentinel-2's years); the region (inside
     Sentinel-2's coverage, at least one chip); the output folder (empty, or a run of the same
-    config); the Overture release and its columns; the STAC API and collection; the prompt;
-    the caption server (backend openai). A refusal names the field and what to change.
+    config); the Overture release and its columns; the STAC API and collection; with `sar:`,
+    the Sentinel-1 catalog (its key variable) and the backscatter and coherence collections;
+    the prompt; the caption server (backend openai). A refusal names the field and what to
+    change.
     """
     config = preflight(_load(args.config, args.set))
     Console().print(

@@ -218,6 +218,7 @@ class StacConfig(_Section):
     )
     collection: str = Field(
         default="sentinel-2-c1-l2a",
+        min_length=1,
         description="Collection id to search. Earth Search: sentinel-2-c1-l2a (Collection 1, "
         "the default) or sentinel-2-l2a (older, being replaced); Planetary Computer: "
         "sentinel-2-l2a. Every catalog's radiometry is harmonised to reflectance = DN / 10000 "
@@ -338,6 +339,7 @@ class CoherenceConfig(_Section):
     """
 
     collection: str = Field(
+        min_length=1,
         description="STAC collection of coherence COGs (one coherence raster per item).",
     )
     asset: str | None = Field(
@@ -358,6 +360,7 @@ class CoherenceConfig(_Section):
     )
     scale: float | None = Field(
         default=None,
+        gt=0,
         description="coherence = DN * scale + offset; unset: the asset's `raster:bands` scale "
         "and offset, else 1 and 0 (values already 0..1). 0.01 for percent in bytes.",
     )
@@ -398,6 +401,7 @@ class SarConfig(_Section):
     )
     collection: str = Field(
         default="sentinel-1-rtc",
+        min_length=1,
         description="Sentinel-1 collection: Planetary Computer sentinel-1-rtc (gamma0, terrain "
         "corrected, linear power; values: power) or sentinel-1-grd (uncalibrated amplitude "
         "DN georeferenced by GCPs; values: amplitude).",

@@ -37,6 +37,7 @@ import datetime as dt
 import json
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 
@@ -47,8 +48,9 @@ from pystac_client.stac_api_io import StacApiIO
 from urllib3 import Retry
 
 from pipeline.core.config import StacConfig
+from pipeline.core.errors import PreflightError
 
-__all__ = ["PlanetaryComputerSigner", "open_catalog", "subscription_key"]
+__all__ = ["PlanetaryComputerSigner", "check_catalog", "open_catalog", "subscription_key"]
 
 BLOB_HOST_SUFFIX = ".blob.core.windows.net"
 SUBSCRIPTION_KEY_HEADER = "Ocp-Apim-Subscription-Key"
@@ -199,3 +201,44 @@ def open_catalog(stac: StacConfig, *, timeout_s: float | None = None) -> pystac_
     return pystac_client.Client.open(
         stac.api_url, stac_io=io, modifier=signer, timeout=timeout_s or stac.timeout_s
     )
+
+
+def check_catalog(
+    stac: StacConfig,
+    collections: Mapping[str, str],
+    *,
+    url_field: str = "stac.api_url",
+    key_field: str = "stac.signing_key_env",
+) -> None:
+    """Fail fast if a catalog is unreachable, its account key unset, or a collection missing.
+
+    Args:
+        stac: The catalog's settings.
+        collections: For each config field (``stac.collection``, ``sar.collection``...), the
+            collection it names.
+        url_field: The field to blame when the catalog cannot be opened.
+        key_field: The field to blame when the account key's variable is unset.
+
+    Raises:
+        PreflightError: naming the field at fault.
+    """
+    if stac.signing == "planetary-computer":
+        try:
+            subscription_key(stac)
+        except APIError as exc:
+            raise PreflightError(key_field, str(exc)) from None
+    try:
+        client = open_catalog(stac, timeout_s=min(stac.timeout_s, 10.0))
+    except Exception as exc:  # any transport or parse failure means "unusable"
+        raise PreflightError(url_field, f"cannot open STAC API {stac.api_url}: {exc}") from None
+    for field, collection in collections.items():
+        try:
+            found = client.get_collection(collection)
+        except Exception as exc:
+            found, detail = None, f": {exc}"
+        else:
+            detail = ""
+        if found is None:  # pystac-client returns None for a 404 on some versions
+            raise PreflightError(
+                field, f"collection {collection!r} not found at {stac.api_url}{detail}"
+            )

@@ -32,6 +32,7 @@ from pipeline.dataset.layout import DatasetLayout
 from pipeline.geo.coverage import FIRST_ACQUISITION_DAY, LAT_MAX, LAT_MIN
 from pipeline.io.atomic import atomic_write
 from pipeline.io.overture import read_catalog
+from pipeline.io.stac import check_catalog
 from pipeline.stages.context import check_overture, prepare_overture
 from pipeline.stages.sampling import (
     Location,
@@ -43,7 +44,7 @@ from pipeline.stages.sampling import (
     region_parts,
     write_manifest,
 )
-from pipeline.stages.scenes import check_stac
+from pipeline.stages.sar import check_sar_catalog
 
 __all__ = [
     "CheckedConfig",
@@ -171,7 +172,8 @@ def preflight(
 
     The checks, in order: :func:`check_run_config` (periods, coverage, at least one chip), the
     output folder (empty, or a run of this config), the Overture release, the STAC API and
-    collection, the prompt, the caption server.
+    collection, with ``sar:`` the Sentinel-1 catalog and its collections, the prompt, the
+    caption server.
 
     ``eocap check`` and ``eocap run`` both call this, so a config that passes the one passes
     the other's checks; nothing a run checks later depends on the data.
@@ -193,7 +195,9 @@ def preflight(
     config = resolve_release(config)
     _check_output(config, config_hash(config))
     check_overture(config.overture)
-    check_stac(config.stac)
+    check_catalog(config.stac, {"stac.collection": config.stac.collection})
+    if config.sar is not None:
+        check_sar_catalog(config.sar, config.stac)
     load_prompt(config.captioner.prompt)
     if captioning is None:
         captioning = config.captioner.stage == "inline"

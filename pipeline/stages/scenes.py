@@ -28,7 +28,7 @@ from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.core.config import StacConfig
-from pipeline.core.errors import AssetError, PreflightError, SampleFailure
+from pipeline.core.errors import AssetError, SampleFailure
 from pipeline.geo.bands import SCL, Band
 from pipeline.geo.grid import ChipGrid, chip_grid
 from pipeline.geo.radiometry import OffsetDecision, decide_offset
@@ -38,7 +38,6 @@ from pipeline.stages.sampling import SampleSpec
 __all__ = [
     "SceneAssets",
     "SceneChoice",
-    "check_stac",
     "is_cog",
     "resolve_scene",
     "search_scenes",
@@ -207,30 +206,6 @@ def resolve_scene(item: dict[str, Any], bands: Iterable[Band]) -> SceneAssets:
         processing_baseline=baseline,
         platform=props.get("platform"),
     )
-
-
-def check_stac(stac: StacConfig) -> None:
-    """Fail fast if the STAC API is unreachable or lacks the collection.
-
-    Raises:
-        PreflightError: naming ``stac.api_url`` or ``stac.collection``.
-    """
-    try:
-        client = open_catalog(stac, timeout_s=min(stac.timeout_s, 10.0))
-    except Exception as exc:  # any transport or parse failure means "unusable"
-        raise PreflightError(
-            "stac.api_url", f"cannot open STAC API {stac.api_url}: {exc}"
-        ) from None
-    try:
-        found = client.get_collection(stac.collection)
-    except Exception as exc:
-        found, detail = None, f": {exc}"
-    else:
-        detail = ""
-    if found is None:  # pystac-client returns None for a 404 on some versions
-        raise PreflightError(
-            "stac.collection", f"collection {stac.collection!r} not found at {stac.api_url}{detail}"
-        )
 
 
 def _search(

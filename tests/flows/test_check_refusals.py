@@ -12,6 +12,7 @@ import yaml
 
 from flows.cli import main
 from pipeline.core.config import RunConfig
+from pipeline.demo.coherence import COHERENCE_COLLECTION
 
 TODAY = dt.datetime.now(dt.UTC).date()
 
@@ -60,6 +61,37 @@ REFUSALS: list[tuple[str, dict[str, Any], str, str]] = [
 ]
 
 
+# Checks against the servers: `eocap check` and `eocap run` make them, `eocap plan` does not.
+# Unchecked, a wrong Sentinel-1 catalog costs a whole run: every sample records
+# no_acquisition (or search_error) and stays ok, so nothing stops.
+SERVER_REFUSALS: list[tuple[str, dict[str, Any], str, str]] = [
+    (
+        "unknown SAR collection",
+        {"sar": {"collection": "sentinel-1-rtcx"}},
+        "sar.collection",
+        "not found",
+    ),
+    (
+        "unknown coherence collection",
+        {"sar": {"coherence": {"collection": "sentinel-1-coh"}}},
+        "sar.coherence.collection",
+        "'sentinel-1-coh' not found",
+    ),
+    (
+        "SAR catalog unreachable",
+        {"sar": {"api_url": "http://127.0.0.1:9/"}, "stac.max_retries": 0},
+        "sar.api_url",
+        "cannot open STAC API http://127.0.0.1:9/",
+    ),
+    (
+        "SAR account key unset",
+        {"sar": {"signing": "planetary-computer", "signing_key_env": "EOCAP_TEST_NO_SUCH_KEY"}},
+        "sar.signing_key_env",
+        "EOCAP_TEST_NO_SUCH_KEY, which is not set",
+    ),
+]
+
+
 def _write(config: RunConfig, path: Path) -> Path:
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     return path
@@ -90,6 +122,31 @@ def test_check_plan_and_run_refuse_with_the_same_line(
     assert not config.output.dir.exists()  # the run stopped before any work
 
 
+@pytest.mark.parametrize(
+    ("updates", "field", "words"),
+    [case[1:] for case in SERVER_REFUSALS],
+    ids=[case[0] for case in SERVER_REFUSALS],
+)
+def test_check_and_run_refuse_an_unusable_sentinel1_catalog_with_the_same_line(
+    config: RunConfig,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    updates: dict[str, Any],
+    field: str,
+    words: str,
+) -> None:
+    path = _write(config.with_updates(updates), tmp_path / "run.yaml")
+    lines = {}
+    for command in ("check", "run"):
+        assert main([command, str(path)]) == 2, command
+        err = capsys.readouterr().err.strip().splitlines()
+        lines[command] = err[-1]
+        assert lines[command].startswith(f"error: config field '{field}': "), err
+        assert words in lines[command] and "Traceback" not in "\n".join(err)
+    assert lines["check"] == lines["run"]
+    assert not config.output.dir.exists()
+
+
 def test_check_refuses_an_output_folder_of_another_config(
     config: RunConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -108,4 +165,8 @@ def test_check_passes_what_run_accepts(
     yesterday = TODAY - dt.timedelta(days=1)
     ok = config.with_updates({"periods": _period(dt.date(2024, 6, 1), yesterday)})
     assert main(["check", str(_write(ok, tmp_path / "run.yaml"))]) == 0
+    assert capsys.readouterr().out.startswith("config ok")
+    # Sentinel-1 and coherence from the same catalog, as the demo serves them.
+    with_sar = ok.with_updates({"sar": {"coherence": {"collection": COHERENCE_COLLECTION}}})
+    assert main(["check", str(_write(with_sar, tmp_path / "sar.yaml"))]) == 0
     assert capsys.readouterr().out.startswith("config ok")

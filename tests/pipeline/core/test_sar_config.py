@@ -53,6 +53,10 @@ def test_an_environment_variable_turns_sar_on(tmp_path):
         ("sar:\n  window_days: 0\n", "sar.window_days", "greater than 0"),
         ("sar:\n  values: decibel\n", "sar.values", "power"),
         ("sar:\n  colection: sentinel-1-grd\n", "sar.colection", "not permitted"),
+        ("sar:\n  collection: ''\n", "sar.collection", "at least 1 character"),
+        ("sar:\n  coherence: {collection: ''}\n", "sar.coherence.collection", "at least 1"),
+        ("sar:\n  coherence: {collection: c, scale: 0}\n", "sar.coherence.scale", "greater than 0"),
+        ("stac:\n  collection: ''\n", "stac.collection", "at least 1 character"),
     ],
 )
 def test_invalid_sar_settings_name_their_field(tmp_path, text, field, words):
