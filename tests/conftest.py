@@ -306,3 +306,14 @@ def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     for name in ("AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_REGION"):
         monkeypatch.delenv(name, raising=False)
     return s3_server
+
+
+# --- Planetary Computer's SAS token endpoint, real, on 127.0.0.1 (tests/tokens.py) -------------
+from tests.tokens import TokenEndpoint, serve_token_endpoint  # noqa: E402
+
+
+@pytest.fixture
+def token_endpoint() -> Iterator[TokenEndpoint]:
+    """A token endpoint of this test's own (set ``account_key`` to make it ask for a key)."""
+    with serve_token_endpoint() as endpoint:
+        yield endpoint

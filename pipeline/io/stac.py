@@ -135,9 +135,9 @@ class PlanetaryComputerSigner:
                     "sentinel-1-rtc's does: put the account's key in an environment variable "
                     "and name it in signing_key_env)"
                 )
-            raise APIError(
-                f"no SAS token for {account}/{container} from {url}: {detail}{hint}"
-            ) from exc
+            error = APIError(f"no SAS token for {account}/{container} from {url}: {detail}{hint}")
+            error.status_code = status
+            raise error from exc
         self._tokens[(account, container)] = (token, expiry)
         return token
 
@@ -210,14 +210,19 @@ def check_catalog(
     url_field: str = "stac.api_url",
     key_field: str = "stac.signing_key_env",
 ) -> None:
-    """Fail fast if a catalog is unreachable, its account key unset, or a collection missing.
+    """Fail fast if a catalog is unreachable, a collection missing, or its items unsignable.
+
+    With Planetary Computer signing, one item of each collection is searched and signed: a
+    token endpoint that refuses (``sentinel-1-rtc`` without an account key answers 403) or does
+    not answer would otherwise fail every sample of the run, one search at a time.
 
     Args:
         stac: The catalog's settings.
         collections: For each config field (``stac.collection``, ``sar.collection``...), the
             collection it names.
         url_field: The field to blame when the catalog cannot be opened.
-        key_field: The field to blame when the account key's variable is unset.
+        key_field: The field to blame when the account key's variable is unset, or the token
+            endpoint refuses the key (or its absence).
 
     Raises:
         PreflightError: naming the field at fault.
@@ -242,3 +247,15 @@ def check_catalog(
             raise PreflightError(
                 field, f"collection {collection!r} not found at {stac.api_url}{detail}"
             )
+        if stac.signing == "planetary-computer":
+            _check_signing(client, collection, key_field)
+
+
+def _check_signing(client: pystac_client.Client, collection: str, key_field: str) -> None:
+    """Search one item of ``collection``: the catalog's signer gets a token for its hrefs."""
+    try:
+        list(client.search(collections=[collection], max_items=1, limit=1).items_as_dicts())
+    except APIError as exc:
+        refused = getattr(exc, "status_code", None) in (401, 403)
+        field = key_field if refused else "stac.signing_token_url"
+        raise PreflightError(field, f"cannot sign {collection!r} items: {exc}") from None

@@ -483,7 +483,8 @@ def check_sar_catalog(sar: SarConfig, stac: StacConfig) -> None:
 
     Raises:
         PreflightError: naming ``sar.collection``, ``sar.coherence.collection``, the catalog's
-            URL or its key variable (``sar.*`` where ``sar`` sets its own, else ``stac.*``).
+            URL (``sar.api_url``, else ``stac.api_url``) or the account key
+            (``sar.signing_key_env``, unless only ``stac.signing_key_env`` names one).
     """
     collections = {"sar.collection": sar.collection}
     if sar.coherence is not None:
@@ -492,8 +493,11 @@ def check_sar_catalog(sar: SarConfig, stac: StacConfig) -> None:
         sar_stac(sar, stac),
         collections,
         url_field="sar.api_url" if sar.api_url is not None else "stac.api_url",
+        # A key is Sentinel-1's to set unless the stac section's key is the one in use.
         key_field=(
-            "sar.signing_key_env" if sar.signing_key_env is not None else "stac.signing_key_env"
+            "stac.signing_key_env"
+            if sar.signing_key_env is None and stac.signing_key_env is not None
+            else "sar.signing_key_env"
         ),
     )
 

@@ -11,6 +11,7 @@ import rasterio
 from rasterio.windows import from_bounds
 
 from pipeline.core.config import SarConfig, StacConfig
+from pipeline.core.errors import PreflightError
 from pipeline.demo.coherence import (
     COHERENCE_COLLECTION,
     DEMO_COHERENCE_PAIRS,
@@ -27,7 +28,14 @@ from pipeline.demo.servers import (
 )
 from pipeline.geo.grid import chip_grid
 from pipeline.stages.coherence import CoherenceChip, coherence_for_samples
-from pipeline.stages.sar import SarCatalog, SarChip, SarMissing, SarRequest, sar_for_samples
+from pipeline.stages.sar import (
+    SarCatalog,
+    SarChip,
+    SarMissing,
+    SarRequest,
+    check_sar_catalog,
+    sar_for_samples,
+)
 from tests.conftest import SMALL_BBOX
 from tests.faults import FaultPlan, fault_proxy
 
@@ -156,3 +164,40 @@ def test_sar_and_coherence_share_one_catalog_open_and_the_per_host_limit(
         assert cog_plan.max_paths_in_flight == 1
     else:
         assert cog_plan.max_paths_in_flight > 1
+
+
+RTC_BLOB = "https://sentinel1euwestrtc.blob.core.windows.net/sentinel1-grd-rtc"
+
+
+@pytest.fixture(scope="module")
+def blob_sar_stac_url(sar_root) -> Iterator[str]:
+    """A real STAC API serving the SAR passes with Azure Blob hrefs, as sentinel-1-rtc's."""
+    _, items, _ = sar_root
+    blob = absolutize_items(items, RTC_BLOB)
+    with start_stac_server(blob) as stac:
+        yield stac.url
+
+
+def test_preflight_signs_one_item_so_a_missing_account_key_stops_the_run_first(
+    blob_sar_stac_url, token_endpoint, monkeypatch
+):
+    token_endpoint.account_key = "k3y"  # sentinel-1-rtc: tokens for an account only
+    stac = StacConfig(signing_token_url=token_endpoint.url, max_retries=0)
+    sar = SarConfig(api_url=blob_sar_stac_url, signing="planetary-computer")
+    with pytest.raises(PreflightError) as info:
+        check_sar_catalog(sar, stac)
+    # Without the check every sample of the run would record search_error, shard by shard.
+    assert info.value.field == "sar.signing_key_env"
+    assert "HTTP 403" in str(info.value) and "signing_key_env" in str(info.value)
+    monkeypatch.setenv("EOCAP_TEST_PC_KEY", "k3y")
+    check_sar_catalog(sar.model_copy(update={"signing_key_env": "EOCAP_TEST_PC_KEY"}), stac)
+    assert token_endpoint.calls == ["sentinel1euwestrtc/sentinel1-grd-rtc"]
+
+
+def test_preflight_names_the_token_endpoint_when_it_does_not_answer(blob_sar_stac_url):
+    stac = StacConfig(signing_token_url="http://127.0.0.1:9/api/sas/v1/token", max_retries=0)
+    sar = SarConfig(api_url=blob_sar_stac_url, signing="planetary-computer")
+    with pytest.raises(PreflightError) as info:
+        check_sar_catalog(sar, stac)
+    assert info.value.field == "stac.signing_token_url"
+    assert "no SAS token for sentinel1euwestrtc/sentinel1-grd-rtc" in str(info.value)

@@ -2,11 +2,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Annotated
 
 import pytest
-from fastapi import FastAPI, Header, HTTPException
 from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
 
@@ -19,7 +16,7 @@ from pipeline.io.stac import PlanetaryComputerSigner, subscription_key
 from pipeline.stages.sampling import plan_shards
 from pipeline.stages.scenes import SceneChoice, resolve_scene, search_scenes
 from tests.conftest import make_config, search_all
-from tests.faults import FaultPlan, fault_proxy, serve_in_thread
+from tests.faults import FaultPlan, fault_proxy
 
 
 @pytest.mark.parametrize(
@@ -153,40 +150,6 @@ def test_old_processing_baseline_has_no_offset(pc_region):
 
 
 BLOB_ROOT = "https://sentinel2l2a01.blob.core.windows.net/sentinel2-l2"
-
-
-@dataclass
-class TokenEndpoint:
-    """A real SAS token endpoint shaped like Planetary Computer's; tokens expire at ``expiry``."""
-
-    url: str
-    calls: list[str] = field(default_factory=list)
-    expiry: dt.datetime = dt.datetime(2099, 1, 1, tzinfo=dt.UTC)
-    account_key: str | None = None
-    """Tokens only for requests with this Ocp-Apim-Subscription-Key (as sentinel-1-rtc's)."""
-
-
-@pytest.fixture
-def token_endpoint() -> Iterator[TokenEndpoint]:
-    app = FastAPI()
-    endpoint = TokenEndpoint(url="")
-
-    @app.get("/api/sas/v1/token/{account}/{container}")
-    def token(
-        account: str,
-        container: str,
-        key: Annotated[str | None, Header(alias="Ocp-Apim-Subscription-Key")] = None,
-    ) -> dict[str, str]:
-        if endpoint.account_key is not None and key != endpoint.account_key:
-            raise HTTPException(403, "Forbidden: this dataset requires an account")
-        endpoint.calls.append(f"{account}/{container}")
-        n = len(endpoint.calls)
-        expiry = endpoint.expiry.isoformat().replace("+00:00", "Z")
-        return {"msft:expiry": expiry, "token": f"sv=1&sig={account}{n}"}
-
-    with serve_in_thread(app) as base:
-        endpoint.url = f"{base}/api/sas/v1/token"
-        yield endpoint
 
 
 @pytest.fixture(scope="module")
