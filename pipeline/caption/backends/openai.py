@@ -33,6 +33,15 @@ __all__ = ["OpenAICaptioner"]
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 
+def _served_models(resp: httpx.Response) -> list[str]:
+    """The model ids of an OpenAI ``/models`` answer; none when it is not that shape."""
+    try:
+        data = resp.json().get("data")
+        return [str(m["id"]) for m in data] if isinstance(data, list) else []
+    except (ValueError, AttributeError, KeyError, TypeError):
+        return []
+
+
 class OpenAICaptioner(ModelCaptioner):
     """Captioner for an OpenAI-compatible ``/chat/completions`` endpoint.
 
@@ -96,10 +105,16 @@ class OpenAICaptioner(ModelCaptioner):
         )
 
     def check(self) -> None:
-        """Fail fast unless the server answers ``/models`` (or ``/health``) in 10 s.
+        """Fail fast unless the server answers, and serves ``model``.
+
+        The server must answer ``/models`` (or ``/health``) within 10 s. Then the model: a
+        server that lists its models (vLLM lists ``--served-model-name``) must list it; one
+        that lists none (``transformers serve`` is pinned to one model, loaded on the first
+        request) is asked for one token of a text-only chat, and a 4xx answer refuses the
+        model. Unchecked, a wrong model name fails every caption of the run, one by one.
 
         Raises:
-            PreflightError: naming ``captioner.base_url``.
+            PreflightError: naming ``captioner.base_url`` or ``captioner.model``.
         """
         errors = []
         root = self.base_url.removesuffix("/v1")
@@ -110,11 +125,42 @@ class OpenAICaptioner(ModelCaptioner):
                 errors.append(f"{url}: {exc!r}")
                 continue
             if resp.status_code == 200:
+                self._check_model(_served_models(resp) if url.endswith("/models") else [])
                 return
             errors.append(f"{url}: HTTP {resp.status_code}")
         raise PreflightError(
             "captioner.base_url", f"caption server not healthy: {'; '.join(errors)}"
         )
+
+    def _check_model(self, served: list[str]) -> None:
+        if served:
+            if self.model not in served:
+                raise PreflightError(
+                    "captioner.model",
+                    f"the caption server at {self.base_url} serves {', '.join(served)}, not "
+                    f"{self.model!r}: set captioner.model to the one to use",
+                )
+            return
+        probe = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": "Answer with one word."}],
+            "max_tokens": 1,
+        }
+        try:
+            resp = httpx.post(
+                f"{self.base_url}/chat/completions",
+                content=orjson.dumps(probe),
+                headers=self.headers,
+                timeout=self.timeout_s,
+            )
+        except httpx.HTTPError:
+            return  # answering at all is the health check's business; it answered
+        if 400 <= resp.status_code < 500 and resp.status_code not in RETRY_STATUS:
+            raise PreflightError(
+                "captioner.model",
+                f"the caption server at {self.base_url} refused model {self.model!r}: HTTP "
+                f"{resp.status_code} {resp.text[:300]}",
+            )
 
     def request_body(self, chat: list[ChatMessage]) -> bytes:
         """The JSON body of one chat completion request."""

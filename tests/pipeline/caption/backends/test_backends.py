@@ -64,6 +64,32 @@ def test_openai_backend_against_transformers_serve(caption_server, tiny_model, p
     assert [r.prompt_tokens for r in local] == [r.prompt_tokens for r in results]
 
 
+def test_check_refuses_a_model_the_server_does_not_serve(caption_server, tiny_model):
+    # transformers serve lists no models and is pinned to one: asked for another, it answers
+    # 400. Unchecked, every caption of the run would fail with caption_http.
+    with pytest.raises(PreflightError) as info:
+        client(caption_server.url, model="llava-hf/llama3-llava-next-8b-hf").check()
+    assert info.value.field == "captioner.model"
+    assert "refused model 'llava-hf/llama3-llava-next-8b-hf': HTTP 400" in str(info.value)
+    client(caption_server.url, model=str(tiny_model)).check()
+
+
+def test_check_compares_the_model_with_the_list_the_server_serves():
+    # vLLM's answer to /v1/models: the --served-model-name, not the path it loaded.
+    app = FastAPI()
+
+    @app.get("/v1/models")
+    def models() -> dict:
+        return {"object": "list", "data": [{"id": "llava-next-8b", "object": "model"}]}
+
+    with serve_in_thread(app) as base:
+        with pytest.raises(PreflightError) as info:
+            client(f"{base}/v1", model="llava-hf/llama3-llava-next-8b-hf").check()
+        assert info.value.field == "captioner.model"
+        assert "serves llava-next-8b, not 'llava-hf/llama3-llava-next-8b-hf'" in str(info.value)
+        client(f"{base}/v1", model="llava-next-8b").check()
+
+
 def test_health_check_of_a_dead_server():
     with pytest.raises(PreflightError) as info:
         client(f"http://127.0.0.1:{free_port()}/v1").check()
