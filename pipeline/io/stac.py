@@ -50,7 +50,14 @@ from urllib3 import Retry
 from pipeline.core.config import StacConfig
 from pipeline.core.errors import PreflightError
 
-__all__ = ["PlanetaryComputerSigner", "check_catalog", "open_catalog", "subscription_key"]
+__all__ = [
+    "SAMPLE_ITEMS",
+    "PlanetaryComputerSigner",
+    "SigningError",
+    "check_catalog",
+    "open_catalog",
+    "subscription_key",
+]
 
 BLOB_HOST_SUFFIX = ".blob.core.windows.net"
 SUBSCRIPTION_KEY_HEADER = "Ocp-Apim-Subscription-Key"
@@ -60,6 +67,10 @@ SUBSCRIPTION_KEY_HEADER = "Ocp-Apim-Subscription-Key"
 TOKEN_RENEWAL_S = 300.0
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 MAX_BACKOFF_S = 30.0
+
+
+class SigningError(APIError):
+    """No SAS token could be had for an href (``status_code``: the token endpoint's answer)."""
 
 
 class PlanetaryComputerSigner:
@@ -90,7 +101,7 @@ class PlanetaryComputerSigner:
         read here, and some sit in public accounts the token endpoint does not serve.
 
         Raises:
-            APIError: if a token cannot be had.
+            SigningError: if a token cannot be had.
         """
         if isinstance(obj, pystac.Item):
             for asset in obj.assets.values():
@@ -107,7 +118,7 @@ class PlanetaryComputerSigner:
         """Return ``href`` with a SAS token, or unchanged if it is no Blob URL or is signed.
 
         Raises:
-            APIError: if a token cannot be had.
+            SigningError: if a token cannot be had.
         """
         url = urlparse(href)
         if not url.netloc.endswith(BLOB_HOST_SUFFIX) or "sig=" in url.query:
@@ -135,7 +146,9 @@ class PlanetaryComputerSigner:
                     "sentinel-1-rtc's does: put the account's key in an environment variable "
                     "and name it in signing_key_env)"
                 )
-            error = APIError(f"no SAS token for {account}/{container} from {url}: {detail}{hint}")
+            error = SigningError(
+                f"no SAS token for {account}/{container} from {url}: {detail}{hint}"
+            )
             error.status_code = status
             raise error from exc
         self._tokens[(account, container)] = (token, expiry)
@@ -203,18 +216,24 @@ def open_catalog(stac: StacConfig, *, timeout_s: float | None = None) -> pystac_
     )
 
 
+SAMPLE_ITEMS = 3
+"""Items of each collection the preflight reads: signed where signing is on, and shown to the
+caller, who checks that they hold what the run reads."""
+
+
 def check_catalog(
     stac: StacConfig,
     collections: Mapping[str, str],
     *,
     url_field: str = "stac.api_url",
     key_field: str = "stac.signing_key_env",
-) -> None:
+) -> dict[str, list[dict[str, Any]]]:
     """Fail fast if a catalog is unreachable, a collection missing, or its items unsignable.
 
-    With Planetary Computer signing, one item of each collection is searched and signed: a
-    token endpoint that refuses (``sentinel-1-rtc`` without an account key answers 403) or does
-    not answer would otherwise fail every sample of the run, one search at a time.
+    A few items of each collection are searched (:data:`SAMPLE_ITEMS`), and with Planetary
+    Computer signing signed: a token endpoint that refuses (``sentinel-1-rtc`` without an
+    account key answers 403) or does not answer would otherwise fail every sample of the run,
+    one search at a time.
 
     Args:
         stac: The catalog's settings.
@@ -223,6 +242,9 @@ def check_catalog(
         url_field: The field to blame when the catalog cannot be opened.
         key_field: The field to blame when the account key's variable is unset, or the token
             endpoint refuses the key (or its absence).
+
+    Returns:
+        For each field, the items read of its collection (none for an empty collection).
 
     Raises:
         PreflightError: naming the field at fault.
@@ -236,6 +258,7 @@ def check_catalog(
         client = open_catalog(stac, timeout_s=min(stac.timeout_s, 10.0))
     except Exception as exc:  # any transport or parse failure means "unusable"
         raise PreflightError(url_field, f"cannot open STAC API {stac.api_url}: {exc}") from None
+    sampled: dict[str, list[dict[str, Any]]] = {}
     for field, collection in collections.items():
         try:
             found = client.get_collection(collection)
@@ -247,15 +270,23 @@ def check_catalog(
             raise PreflightError(
                 field, f"collection {collection!r} not found at {stac.api_url}{detail}"
             )
-        if stac.signing == "planetary-computer":
-            _check_signing(client, collection, key_field)
+        sampled[field] = _sample_items(client, stac, collection, url_field, key_field)
+    return sampled
 
 
-def _check_signing(client: pystac_client.Client, collection: str, key_field: str) -> None:
-    """Search one item of ``collection``: the catalog's signer gets a token for its hrefs."""
+def _sample_items(
+    client: pystac_client.Client,
+    stac: StacConfig,
+    collection: str,
+    url_field: str,
+    key_field: str,
+) -> list[dict[str, Any]]:
+    """A few items of ``collection``, signed by the catalog's signer if it has one."""
     try:
-        list(client.search(collections=[collection], max_items=1, limit=1).items_as_dicts())
-    except APIError as exc:
-        refused = getattr(exc, "status_code", None) in (401, 403)
-        field = key_field if refused else "stac.signing_token_url"
+        search = client.search(collections=[collection], max_items=SAMPLE_ITEMS, limit=SAMPLE_ITEMS)
+        return list(search.items_as_dicts())
+    except SigningError as exc:
+        field = key_field if exc.status_code in (401, 403) else "stac.signing_token_url"
         raise PreflightError(field, f"cannot sign {collection!r} items: {exc}") from None
+    except APIError as exc:
+        raise PreflightError(url_field, f"cannot search {collection!r}: {exc}") from None

@@ -45,6 +45,7 @@ from pipeline.stages.sampling import (
     write_manifest,
 )
 from pipeline.stages.sar import check_sar_catalog
+from pipeline.stages.scenes import check_scene_items
 
 __all__ = [
     "CheckedConfig",
@@ -195,7 +196,8 @@ def preflight(
     config = resolve_release(config)
     _check_output(config, config_hash(config))
     check_overture(config.overture)
-    check_catalog(config.stac, {"stac.collection": config.stac.collection})
+    items = check_catalog(config.stac, {"stac.collection": config.stac.collection})
+    check_scene_items(items["stac.collection"], config.chips.band_list, config.stac.collection)
     if config.sar is not None:
         check_sar_catalog(config.sar, config.stac)
     load_prompt(config.captioner.prompt)

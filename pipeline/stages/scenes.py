@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -28,7 +28,7 @@ from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.core.config import StacConfig
-from pipeline.core.errors import AssetError, SampleFailure
+from pipeline.core.errors import AssetError, PreflightError, SampleFailure
 from pipeline.geo.bands import SCL, Band
 from pipeline.geo.grid import ChipGrid, chip_grid
 from pipeline.geo.radiometry import OffsetDecision, decide_offset
@@ -38,6 +38,7 @@ from pipeline.stages.sampling import SampleSpec
 __all__ = [
     "SceneAssets",
     "SceneChoice",
+    "check_scene_items",
     "is_cog",
     "resolve_scene",
     "search_scenes",
@@ -206,6 +207,40 @@ def resolve_scene(item: dict[str, Any], bands: Iterable[Band]) -> SceneAssets:
         processing_baseline=baseline,
         platform=props.get("platform"),
     )
+
+
+def check_scene_items(
+    items: Sequence[dict[str, Any]], bands: Iterable[Band], collection: str
+) -> None:
+    """Fail fast if none of a collection's sampled items holds what the run reads.
+
+    A collection of another product (Level-1C has no SCL, Sentinel-1 no optical band) would
+    otherwise fail every sample with ``missing_band``. One item may be broken: only when every
+    sampled item fails is the run refused.
+
+    Args:
+        items: Items of ``collection`` (:func:`pipeline.io.stac.check_catalog`); none (an
+            empty collection) passes: its samples will say ``no_scene``.
+        bands: The bands the run reads.
+        collection: The collection's id, for the message.
+
+    Raises:
+        PreflightError: naming ``stac.collection``, with the first items' reasons.
+    """
+    bands = tuple(bands)
+    errors = []
+    for item in items:
+        try:
+            resolve_scene(item, bands)
+            return
+        except (AssetError, KeyError, ValueError) as exc:
+            errors.append(f"{item.get('id')}: {exc}")
+    if errors:
+        raise PreflightError(
+            "stac.collection",
+            f"items of {collection!r} lack what the run reads ({'; '.join(errors[:2])}): "
+            "choose a Sentinel-2 Level-2A collection, or bands it has (chips.bands)",
+        )
 
 
 def _search(

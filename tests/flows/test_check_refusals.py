@@ -62,9 +62,16 @@ REFUSALS: list[tuple[str, dict[str, Any], str, str]] = [
 
 
 # Checks against the servers: `eocap check` and `eocap run` make them, `eocap plan` does not.
-# Unchecked, a wrong Sentinel-1 catalog costs a whole run: every sample records
-# no_acquisition (or search_error) and stays ok, so nothing stops.
+# Unchecked, each costs a whole run: every sample fails, or (Sentinel-1) records
+# no_acquisition or search_error and stays ok, so nothing stops.
 SERVER_REFUSALS: list[tuple[str, dict[str, Any], str, str]] = [
+    # A collection of another product: every sample would fail with missing_band.
+    (
+        "a collection without Sentinel-2 bands",
+        {"stac.collection": "sentinel-1-rtc"},
+        "stac.collection",
+        "items of 'sentinel-1-rtc' lack what the run reads",
+    ),
     (
         "unknown SAR collection",
         {"sar": {"collection": "sentinel-1-rtcx"}},

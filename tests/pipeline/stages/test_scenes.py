@@ -8,13 +8,13 @@ from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
 
 from pipeline.core.config import StacConfig, load_config
-from pipeline.core.errors import AssetError, SampleFailure
+from pipeline.core.errors import AssetError, PreflightError, SampleFailure
 from pipeline.demo.region import load_items
 from pipeline.demo.servers import free_port, start_stac_server
 from pipeline.geo.bands import L2A_BANDS, band_by_name
 from pipeline.io.stac import PlanetaryComputerSigner, subscription_key
 from pipeline.stages.sampling import plan_shards
-from pipeline.stages.scenes import SceneChoice, resolve_scene, search_scenes
+from pipeline.stages.scenes import SceneChoice, check_scene_items, resolve_scene, search_scenes
 from tests.conftest import make_config, search_all
 from tests.faults import FaultPlan, fault_proxy
 
@@ -284,3 +284,18 @@ def test_stac_errors_past_max_retries_are_a_sample_failure(region, servers, tmp_
     for failure in result.values():
         assert isinstance(failure, SampleFailure) and failure.reason == "stac_error"
         assert "cannot open STAC API" in failure.message
+
+
+def test_scene_items_refuse_only_when_every_sampled_item_lacks_what_the_run_reads(region):
+    good = load_items(region)[0]
+    no_scl = {
+        **good,
+        "id": "no-scl",
+        "assets": {k: v for k, v in good["assets"].items() if k != "scl"},
+    }
+    check_scene_items([no_scl, good], L2A_BANDS, "c")  # one broken item: its samples fail alone
+    check_scene_items([], L2A_BANDS, "c")  # an empty collection: its samples say no_scene
+    with pytest.raises(PreflightError) as info:
+        check_scene_items([no_scl, {**no_scl, "id": "no-scl-2"}], L2A_BANDS, "c")
+    assert info.value.field == "stac.collection"
+    assert "no-scl: " in str(info.value) and "SCL" in str(info.value)
