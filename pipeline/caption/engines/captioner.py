@@ -37,6 +37,10 @@ PREPROCESS_THREADS = 8
 """Chats the processor prepares at once: decoding, resizing and normalising a chip takes ~20 ms
 of CPU, half a caption's GPU time, and PIL and numpy release the GIL for the pixel work."""
 
+FULL_ROUND_FACTOR = 4
+"""Chats per round, in slots, from which a round's drain (its last chats decode in a part-empty
+batch) stops mattering much; below one slot's worth, slots stay empty all round."""
+
 CAPACITY_STEP = 128
 """Cache tokens per slot grow in this step: prompts lengthen a little with each chip's facts and
 with each turn, and every growth captures the decode graphs again (a coarser step costs memory:
@@ -94,6 +98,7 @@ class FastLlavaCaptioner(TransformersCaptioner):
         )
         self._preprocess = ThreadPoolExecutor(PREPROCESS_THREADS, "fast-preprocess")
         self._processors = threading.local()
+        self._warned_small_round = False
 
     def request(self, text: str, png: bytes) -> Request:
         """The engine request of one rendered chat and its image (the processor's tokens)."""
@@ -123,6 +128,20 @@ class FastLlavaCaptioner(TransformersCaptioner):
         except Exception as exc:
             return exc
 
+    def _warn_if_small(self, chats: int) -> None:
+        """Say once per process when a round cannot keep the slots full (a round is a shard)."""
+        if self._warned_small_round or chats >= self.engine.slots:
+            return
+        self._warned_small_round = True
+        _LOG.warning(
+            "fast engine: a round of %d chats fills %d of %d slots (captioner.batch_size); a "
+            "round is one shard's chats, so output.shard_size of %d or more keeps the batch full",
+            chats,
+            chats,
+            self.engine.slots,
+            FULL_ROUND_FACTOR * self.engine.slots,
+        )
+
     def _generate(
         self, texts: Sequence[str], images: Sequence[bytes]
     ) -> list[Completion | Exception]:
@@ -137,6 +156,7 @@ class FastLlavaCaptioner(TransformersCaptioner):
                 out[i] = request
             else:
                 requests[i] = request
+        self._warn_if_small(len(requests))
         setup_before = self.engine.setup_s
         t0 = time.perf_counter()
         try:

@@ -11,6 +11,7 @@ as on a GPU, eagerly (no compilation, no CUDA graphs, SDPA attention).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import io
 import json
 import shutil
@@ -254,6 +255,18 @@ def test_an_unreadable_image_fails_its_chip_only(model_dir):
     results = cap.caption_batch(inputs)
     assert [r.caption is None for r in results] == [False, True, False]
     assert results[1].error_reason == "caption_error" and "turn 1" in str(results[1].error_message)
+
+
+def test_a_round_smaller_than_the_slots_is_reported_once(model_dir, caplog):
+    cap = FastLlavaCaptioner(str(model_dir), "grounded-v1", device="cpu", max_new_tokens=2)
+    with caplog.at_level(logging.WARNING, logger="pipeline.caption.engines.captioner"):
+        cap.caption_batch(chips(3))
+        cap.caption_batch(chips(2))
+    said = [r.getMessage() for r in caplog.records if "slots" in r.getMessage()]
+    assert said == [
+        "fast engine: a round of 3 chats fills 3 of 8 slots (captioner.batch_size); a round "
+        "is one shard's chats, so output.shard_size of 32 or more keeps the batch full"
+    ]
 
 
 def test_the_registry_builds_the_fast_backend_from_config(model_dir):
