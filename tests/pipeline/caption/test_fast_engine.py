@@ -11,9 +11,9 @@ as on a GPU, eagerly (no compilation, no CUDA graphs, SDPA attention).
 from __future__ import annotations
 
 import dataclasses
-import logging
 import io
 import json
+import logging
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
