@@ -34,7 +34,14 @@ from pipeline.core.errors import RunFailedError
 from pipeline.dataset.stats import ShardStats
 from pipeline.runner.build import build_shard
 from pipeline.runner.caption import caption_shard, shards_pending_caption
-from pipeline.runner.plan import CheckedConfig, RunPlan, plan_run, planned_shards, preflight
+from pipeline.runner.plan import (
+    CheckedConfig,
+    RunPlan,
+    plan_run,
+    planned_shards,
+    preflight,
+    preflight_captions,
+)
 from pipeline.runner.progress import StageRates
 from pipeline.runner.report import RunReport, all_failed, summarize
 from pipeline.runner.retry import failed_samples
@@ -172,8 +179,8 @@ def caption_dataset(config: CheckedConfig) -> RunReport:
     nothing: the shards are those the build planned (read from its manifest).
 
     Args:
-        config: The run config, checked with ``captioning=True``
-            (:func:`~pipeline.runner.plan.preflight`).
+        config: The run config, checked for captioning
+            (:func:`~pipeline.runner.plan.preflight_captions`).
     """
     t0 = time.perf_counter()
     n_shards = planned_shards(config)
@@ -216,7 +223,7 @@ def build_dataset_from_file(config_path: str, retry_failed: bool = False) -> dic
 @flow(name="eocap-caption-dataset-from-file")
 def caption_dataset_from_file(config_path: str) -> dict[str, Any]:
     """Deployable entry point of the caption flow (GPU workers): caption pending rows."""
-    return _succeeded(run_captions(preflight(load_config(config_path), captioning=True)))
+    return _succeeded(run_captions(preflight_captions(load_config(config_path))))
 
 
 def _succeeded(report: RunReport) -> dict[str, Any]:

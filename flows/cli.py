@@ -24,7 +24,7 @@ from flows.session import EXIT_ALL_FAILED, Session, stop_on_signals
 from pipeline.core.config import RunConfig, load_config
 from pipeline.core.yaml_config import documented_yaml, parse_set_options
 from pipeline.dataset.layout import DatasetLayout
-from pipeline.runner.plan import check_run_config, preflight
+from pipeline.runner.plan import check_run_config, preflight, preflight_captions
 from pipeline.runner.progress import StageProgress
 from pipeline.runner.report import RunReport, all_failed
 from pipeline.stages.sampling import plan_locations
@@ -238,7 +238,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
     from flows.build_dataset import run_captions
 
     # The run's one check, before Prefect starts; the caption server must answer now.
-    config = preflight(_load(args.config, args.set), captioning=True)
+    config = preflight_captions(_load(args.config, args.set))
     with session.run_log(config.output.dir):
         report = run_captions(config)
     return _finish(report)

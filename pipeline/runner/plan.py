@@ -27,7 +27,7 @@ from pipeline import __version__
 from pipeline.caption.prompts import load_prompt
 from pipeline.core.config import LATEST_RELEASE, Period, RegionConfig, RunConfig
 from pipeline.core.config_hash import config_hash
-from pipeline.core.errors import ConfigError, disk_full_names
+from pipeline.core.errors import ConfigError, PreflightError, disk_full_names
 from pipeline.dataset.layout import DatasetLayout
 from pipeline.geo.coverage import FIRST_ACQUISITION_DAY, LAT_MAX, LAT_MIN
 from pipeline.io.atomic import atomic_write
@@ -56,6 +56,7 @@ __all__ = [
     "plan_run",
     "planned_shards",
     "preflight",
+    "preflight_captions",
     "resolve_release",
 ]
 
@@ -166,24 +167,21 @@ def check_run_config(config: RunConfig, *, today: dt.date | None = None) -> None
     check_region_fits(config.region, config.chips.size_m)
 
 
-def preflight(
-    config: RunConfig, *, captioning: bool | None = None, today: dt.date | None = None
-) -> CheckedConfig:
+def preflight(config: RunConfig, *, today: dt.date | None = None) -> CheckedConfig:
     """Check everything a run needs before any work, from its config to its servers.
 
     The checks, in order: :func:`check_run_config` (periods, coverage, at least one chip), the
     output folder (empty, or a run of this config), the Overture release, the STAC API and
-    collection, with ``sar:`` the Sentinel-1 catalog and its collections, the prompt, the
-    caption server.
+    collection (3 items read: signed, and holding the run's bands), with ``sar:`` the
+    Sentinel-1 catalog and its collections, the prompt, and with ``captioner.stage: inline``
+    the captioner (:func:`_check_captioner`; with ``separate`` the caption flow checks it, on
+    the GPU hosts: a build host need not wait for them).
 
     ``eocap check`` and ``eocap run`` both call this, so a config that passes the one passes
     the other's checks; nothing a run checks later depends on the data.
 
     Args:
         config: The run config.
-        captioning: Whether this process captions, so the caption server must answer now.
-            Default: unless ``captioner.stage`` is ``separate`` (then the caption flow, on
-            the GPU hosts, checks it: a build host need not wait for them).
         today: Today's date, for the periods (:func:`check_run_config`).
 
     Returns:
@@ -201,13 +199,43 @@ def preflight(
     if config.sar is not None:
         check_sar_catalog(config.sar, config.stac)
     load_prompt(config.captioner.prompt)
-    if captioning is None:
-        captioning = config.captioner.stage == "inline"
-    if captioning and config.captioner.backend == "openai":
+    if config.captioner.stage == "inline":
+        _check_captioner(config)
+    return CheckedConfig(config)
+
+
+def preflight_captions(config: RunConfig) -> CheckedConfig:
+    """Check what the caption flow (``eocap caption``, on the GPU hosts) needs, and no more.
+
+    The shards hold everything captioning reads, so neither the STAC catalogs (nor their
+    account keys) nor Overture are needed there: the output folder must hold a run of this
+    config, the prompt must exist and the captioner must be usable.
+
+    Returns:
+        The config with its Overture release as the run pinned it.
+
+    Raises:
+        ConfigError: naming the field at fault (``PreflightError`` for unusable values).
+    """
+    if not DatasetLayout(config.output.dir).run_json.exists():
+        raise PreflightError(
+            "output.dir",
+            f"{config.output.dir} holds no run: build it first (`eocap run` with "
+            "captioner.stage: separate), then caption it",
+        )
+    config = resolve_release(config)
+    _check_output(config, config_hash(config))
+    load_prompt(config.captioner.prompt)
+    _check_captioner(config)
+    return CheckedConfig(config)
+
+
+def _check_captioner(config: RunConfig) -> None:
+    """The caption server answers and serves the model (backend ``openai``)."""
+    if config.captioner.backend == "openai":
         from pipeline.caption.backends.openai import OpenAICaptioner
 
         OpenAICaptioner.from_config(config.captioner).check()
-    return CheckedConfig(config)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pipeline.core.errors import ConfigError
 from pipeline.dataset.reader import read_cubes
 from pipeline.demo.region import load_items
 from pipeline.demo.servers import serve_demo
-from pipeline.runner.plan import chip_within_region, preflight
+from pipeline.runner.plan import chip_within_region, preflight, preflight_captions
 from pipeline.runner.report import RunReport
 from tests.conftest import make_config
 
@@ -459,7 +459,7 @@ def test_separate_caption_stage_gives_the_inline_captions(built, region, servers
     assert run_status(separate.output.dir).pending_caption == first.pending_caption
     run_files = [separate.output.dir / name for name in ("run.json", "manifest.parquet")]
     written = [(p.stat().st_mtime_ns, p.read_bytes()) for p in run_files]
-    report = run_captions(preflight(separate, captioning=True))
+    report = run_captions(preflight_captions(separate))
     # The caption stage reads the build's plan; it never plans the run again.
     assert [(p.stat().st_mtime_ns, p.read_bytes()) for p in run_files] == written
     assert report.pending_caption == 0 and report.ok == first.pending_caption
@@ -485,7 +485,7 @@ def test_caption_flow_with_the_fast_backend(region, servers, tiny_model, tmp_pat
     config = make_config(region, servers, tmp_path / "out", **updates)
     first = build(config)
     assert first.pending_caption > 0
-    report = run_captions(preflight(config, captioning=True))
+    report = run_captions(preflight_captions(config))
     assert report.pending_caption == 0 and report.ok == first.ok + first.pending_caption
     captioned = [r for r in rows(config) if r["captioner"] == f"fast:{tiny_model}"]
     assert len(captioned) == first.pending_caption

@@ -7,7 +7,7 @@ import pytest
 from flows.cli import default_config_yaml, main
 from pipeline.core.config import RunConfig, load_config
 from pipeline.core.errors import ConfigError, PreflightError
-from pipeline.runner.plan import preflight
+from pipeline.runner.plan import plan_run, preflight, preflight_captions
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -203,6 +203,30 @@ def test_a_separate_caption_stage_does_not_need_the_caption_server_to_build(conf
     separate = config.with_updates({**dead, "captioner.stage": "separate"})
     assert preflight(separate).captioner.base_url == dead["captioner.base_url"]
     with pytest.raises(ConfigError, match="captioner"):
-        preflight(separate, captioning=True)  # the caption flow checks it
-    with pytest.raises(ConfigError, match="captioner"):
         preflight(config.with_updates(dead))  # inline: the build captions
+    with pytest.raises(ConfigError) as info:
+        preflight_captions(separate)  # the caption flow: nothing built yet
+    assert info.value.field == "output.dir" and "holds no run" in str(info.value)
+    plan_run(preflight(separate))  # the build's plan: run.json and the manifest
+    with pytest.raises(ConfigError, match="captioner"):
+        preflight_captions(separate)  # the caption flow checks the server
+
+
+def test_the_caption_flow_needs_neither_the_catalogs_nor_overture(config, tmp_path):
+    from pipeline.demo.servers import free_port
+
+    built = config.with_updates({"captioner.stage": "separate", "sar": {}})
+    plan_run(preflight(built))
+    # A GPU host: no STAC API, no Sentinel-1 account key, no Overture copy. None of them is
+    # read to caption the shards, so none of them may stop it.
+    gpu_host = built.with_updates(
+        {
+            "stac.api_url": f"http://127.0.0.1:{free_port()}/",
+            "sar.signing": "planetary-computer",
+            "sar.signing_key_env": "EOCAP_TEST_NO_SUCH_KEY",
+            "overture.source": str(tmp_path / "no-overture-here"),
+        }
+    )
+    assert preflight_captions(gpu_host).output.dir == built.output.dir
+    with pytest.raises(ConfigError):
+        preflight(gpu_host)  # the build needs all three
