@@ -89,9 +89,11 @@ def _window(grid: ChipGrid, src: Any) -> tuple[Window, bool]:
 
 
 def _read_window(src: Any, grid: ChipGrid, resampling: Resampling) -> npt.NDArray[Any]:
-    window, inside = _window(grid, src)
+    if src.crs is None:
+        raise SampleFailure("crs_mismatch", f"COG has no CRS; the item says {grid.crs}")
     if str(src.crs) != grid.crs and src.crs.to_string() != grid.crs:
         raise SampleFailure("crs_mismatch", f"COG CRS {src.crs} differs from item CRS {grid.crs}")
+    window, inside = _window(grid, src)
     data = src.read(
         1,
         window=window,

@@ -63,6 +63,15 @@ def test_clouds_show_in_stats(region, servers, tmp_path):
     assert any(s.water_fraction > 0 or s.ndwi_mean is not None for s in stats)
 
 
+def _drop_crs(path: Path) -> None:
+    """Rewrite the GeoTIFF at ``path`` with its pixels and transform but no CRS."""
+    with rasterio.open(path) as src:
+        data, profile = src.read(), src.profile
+    profile.pop("crs", None)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+
+
 def test_missing_and_corrupt_cogs_fail_only_their_samples(region_copy, tmp_path):
     from pipeline.demo.region import load_items
     from pipeline.demo.servers import serve_demo
@@ -94,3 +103,21 @@ def test_missing_and_corrupt_cogs_fail_only_their_samples(region_copy, tmp_path)
     assert "scl.tif" in chips[by_scene[missing][0]].message  # type: ignore[union-attr]
     others = [s for k, v in by_scene.items() if k not in scenes[:3] for s in v]
     assert all(isinstance(chips[s], Chip) for s in others)
+
+
+def test_a_cog_without_a_crs_fails_its_samples_not_the_shard(region_copy, tmp_path):
+    from pipeline.demo.region import load_items
+    from pipeline.demo.servers import serve_demo
+
+    with serve_demo(region_copy.root, load_items(region_copy)) as srv:
+        reqs = requests_for(make_config(region_copy, srv, tmp_path))
+        scene = reqs[0].scene.item_id
+        _drop_crs(region_copy.cog_root / scene / "nir.tif")
+        chips = read_chips(reqs, L2A_BANDS, threads=2)
+    for r in reqs:
+        chip = chips[r.sample_id]
+        if r.scene.item_id != scene:
+            assert isinstance(chip, Chip)
+            continue
+        assert isinstance(chip, SampleFailure) and chip.reason == "crs_mismatch"
+        assert "COG has no CRS" in chip.message
