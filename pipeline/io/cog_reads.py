@@ -24,7 +24,9 @@ from urllib.parse import urlparse
 import rasterio
 from rasterio.errors import RasterioError
 
+from pipeline.core.errors import PreflightError
 from pipeline.io.cog import gdal_env
+from pipeline.io.stac import BLOB_HOST_SUFFIX
 
 __all__ = [
     "OPEN_ERRORS",
@@ -33,6 +35,7 @@ __all__ = [
     "CogError",
     "CogJob",
     "CogResult",
+    "check_cog_opens",
     "default_read_threads",
     "host_gate",
     "run_cog_jobs",
@@ -166,3 +169,37 @@ def run_cog_jobs(
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(jobs) or 1))) as pool:
         futures = [pool.submit(_run, job, max_requests_per_host, read_errors) for job in jobs]
         return [future.result() for future in futures]
+
+
+def check_cog_opens(href: str, *, field: str, signing_field: str, what: str) -> None:
+    """Fail fast if a sampled item's COG cannot be opened, naming the field to change.
+
+    Unreadable COGs fail every sample of a run one by one (``cog_open``, or a Sentinel-1
+    ``read_error`` that leaves the run "ok"), so the preflight opens one of each collection.
+
+    Args:
+        href: The COG, as the (signed) item gives it.
+        field: The field to blame in general (the collection).
+        signing_field: The field to blame for an unsigned Azure Blob href: Planetary
+            Computer's COGs need its SAS tokens.
+        what: What the COG is, for the message (``a COG of sentinel-2-l2a``).
+
+    Raises:
+        PreflightError: if the COG does not open.
+    """
+    try:
+        with gdal_env(), rasterio.open(href):
+            return
+    except OPEN_ERRORS as exc:
+        url = urlparse(href)
+        if url.netloc.endswith(BLOB_HOST_SUFFIX) and "sig=" not in url.query:
+            raise PreflightError(
+                signing_field,
+                f"{what} is on Azure Blob Storage without a SAS token ({href}): set "
+                f"{signing_field} to planetary-computer",
+            ) from None
+        raise PreflightError(
+            field,
+            f"cannot open {what} ({href}): {exc}; check that this host can reach it (for "
+            "s3:// hrefs, the AWS_* credentials and AWS_REQUEST_PAYER)",
+        ) from None

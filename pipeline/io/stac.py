@@ -51,6 +51,7 @@ from pipeline.core.config import StacConfig
 from pipeline.core.errors import PreflightError
 
 __all__ = [
+    "BLOB_HOST_SUFFIX",
     "SAMPLE_ITEMS",
     "PlanetaryComputerSigner",
     "SigningError",
@@ -227,6 +228,7 @@ def check_catalog(
     *,
     url_field: str = "stac.api_url",
     key_field: str = "stac.signing_key_env",
+    where: Mapping[str, Any] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Fail fast if a catalog is unreachable, a collection missing, or its items unsignable.
 
@@ -242,6 +244,7 @@ def check_catalog(
         url_field: The field to blame when the catalog cannot be opened.
         key_field: The field to blame when the account key's variable is unset, or the token
             endpoint refuses the key (or its absence).
+        where: More search arguments for the sampled items (``bbox``, ``datetime``).
 
     Returns:
         For each field, the items read of its collection (none for an empty collection).
@@ -270,20 +273,22 @@ def check_catalog(
             raise PreflightError(
                 field, f"collection {collection!r} not found at {stac.api_url}{detail}"
             )
-        sampled[field] = _sample_items(client, stac, collection, url_field, key_field)
+        sampled[field] = _sample_items(client, collection, url_field, key_field, dict(where or {}))
     return sampled
 
 
 def _sample_items(
     client: pystac_client.Client,
-    stac: StacConfig,
     collection: str,
     url_field: str,
     key_field: str,
+    where: dict[str, Any],
 ) -> list[dict[str, Any]]:
     """A few items of ``collection``, signed by the catalog's signer if it has one."""
     try:
-        search = client.search(collections=[collection], max_items=SAMPLE_ITEMS, limit=SAMPLE_ITEMS)
+        search = client.search(
+            collections=[collection], max_items=SAMPLE_ITEMS, limit=SAMPLE_ITEMS, **where
+        )
         return list(search.items_as_dicts())
     except SigningError as exc:
         field = key_field if exc.status_code in (401, 403) else "stac.signing_token_url"

@@ -44,7 +44,7 @@ from pipeline.stages.sampling import (
     region_parts,
     write_manifest,
 )
-from pipeline.stages.sar import check_sar_catalog
+from pipeline.stages.sar_checks import check_sar_sources
 from pipeline.stages.scenes import check_scene_items
 
 __all__ = [
@@ -197,7 +197,12 @@ def preflight(config: RunConfig, *, today: dt.date | None = None) -> CheckedConf
     items = check_catalog(config.stac, {"stac.collection": config.stac.collection})
     check_scene_items(items["stac.collection"], config.chips.band_list, config.stac.collection)
     if config.sar is not None:
-        check_sar_catalog(config.sar, config.stac)
+        check_sar_sources(
+            config.sar,
+            config.stac,
+            bounds=region_geometry(config.region).bounds,
+            period=config.periods[0],
+        )
     load_prompt(config.captioner.prompt)
     if config.captioner.stage == "inline":
         _check_captioner(config)

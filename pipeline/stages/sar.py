@@ -29,7 +29,7 @@ from pipeline.core.errors import AssetError
 from pipeline.geo.grid import ChipGrid
 from pipeline.geo.sar import POLARISATIONS, Polarisation, SarValues, power_db
 from pipeline.io.cog_reads import CogJob, run_cog_jobs
-from pipeline.io.stac import check_catalog, open_catalog
+from pipeline.io.stac import open_catalog
 from pipeline.stages.scenes import is_cog
 
 __all__ = [
@@ -41,7 +41,6 @@ __all__ = [
     "SarState",
     "asset_band",
     "asset_roles",
-    "check_sar_catalog",
     "choose_acquisition",
     "choose_by_cell",
     "data_assets",
@@ -473,33 +472,6 @@ def sar_stac(sar: SarConfig, stac: StacConfig) -> StacConfig:
     """The catalog Sentinel-1 is searched in: ``stac`` with what ``sar`` sets of its own."""
     own = {"api_url": sar.api_url, "signing": sar.signing, "signing_key_env": sar.signing_key_env}
     return stac.model_copy(update={k: v for k, v in own.items() if v is not None})
-
-
-def check_sar_catalog(sar: SarConfig, stac: StacConfig) -> None:
-    """Fail fast if the Sentinel-1 catalog is unreachable or lacks a configured collection.
-
-    Without this a misnamed ``sar.collection`` costs nothing visible: every sample of the run
-    would record ``no_acquisition`` and stay ok.
-
-    Raises:
-        PreflightError: naming ``sar.collection``, ``sar.coherence.collection``, the catalog's
-            URL (``sar.api_url``, else ``stac.api_url``) or the account key
-            (``sar.signing_key_env``, unless only ``stac.signing_key_env`` names one).
-    """
-    collections = {"sar.collection": sar.collection}
-    if sar.coherence is not None:
-        collections["sar.coherence.collection"] = sar.coherence.collection
-    check_catalog(
-        sar_stac(sar, stac),
-        collections,
-        url_field="sar.api_url" if sar.api_url is not None else "stac.api_url",
-        # A key is Sentinel-1's to set unless the stac section's key is the one in use.
-        key_field=(
-            "stac.signing_key_env"
-            if sar.signing_key_env is None and stac.signing_key_env is not None
-            else "sar.signing_key_env"
-        ),
-    )
 
 
 def sar_for_samples(

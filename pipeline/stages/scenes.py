@@ -32,6 +32,7 @@ from pipeline.core.errors import AssetError, PreflightError, SampleFailure
 from pipeline.geo.bands import SCL, Band
 from pipeline.geo.grid import ChipGrid, chip_grid
 from pipeline.geo.radiometry import OffsetDecision, decide_offset
+from pipeline.io.cog_reads import check_cog_opens
 from pipeline.io.stac import open_catalog
 from pipeline.stages.sampling import SampleSpec
 
@@ -212,11 +213,13 @@ def resolve_scene(item: dict[str, Any], bands: Iterable[Band]) -> SceneAssets:
 def check_scene_items(
     items: Sequence[dict[str, Any]], bands: Iterable[Band], collection: str
 ) -> None:
-    """Fail fast if none of a collection's sampled items holds what the run reads.
+    """Fail fast if no sampled item holds what the run reads, or its COGs do not open.
 
     A collection of another product (Level-1C has no SCL, Sentinel-1 no optical band) would
-    otherwise fail every sample with ``missing_band``. One item may be broken: only when every
-    sampled item fails is the run refused.
+    otherwise fail every sample with ``missing_band``, and unreadable COGs (unsigned Planetary
+    Computer hrefs, a requester-pays bucket, a host out of reach) with ``cog_open``. One item
+    may be broken: only when every sampled item fails is the run refused; the SCL COG of the
+    first good item is opened.
 
     Args:
         items: Items of ``collection`` (:func:`pipeline.io.stac.check_catalog`); none (an
@@ -225,16 +228,24 @@ def check_scene_items(
         collection: The collection's id, for the message.
 
     Raises:
-        PreflightError: naming ``stac.collection``, with the first items' reasons.
+        PreflightError: naming ``stac.collection`` (with the first items' reasons, or the COG
+            that did not open) or ``stac.signing`` (an unsigned Azure Blob COG).
     """
     bands = tuple(bands)
     errors = []
     for item in items:
         try:
-            resolve_scene(item, bands)
-            return
+            scene = resolve_scene(item, bands)
         except (AssetError, KeyError, ValueError) as exc:
             errors.append(f"{item.get('id')}: {exc}")
+            continue
+        check_cog_opens(
+            scene.scl_href,
+            field="stac.collection",
+            signing_field="stac.signing",
+            what=f"a COG of {collection}",
+        )
+        return
     if errors:
         raise PreflightError(
             "stac.collection",

@@ -10,7 +10,7 @@ import pytest
 import rasterio
 from rasterio.windows import from_bounds
 
-from pipeline.core.config import SarConfig, StacConfig
+from pipeline.core.config import Period, SarConfig, StacConfig
 from pipeline.core.errors import PreflightError
 from pipeline.demo.coherence import (
     COHERENCE_COLLECTION,
@@ -22,6 +22,7 @@ from pipeline.demo.sar import DEMO_SAR_PASSES, write_sar_pass
 from pipeline.demo.scene import scene_grid
 from pipeline.demo.servers import (
     absolutize_items,
+    free_port,
     serve_demo,
     start_file_server,
     start_stac_server,
@@ -33,9 +34,9 @@ from pipeline.stages.sar import (
     SarChip,
     SarMissing,
     SarRequest,
-    check_sar_catalog,
     sar_for_samples,
 )
+from pipeline.stages.sar_checks import check_sar_sources
 from tests.conftest import SMALL_BBOX
 from tests.faults import FaultPlan, fault_proxy
 
@@ -178,26 +179,104 @@ def blob_sar_stac_url(sar_root) -> Iterator[str]:
         yield stac.url
 
 
-def test_preflight_signs_one_item_so_a_missing_account_key_stops_the_run_first(
+JULY = Period(name="july", start=dt.date(2024, 7, 1), end=dt.date(2024, 7, 31))
+
+
+def check(sar: SarConfig, stac: StacConfig) -> None:
+    """The run's Sentinel-1 checks over the small region in July."""
+    check_sar_sources(sar, stac, bounds=SMALL_BBOX, period=JULY)
+
+
+def test_preflight_signs_items_so_a_missing_account_key_stops_the_run_first(
     blob_sar_stac_url, token_endpoint, monkeypatch
 ):
     token_endpoint.account_key = "k3y"  # sentinel-1-rtc: tokens for an account only
     stac = StacConfig(signing_token_url=token_endpoint.url, max_retries=0)
     sar = SarConfig(api_url=blob_sar_stac_url, signing="planetary-computer")
     with pytest.raises(PreflightError) as info:
-        check_sar_catalog(sar, stac)
+        check(sar, stac)
     # Without the check every sample of the run would record search_error, shard by shard.
     assert info.value.field == "sar.signing_key_env"
     assert "HTTP 403" in str(info.value) and "signing_key_env" in str(info.value)
     monkeypatch.setenv("EOCAP_TEST_PC_KEY", "k3y")
-    check_sar_catalog(sar.model_copy(update={"signing_key_env": "EOCAP_TEST_PC_KEY"}), stac)
+    with pytest.raises(PreflightError) as info:
+        check(sar.model_copy(update={"signing_key_env": "EOCAP_TEST_PC_KEY"}), stac)
     assert token_endpoint.calls == ["sentinel1euwestrtc/sentinel1-grd-rtc"]
+    # Signed, the check opens one COG: Azure is out of reach here, so that is what stops it.
+    assert info.value.field == "sar.collection"
+    assert f"cannot open a COG of sentinel-1-rtc ({RTC_BLOB}/" in str(info.value)
+    assert "?sv=1&sig=sentinel1euwestrtc1" in str(info.value)
+
+
+def test_unsigned_planetary_computer_hrefs_name_the_signing_setting(blob_sar_stac_url):
+    sar = SarConfig(api_url=blob_sar_stac_url)  # Sentinel-1 from PC, left unsigned
+    with pytest.raises(PreflightError) as info:
+        check(sar, StacConfig(max_retries=0))
+    assert info.value.field == "sar.signing"
+    assert "without a SAS token" in str(info.value)
 
 
 def test_preflight_names_the_token_endpoint_when_it_does_not_answer(blob_sar_stac_url):
     stac = StacConfig(signing_token_url="http://127.0.0.1:9/api/sas/v1/token", max_retries=0)
     sar = SarConfig(api_url=blob_sar_stac_url, signing="planetary-computer")
     with pytest.raises(PreflightError) as info:
-        check_sar_catalog(sar, stac)
+        check(sar, stac)
     assert info.value.field == "stac.signing_token_url"
     assert "no SAS token for sentinel1euwestrtc/sentinel1-grd-rtc" in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def sar_and_coherence_stac(sar_and_coherence_root) -> Iterator[str]:
+    root, items, _ = sar_and_coherence_root
+    with serve_demo(root, items) as srv:
+        yield srv.stac_url
+
+
+COHERENCE = {"collection": COHERENCE_COLLECTION}
+
+
+@pytest.mark.parametrize(
+    ("updates", "field", "words"),
+    [
+        ({"polarisations": ["HH", "HV"]}, "sar.polarisations", "hold VH, VV, not HH, HV"),
+        (
+            {"coherence": {"collection": "sentinel-1-rtc"}},
+            "sar.coherence.collection",
+            "no sentinel-1-rtc item read has a VV coherence COG",
+        ),
+        (
+            {"coherence": {**COHERENCE, "asset": "coh"}},
+            "sar.coherence.asset",
+            "no COG asset 'coh'",
+        ),
+    ],
+    ids=["polarisations not acquired there", "backscatter as coherence", "no such asset"],
+)
+def test_sources_that_would_leave_every_sample_without_sar_are_refused(
+    sar_and_coherence_stac, updates, field, words
+):
+    stac = StacConfig(api_url=sar_and_coherence_stac)
+    check(SarConfig(window_days=12, coherence=COHERENCE), stac)  # as the demo serves them
+    with pytest.raises(PreflightError) as info:
+        check(SarConfig(**{"window_days": 12, "coherence": COHERENCE, **updates}), stac)
+    assert info.value.field == field and words in str(info.value)
+
+
+def test_no_items_there_and_then_pass(sar_and_coherence_stac):
+    # December: no pass in the window; the samples will record no_acquisition, as they should.
+    winter = Period(name="winter", start=dt.date(2024, 12, 1), end=dt.date(2024, 12, 2))
+    sar = SarConfig(window_days=1, polarisations=["HH"])
+    stac = StacConfig(api_url=sar_and_coherence_stac)
+    check_sar_sources(sar, stac, bounds=SMALL_BBOX, period=winter)
+
+
+def test_a_cog_host_out_of_reach_is_refused_before_the_run(sar_and_coherence_root):
+    _, items, _ = sar_and_coherence_root
+    gone = f"http://127.0.0.1:{free_port()}"
+    with (
+        start_stac_server(absolutize_items(items, gone)) as stac,
+        pytest.raises(PreflightError) as info,
+    ):
+        check(SarConfig(window_days=12), StacConfig(api_url=stac.url, max_retries=0))
+    assert info.value.field == "sar.collection"
+    assert f"cannot open a COG of sentinel-1-rtc ({gone}/cogs/" in str(info.value)

@@ -10,7 +10,7 @@ from pystac_client.stac_api_io import StacApiIO
 from pipeline.core.config import StacConfig, load_config
 from pipeline.core.errors import AssetError, PreflightError, SampleFailure
 from pipeline.demo.region import load_items
-from pipeline.demo.servers import free_port, start_stac_server
+from pipeline.demo.servers import absolutize_items, free_port, start_stac_server
 from pipeline.geo.bands import L2A_BANDS, band_by_name
 from pipeline.io.stac import PlanetaryComputerSigner, subscription_key
 from pipeline.stages.sampling import plan_shards
@@ -287,7 +287,7 @@ def test_stac_errors_past_max_retries_are_a_sample_failure(region, servers, tmp_
 
 
 def test_scene_items_refuse_only_when_every_sampled_item_lacks_what_the_run_reads(region):
-    good = load_items(region)[0]
+    good = absolutize_items(load_items(region), str(region.root))[0]  # COGs as local files
     no_scl = {
         **good,
         "id": "no-scl",
@@ -299,3 +299,16 @@ def test_scene_items_refuse_only_when_every_sampled_item_lacks_what_the_run_read
         check_scene_items([no_scl, {**no_scl, "id": "no-scl-2"}], L2A_BANDS, "c")
     assert info.value.field == "stac.collection"
     assert "no-scl: " in str(info.value) and "SCL" in str(info.value)
+
+
+def test_scene_items_whose_cogs_do_not_open_are_refused(region):
+    gone = f"http://127.0.0.1:{free_port()}"
+    items = absolutize_items(load_items(region), gone)
+    with pytest.raises(PreflightError) as info:
+        check_scene_items(items[:1], L2A_BANDS, "c")
+    assert info.value.field == "stac.collection"
+    assert f"cannot open a COG of c ({gone}/" in str(info.value)
+    blob = absolutize_items(load_items(region), BLOB_ROOT)  # Planetary Computer's, unsigned
+    with pytest.raises(PreflightError) as info:
+        check_scene_items(blob[:1], L2A_BANDS, "sentinel-2-l2a")
+    assert info.value.field == "stac.signing" and "without a SAS token" in str(info.value)
