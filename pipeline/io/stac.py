@@ -295,3 +295,5 @@ def _sample_items(
         raise PreflightError(field, f"cannot sign {collection!r} items: {exc}") from None
     except APIError as exc:
         raise PreflightError(url_field, f"cannot search {collection!r}: {exc}") from None
+    except NotImplementedError as exc:  # pystac-client: the API does not conform to item search
+        raise PreflightError(url_field, f"the STAC API cannot search items: {exc}") from None
