@@ -33,7 +33,7 @@ from pipeline.geo.coverage import FIRST_ACQUISITION_DAY, LAT_MAX, LAT_MIN
 from pipeline.io.atomic import atomic_write
 from pipeline.io.overture import read_catalog
 from pipeline.io.stac import check_catalog
-from pipeline.stages.context import check_overture, prepare_overture
+from pipeline.stages.context import check_overture, check_overture_covers, prepare_overture
 from pipeline.stages.sampling import (
     Location,
     ShardPlan,
@@ -194,6 +194,7 @@ def preflight(config: RunConfig, *, today: dt.date | None = None) -> CheckedConf
     config = resolve_release(config)
     _check_output(config, config_hash(config))
     check_overture(config.overture)
+    check_overture_covers(config.overture, [part.bounds for part in region_parts(config.region)])
     items = check_catalog(config.stac, {"stac.collection": config.stac.collection})
     check_scene_items(items["stac.collection"], config.chips.band_list, config.stac.collection)
     if config.sar is not None:

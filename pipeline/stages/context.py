@@ -55,6 +55,7 @@ __all__ = [
     "ShareItem",
     "TypeColumns",
     "check_overture",
+    "check_overture_covers",
     "connect_duckdb",
     "map_context",
     "position_name",
@@ -145,6 +146,93 @@ def check_overture(cfg: OvertureConfig) -> None:
             "overture.source",
             f"{root} has no theme=*/type=*/*.parquet files of types {list(OVERTURE_TYPES)}",
         )
+
+
+COVER_MARGIN_DEG = 0.05
+"""Degrees around a region box within which a local Overture copy must hold features."""
+
+
+def check_overture_covers(
+    cfg: OvertureConfig, boxes: Sequence[tuple[float, float, float, float]]
+) -> None:
+    """Fail fast if a local Overture copy holds nothing near the region.
+
+    A copy made for another place (the demo's, left in a production config) gives every chip
+    an empty map context, so captions lose their map facts without an error. Each file's
+    Parquet footer says where its features are (row-group statistics of ``bbox``); if none
+    reaches a region box, the run is refused. Files without statistics pass; a remote release
+    is global.
+
+    Args:
+        cfg: The Overture settings.
+        boxes: The region's lon/lat boxes (one per side of the antimeridian).
+
+    Raises:
+        PreflightError: naming ``overture.source``, with where the copy's features are.
+    """
+    if cfg.is_remote:
+        return
+    root = Path(cfg.root)
+    extents = []
+    try:
+        for type_name in OVERTURE_COLUMNS:
+            for path in _type_files(root, type_name):
+                extent = _footer_extent(path)
+                if extent is not None:
+                    extents.append(extent)
+    except _NoStatistics:
+        return  # the footers cannot tell
+
+    m = COVER_MARGIN_DEG
+    for x0, y0, x1, y1 in extents:
+        for bx0, by0, bx1, by1 in boxes:
+            if x0 <= bx1 + m and x1 >= bx0 - m and y0 <= by1 + m and y1 >= by0 - m:
+                return
+    if not extents:
+        return
+    west, south = min(e[0] for e in extents), min(e[1] for e in extents)
+    east, north = max(e[2] for e in extents), max(e[3] for e in extents)
+    raise PreflightError(
+        "overture.source",
+        f"{root} holds features in lon {west:.3f}..{east:.3f}, lat {south:.3f}..{north:.3f}, "
+        f"none near the region ({', '.join(str(tuple(round(v, 3) for v in b)) for b in boxes)}): "
+        "give a copy that covers it, or Overture's release (s3://overturemaps-us-west-2/release)",
+    )
+
+
+class _NoStatistics(Exception):
+    """A file's footer has no min/max statistics of ``bbox``."""
+
+
+def _footer_extent(path: Path) -> tuple[float, float, float, float] | None:
+    """Where a file's features are, from its row-group statistics of ``bbox``.
+
+    Returns:
+        (west, south, east, north); None for a file without rows.
+
+    Raises:
+        _NoStatistics: when the statistics are missing.
+    """
+    meta = pq.ParquetFile(path).metadata
+    if meta.num_rows == 0:
+        return None
+    wanted = {"bbox.xmin": min, "bbox.ymin": min, "bbox.xmax": max, "bbox.ymax": max}
+    found: dict[str, float] = {}
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            column = group.column(c)
+            name = column.path_in_schema
+            if name not in wanted:
+                continue
+            stats = column.statistics
+            if stats is None or not stats.has_min_max:
+                raise _NoStatistics(name)
+            value = float(stats.min if wanted[name] is min else stats.max)
+            found[name] = wanted[name](found.get(name, value), value)
+    if len(found) < len(wanted):
+        raise _NoStatistics(str(path))
+    return (found["bbox.xmin"], found["bbox.ymin"], found["bbox.xmax"], found["bbox.ymax"])
 
 
 def _check_remote(root: str) -> None:

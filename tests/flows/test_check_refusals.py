@@ -61,10 +61,17 @@ REFUSALS: list[tuple[str, dict[str, Any], str, str]] = [
 ]
 
 
-# Checks against the servers: `eocap check` and `eocap run` make them, `eocap plan` does not.
+# Checks of the sources: `eocap check` and `eocap run` make them, `eocap plan` does not.
 # Unchecked, each costs a whole run: every sample fails, or (Sentinel-1) records
 # no_acquisition or search_error and stays ok, so nothing stops.
 SERVER_REFUSALS: list[tuple[str, dict[str, Any], str, str]] = [
+    # The demo's Overture copy left in a config of another region: every context empty.
+    (
+        "an Overture copy of another place",
+        {"region.bbox": [13.30, 52.45, 13.40, 52.52]},
+        "overture.source",
+        "none near the region",
+    ),
     # A collection of another product: every sample would fail with missing_band.
     (
         "a collection without Sentinel-2 bands",
@@ -104,13 +111,14 @@ def _write(config: RunConfig, path: Path) -> Path:
     return path
 
 
-OFFLINE = ("check", "plan", "run")
-ONLINE = ("check", "run")
+PLANNING = ("check", "plan", "run")
+PREFLIGHT = ("check", "run")
 
 
 @pytest.mark.parametrize(
     ("commands", "updates", "field", "words"),
-    [(OFFLINE, *case[1:]) for case in REFUSALS] + [(ONLINE, *case[1:]) for case in SERVER_REFUSALS],
+    [(PLANNING, *case[1:]) for case in REFUSALS]
+    + [(PREFLIGHT, *case[1:]) for case in SERVER_REFUSALS],
     ids=[case[0] for case in REFUSALS + SERVER_REFUSALS],
 )
 def test_the_commands_that_check_refuse_with_the_same_line(

@@ -12,11 +12,17 @@ from shapely.ops import transform
 
 from pipeline.core.config import OvertureConfig
 from pipeline.core.errors import PreflightError
-from pipeline.core.types import ChipArea, NamedFeature
+from pipeline.core.types import ChipArea, MapContext, NamedFeature
 from pipeline.demo.region import DemoRegion, generate_demo_region
 from pipeline.geo.grid import chip_grid, transformer
 from pipeline.io.overture import OVERTURE_TYPES
-from pipeline.stages.context import check_overture, map_context, position_name, prepare_overture
+from pipeline.stages.context import (
+    check_overture,
+    check_overture_covers,
+    map_context,
+    position_name,
+    prepare_overture,
+)
 from tests.conftest import SMALL_BBOX
 
 PLACES = Path("theme=places") / "type=place"
@@ -314,3 +320,31 @@ def test_review_overlay_reads_place_kinds_in_both_schemas(region, taxonomy_regio
         kinds[name] = sorted(f.kind for f in places)
         assert all(kinds[name])
     assert kinds["old"] == kinds["new"]
+
+
+BERLIN = (13.30, 52.45, 13.50, 52.55)
+
+
+def test_a_local_copy_of_another_place_is_refused(region, tmp_path):
+    local = OvertureConfig(source=str(region.overture_root))
+    check_overture_covers(local, [SMALL_BBOX])
+    # The demo's copy left in a config of another region: every chip's context would be empty.
+    empty = map_context(
+        [ChipArea("berlin", chip_grid(13.4, 52.5, "EPSG:32633", 64, 10.0))], region.overture_root
+    )
+    assert empty["berlin"] == MapContext()
+    with pytest.raises(PreflightError) as info:
+        check_overture_covers(local, [BERLIN])
+    assert info.value.field == "overture.source" and "none near the region" in str(info.value)
+    # Either side of an antimeridian region: one box near the copy is enough.
+    check_overture_covers(local, [BERLIN, SMALL_BBOX])
+    # Files written without statistics cannot tell: they pass.
+    bare = tmp_path / "bare"
+    shutil.copytree(region.overture_root, bare)
+    for path in bare.rglob("*.parquet"):
+        pq.write_table(pq.read_table(path), path, write_statistics=False)
+    check_overture_covers(OvertureConfig(source=str(bare)), [BERLIN])
+    # A remote release is global.
+    check_overture_covers(
+        OvertureConfig(source=f"file://{region.overture_root}", release="r"), [BERLIN]
+    )
