@@ -581,10 +581,11 @@ class CaptionerConfig(_Section):
     )
     cloudy_threshold: float = Field(
         default=0.9,
-        ge=0,
+        gt=0,
         le=1.01,
         description="Chips with this cloud or nodata fraction get a rule-based caption that "
-        "says the ground is not visible, without asking the model.",
+        "says the ground is not visible, without asking the model. Above 0: at 0 every chip, "
+        "clear ones too, would get that caption. Above 1: the model captions every chip.",
     )
     stage: Literal["inline", "separate"] = Field(
         default="inline",
@@ -603,10 +604,11 @@ class CaptionerConfig(_Section):
     )
     skip_cloud_fraction: float = Field(
         default=1.01,
-        ge=0,
+        gt=0,
         le=1.01,
         description="Chips with a cloud fraction at or above this are not captioned but "
-        "marked failed (reason too_cloudy). The default (>1) captions every chip.",
+        "marked failed (reason too_cloudy). The default (>1) captions every chip; above 0, "
+        "since at 0 every chip, cloud-free ones too, would fail.",
     )
 
 

@@ -31,6 +31,8 @@ from pipeline.core.errors import PreflightError
 __all__ = ["OpenAICaptioner"]
 
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+KEY_REFUSED = frozenset({401, 403})
+"""Answers of a server that wants another API key, or one where none was sent."""
 
 
 def _served_models(resp: httpx.Response) -> list[str]:
@@ -50,6 +52,8 @@ class OpenAICaptioner(ModelCaptioner):
         model: Served model id.
         prompt: Prompt name or path.
         api_key: Bearer token, if the server wants one.
+        api_key_env: The environment variable ``api_key`` was read from, named when the
+            server refuses the key.
         max_concurrency: Requests in flight.
         timeout_s: Per-request timeout.
         max_retries: Retries per request.
@@ -68,6 +72,7 @@ class OpenAICaptioner(ModelCaptioner):
         prompt: str,
         *,
         api_key: str | None = None,
+        api_key_env: str | None = None,
         max_concurrency: int = 32,
         timeout_s: float = 120.0,
         max_retries: int = 4,
@@ -81,6 +86,7 @@ class OpenAICaptioner(ModelCaptioner):
         self.headers = {"Content-Type": "application/json"}
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
+        self.api_key_env = api_key_env
         self.max_concurrency = max_concurrency
         self.timeout_s = timeout_s
         self.max_retries = max_retries
@@ -95,6 +101,7 @@ class OpenAICaptioner(ModelCaptioner):
             config.model,
             config.prompt,
             api_key=os.environ.get(config.api_key_env),
+            api_key_env=config.api_key_env,
             max_concurrency=config.max_concurrency,
             timeout_s=config.timeout_s,
             max_retries=config.max_retries,
@@ -105,42 +112,48 @@ class OpenAICaptioner(ModelCaptioner):
         )
 
     def check(self) -> None:
-        """Fail fast unless the server answers, and serves ``model``.
+        """Fail fast unless the server answers, takes the API key, and serves ``model``.
 
-        The server must answer ``/models`` (or ``/health``) within 10 s. Then the model: a
-        server that lists its models (vLLM lists ``--served-model-name``) must list it; one
-        that lists none (``transformers serve`` is pinned to one model, loaded on the first
-        request) is asked for one token of a text-only chat, and a 4xx answer refuses the
-        model. Unchecked, a wrong model name fails every caption of the run, one by one.
+        The server must answer ``/models`` (or ``/health``) within 10 s. A ``model`` the
+        server lists passes. Otherwise a one-token text-only chat asks for it, since a listed
+        id is not the only one a server accepts: Ollama lists ``llava:latest`` and answers
+        ``llava``, llama.cpp and TGI ignore the model field, ``transformers serve`` lists
+        every model of its cache and none it was started with. Unchecked, a wrong model name,
+        key or URL fails every caption of the run, one by one.
 
         Raises:
-            PreflightError: naming ``captioner.base_url`` or ``captioner.model``.
+            PreflightError: naming ``captioner.base_url`` (no answer; no chat completions at
+                that URL), ``captioner.api_key_env`` (HTTP 401/403) or ``captioner.model``
+                (the chat names a model the server refuses).
         """
         errors = []
-        root = self.base_url.removesuffix("/v1")
-        for url in (f"{self.base_url}/models", f"{root}/health"):
+        models_url = f"{self.base_url}/models"
+        for url in (models_url, f"{self.base_url.removesuffix('/v1')}/health"):
             try:
                 resp = httpx.get(url, headers=self.headers, timeout=10)
             except httpx.HTTPError as exc:
                 errors.append(f"{url}: {exc!r}")
                 continue
+            if resp.status_code in KEY_REFUSED:
+                raise self._key_refused(url, resp.status_code)
             if resp.status_code == 200:
-                self._check_model(_served_models(resp) if url.endswith("/models") else [])
+                served = _served_models(resp) if url == models_url else None
+                if served is None or self.model not in served:
+                    self._probe_model(served)
                 return
             errors.append(f"{url}: HTTP {resp.status_code}")
         raise PreflightError(
             "captioner.base_url", f"caption server not healthy: {'; '.join(errors)}"
         )
 
-    def _check_model(self, served: list[str]) -> None:
-        if served:
-            if self.model not in served:
-                raise PreflightError(
-                    "captioner.model",
-                    f"the caption server at {self.base_url} serves {', '.join(served)}, not "
-                    f"{self.model!r}: set captioner.model to the one to use",
-                )
-            return
+    def _probe_model(self, served: list[str] | None) -> None:
+        """Ask for one token of a text-only chat; refuse ``model`` on a 4xx answer.
+
+        ``served`` is what ``/models`` lists (None: it did not answer 200, only ``/health``
+        did, so a 404 may mean the URL, not the model). 5xx, 408, 409, 429 and transport
+        errors pass: the server answered its health check, and the run retries those.
+        """
+        url = f"{self.base_url}/chat/completions"
         probe = {
             "model": self.model,
             "messages": [{"role": "user", "content": "Answer with one word."}],
@@ -148,19 +161,39 @@ class OpenAICaptioner(ModelCaptioner):
         }
         try:
             resp = httpx.post(
-                f"{self.base_url}/chat/completions",
-                content=orjson.dumps(probe),
-                headers=self.headers,
-                timeout=self.timeout_s,
+                url, content=orjson.dumps(probe), headers=self.headers, timeout=self.timeout_s
             )
         except httpx.HTTPError:
-            return  # answering at all is the health check's business; it answered
-        if 400 <= resp.status_code < 500 and resp.status_code not in RETRY_STATUS:
+            return
+        status = resp.status_code
+        if status in KEY_REFUSED:
+            raise self._key_refused(url, status)
+        if not 400 <= status < 500 or status in RETRY_STATUS:
+            return
+        if status == 404 and served is None:
             raise PreflightError(
-                "captioner.model",
-                f"the caption server at {self.base_url} refused model {self.model!r}: HTTP "
-                f"{resp.status_code} {resp.text[:300]}",
+                "captioner.base_url",
+                f"no chat completions at {url} (HTTP 404): base_url must be the API root, "
+                "ending in /v1 for vLLM",
             )
+        listed = f" (it lists {', '.join(served)})" if served else ""
+        raise PreflightError(
+            "captioner.model",
+            f"the caption server at {self.base_url}{listed} refused model {self.model!r}: "
+            f"HTTP {status} {resp.text[:300]}",
+        )
+
+    def _key_refused(self, url: str, status: int) -> PreflightError:
+        """The error for a server that wants another API key (vLLM ``--api-key``)."""
+        sent = "Authorization" in self.headers
+        message = (
+            f"the caption server answered HTTP {status} to {url}: it wants an API key (vllm "
+            f"serve --api-key) and {'refuses the one sent' if sent else 'none was sent'}"
+        )
+        if self.api_key_env:
+            state = "set" if sent else "unset or empty"
+            message += f"; captioner.api_key_env names {self.api_key_env}, which is {state}"
+        return PreflightError("captioner.api_key_env", message)
 
     def request_body(self, chat: list[ChatMessage]) -> bytes:
         """The JSON body of one chat completion request."""

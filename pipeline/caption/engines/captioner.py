@@ -129,17 +129,25 @@ class FastLlavaCaptioner(TransformersCaptioner):
             return exc
 
     def _warn_if_small(self, chats: int) -> None:
-        """Say once per process when a round cannot keep the slots full (a round is a shard)."""
-        if self._warned_small_round or chats >= self.engine.slots:
+        """Say once per process when a round leaves slots empty (a round is a shard's chats).
+
+        An empty round (every image unreadable) has nothing to decode, so it says nothing.
+        """
+        slots = self.engine.slots
+        if self._warned_small_round or not 0 < chats < slots:
             return
         self._warned_small_round = True
         _LOG.warning(
-            "fast engine: a round of %d chats fills %d of %d slots (captioner.batch_size); a "
-            "round is one shard's chats, so output.shard_size of %d or more keeps the batch full",
+            "fast engine: a round of %d chats leaves %d of %d slots (captioner.batch_size) "
+            "empty the whole round; a round is one shard's chats: output.shard_size of %d "
+            "fills every slot, and %d (%d x batch_size) or more also keeps the drain at each "
+            "round's end short",
             chats,
-            chats,
-            self.engine.slots,
-            FULL_ROUND_FACTOR * self.engine.slots,
+            slots - chats,
+            slots,
+            slots,
+            FULL_ROUND_FACTOR * slots,
+            FULL_ROUND_FACTOR,
         )
 
     def _generate(

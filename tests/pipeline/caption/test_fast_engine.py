@@ -259,13 +259,16 @@ def test_an_unreadable_image_fails_its_chip_only(model_dir):
 
 def test_a_round_smaller_than_the_slots_is_reported_once(model_dir, caplog):
     cap = FastLlavaCaptioner(str(model_dir), "grounded-v1", device="cpu", max_new_tokens=2)
+    unreadable = [dataclasses.replace(c, rgb_png=b"not a png") for c in chips(2)]
     with caplog.at_level(logging.WARNING, logger="pipeline.caption.engines.captioner"):
+        cap.caption_batch(unreadable)  # a round of 0 chats: nothing decodes, nothing to say
         cap.caption_batch(chips(3))
         cap.caption_batch(chips(2))
     said = [r.getMessage() for r in caplog.records if "slots" in r.getMessage()]
     assert said == [
-        "fast engine: a round of 3 chats fills 3 of 8 slots (captioner.batch_size); a round "
-        "is one shard's chats, so output.shard_size of 32 or more keeps the batch full"
+        "fast engine: a round of 3 chats leaves 5 of 8 slots (captioner.batch_size) empty the "
+        "whole round; a round is one shard's chats: output.shard_size of 8 fills every slot, "
+        "and 32 (4 x batch_size) or more also keeps the drain at each round's end short"
     ]
 
 

@@ -42,6 +42,13 @@ def write(tmp_path: Path, text: str) -> Path:
         ),
         ("stac:\n  max_cloud_cover: 150\n", "stac.max_cloud_cover", "less than or equal"),
         ("output:\n  shard_size: 0\n", "output.shard_size", "greater than or equal"),
+        # At 0 every chip would be captioned "obscured", or fail too_cloudy.
+        ("captioner:\n  cloudy_threshold: 0\n", "captioner.cloudy_threshold", "greater than 0"),
+        (
+            "captioner:\n  skip_cloud_fraction: 0\n",
+            "captioner.skip_cloud_fraction",
+            "greater than 0",
+        ),
         ("stacc:\n  api_url: x\n", "stacc", "Extra inputs"),
         (
             "overture:\n  source: s3://bucket/{release}/extract\n",

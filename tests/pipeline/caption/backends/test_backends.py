@@ -12,15 +12,16 @@ import io
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from PIL import Image
 
 from pipeline.caption.backends.openai import OpenAICaptioner
 from pipeline.caption.backends.transformers import TransformersCaptioner
+from pipeline.core.config import CaptionerConfig
 from pipeline.core.errors import PreflightError
 from pipeline.demo.servers import free_port, start_transformers_server
 from tests.faults import serve_in_thread
@@ -65,8 +66,8 @@ def test_openai_backend_against_transformers_serve(caption_server, tiny_model, p
 
 
 def test_check_refuses_a_model_the_server_does_not_serve(caption_server, tiny_model):
-    # transformers serve lists no models and is pinned to one: asked for another, it answers
-    # 400. Unchecked, every caption of the run would fail with caption_http.
+    # transformers serve lists the models of its cache (none here), not the one it is pinned
+    # to, and answers 400 for another. Unchecked, every caption would fail with caption_http.
     with pytest.raises(PreflightError) as info:
         client(caption_server.url, model="llava-hf/llama3-llava-next-8b-hf").check()
     assert info.value.field == "captioner.model"
@@ -74,20 +75,116 @@ def test_check_refuses_a_model_the_server_does_not_serve(caption_server, tiny_mo
     client(caption_server.url, model=str(tiny_model)).check()
 
 
-def test_check_compares_the_model_with_the_list_the_server_serves():
-    # vLLM's answer to /v1/models: the --served-model-name, not the path it loaded.
+def test_check_names_the_base_url_when_it_lacks_v1(caption_server, tiny_model):
+    # The server's root answers /health but has no /models and no /chat/completions.
+    root = caption_server.url.rstrip("/").removesuffix("/v1")
+    with pytest.raises(PreflightError) as info:
+        client(root, model=str(tiny_model)).check()
+    assert info.value.field == "captioner.base_url"
+    assert f"no chat completions at {root}/chat/completions (HTTP 404)" in str(info.value)
+
+
+def model_server(listed: str, accepted: set[str], refusal: Callable[[str], dict]) -> FastAPI:
+    """A chat server that lists one model id, answers a chat for the ``accepted`` ones and
+    404 with ``refusal(model)`` for others."""
     app = FastAPI()
 
     @app.get("/v1/models")
     def models() -> dict:
-        return {"object": "list", "data": [{"id": "llava-next-8b", "object": "model"}]}
+        return {"object": "list", "data": [{"id": listed, "object": "model"}]}
 
-    with serve_in_thread(app) as base:
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        model = (await request.json())["model"]
+        if model not in accepted:
+            return Response(json.dumps(refusal(model)), status_code=404)
+        return Response('{"choices": [{"message": {"content": "A"}}]}')
+
+    return app
+
+
+# vLLM lists its --served-model-name (not the path it loaded) and answers 404 for others.
+VLLM = model_server(
+    "llava-next-8b",
+    {"llava-next-8b"},
+    lambda model: {
+        "object": "error",
+        "message": f"The model `{model}` does not exist.",
+        "type": "NotFoundError",
+        "param": None,
+        "code": 404,
+    },
+)
+# Ollama lists tagged names and takes a name without its tag.
+OLLAMA = model_server(
+    "llava:latest",
+    {"llava", "llava:latest"},
+    lambda model: {"error": {"message": f"model '{model}' not found", "type": "api_error"}},
+)
+
+
+def test_check_refuses_a_model_a_listing_server_answers_404_for():
+    with serve_in_thread(VLLM) as base:
         with pytest.raises(PreflightError) as info:
             client(f"{base}/v1", model="llava-hf/llama3-llava-next-8b-hf").check()
         assert info.value.field == "captioner.model"
-        assert "serves llava-next-8b, not 'llava-hf/llama3-llava-next-8b-hf'" in str(info.value)
+        assert (
+            "(it lists llava-next-8b) refused model 'llava-hf/llama3-llava-next-8b-hf': HTTP 404"
+            in str(info.value)
+        )
         client(f"{base}/v1", model="llava-next-8b").check()
+
+
+def test_check_passes_a_model_the_server_accepts_under_another_listed_id():
+    with serve_in_thread(OLLAMA) as base:
+        client(f"{base}/v1", model="llava").check()
+        with pytest.raises(PreflightError, match="refused model 'bakllava'"):
+            client(f"{base}/v1", model="bakllava").check()
+
+
+@pytest.mark.parametrize("models_need_key", [True, False])
+def test_check_names_the_key_variable_when_the_server_refuses_the_key(models_need_key, monkeypatch):
+    # vllm serve --api-key: every /v1 path wants "Bearer <key>", /health none. Some proxies
+    # list their models to anyone: then the chat probe meets the 401.
+    app = FastAPI()
+
+    def authorized(request: Request) -> bool:
+        return request.headers.get("authorization") == "Bearer s3cret"
+
+    @app.get("/health")
+    def health() -> dict:
+        return {}
+
+    @app.get("/v1/models")
+    def models(request: Request) -> Response:
+        if models_need_key and not authorized(request):
+            return Response('{"error": "Unauthorized"}', status_code=401)
+        return Response('{"object": "list", "data": [{"id": "llava-next-8b"}]}')
+
+    @app.post("/v1/chat/completions")
+    def chat(request: Request) -> Response:
+        if not authorized(request):
+            return Response('{"error": "Unauthorized"}', status_code=401)
+        return Response('{"choices": [{"message": {"content": "A"}}]}')
+
+    config = CaptionerConfig(backend="openai", model="llava", api_key_env="EOCAP_TEST_KEY")
+    with serve_in_thread(app) as base:
+        config = config.model_copy(update={"base_url": f"{base}/v1"})
+        monkeypatch.delenv("EOCAP_TEST_KEY", raising=False)
+        for key, says in [(None, "none was sent"), ("wrong", "refuses the one sent")]:
+            if key:
+                monkeypatch.setenv("EOCAP_TEST_KEY", key)
+            with pytest.raises(PreflightError) as info:
+                OpenAICaptioner.from_config(config).check()
+            assert info.value.field == "captioner.api_key_env"
+            assert f"HTTP 401 to {base}/v1/" in str(info.value)
+            assert says in str(info.value)
+            state = "set" if key else "unset or empty"
+            assert f"captioner.api_key_env names EOCAP_TEST_KEY, which is {state}" in str(
+                info.value
+            )
+        monkeypatch.setenv("EOCAP_TEST_KEY", "s3cret")
+        OpenAICaptioner.from_config(config).check()
 
 
 def test_health_check_of_a_dead_server():
