@@ -25,6 +25,7 @@ import shapely
 
 from pipeline import __version__
 from pipeline.caption.prompts import load_prompt
+from pipeline.caption.registry import IN_PROCESS_BACKENDS, check_in_process
 from pipeline.core.config import LATEST_RELEASE, Period, RegionConfig, RunConfig
 from pipeline.core.config_hash import config_hash
 from pipeline.core.errors import ConfigError, PreflightError, disk_full_names
@@ -237,11 +238,18 @@ def preflight_captions(config: RunConfig) -> CheckedConfig:
 
 
 def _check_captioner(config: RunConfig) -> None:
-    """The caption server answers and serves the model (backend ``openai``)."""
+    """The captioner is usable: its server serves the model, or its model and device exist.
+
+    Backend ``openai``: the server answers and serves ``captioner.model``. In-process backends
+    (``transformers``, ``vllm``, ``fast``): the model is a model folder or a hub id, and the
+    device one this host has.
+    """
     if config.captioner.backend == "openai":
         from pipeline.caption.backends.openai import OpenAICaptioner
 
         OpenAICaptioner.from_config(config.captioner).check()
+    elif config.captioner.backend in IN_PROCESS_BACKENDS:
+        check_in_process(config.captioner)
 
 
 @dataclass

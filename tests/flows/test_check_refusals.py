@@ -65,6 +65,13 @@ REFUSALS: list[tuple[str, dict[str, Any], str, str]] = [
 # Unchecked, each costs a whole run: every sample fails, or (Sentinel-1) records
 # no_acquisition or search_error and stays ok, so nothing stops.
 SERVER_REFUSALS: list[tuple[str, dict[str, Any], str, str]] = [
+    # An in-process model that does not exist: it would fail at load, after all the work.
+    (
+        "an in-process model folder that does not exist",
+        {"captioner.backend": "transformers", "captioner.model": "/models/no-such-llava"},
+        "captioner.model",
+        "/models/no-such-llava",
+    ),
     # The demo's Overture copy left in a config of another region: every context empty.
     (
         "an Overture copy of another place",
