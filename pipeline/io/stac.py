@@ -38,6 +38,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -53,6 +54,7 @@ from pipeline.core.errors import PreflightError
 __all__ = [
     "BLOB_HOST_SUFFIX",
     "SAMPLE_ITEMS",
+    "CollectionSample",
     "PlanetaryComputerSigner",
     "SigningError",
     "check_catalog",
@@ -222,6 +224,20 @@ SAMPLE_ITEMS = 3
 caller, who checks that they hold what the run reads."""
 
 
+@dataclass(frozen=True)
+class CollectionSample:
+    """What the preflight read of one collection.
+
+    Attributes:
+        items: Up to :data:`SAMPLE_ITEMS` items (signed where signing is on).
+        interval: The collection's overall temporal extent (an end None is open), or None
+            where it declares none.
+    """
+
+    items: list[dict[str, Any]]
+    interval: tuple[dt.datetime | None, dt.datetime | None] | None
+
+
 def check_catalog(
     stac: StacConfig,
     collections: Mapping[str, str],
@@ -229,7 +245,7 @@ def check_catalog(
     url_field: str = "stac.api_url",
     key_field: str = "stac.signing_key_env",
     where: Mapping[str, Any] | None = None,
-) -> dict[str, list[dict[str, Any]]]:
+) -> dict[str, CollectionSample]:
     """Fail fast if a catalog is unreachable, a collection missing, or its items unsignable.
 
     A few items of each collection are searched (:data:`SAMPLE_ITEMS`), and with Planetary
@@ -247,7 +263,8 @@ def check_catalog(
         where: More search arguments for the sampled items (``bbox``, ``datetime``).
 
     Returns:
-        For each field, the items read of its collection (none for an empty collection).
+        For each field, what was read of its collection: its items (none for an empty
+        collection, or none where ``where`` points) and its temporal extent.
 
     Raises:
         PreflightError: naming the field at fault.
@@ -261,7 +278,7 @@ def check_catalog(
         client = open_catalog(stac, timeout_s=min(stac.timeout_s, 10.0))
     except Exception as exc:  # any transport or parse failure means "unusable"
         raise PreflightError(url_field, f"cannot open STAC API {stac.api_url}: {exc}") from None
-    sampled: dict[str, list[dict[str, Any]]] = {}
+    sampled: dict[str, CollectionSample] = {}
     for field, collection in collections.items():
         try:
             found = client.get_collection(collection)
@@ -273,8 +290,20 @@ def check_catalog(
             raise PreflightError(
                 field, f"collection {collection!r} not found at {stac.api_url}{detail}"
             )
-        sampled[field] = _sample_items(client, collection, url_field, key_field, dict(where or {}))
+        sampled[field] = CollectionSample(
+            items=_sample_items(client, collection, url_field, key_field, dict(where or {})),
+            interval=_overall_interval(found),
+        )
     return sampled
+
+
+def _overall_interval(collection: Any) -> tuple[dt.datetime | None, dt.datetime | None] | None:
+    """A collection's overall temporal extent (STAC: the first interval), or None if unknown."""
+    try:
+        start, end = collection.extent.temporal.intervals[0]
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+    return start, end
 
 
 def _sample_items(

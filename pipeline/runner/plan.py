@@ -197,7 +197,9 @@ def preflight(config: RunConfig, *, today: dt.date | None = None) -> CheckedConf
     check_overture(config.overture)
     check_overture_covers(config.overture, [part.bounds for part in region_parts(config.region)])
     items = check_catalog(config.stac, {"stac.collection": config.stac.collection})
-    check_scene_items(items["stac.collection"], config.chips.band_list, config.stac.collection)
+    check_scene_items(
+        items["stac.collection"].items, config.chips.band_list, config.stac.collection
+    )
     if config.sar is not None:
         check_sar_sources(
             config.sar,

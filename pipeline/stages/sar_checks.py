@@ -19,7 +19,7 @@ from pipeline.core.config import Period, SarConfig, StacConfig
 from pipeline.core.errors import AssetError, PreflightError
 from pipeline.geo.sar import POLARISATIONS, Polarisation
 from pipeline.io.cog_reads import check_cog_opens
-from pipeline.io.stac import check_catalog
+from pipeline.io.stac import CollectionSample, check_catalog
 from pipeline.stages.coherence import resolve_coherence
 from pipeline.stages.sar import polarisation_assets, resolve_acquisition, sar_stac
 
@@ -82,9 +82,35 @@ def check_sar_sources(
     # Sentinel-1 from a catalog of its own is signed by its own setting.
     own = sar.signing is not None or sar.api_url is not None
     signing_field = "sar.signing" if own else "stac.signing"
-    _check_backscatter(sampled["sar.collection"], sar, signing_field, period)
+    for field, collection in collections.items():
+        _check_time(field, collection, sampled[field], start, end)
+    _check_backscatter(sampled["sar.collection"].items, sar, signing_field, period)
     if sar.coherence is not None:
-        _check_coherence(sampled["sar.coherence.collection"], sar, signing_field)
+        _check_coherence(sampled["sar.coherence.collection"].items, sar, signing_field)
+
+
+def _check_time(
+    field: str, collection: str, sample: CollectionSample, start: dt.datetime, end: dt.datetime
+) -> None:
+    """Refuse a period outside the collection's time span, when its items agree.
+
+    Both must say so: no item over the region then, and a declared temporal extent that
+    ends before (or starts after) the searched span. A catalog's extent alone can be stale;
+    items alone can be missing for a place (the open ocean) that the run covers anyway.
+    """
+    if sample.items or sample.interval is None:
+        return
+    first, last = sample.interval
+    if (last is None or last >= start) and (first is None or first <= end):
+        return
+    since = "…" if first is None else f"{first:%Y-%m-%d}"
+    until = "…" if last is None else f"{last:%Y-%m-%d}"
+    raise PreflightError(
+        field,
+        f"{collection} spans {since} to {until} and has no item over the region in "
+        f"{start:%Y-%m-%d} to {end:%Y-%m-%d} (the first period and the window): choose "
+        "periods inside its span, or another collection",
+    )
 
 
 def _polarisations(item: dict[str, Any]) -> list[Polarisation]:

@@ -262,12 +262,40 @@ def test_sources_that_would_leave_every_sample_without_sar_are_refused(
     assert info.value.field == field and words in str(info.value)
 
 
-def test_no_items_there_and_then_pass(sar_and_coherence_stac):
-    # December: no pass in the window; the samples will record no_acquisition, as they should.
-    winter = Period(name="winter", start=dt.date(2024, 12, 1), end=dt.date(2024, 12, 2))
+def test_no_items_there_and_then_pass_inside_the_collections_span(sar_and_coherence_stac):
+    # Between the 4 July and 13 August passes: the samples will record no_acquisition, as
+    # they should; nothing says the source is wrong.
+    gap = Period(name="gap", start=dt.date(2024, 7, 20), end=dt.date(2024, 7, 25))
     sar = SarConfig(window_days=1, polarisations=["HH"])
     stac = StacConfig(api_url=sar_and_coherence_stac)
-    check_sar_sources(sar, stac, bounds=SMALL_BBOX, period=winter)
+    check_sar_sources(sar, stac, bounds=SMALL_BBOX, period=gap)
+
+
+@pytest.mark.parametrize(
+    ("period", "field", "words"),
+    [
+        (
+            Period(name="2023", start=dt.date(2023, 6, 1), end=dt.date(2023, 6, 30)),
+            "sar.collection",
+            "sentinel-1-rtc spans 2024-07-04 to 2024-08-13 and has no item over the region",
+        ),
+        (
+            # Backscatter on 13 August; the one coherence pair ended on 16 July.
+            Period(name="august", start=dt.date(2024, 8, 10), end=dt.date(2024, 8, 14)),
+            "sar.coherence.collection",
+            f"{COHERENCE_COLLECTION} spans 2024-07-04 to 2024-07-16",
+        ),
+    ],
+    ids=["backscatter", "coherence"],
+)
+def test_a_period_outside_a_collections_span_is_refused(
+    sar_and_coherence_stac, period, field, words
+):
+    sar = SarConfig(window_days=1, coherence=COHERENCE)
+    stac = StacConfig(api_url=sar_and_coherence_stac)
+    with pytest.raises(PreflightError) as info:
+        check_sar_sources(sar, stac, bounds=SMALL_BBOX, period=period)
+    assert info.value.field == field and words in str(info.value)
 
 
 def test_a_cog_host_out_of_reach_is_refused_before_the_run(sar_and_coherence_root):
