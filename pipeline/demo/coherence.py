@@ -28,7 +28,7 @@ from pipeline.demo.landscape import Landscape
 from pipeline.demo.noise import seeded_rng, smooth_noise
 from pipeline.demo.rasters import write_cog
 from pipeline.demo.scene import SceneGrid, iso_utc
-from pipeline.demo.stac_items import geojson_footprint
+from pipeline.demo.stac_items import COG_TYPE, sentinel1_item
 
 __all__ = [
     "COHERENCE_COLLECTION",
@@ -45,7 +45,6 @@ COHERENCE_COLLECTION = "sentinel-1-coherence"
 """The demo's coherence collection (``sar.coherence.collection``)."""
 COHERENCE_SCALE = 0.01
 """Stored DN times this is coherence (``raster:bands`` scale); DN 0 is nodata."""
-_COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 
 # 12-day VV coherence per land-cover class, (growing season Apr-Sep, rest of the year).
 _CLASS_COHERENCE: dict[int, tuple[float, float]] = {
@@ -125,54 +124,33 @@ def coherence_item_id(pair: CoherencePair) -> str:
 
 def coherence_stac_item(item_id: str, pair: CoherencePair, grid: SceneGrid) -> dict[str, Any]:
     """The STAC item of one pair (relative hrefs): an interval, one ``coherence`` asset."""
-    geometry, bbox = geojson_footprint(grid, "full")
-    h, w = grid.shape(10)
-    return {
-        "type": "Feature",
-        "stac_version": "1.0.0",
-        "id": item_id,
-        "collection": COHERENCE_COLLECTION,
-        "geometry": geometry,
-        "bbox": bbox,
-        "properties": {
-            "datetime": None,
-            "start_datetime": iso_utc(pair.start),
-            "end_datetime": iso_utc(pair.end),
-            "constellation": "Sentinel-1",
-            "sar:instrument_mode": "IW",
-            "sar:frequency_band": "C",
-            "sar:polarizations": ["VV"],
-            "sar:product_type": "COH",
-            "sat:orbit_state": "descending",
-            "sat:relative_orbit": pair.relative_orbit,
-            "proj:epsg": grid.epsg,
-            "proj:shape": [h, w],
-            "proj:transform": [10.0, 0.0, grid.x0, 0.0, -10.0, grid.y0],
-        },
-        "assets": {
-            "coherence": {
-                "href": f"cogs/{item_id}/coherence.tif",
-                "type": _COG_TYPE,
-                "title": f"VV {pair.days}-day interferometric coherence",
-                "roles": ["data", "coherence"],
-                "raster:bands": [
-                    {
-                        "nodata": 0,
-                        "data_type": "uint8",
-                        "scale": COHERENCE_SCALE,
-                        "offset": 0.0,
-                        "spatial_resolution": 10,
-                    }
-                ],
-            }
-        },
-        "links": [],
-        "stac_extensions": [
-            "https://stac-extensions.github.io/sar/v1.0.0/schema.json",
-            "https://stac-extensions.github.io/sat/v1.0.0/schema.json",
-            "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
-        ],
+    properties = {
+        "datetime": None,
+        "start_datetime": iso_utc(pair.start),
+        "end_datetime": iso_utc(pair.end),
+        "sar:polarizations": ["VV"],
+        "sar:product_type": "COH",
+        "sat:orbit_state": "descending",
+        "sat:relative_orbit": pair.relative_orbit,
     }
+    assets = {
+        "coherence": {
+            "href": f"cogs/{item_id}/coherence.tif",
+            "type": COG_TYPE,
+            "title": f"VV {pair.days}-day interferometric coherence",
+            "roles": ["data", "coherence"],
+            "raster:bands": [
+                {
+                    "nodata": 0,
+                    "data_type": "uint8",
+                    "scale": COHERENCE_SCALE,
+                    "offset": 0.0,
+                    "spatial_resolution": 10,
+                }
+            ],
+        }
+    }
+    return sentinel1_item(item_id, COHERENCE_COLLECTION, grid, properties, assets)
 
 
 def write_coherence_pair(

@@ -24,7 +24,7 @@ from pipeline.demo.landscape import Landscape
 from pipeline.demo.noise import seeded_rng, smooth_noise
 from pipeline.demo.rasters import write_cog
 from pipeline.demo.scene import SceneGrid, iso_utc
-from pipeline.demo.stac_items import geojson_footprint
+from pipeline.demo.stac_items import COG_TYPE, sentinel1_item
 from pipeline.geo.sar import SENTINEL_1_DUAL_POL, Polarisation
 
 __all__ = [
@@ -43,7 +43,6 @@ ENL = 4.4
 RTC_NODATA = -32768.0
 """Planetary Computer ``sentinel-1-rtc``'s nodata (``raster:bands``)."""
 SAR_COLLECTION = "sentinel-1-rtc"
-_COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 _TITLES: dict[Polarisation, str] = {
     "VV": "VV: vertical transmit, vertical receive",
     "VH": "VH: vertical transmit, horizontal receive",
@@ -142,12 +141,10 @@ def sar_item_id(sar_pass: SarPass) -> str:
 
 def sar_stac_item(item_id: str, sar_pass: SarPass, grid: SceneGrid) -> dict[str, Any]:
     """The Planetary Computer ``sentinel-1-rtc``-shaped item of one pass (relative hrefs)."""
-    geometry, bbox = geojson_footprint(grid, "full")
-    h, w = grid.shape(10)
     assets: dict[str, Any] = {
         pol.lower(): {
             "href": f"cogs/{item_id}/{pol.lower()}.tif",
-            "type": _COG_TYPE,
+            "type": COG_TYPE,
             "title": title,
             "roles": ["data"],
             "raster:bands": [
@@ -162,36 +159,16 @@ def sar_stac_item(item_id: str, sar_pass: SarPass, grid: SceneGrid) -> dict[str,
         "title": "VV, VH False-color composite",
         "roles": ["overview"],
     }
-    return {
-        "type": "Feature",
-        "stac_version": "1.0.0",
-        "id": item_id,
-        "collection": SAR_COLLECTION,
-        "geometry": geometry,
-        "bbox": bbox,
-        "properties": {
-            "datetime": iso_utc(sar_pass.date),
-            "platform": sar_pass.platform,
-            "constellation": "Sentinel-1",
-            "sar:instrument_mode": "IW",
-            "sar:frequency_band": "C",
-            "sar:polarizations": list(SENTINEL_1_DUAL_POL),
-            "sar:product_type": "GRD",
-            "sar:looks_equivalent_number": ENL,
-            "sat:orbit_state": sar_pass.orbit_state,
-            "sat:relative_orbit": sar_pass.relative_orbit,
-            "proj:epsg": grid.epsg,
-            "proj:shape": [h, w],
-            "proj:transform": [10.0, 0.0, grid.x0, 0.0, -10.0, grid.y0],
-        },
-        "assets": assets,
-        "links": [],
-        "stac_extensions": [
-            "https://stac-extensions.github.io/sar/v1.0.0/schema.json",
-            "https://stac-extensions.github.io/sat/v1.0.0/schema.json",
-            "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
-        ],
+    properties = {
+        "datetime": iso_utc(sar_pass.date),
+        "platform": sar_pass.platform,
+        "sar:polarizations": list(SENTINEL_1_DUAL_POL),
+        "sar:product_type": "GRD",
+        "sar:looks_equivalent_number": ENL,
+        "sat:orbit_state": sar_pass.orbit_state,
+        "sat:relative_orbit": sar_pass.relative_orbit,
     }
+    return sentinel1_item(item_id, SAR_COLLECTION, grid, properties, assets)
 
 
 def write_sar_pass(

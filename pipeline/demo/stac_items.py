@@ -30,7 +30,7 @@ from pipeline.demo.rasters import Rendered
 from pipeline.demo.scene import Acquisition, SceneGrid, as_utc, footprint_polygon, iso_utc
 from pipeline.geo.bands import L2A_BANDS, Band
 
-__all__ = ["geojson_footprint", "stac_item", "stac_item_ids"]
+__all__ = ["COG_TYPE", "geojson_footprint", "sentinel1_item", "stac_item", "stac_item_ids"]
 
 _FWHM = {
     "B01": 0.027,
@@ -74,7 +74,8 @@ _PC_TITLES = {
     "B11": "Band 11 - SWIR (1.6)",
     "B12": "Band 12 - SWIR (2.2)",
 }
-_COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+"""The media type of every demo COG asset, as the real catalogs give it."""
 _ES_EXTENSIONS = [
     "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
     "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
@@ -244,10 +245,10 @@ def stac_item(
         )
         for b in L2A_BANDS:
             key = keys[b.name]
-            assets[key] = es_band_asset(b, key, f"cogs/{item_id}/{key}.tif", _COG_TYPE)
+            assets[key] = es_band_asset(b, key, f"cogs/{item_id}/{key}.tif", COG_TYPE)
         assets["scl"] = {
             "href": f"cogs/{item_id}/scl.tif",
-            "type": _COG_TYPE,
+            "type": COG_TYPE,
             "title": "Scene classification map (SCL)",
             "gsd": 20,
             **proj(20),
@@ -259,7 +260,7 @@ def stac_item(
         rgb = [L2A_BANDS[i] for i in (3, 2, 1)]
         assets["visual"] = {
             "href": f"cogs/{item_id}/TCI.tif",  # never written: a trap for band lookups
-            "type": _COG_TYPE,
+            "type": COG_TYPE,
             "title": "True color image",
             "eo:bands": [_eo_band(b, keys[b.name], _ES_TITLES[b.name]) for b in rgb],
             **proj(10),
@@ -304,7 +305,7 @@ def stac_item(
             title = f"{_PC_TITLES[b.name]} - {b.resolution_m}m"
             assets[key] = {
                 "href": f"cogs/{item_id}/{key}.tif",
-                "type": _COG_TYPE,
+                "type": COG_TYPE,
                 "title": title,
                 "eo:bands": [_eo_band(b, key, title)],
                 "gsd": b.resolution_m,
@@ -313,7 +314,7 @@ def stac_item(
             }
         assets["SCL"] = {
             "href": f"cogs/{item_id}/SCL.tif",
-            "type": _COG_TYPE,
+            "type": COG_TYPE,
             "title": "Scene classfication map (SCL)",  # sic: the typo is Planetary Computer's
             "gsd": 20,
             **proj(20),
@@ -322,7 +323,7 @@ def stac_item(
         rgb = [L2A_BANDS[i] for i in (3, 2, 1)]
         assets["visual"] = {
             "href": f"cogs/{item_id}/TCI.tif",  # never written
-            "type": _COG_TYPE,
+            "type": COG_TYPE,
             "title": "True color image",
             "eo:bands": [_eo_band(b, keys[b.name], f"{_PC_TITLES[b.name]} - 10m") for b in rgb],
             "gsd": 10,
@@ -369,4 +370,47 @@ def _eo_band(band: Band, name: str, description: str) -> dict[str, Any]:
         "description": description,
         "center_wavelength": band.center_wavelength,
         "full_width_half_max": _FWHM[band.name],
+    }
+
+
+_SENTINEL_1_EXTENSIONS = [
+    "https://stac-extensions.github.io/sar/v1.0.0/schema.json",
+    "https://stac-extensions.github.io/sat/v1.0.0/schema.json",
+    "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
+]
+
+
+def sentinel1_item(
+    item_id: str,
+    collection: str,
+    grid: SceneGrid,
+    properties: dict[str, Any],
+    assets: dict[str, Any],
+) -> dict[str, Any]:
+    """A Sentinel-1 product's item on ``grid`` (10 m, full footprint): backscatter or coherence.
+
+    ``properties`` holds what differs by product (times, polarisations, product type, orbit);
+    the envelope, the IW C-band facts and the projection are added here.
+    """
+    geometry, bbox = geojson_footprint(grid, "full")
+    h, w = grid.shape(10)
+    return {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": item_id,
+        "collection": collection,
+        "geometry": geometry,
+        "bbox": bbox,
+        "properties": {
+            **properties,
+            "constellation": "Sentinel-1",
+            "sar:instrument_mode": "IW",
+            "sar:frequency_band": "C",
+            "proj:epsg": grid.epsg,
+            "proj:shape": [h, w],
+            "proj:transform": [10.0, 0.0, grid.x0, 0.0, -10.0, grid.y0],
+        },
+        "assets": assets,
+        "links": [],
+        "stac_extensions": list(_SENTINEL_1_EXTENSIONS),
     }
