@@ -37,9 +37,9 @@ import datetime as dt
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import pystac
@@ -49,7 +49,7 @@ from pystac_client.stac_api_io import StacApiIO
 from urllib3 import Retry
 
 from pipeline.core.config import StacConfig
-from pipeline.core.errors import PreflightError
+from pipeline.core.errors import AssetError, PreflightError
 
 __all__ = [
     "BLOB_HOST_SUFFIX",
@@ -58,6 +58,7 @@ __all__ = [
     "PlanetaryComputerSigner",
     "SigningError",
     "check_catalog",
+    "first_resolved",
     "open_catalog",
     "subscription_key",
 ]
@@ -67,6 +68,8 @@ SUBSCRIPTION_KEY_HEADER = "Ocp-Apim-Subscription-Key"
 """The header of a Planetary Computer account key (its SAS API's API Management gateway)."""
 # A cached token is renewed this long before it expires: hrefs signed during the search must
 # still be valid when the chips stage reads them.
+_Resolved = TypeVar("_Resolved")
+
 TOKEN_RENEWAL_S = 300.0
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 MAX_BACKOFF_S = 30.0
@@ -295,6 +298,23 @@ def check_catalog(
             interval=_overall_interval(found),
         )
     return sampled
+
+
+def first_resolved(
+    items: Iterable[dict[str, Any]], resolve: Callable[[dict[str, Any]], _Resolved]
+) -> tuple[_Resolved | None, list[tuple[dict[str, Any], Exception]]]:
+    """The first item ``resolve`` accepts, and the items before it with what refused them.
+
+    Items can be broken one by one (an asset missing, a bad date), so a preflight refuses a
+    collection only when none of its sampled items resolves as the run will resolve them.
+    """
+    refused: list[tuple[dict[str, Any], Exception]] = []
+    for item in items:
+        try:
+            return resolve(item), refused
+        except (AssetError, KeyError, ValueError) as exc:
+            refused.append((item, exc))
+    return None, refused
 
 
 def _overall_interval(collection: Any) -> tuple[dt.datetime | None, dt.datetime | None] | None:

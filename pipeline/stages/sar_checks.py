@@ -19,7 +19,7 @@ from pipeline.core.config import Period, SarConfig, StacConfig
 from pipeline.core.errors import AssetError, PreflightError
 from pipeline.geo.sar import POLARISATIONS, Polarisation
 from pipeline.io.cog_reads import check_cog_opens
-from pipeline.io.stac import CollectionSample, check_catalog
+from pipeline.io.stac import CollectionSample, check_catalog, first_resolved
 from pipeline.stages.coherence import resolve_coherence
 from pipeline.stages.sar import polarisation_assets, resolve_acquisition, sar_stac
 
@@ -130,13 +130,10 @@ def _check_backscatter(
 ) -> None:
     if not items:
         return
-    errors = []
-    for item in items:
-        try:
-            acquisition = resolve_acquisition(item, sar.polarisations)
-        except (AssetError, KeyError, ValueError) as exc:
-            errors.append(str(exc))
-            continue
+    acquisition, refused = first_resolved(
+        items, lambda item: resolve_acquisition(item, sar.polarisations)
+    )
+    if acquisition is not None:
         check_cog_opens(
             acquisition.hrefs[sar.polarisations[0]],
             field="sar.collection",
@@ -144,6 +141,7 @@ def _check_backscatter(
             what=f"a COG of {sar.collection}",
         )
         return
+    errors = [str(exc) for _, exc in refused]
     held = sorted({pol for item in items for pol in _polarisations(item)})
     if held:
         raise PreflightError(
@@ -163,13 +161,8 @@ def _check_coherence(items: Sequence[dict[str, Any]], sar: SarConfig, signing_fi
     config = sar.coherence
     if config is None or not items:
         return
-    errors = []
-    for item in items:
-        try:
-            found = resolve_coherence(item, config)
-        except (AssetError, KeyError, ValueError) as exc:
-            errors.append(str(exc))
-            continue
+    found, refused = first_resolved(items, lambda item: resolve_coherence(item, config))
+    if found is not None:
         check_cog_opens(
             found.href,
             field="sar.coherence.collection",
@@ -177,6 +170,7 @@ def _check_coherence(items: Sequence[dict[str, Any]], sar: SarConfig, signing_fi
             what=f"a COG of {config.collection}",
         )
         return
+    errors = [str(exc) for _, exc in refused]
     raise PreflightError(
         "sar.coherence.asset" if config.asset is not None else "sar.coherence.collection",
         f"no {config.collection} item read has a {config.polarisation} coherence COG "

@@ -33,7 +33,7 @@ from pipeline.geo.bands import SCL, Band
 from pipeline.geo.grid import ChipGrid, chip_grid
 from pipeline.geo.radiometry import OffsetDecision, decide_offset
 from pipeline.io.cog_reads import check_cog_opens
-from pipeline.io.stac import open_catalog
+from pipeline.io.stac import first_resolved, open_catalog
 from pipeline.stages.sampling import SampleSpec
 
 __all__ = [
@@ -232,21 +232,16 @@ def check_scene_items(
             that did not open) or ``stac.signing`` (an unsigned Azure Blob COG).
     """
     bands = tuple(bands)
-    errors = []
-    for item in items:
-        try:
-            scene = resolve_scene(item, bands)
-        except (AssetError, KeyError, ValueError) as exc:
-            errors.append(f"{item.get('id')}: {exc}")
-            continue
+    scene, refused = first_resolved(items, lambda item: resolve_scene(item, bands))
+    if scene is not None:
         check_cog_opens(
             scene.scl_href,
             field="stac.collection",
             signing_field="stac.signing",
             what=f"a COG of {collection}",
         )
-        return
-    if errors:
+    elif refused:
+        errors = [f"{item.get('id')}: {exc}" for item, exc in refused]
         raise PreflightError(
             "stac.collection",
             f"items of {collection!r} lack what the run reads ({'; '.join(errors[:2])}): "
