@@ -42,7 +42,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -190,15 +190,23 @@ class Request:
         input_ids: ``(L,)`` prompt ids, the image placeholders expanded (as the processor gives
             them).
         pixel_values: ``(tiles, 3, H, W)`` anyres tiles of the image (extra padding tiles, as a
-            batched processor adds them, are ignored).
+            batched processor adds them, are ignored), or a function that returns them: the
+            engine calls it each time it prefills the request (and at warm-up), so that a
+            caller can prepare images while earlier requests decode.
         image_size: Original image size ``(H, W)``.
         max_new_tokens: Most tokens to generate.
     """
 
     input_ids: Tensor
-    pixel_values: Tensor
+    pixel_values: Tensor | Callable[[], Tensor]
     image_size: tuple[int, int]
     max_new_tokens: int
+
+    def tiles(self) -> Tensor:
+        """The image's anyres tiles (prepared now when :attr:`pixel_values` is a function)."""
+        if isinstance(self.pixel_values, Tensor):
+            return self.pixel_values
+        return self.pixel_values()
 
     @property
     def prompt_len(self) -> int:
@@ -539,7 +547,7 @@ class FastLlavaEngine:
         ]
         pixels = torch.cat(
             [
-                r.pixel_values[:n].to(self.device, self.dtype)
+                r.tiles()[:n].to(self.device, self.dtype)
                 for r, n in zip(reqs, tiles, strict=True)
             ]
         )

@@ -124,6 +124,9 @@ def test_harness_runs_the_tiny_benchmark_on_cpu(tmp_path):
     for f in fast.values():
         assert f["captions_per_s"] > 0 and f["cuda_graphs"] is False and f["compile"] is False
         assert f["requests"] == 10 and f["refilled_rows"] > 0
+        # refilled slots never step longer than static batches over the same captions
+        assert f["static_batch_decode_steps"] >= f["decode_steps"] > 0
+        assert 0 < f["static_batch_live_fraction"] <= 1
         assert f["mean_new_tokens"] == lengths["mean_new_tokens"]
         # the first rows are the baselines' rows: in fp32 the engine reproduces them
         assert f["agreement_with_plain_bf16"]["rows_identical"] == 4
@@ -131,7 +134,11 @@ def test_harness_runs_the_tiny_benchmark_on_cpu(tmp_path):
     summary = report["summary"]
     assert summary["fast_batch"] in (4, 6) and summary["check_passed"] is None
     assert summary["ratio_fast_over_transformers_backend"] > 0
-    assert set(report["backend_preprocess_ms_per_caption"]) == {"one_thread", "8_threads"}
+    assert set(report["backend_preprocess_ms_per_caption"]) == {
+        "decode_8_threads",
+        "tiles_one_thread",
+        "tiles_8_threads",
+    }
     assert summary["fast_backend_captions_per_s_est"] < summary["fast_captions_per_s"]
     # progress lines of the harness and of the engine (its logger) reach stdout
     assert "fast path: setup at batch 6" in out.stdout

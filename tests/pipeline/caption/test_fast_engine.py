@@ -11,11 +11,13 @@ as on a GPU, eagerly (no compilation, no CUDA graphs, SDPA attention).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import logging
 import shutil
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from pipeline.caption.backends.transformers import TransformersCaptioner
-from pipeline.caption.engines.captioner import FastLlavaCaptioner
+from pipeline.caption.engines.captioner import FastLlavaCaptioner, TilesAhead
 from pipeline.caption.engines.fast_llava import FastLlavaEngine, Request
 from pipeline.caption.interface import CaptionInput
 from pipeline.caption.prompts import load_prompt, prompt_facts
@@ -81,7 +83,7 @@ def reference(model: Any, requests: Sequence[Request], **kw: Any) -> list[list[i
             generated = model.generate(
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),
-                pixel_values=r.pixel_values[None],
+                pixel_values=r.tiles()[None],
                 image_sizes=torch.tensor([r.image_size]),
                 max_new_tokens=r.max_new_tokens,
                 do_sample=False,
@@ -229,11 +231,18 @@ def test_broken_refills_fail_the_comparison(fast, expected, fault, monkeypatch):
 
 
 @pytest.mark.parametrize("prompt", ["grounded-v1", "llama3-ms-clip-v1"])
-def test_fast_backend_captions_like_the_transformers_backend(model_dir, prompt):
+def test_fast_backend_captions_like_the_transformers_backend(model_dir, prompt, caplog):
     inputs = chips(7)
     kw: dict[str, Any] = {"device": "cpu", "batch_size": SLOTS, "max_new_tokens": NEW_TOKENS}
     want = TransformersCaptioner(str(model_dir), prompt, **kw).caption_batch(inputs)
-    got = FastLlavaCaptioner(str(model_dir), prompt, **kw).caption_batch(inputs)
+    cap = FastLlavaCaptioner(str(model_dir), prompt, **kw)
+    # One chip's tiles ahead of the engine: the warm-up's re-reads find them dropped
+    cap.tiles_ahead = 1
+    with caplog.at_level(logging.INFO, logger="pipeline.caption.engines.captioner"):
+        got = cap.caption_batch(inputs)
+    rounds = [r.getMessage() for r in caplog.records if "waiting for image tiles" in r.getMessage()]
+    assert len(rounds) == len(load_prompt(prompt).follow_ups()) + 1  # one line per turn
+    assert rounds[0].startswith("fast engine: 7 chats in ") and "of 3 slots live" in rounds[0]
     turns = len(load_prompt(prompt).follow_ups()) + 1
     assert {r.finish_reason for r in want} == {"stop", "length"}
     for g, w in zip(got, want, strict=True):
@@ -246,6 +255,43 @@ def test_fast_backend_captions_like_the_transformers_backend(model_dir, prompt):
         )
         assert (g.prompt_tokens, g.completion_tokens) == (w.prompt_tokens, w.completion_tokens)
         assert len(g.qa) == turns - 1 and g.latency_s is not None and g.latency_s > 0
+
+
+def test_prompts_and_tiles_are_the_processors(fast):
+    """Later chips of an image size skip the image work in the prompt; nothing differs."""
+    inputs = chips(4)
+    wide = io.BytesIO()
+    Image.fromarray(np.full((200, 300, 3), 90, dtype=np.uint8)).save(wide, format="PNG")
+    inputs[2:] = [dataclasses.replace(x, rgb_png=wide.getvalue()) for x in inputs[2:]]
+    for x in inputs:
+        text = fast.processor.apply_chat_template(
+            fast.prompt.first_turn(prompt_facts(x), fast.image_part(x.rgb_png)),
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        image = Image.open(io.BytesIO(x.rgb_png)).convert("RGB")
+        want = fast.processor(text=[text], images=[image], return_tensors="pt")
+        got = fast.request(text, x.rgb_png)
+        assert torch.equal(got.input_ids, want["input_ids"][0])
+        assert torch.equal(got.tiles(), want["pixel_values"][0])
+        assert got.image_size == tuple(int(v) for v in want["image_sizes"][0])
+    assert {(264, 264), (300, 200)} <= set(fast._image_tokens)  # the tokenizer-only path ran
+
+
+def test_tiles_are_prepared_ahead_and_dropped_behind():
+    calls: list[int] = []
+
+    def job(i: int) -> Tensor:
+        calls.append(i)
+        return torch.full((1,), i)
+
+    with ThreadPoolExecutor(2) as pool:
+        tiles = TilesAhead(pool, [functools.partial(job, i) for i in range(10)], ahead=2)
+        assert int(tiles.get(0)) == 0 and tiles.held == 3  # 0, and 1 and 2 ahead
+        assert [int(tiles.get(i)) for i in range(1, 7)] == [1, 2, 3, 4, 5, 6]
+        assert tiles.held == 5  # 4..8: two behind, two ahead
+        assert int(tiles.get(0)) == 0  # dropped: prepared again, here
+    assert sorted(calls) == [0, *range(9)]  # chip 9 was never started
 
 
 def test_an_unreadable_image_fails_its_chip_only(model_dir):
