@@ -46,7 +46,7 @@ PREFILL_CHUNK = 32
 PREPROCESS_THREADS = 8
 """Chips turned into anyres tiles at once: resizing and normalising a chip takes ~13 ms of CPU,
 a third of a caption's GPU time, and PIL and numpy release the GIL for the pixel work (2 threads
-on 2 cores: 6.6 ms per chip, against 13.5 for one)."""
+on 2 cores: 6.7 ms per chip, against 12.7 for one; docs/benchmarks.md)."""
 
 FULL_ROUND_FACTOR = 4
 """Chats per round, in slots, from which a round's drain (its last chats decode in a part-empty

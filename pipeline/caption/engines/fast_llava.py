@@ -546,10 +546,7 @@ class FastLlavaEngine:
             for r in reqs
         ]
         pixels = torch.cat(
-            [
-                r.tiles()[:n].to(self.device, self.dtype)
-                for r, n in zip(reqs, tiles, strict=True)
-            ]
+            [r.tiles()[:n].to(self.device, self.dtype) for r, n in zip(reqs, tiles, strict=True)]
         )
         sizes = torch.tensor([list(r.image_size) for r in reqs], device=self.device)
         if not self.own_vision:
