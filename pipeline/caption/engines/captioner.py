@@ -168,12 +168,8 @@ class FastLlavaCaptioner(TransformersCaptioner):
     def request(self, text: str, png: bytes) -> Request:
         """The engine request of one rendered chat and its image, its tiles prepared now."""
         image = _open_rgb(png)
-        return self._request(text, image, self._tiles(image))
-
-    def _request(self, text: str, image: Image, tiles: Tensor | Callable[[], Tensor]) -> Request:
-        return Request(
-            self._prompt_ids(text, image), tiles, (image.height, image.width), self.max_new_tokens
-        )
+        ids, tiles = self._prompt_ids(text, image), self._tiles(image)
+        return Request(ids, tiles, (image.height, image.width), self.max_new_tokens)
 
     def _prompt_ids(self, text: str, image: Image) -> Tensor:
         """The chat's prompt ids, its image placeholder expanded as the processor expands it.
