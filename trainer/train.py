@@ -154,6 +154,27 @@ def _distributed() -> tuple[int, int, int]:
     return dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size()
 
 
+GLOO_DRAIN_S = 0.25
+"""Seconds the GIL is handed to gloo's worker threads before the process group goes."""
+
+
+def _leave_process_group() -> None:
+    """Wait for every rank, then destroy the process group without deadlocking.
+
+    A gloo worker thread frees a finished collective (and, through a barrier, the collectives
+    before it) after the caller has returned, and takes the GIL to drop tensors that Python
+    created (``all_gather_object``'s, the loss's gather). The group's destructor joins those
+    threads while holding the GIL, so a rank that dropped the group first (the DDP reducer
+    holds it, freed when :func:`train` returns) hung for good: about 1 CPU run in 20 under
+    load (torch 2.13, ``c10d::ProcessGroupGloo::~ProcessGroupGloo`` in ``thread.join`` against
+    a worker in ``gil_scoped_acquire``). Sleeping releases the GIL, so the workers finish first.
+    """
+    dist.barrier()
+    if dist.get_backend() == "gloo":
+        time.sleep(GLOO_DRAIN_S)
+    dist.destroy_process_group()
+
+
 def _device(local_rank: int) -> torch.device:
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
@@ -493,8 +514,7 @@ def train(
     if stop_after is None and rank == 0:
         _save_model(paths.model, model, tokenizer, prep, config, steps=step, fit=fit)
     if world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
+        _leave_process_group()
     return TrainResult(
         steps=step,
         epochs_started=epochs_started,
