@@ -164,10 +164,10 @@ def _leave_process_group() -> None:
     A gloo worker thread frees a finished collective (and, through a barrier, the collectives
     before it) after the caller has returned, and takes the GIL to drop tensors that Python
     created (``all_gather_object``'s, the loss's gather). The group's destructor joins those
-    threads while holding the GIL, so a rank that dropped the group first (the DDP reducer
-    holds it, freed when :func:`train` returns) hung for good: about 1 CPU run in 20 under
-    load (torch 2.13, ``c10d::ProcessGroupGloo::~ProcessGroupGloo`` in ``thread.join`` against
-    a worker in ``gil_scoped_acquire``). Sleeping releases the GIL, so the workers finish first.
+    threads while holding the GIL: a rank whose DDP reducer (it holds the group) was freed, as
+    :func:`train` returned, while a worker still waited for the GIL hung for good, about 1 CPU
+    run in 20 under load (torch 2.13: ``~ProcessGroupGloo`` in ``thread.join``, its worker in
+    ``gil_scoped_acquire``). Sleeping releases the GIL, so the workers finish first.
     """
     dist.barrier()
     if dist.get_backend() == "gloo":
