@@ -158,7 +158,7 @@ GLOO_DRAIN_S = 0.25
 """Seconds the GIL is handed to gloo's worker threads before the process group goes."""
 
 
-def _leave_process_group() -> None:
+def leave_process_group() -> None:
     """Wait for every rank, then destroy the process group without deadlocking.
 
     A gloo worker thread frees a finished collective (and, through a barrier, the collectives
@@ -167,7 +167,9 @@ def _leave_process_group() -> None:
     threads while holding the GIL: a rank whose DDP reducer (it holds the group) was freed, as
     :func:`train` returned, while a worker still waited for the GIL hung for good, about 1 CPU
     run in 20 under load (torch 2.13: ``~ProcessGroupGloo`` in ``thread.join``, its worker in
-    ``gil_scoped_acquire``). Sleeping releases the GIL, so the workers finish first.
+    ``gil_scoped_acquire``). A process that ended with such a worker aborted instead (SIGABRT,
+    "terminate called without an active exception"). Sleeping releases the GIL, so the workers
+    finish first.
     """
     dist.barrier()
     if dist.get_backend() == "gloo":
@@ -514,7 +516,7 @@ def train(
     if stop_after is None and rank == 0:
         _save_model(paths.model, model, tokenizer, prep, config, steps=step, fit=fit)
     if world > 1:
-        _leave_process_group()
+        leave_process_group()
     return TrainResult(
         steps=step,
         epochs_started=epochs_started,
