@@ -66,10 +66,10 @@ __all__ = [
 BLOB_HOST_SUFFIX = ".blob.core.windows.net"
 SUBSCRIPTION_KEY_HEADER = "Ocp-Apim-Subscription-Key"
 """The header of a Planetary Computer account key (its SAS API's API Management gateway)."""
-# A cached token is renewed this long before it expires: hrefs signed during the search must
-# still be valid when the chips stage reads them.
 _Resolved = TypeVar("_Resolved")
 
+# A cached token is renewed this long before it expires: hrefs signed during the search must
+# still be valid when the chips stage reads them.
 TOKEN_RENEWAL_S = 300.0
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 MAX_BACKOFF_S = 30.0
